@@ -1,0 +1,101 @@
+"""fastnn.kernels: one registry over the numpy, numba and cython backends.
+
+Backends load lazily on first use. A backend whose dependency is missing (Numba not
+installed, the Cython extension not built) is reported unavailable with the reason; it
+is never silently replaced by another one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from .contract import ACTIVATIONS, RAW_KERNELS, Backend, activation_code
+
+__all__ = [
+    "ACTIVATIONS",
+    "RAW_KERNELS",
+    "Backend",
+    "BACKEND_NAMES",
+    "activation_code",
+    "available_backends",
+    "backend_status",
+    "get_backend",
+    "get_default_backend",
+    "set_backend",
+]
+
+# Registry name -> module (relative to this package) holding the raw kernels.
+_MODULES = {"numpy": ".reference", "numba": ".nb", "cython": ".cy"}
+BACKEND_NAMES = tuple(_MODULES)
+# "auto" takes the first available of these: the fastest first (see benchmarks/).
+AUTO_ORDER = ("cython", "numba", "numpy")
+
+_loaded: dict[str, Backend] = {}
+_errors: dict[str, str] = {}
+_lock = threading.Lock()
+_default = "auto"
+
+
+def _load(name: str) -> Backend | None:
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _errors:
+            return None
+        try:
+            module = importlib.import_module(_MODULES[name], __name__)
+            info = dict(getattr(module, "BACKEND_INFO", {}))
+            _loaded[name] = Backend(name, module, info)
+            return _loaded[name]
+        except ImportError as exc:  # missing numba / unbuilt extension
+            _errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
+
+
+def backend_status() -> dict[str, str]:
+    """Map each backend name to "available" or the reason it is not."""
+    return {n: "available" if _load(n) else _errors[n] for n in BACKEND_NAMES}
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that load on this machine, fastest first."""
+    return [n for n in AUTO_ORDER if _load(n) is not None]
+
+
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """Return a backend by name ("auto" or None: the process default)."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = _default
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a name, got {type(name).__name__}")
+    name = name.lower()
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            backend = _load(candidate)
+            if backend is not None:
+                return backend
+        raise RuntimeError("no kernel backend is available")  # numpy always loads
+    if name not in _MODULES:
+        raise ValueError(
+            f"unknown backend {name!r}; expected 'auto' or one of {list(_MODULES)}"
+        )
+    backend = _load(name)
+    if backend is None:
+        raise ValueError(f"backend {name!r} is unavailable: {_errors[name]}")
+    return backend
+
+
+def set_backend(name: str) -> Backend:
+    """Set the process-wide default backend ("auto" = fastest available)."""
+    global _default
+    backend = get_backend(name)
+    _default = name.lower()
+    return backend
+
+
+def get_default_backend() -> str:
+    """The name set by :func:`set_backend` ("auto" unless changed)."""
+    return _default

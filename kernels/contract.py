@@ -1,0 +1,521 @@
+"""The kernel contract: one public API over every backend.
+
+Each backend (``reference`` = NumPy, ``nb`` = Numba, ``cy`` = Cython) provides the *raw*
+kernels listed in :data:`RAW_KERNELS` with exactly the parameters given there. Raw
+kernels trust their inputs: every array is C-contiguous, of one float dtype, correctly
+shaped, outputs are allocated, optional arrays are passed as zero-size arrays and the
+activation is an integer code. Element-wise kernels and optimizer updates take flat 1-D
+views.
+
+:class:`Backend` wraps a raw module with the public signatures (documented below),
+validates every argument *before* any kernel touches memory, allocates missing outputs
+and returns them. The validation lives here, once, so no backend repeats it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import operator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+# Activation codes shared by every backend (the compiled kernels switch on the int).
+ACTIVATIONS: dict[str, int] = {
+    "identity": 0,
+    "relu": 1,
+    "leaky_relu": 2,
+    "sigmoid": 3,
+    "tanh": 4,
+    "gelu": 5,
+}
+ACTIVATION_ALIASES = {"logistic": "sigmoid", "linear": "identity", "none": "identity"}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Raw kernel name -> parameter names, in order. Every backend implements exactly these.
+# "act" is an activation code, "alpha" the leaky_relu slope.
+RAW_KERNELS: dict[str, tuple[str, ...]] = {
+    # OUT = op(a) @ op(b) (+ OUT if accumulate)
+    "matmul": ("a", "b", "out", "trans_a", "trans_b", "accumulate"),
+    # out = f(z), flat
+    "activation_forward": ("z", "out", "act", "alpha"),
+    # out = dy * f'(z) (sigmoid/tanh read y, relu/leaky_relu/gelu read z), flat
+    "activation_backward": ("dy", "z", "y", "out", "act", "alpha"),
+    # z = x @ w + b; y = f(z); z_out written only when non-empty
+    "linear_forward": ("x", "w", "b", "y_out", "z_out", "act", "alpha"),
+    # dz = dy*f'(z); dw = x^T dz + weight_decay*w; db = sum_rows dz; dx = dz w^T
+    # (db_out / dx_out skipped when empty; dz_out may be dy itself)
+    "linear_backward": (
+        "dy", "x", "w", "z", "y", "dz_out", "dw_out", "db_out", "dx_out",
+        "act", "alpha", "weight_decay",
+    ),  # fmt: skip
+    # mean loss (1/n) sum_i w_i l_i; grad = w_i (softmax - target) / n (skipped when
+    # grad_out is empty); row_loss_out[i] = l_i when non-empty. Returns the mean loss.
+    "softmax_cross_entropy": (
+        "logits", "labels", "sample_weight", "grad_out", "row_loss_out",
+        "label_smoothing",
+    ),  # fmt: skip
+    # out = softmax(logits), per row, max-shifted
+    "softmax": ("logits", "out"),
+    # PyTorch SGD: g = grad + wd*p; v = mu*v + g; p -= lr*(g + mu*v if nesterov else v)
+    "sgd_update": (
+        "param", "grad", "velocity", "lr", "momentum", "nesterov", "weight_decay",
+    ),  # fmt: skip
+    # PyTorch Adam (decoupled=False: g += wd*p) / AdamW (decoupled: p *= 1 - lr*wd);
+    # m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    "adam_update": (
+        "param", "grad", "m", "v", "lr", "beta1", "beta2", "eps", "step",
+        "weight_decay", "decoupled",
+    ),  # fmt: skip
+}
+
+_EMPTY = {dt: np.empty(0, dtype=dt) for dt in FLOAT_DTYPES}
+_EMPTY_LABELS = np.empty(0, dtype=np.intp)
+
+
+def activation_code(activation: str | int) -> int:
+    """Return the integer code of an activation name (ValueError if unknown)."""
+    if isinstance(activation, (int, np.integer)) and not isinstance(activation, bool):
+        if int(activation) in ACTIVATIONS.values():
+            return int(activation)
+    elif isinstance(activation, str):
+        name = ACTIVATION_ALIASES.get(activation.lower(), activation.lower())
+        if name in ACTIVATIONS:
+            return ACTIVATIONS[name]
+    raise ValueError(
+        f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+    )
+
+
+# --------------------------------------------------------------------------- checks
+def _array(name: str, a: Any, ndim: int | None = None) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    return a
+
+
+def _same_dtype(**arrays: np.ndarray | None) -> np.dtype:
+    dtypes = {n: a.dtype for n, a in arrays.items() if a is not None}
+    first = next(iter(dtypes.values()))
+    if any(d != first for d in dtypes.values()):
+        listing = ", ".join(f"{n}={d}" for n, d in dtypes.items())
+        raise TypeError(f"mixed dtypes ({listing}): all arrays must share one dtype")
+    return first
+
+
+def _out(
+    name: str, out: Any, shape: tuple[int, ...], dtype: np.dtype, *inputs: np.ndarray
+) -> np.ndarray:
+    """Return a validated output buffer, or a new one when ``out`` is None."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    _array(name, out)
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for a in inputs:
+        if a is not None and a.size and out.size and np.may_share_memory(out, a):
+            raise ValueError(f"{name} must not overlap an input array")
+    return out
+
+
+def _finite_float(name: str, value: Any, low: float | None = None) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def _labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels has shape {labels.shape}, expected ({n},)")
+    if n and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}); got values in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    return np.ascontiguousarray(labels, dtype=np.intp)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1)
+
+
+# -------------------------------------------------------------------------- backend
+class Backend:
+    """The public kernel API of one backend, with validation and allocation.
+
+    Parameters
+    ----------
+    name : str
+        Registry name ("numpy", "numba", "cython").
+    raw : module
+        Module (or namespace) holding the raw kernels of :data:`RAW_KERNELS`.
+    info : dict, optional
+        Facts shown by ``fastnn.show_config()`` (threading layer, OpenMP, ...).
+    """
+
+    def __init__(self, name: str, raw: ModuleType, info: dict | None = None) -> None:
+        missing = [k for k in RAW_KERNELS if not hasattr(raw, k)]
+        if missing:
+            raise ImportError(f"backend {name!r} lacks kernels {missing}")
+        self.name = name
+        self.raw = raw
+        self.info = dict(info or {})
+
+    def __repr__(self) -> str:
+        return f"<fastnn backend {self.name!r}>"
+
+    # ---------------------------------------------------------------- matmul
+    def matmul(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        out: np.ndarray | None = None,
+        *,
+        trans_a: bool = False,
+        trans_b: bool = False,
+        accumulate: bool = False,
+    ) -> np.ndarray:
+        """C = op(A) @ op(B) (+ C when ``accumulate``); op transposes when flagged."""
+        _array("a", a, 2)
+        _array("b", b, 2)
+        dtype = _same_dtype(a=a, b=b, out=out)
+        m, k = a.shape[::-1] if trans_a else a.shape
+        k2, n = b.shape[::-1] if trans_b else b.shape
+        if k != k2:
+            raise ValueError(
+                f"matmul shapes do not agree: op(a) is {(m, k)}, op(b) is {(k2, n)}"
+            )
+        if accumulate and out is None:
+            raise ValueError("accumulate=True needs an out buffer")
+        out = _out("out", out, (m, n), dtype, a, b)
+        self.raw.matmul(a, b, out, bool(trans_a), bool(trans_b), bool(accumulate))
+        return out
+
+    # ----------------------------------------------------------- activations
+    def activation_forward(
+        self,
+        z: np.ndarray,
+        activation: str = "relu",
+        out: np.ndarray | None = None,
+        *,
+        alpha: float = 0.01,
+    ) -> np.ndarray:
+        """y = f(z), element-wise. ``out`` may be ``z`` itself (in place)."""
+        _array("z", z)
+        act = activation_code(activation)
+        alpha = _finite_float("alpha", alpha)
+        if out is not z:
+            out = _out("out", out, z.shape, z.dtype, z)
+        self.raw.activation_forward(_flat(z), _flat(out), act, alpha)
+        return out
+
+    def activation_backward(
+        self,
+        dy: np.ndarray,
+        z: np.ndarray,
+        y: np.ndarray,
+        activation: str = "relu",
+        out: np.ndarray | None = None,
+        *,
+        alpha: float = 0.01,
+    ) -> np.ndarray:
+        """dz = dy * f'(z). sigmoid/tanh read y = f(z); the others read z.
+
+        For relu and leaky_relu (alpha >= 0) y may be passed as z. ``out`` may be
+        ``dy`` (in place).
+        """
+        for name, arr in (("dy", dy), ("z", z), ("y", y)):
+            _array(name, arr)
+            if arr.shape != dy.shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {dy.shape}")
+        _same_dtype(dy=dy, z=z, y=y)
+        act = activation_code(activation)
+        alpha = _finite_float("alpha", alpha)
+        if out is not dy:
+            out = _out("out", out, dy.shape, dy.dtype, z, y)
+        self.raw.activation_backward(
+            _flat(dy), _flat(z), _flat(y), _flat(out), act, alpha
+        )
+        return out
+
+    # ---------------------------------------------------------------- linear
+    def _linear_shapes(
+        self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
+    ) -> tuple[int, int, int]:
+        _array("x", x, 2)
+        _array("w", w, 2)
+        if b is not None:
+            _array("b", b, 1)
+        n, k = x.shape
+        if w.shape[0] != k:
+            raise ValueError(
+                f"x has {k} features but w has shape {w.shape} (in_features, "
+                "out_features)"
+            )
+        m = w.shape[1]
+        if b is not None and b.shape != (m,):
+            raise ValueError(f"b has shape {b.shape}, expected ({m},)")
+        return n, k, m
+
+    def linear_forward(
+        self,
+        x: np.ndarray,
+        w: np.ndarray,
+        b: np.ndarray | None = None,
+        activation: str = "identity",
+        out: np.ndarray | None = None,
+        *,
+        z_out: np.ndarray | None = None,
+        alpha: float = 0.01,
+    ) -> np.ndarray:
+        """y = f(x @ w + b), bias and activation fused; z = x @ w + b to ``z_out``."""
+        n, _, m = self._linear_shapes(x, w, b)
+        dtype = _same_dtype(x=x, w=w, b=b)
+        act = activation_code(activation)
+        alpha = _finite_float("alpha", alpha)
+        out = _out("out", out, (n, m), dtype, x, w, b)
+        if z_out is not None:
+            z_out = _out("z_out", z_out, (n, m), dtype, x, w, b, out)
+        self.raw.linear_forward(
+            x,
+            w,
+            _EMPTY[dtype] if b is None else b,
+            out,
+            _EMPTY[dtype] if z_out is None else z_out,
+            act,
+            alpha,
+        )
+        return out
+
+    def linear_backward(
+        self,
+        dy: np.ndarray,
+        x: np.ndarray,
+        w: np.ndarray,
+        z: np.ndarray,
+        y: np.ndarray,
+        activation: str = "identity",
+        *,
+        dw_out: np.ndarray | None = None,
+        db_out: np.ndarray | None = None,
+        dx_out: np.ndarray | None = None,
+        dz_out: np.ndarray | None = None,
+        compute_db: bool = True,
+        compute_dx: bool = True,
+        weight_decay: float = 0.0,
+        alpha: float = 0.01,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Backward of y = f(x @ w + b).
+
+        dz = dy * f'(z); dw = x^T dz + weight_decay * w; db = sum over rows of dz;
+        dx = dz w^T. ``dz_out`` is a workspace and may be ``dy`` itself. Returns
+        ``(dw, db, dx)``; db / dx are None when not computed.
+        """
+        n, k, m = self._linear_shapes(x, w, None)
+        for name, arr in (("dy", dy), ("z", z), ("y", y)):
+            _array(name, arr, 2)
+            if arr.shape != (n, m):
+                raise ValueError(f"{name} has shape {arr.shape}, expected {(n, m)}")
+        dtype = _same_dtype(dy=dy, x=x, w=w, z=z, y=y)
+        act = activation_code(activation)
+        alpha = _finite_float("alpha", alpha)
+        weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
+        if dz_out is not dy:
+            dz_out = _out("dz_out", dz_out, (n, m), dtype, x, w, z, y)
+        dw_out = _out("dw_out", dw_out, (k, m), dtype, dy, x, w, z, y, dz_out)
+        if compute_db:
+            db_out = _out("db_out", db_out, (m,), dtype, dy, x, w, z, y, dz_out)
+        if compute_dx:
+            dx_out = _out("dx_out", dx_out, (n, k), dtype, dy, x, w, z, y, dz_out)
+        empty = _EMPTY[dtype]
+        self.raw.linear_backward(
+            dy,
+            x,
+            w,
+            z,
+            y,
+            dz_out,
+            dw_out,
+            db_out if compute_db else empty,
+            dx_out if compute_dx else empty,
+            act,
+            alpha,
+            weight_decay,
+        )
+        return dw_out, db_out if compute_db else None, dx_out if compute_dx else None
+
+    # ------------------------------------------------------------------ loss
+    def softmax_cross_entropy(
+        self,
+        logits: np.ndarray,
+        labels: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+        label_smoothing: float = 0.0,
+        grad_out: np.ndarray | None = None,
+        compute_grad: bool = True,
+        row_loss_out: np.ndarray | None = None,
+    ) -> tuple[float, np.ndarray | None]:
+        """Fused softmax cross-entropy: mean loss and its gradient w.r.t. the logits.
+
+        Per row: lse = m + log sum exp(z - m), l_i = lse - sum_k t_k z_k with target
+        t = (1 - eps) onehot(y) + eps / K. loss = (1/n) sum_i w_i l_i and
+        grad_i = w_i (softmax(z_i) - t_i) / n. An empty batch gives a NaN loss.
+        Returns ``(loss, grad)`` (grad None when not computed).
+        """
+        _array("logits", logits, 2)
+        n, n_classes = logits.shape
+        dtype = logits.dtype
+        if n_classes == 0:
+            raise ValueError("logits must have at least one class column")
+        labels = _labels(labels, n, n_classes)
+        if sample_weight is not None:
+            _array("sample_weight", sample_weight, 1)
+            _same_dtype(logits=logits, sample_weight=sample_weight)
+            if sample_weight.shape != (n,):
+                raise ValueError(
+                    f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
+                )
+        eps = _finite_float("label_smoothing", label_smoothing, 0.0)
+        if eps > 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
+        empty = _EMPTY[dtype]
+        if compute_grad:
+            grad_out = _out("grad_out", grad_out, (n, n_classes), dtype, logits)
+        if row_loss_out is not None:
+            row_loss_out = _out("row_loss_out", row_loss_out, (n,), dtype, logits)
+        loss = self.raw.softmax_cross_entropy(
+            logits,
+            labels,
+            empty if sample_weight is None else sample_weight,
+            grad_out if compute_grad else empty,
+            empty if row_loss_out is None else row_loss_out,
+            eps,
+        )
+        return float(loss), grad_out if compute_grad else None
+
+    def softmax(self, logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Row-wise softmax exp(z - lse(z)); ``out`` may be ``logits`` (in place)."""
+        _array("logits", logits, 2)
+        if out is not logits:
+            out = _out("out", out, logits.shape, logits.dtype, logits)
+        self.raw.softmax(logits, out)
+        return out
+
+    # ------------------------------------------------------------- optimizers
+    def _param_group(self, **arrays: np.ndarray | None) -> None:
+        shape = arrays["param"].shape
+        for name, arr in arrays.items():
+            if arr is None:
+                continue
+            _array(name, arr)
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+        _same_dtype(**arrays)
+        for name in ("param", "velocity", "m", "v"):
+            arr = arrays.get(name)
+            if arr is not None and not arr.flags.writeable:
+                raise ValueError(f"{name} is updated in place and must be writeable")
+
+    def sgd_update(
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        velocity: np.ndarray | None = None,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> np.ndarray:
+        """In-place SGD step, PyTorch's formulation (dampening 0).
+
+        g = grad + weight_decay * param; v = momentum * v + g;
+        param -= lr * (g + momentum * v if nesterov else v). Returns ``param``.
+        """
+        self._param_group(param=param, grad=grad, velocity=velocity)
+        lr = _finite_float("lr", lr, 0.0)
+        momentum = _finite_float("momentum", momentum, 0.0)
+        weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
+        if nesterov and momentum == 0.0:
+            raise ValueError("nesterov momentum requires momentum > 0")
+        if momentum > 0.0 and velocity is None:
+            raise ValueError("momentum > 0 needs a velocity buffer")
+        vel = _flat(velocity) if velocity is not None else _EMPTY[param.dtype]
+        self.raw.sgd_update(
+            _flat(param), _flat(grad), vel, lr, momentum, bool(nesterov), weight_decay
+        )
+        return param
+
+    def adam_update(
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        m: np.ndarray,
+        v: np.ndarray,
+        *,
+        step: int,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> np.ndarray:
+        """In-place Adam (``decoupled=False``) or AdamW step, PyTorch's formulation.
+
+        ``step`` counts from 1. Adam adds weight_decay * param to the gradient; AdamW
+        multiplies param by (1 - lr * weight_decay) first. m = b1 m + (1-b1) g;
+        v = b2 v + (1-b2) g^2; param -= lr m_hat / (sqrt(v_hat) + eps).
+        """
+        self._param_group(param=param, grad=grad, m=m, v=v)
+        step = operator.index(step)
+        if step < 1:
+            raise ValueError(f"step counts from 1, got {step}")
+        lr = _finite_float("lr", lr, 0.0)
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= _finite_float(name, beta) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {beta}")
+        eps = _finite_float("eps", eps, 0.0)
+        weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
+        self.raw.adam_update(
+            _flat(param),
+            _flat(grad),
+            _flat(m),
+            _flat(v),
+            lr,
+            float(beta1),
+            float(beta2),
+            eps,
+            step,
+            weight_decay,
+            bool(decoupled),
+        )
+        return param
+
+
+def raw_signature(func: Any) -> tuple[str, ...]:
+    """Parameter names of a raw kernel (Numba dispatchers expose ``py_func``)."""
+    func = getattr(func, "py_func", func)
+    return tuple(inspect.signature(func).parameters)

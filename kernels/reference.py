@@ -1,0 +1,205 @@
+"""The NumPy backend: the test oracle and the benchmark baseline.
+
+Raw kernels of the contract (see ``contract.RAW_KERNELS``), written the way a good NumPy
+user would: in-place ufuncs with ``out=``, multiply-by-mask instead of boolean indexing,
+scalar constants of the array's dtype. Inputs are validated by ``contract.Backend``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _op(a: np.ndarray, trans: bool) -> np.ndarray:
+    return a.T if trans else a
+
+
+def matmul(a, b, out, trans_a, trans_b, accumulate):
+    """out = op(a) @ op(b) (+ out)."""
+    if accumulate:
+        out += _op(a, trans_a) @ _op(b, trans_b)
+    else:
+        np.matmul(_op(a, trans_a), _op(b, trans_b), out=out)
+
+
+def activation_forward(z, out, act, alpha):
+    """out = f(z), element-wise (flat arrays)."""
+    one = z.dtype.type(1)
+    if act == 0:  # identity
+        if out is not z:
+            np.copyto(out, z)
+    elif act == 1:  # relu
+        np.maximum(z, z.dtype.type(0), out=out)
+    elif act == 2:  # leaky_relu
+        if 0.0 <= alpha <= 1.0:
+            slope = np.multiply(z, z.dtype.type(alpha))
+            np.maximum(z, slope, out=out)
+        else:
+            np.copyto(out, np.where(z > 0, z, z * z.dtype.type(alpha)))
+    elif act == 3:  # sigmoid: 1 / (1 + exp(-z)); exp overflow gives 1/inf = 0
+        with np.errstate(over="ignore"):
+            np.negative(z, out=out)
+            np.exp(out, out=out)
+        out += one
+        np.reciprocal(out, out=out)
+    elif act == 4:  # tanh
+        np.tanh(z, out=out)
+    elif act == 5:  # gelu (exact): 0.5 z (1 + erf(z / sqrt 2))
+        cdf = erf(z * z.dtype.type(_SQRT_HALF))
+        cdf += one
+        np.multiply(z, cdf, out=out)
+        out *= z.dtype.type(0.5)
+    else:
+        raise ValueError(f"unknown activation code {act}")
+
+
+def _activation_grad(z, y, act, alpha):
+    """f'(z) as a new array (None for identity)."""
+    dt = z.dtype.type
+    if act == 0:
+        return None
+    if act == 1:
+        return (z > 0).astype(z.dtype)
+    if act == 2:
+        return np.where(z > 0, dt(1), dt(alpha))
+    if act == 3:
+        return y * (dt(1) - y)
+    if act == 4:
+        g = y * y
+        np.subtract(dt(1), g, out=g)
+        return g
+    if act == 5:  # Phi(z) + z phi(z)
+        cdf = erf(z * dt(_SQRT_HALF))
+        cdf += dt(1)
+        cdf *= dt(0.5)
+        pdf = np.square(z)
+        pdf *= dt(-0.5)
+        np.exp(pdf, out=pdf)
+        pdf *= z
+        pdf *= dt(_INV_SQRT_2PI)
+        cdf += pdf
+        return cdf
+    raise ValueError(f"unknown activation code {act}")
+
+
+def activation_backward(dy, z, y, out, act, alpha):
+    """out = dy * f'(z) (flat arrays)."""
+    grad = _activation_grad(z, y, act, alpha)
+    if grad is None:
+        if out is not dy:
+            np.copyto(out, dy)
+    else:
+        np.multiply(dy, grad, out=out)
+
+
+def linear_forward(x, w, b, y_out, z_out, act, alpha):
+    """z = x @ w + b; y_out = f(z); z_out = z when non-empty."""
+    np.matmul(x, w, out=y_out)
+    if b.size:
+        y_out += b
+    if z_out.size:
+        np.copyto(z_out, y_out)
+    activation_forward(y_out.reshape(-1), y_out.reshape(-1), act, alpha)
+
+
+def linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
+                    weight_decay):  # fmt: skip
+    """dz = dy f'(z); dw = x^T dz + wd w; db = sum_rows dz; dx = dz w^T."""
+    activation_backward(
+        dy.reshape(-1), z.reshape(-1), y.reshape(-1), dz_out.reshape(-1), act, alpha
+    )
+    np.matmul(x.T, dz_out, out=dw_out)
+    if weight_decay:
+        dw_out += w * w.dtype.type(weight_decay)
+    if db_out.size:
+        np.sum(dz_out, axis=0, out=db_out)
+    if dx_out.size:
+        np.matmul(dz_out, w.T, out=dx_out)
+
+
+def _shifted_exp(logits):
+    """(z - max z, exp(z - max z), row sums); a NaN anywhere in a row spreads."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=1)
+
+
+def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
+                          label_smoothing):  # fmt: skip
+    """Mean weighted loss; grad_out = w (softmax - target) / n when non-empty."""
+    n, k = logits.shape
+    if n == 0:
+        return math.nan
+    dt = logits.dtype.type
+    with np.errstate(invalid="ignore"):
+        shifted, e, s = _shifted_exp(logits)
+        rows = np.arange(n)
+        # l = lse - sum_k t_k z_k = log s - sum_k t_k shifted_k (targets sum to 1)
+        loss = np.log(s)
+        loss -= dt(1.0 - label_smoothing) * shifted[rows, labels]
+        if label_smoothing:
+            loss -= dt(label_smoothing / k) * shifted.sum(axis=1)
+    if row_loss_out.size:
+        np.copyto(row_loss_out, loss)
+    if sample_weight.size:
+        loss *= sample_weight
+    if grad_out.size:
+        np.divide(e, s[:, None], out=grad_out)
+        if label_smoothing:
+            grad_out -= dt(label_smoothing / k)
+        grad_out[rows, labels] -= dt(1.0 - label_smoothing)
+        scale = np.full(n, dt(1.0 / n)) if not sample_weight.size else sample_weight / dt(n)
+        grad_out *= scale[:, None]
+    return loss.sum() / n
+
+
+def softmax(logits, out):
+    """out = exp(z - lse(z)) per row."""
+    if logits.shape[0] == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        _, e, s = _shifted_exp(logits)
+    np.divide(e, s[:, None], out=out)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """PyTorch SGD step, in place (flat arrays)."""
+    dt = param.dtype.type
+    g = grad + dt(weight_decay) * param if weight_decay else grad
+    if momentum:
+        velocity *= dt(momentum)
+        velocity += g
+        step = g + dt(momentum) * velocity if nesterov else velocity
+    else:
+        step = g
+    param -= dt(lr) * step
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
+                decoupled):  # fmt: skip
+    """PyTorch Adam / AdamW step, in place (flat arrays)."""
+    dt = param.dtype.type
+    g = grad
+    if weight_decay:
+        if decoupled:
+            param *= dt(1.0 - lr * weight_decay)
+        else:
+            g = grad + dt(weight_decay) * param
+    m *= dt(beta1)
+    m += dt(1.0 - beta1) * g
+    v *= dt(beta2)
+    v += dt(1.0 - beta2) * (g * g)
+    bias1 = 1.0 - beta1**step
+    bias2_sqrt = math.sqrt(1.0 - beta2**step)
+    denom = np.sqrt(v)
+    denom /= dt(bias2_sqrt)
+    denom += dt(eps)
+    update = m / denom
+    update *= dt(lr / bias1)
+    param -= update
