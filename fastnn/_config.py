@@ -1,7 +1,135 @@
-"""show_config(): what this fastnn can do on this machine, and why."""
+"""show_config(): what this fastnn can do on this machine, and why.
+
+``config()`` returns the same facts as a JSON-ready dict; the benchmark report uses it
+as its environment fingerprint.
+"""
 
 from __future__ import annotations
 
+import platform
+import sys
+from importlib import metadata
+from typing import Any
 
-def show_config() -> None:  # filled in below the kernel registry
-    raise NotImplementedError
+from . import _runtime_env, kernels, threads
+
+_SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+               "neon", "asimd", "sve")  # fmt: skip
+_PACKAGES = ("numpy", "scipy", "numba", "llvmlite", "Cython", "threadpoolctl",
+             "scikit-learn")  # fmt: skip
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and SIMD features (from /proc/cpuinfo where it exists)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
+                    break
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "machine": platform.machine(),
+        "cores": threads.cpu_count(),
+        "simd": [f for f in _SIMD_FLAGS if f in flags],
+    }
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """The BLAS libraries loaded in this process (threadpoolctl's view)."""
+    controller = threads._blas_controller()
+    controller = type(controller)()  # fresh view: thread counts may have changed
+    return [
+        {
+            "library": p.internal_api,
+            "version": p.version,
+            "threads": p.num_threads,
+            "architecture": getattr(p, "architecture", None),
+            "path": p.filepath,
+        }
+        for p in controller.lib_controllers
+        if p.user_api == "blas"
+    ]
+
+
+def config() -> dict[str, Any]:
+    """Every fact show_config() prints, as a dict."""
+    status = kernels.backend_status()
+    backends = {
+        name: {
+            "available": state == "available",
+            "reason": None if state == "available" else state,
+            **(kernels.get_backend(name).info if state == "available" else {}),
+        }
+        for name, state in status.items()
+    }
+    return {
+        "fastnn": _version("fastnn"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {p: _version(p) for p in _PACKAGES},
+        "backends": backends,
+        "default_backend": kernels.get_default_backend(),
+        "auto_backend": kernels.get_backend("auto").name,
+        "threads": threads.get_num_threads(),
+        "runtime_env": {
+            "set_by_fastnn": dict(_runtime_env.APPLIED),
+            "OMP_WAIT_POLICY": _runtime_env.os.environ.get("OMP_WAIT_POLICY"),
+        },
+        "blas": blas_info(),
+        "cpu": cpu_info(),
+    }
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
+def show_config(file: Any = None) -> None:
+    """Print versions, backends (and why one is unavailable), threads, BLAS and CPU."""
+    cfg = config()
+    lines = [f"fastnn {cfg['fastnn']}  (Python {cfg['python']}, {cfg['platform']})"]
+    lines.append("packages:  " + ", ".join(f"{k} {v}" for k, v in cfg["packages"].items()))
+    lines.append(
+        f"backends:  default {cfg['default_backend']!r} -> {cfg['auto_backend']}"
+    )
+    for name, info in cfg["backends"].items():
+        if not info["available"]:
+            lines.append(f"  {name:7s} unavailable: {info['reason']}")
+            continue
+        extra = {k: v for k, v in info.items() if k not in ("available", "reason")}
+        details = "; ".join(f"{k} {_format_value(v)}" for k, v in extra.items())
+        lines.append(f"  {name:7s} available" + (f": {details}" if details else ""))
+    lines.append(f"threads:   {cfg['threads']} (fastnn.set_num_threads governs all pools)")
+    env = cfg["runtime_env"]
+    origin = "set by fastnn" if "OMP_WAIT_POLICY" in env["set_by_fastnn"] else "user's"
+    lines.append(f"OpenMP:    OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']} ({origin})")
+    for blas in cfg["blas"]:
+        lines.append(
+            f"BLAS:      {blas['library']} {blas['version']} ({blas['architecture']}), "
+            f"{blas['threads']} threads, {blas['path']}"
+        )
+    cpu = cfg["cpu"]
+    lines.append(
+        f"CPU:       {cpu['model']} ({cpu['machine']}), {cpu['cores']} cores, "
+        f"SIMD {_format_value(cpu['simd'])}"
+    )
+    print("\n".join(lines), file=file if file is not None else sys.stdout)

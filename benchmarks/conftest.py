@@ -1,0 +1,1 @@
+"""Benchmarks run float32 with fastnn's thread setting (2 threads on the CI machine)."""
