@@ -8,16 +8,58 @@ from __future__ import annotations
 
 from . import _runtime_env  # noqa: F401  (must run before numba / the extension load)
 from ._config import show_config
+from .callbacks import Callback, EarlyStopping, History
+from .checkpoint import CheckpointError, load
+from .data import load_dataset, load_digits_split
+from .estimator import MLPClassifier
 from .kernels import available_backends, get_backend, set_backend
+from .layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .losses import SoftmaxCrossEntropy
+from .model import MLP, NotFittedError, Sequential
+from .optim import (
+    SGD,
+    Adam,
+    AdamW,
+    ConstantLR,
+    CosineAnnealingLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
 from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GELU",
+    "MLP",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Callback",
+    "CheckpointError",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "EarlyStopping",
+    "History",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "MLPClassifier",
+    "NotFittedError",
+    "ReLU",
+    "ReduceLROnPlateau",
+    "Sequential",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "StepLR",
+    "Tanh",
     "__version__",
     "available_backends",
     "get_backend",
     "get_num_threads",
+    "load",
+    "load_dataset",
+    "load_digits_split",
     "num_threads",
     "set_backend",
     "set_num_threads",

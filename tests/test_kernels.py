@@ -172,7 +172,7 @@ def test_softmax_cross_entropy(compiled, oracle, dtype, rng, shape, weighted, sm
         return
     assert_close(rows, rows_e)
     assert_close(grad, grad_e)
-    assert_close(loss, loss_e, kind="gemm")
+    assert_close(loss, loss_e, dtype, kind="gemm")
     loss_only, none = compiled.softmax_cross_entropy(logits, labels, compute_grad=False, **kw)
     assert none is None and loss_only == loss
 
@@ -185,7 +185,7 @@ def test_softmax(compiled, oracle, dtype, rng, shape):
     assert compiled.softmax(logits, out) is out
     assert_close(out, expected)
     if shape[0]:
-        assert_close(out.sum(axis=1), np.ones(shape[0]))
+        assert_close(out.sum(axis=1), np.ones(shape[0], dtype), kind="gemm")
 
 
 def _extreme_logits(dtype):

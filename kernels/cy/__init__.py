@@ -1,0 +1,77 @@
+"""The Cython backend: raw kernels compiled from kernels/cy/*.pyx by setup.py.
+
+Importing this package fails with ImportError when the extension is not built; the
+registry then reports the "cython" backend unavailable (never a silent fallback).
+GEMMs go through NumPy's OpenBLAS (``kernels/_blas.py``); the element-wise and
+row-wise kernels use OpenMP ``prange`` when the build has OpenMP, serially below a
+size threshold.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._blas import CBLAS
+from . import _openmp, activations, linear, loss, optim
+from . import matmul as _matmul_module
+from .activations import activation_backward, activation_forward
+from .linear import linear_backward, linear_forward
+from .loss import softmax, softmax_cross_entropy
+from .matmul import matmul  # the kernel shadows the module of the same name
+from .optim import adam_update, sgd_update
+
+_KERNEL_MODULES = (activations, linear, loss, optim)
+_GEMM_MODULES = (_matmul_module, linear)
+del activations, linear, loss, optim
+
+__all__ = [
+    "BACKEND_INFO",
+    "activation_backward",
+    "activation_forward",
+    "adam_update",
+    "linear_backward",
+    "linear_forward",
+    "matmul",
+    "set_num_threads",
+    "sgd_update",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` OpenMP threads in every Cython kernel (BLAS is set by fastnn)."""
+    n = int(n)
+    _openmp.set_num_threads(n)
+    for module in _KERNEL_MODULES + (_matmul_module,):
+        module._set_threads(n)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_CORES = _cpu_count()
+for _module in _GEMM_MODULES:
+    _module._configure_gemm(_CORES, CBLAS.sgemm, CBLAS.dgemm, CBLAS.int64,
+                            CBLAS.set_threads, CBLAS.get_threads)  # fmt: skip
+
+BACKEND_INFO = {
+    "openmp": _openmp.openmp_enabled(),
+    "openmp_max_threads": _openmp.get_max_threads(),
+    "serial_threshold": (
+        "element-wise / linear / optimizer passes below 65536 relu-equivalent element "
+        "operations, loss / softmax below 16384 logits run serially; a GEMM gets one "
+        "block per 2 MFLOP (at most one per core)"
+    ),
+    "blas": CBLAS.description,
+    "gemm_split": (
+        f"fixed blocks of C (at most {_CORES}, the core count), one single-threaded "
+        "BLAS call each, run in an OpenMP prange: results independent of n_threads"
+        if CBLAS.set_threads
+        else "fixed blocks run serially with BLAS's own threads (no thread control)"
+    ),
+}

@@ -1,0 +1,79 @@
+"""The Numba backend: raw kernels of ``fastnn.kernels.contract`` compiled with @njit.
+
+Element-wise kernels, the fused epilogues and the softmax losses are Numba loops (prange
+over fixed chunks above a measured size, serial below); every GEMM goes through scipy's
+OpenBLAS (``scipy.linalg.cython_blas`` sgemm/dgemm called from nopython code), cut
+into fixed blocks run as single-threaded BLAS calls (BLAS pinned to one thread
+meanwhile, so there is never a BLAS thread pool inside a prange). All JIT options and
+thresholds live in ``_options.py``. Each raw kernel is a thin Python function (the
+contract's parameter names) that casts the scalars to the array dtype, picks the serial
+or parallel variant and calls one compiled function.
+Results are bitwise identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import _options, activations
+from . import matmul as _matmul_module
+from .activations import activation_backward, activation_forward
+from .linear import linear_backward, linear_forward
+from .loss import softmax, softmax_cross_entropy
+from .matmul import matmul
+from .optim import adam_update, sgd_update
+
+__all__ = [
+    "BACKEND_INFO",
+    "activation_backward",
+    "activation_forward",
+    "adam_update",
+    "backend_info",
+    "linear_backward",
+    "linear_forward",
+    "matmul",
+    "set_num_threads",
+    "sgd_update",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` Numba threads (capped at NUMBA_NUM_THREADS, fixed when Numba loads)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _threading_layer() -> str:
+    """The layer in use; known only after a parallel kernel ran, so run a tiny one."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        z = np.zeros(1, np.float32)
+        activations._forward_parallel(z, z, 1, np.float32(0.0), 1)
+        return numba.threading_layer()
+
+
+def backend_info() -> dict:
+    """Facts about this backend, for ``fastnn.show_config()``."""
+    return {
+        "numba": numba.__version__,
+        "threading_layer": _threading_layer(),
+        "num_threads": numba.get_num_threads(),
+        "max_threads": numba.config.NUMBA_NUM_THREADS,
+        "serial_below_work": _options.PARALLEL_MIN_WORK,
+        "chunk": _options.CHUNK,
+        "fastmath": _options.FASTMATH,
+        "gemm": "fixed blocks of C, each a single-threaded call of "
+        + _matmul_module.CBLAS.description,
+        "gemm_max_blocks": _matmul_module.GEMM_CONFIG[0],
+        "blas_thread_control": _matmul_module.BLAS_CONTROL
+        if _matmul_module.GEMM_CONFIG[1]
+        else "none: blocks run serially",
+        "float32_math": "vectorised polynomial exp/tanh/erf (few ulp); float64: libm",
+        "cpu": "compiled for the host CPU (numba JIT)",
+    }
+
+
+BACKEND_INFO = backend_info()

@@ -1,0 +1,131 @@
+"""Input validation with scikit-learn's conventions and wording (REFERENCE.md §2).
+
+Inputs are never modified: conversions copy only when the dtype or memory layout
+must change, and the converted array is only ever read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
+    """Return ``X`` as a finite, non-empty, C-contiguous 2-D array of ``dtype``.
+
+    Raises ValueError (TypeError for sparse input) with scikit-learn's messages.
+    """
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(
+            "Sparse data was passed, but dense data is required. Use '.toarray()' "
+            "to convert to a dense numpy array."
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"Input X could not be converted to an array: {exc}") from None
+    if arr.ndim == 0:
+        raise ValueError(
+            f"Expected 2D array, got scalar array instead: array={arr!r}. Reshape "
+            "your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if arr.ndim == 1:
+        raise ValueError(
+            "Expected 2D array, got 1D array instead. Reshape your data either "
+            "using array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
+    if arr.ndim > 2:
+        raise ValueError(f"Found array with dim {arr.ndim}. {owner} expected <= 2.")
+    if arr.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Input X must be numeric: {exc}") from None
+    n, d = arr.shape
+    if n == 0:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 "
+            f"is required by {owner}."
+        )
+    if d == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+            f"is required by {owner}."
+        )
+    if arr.dtype.kind == "f":
+        _check_finite(arr, arr.dtype)  # before the cast: name NaN as NaN
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if out is not arr and arr.dtype.kind == "f" and out.dtype.itemsize < arr.itemsize:
+        _check_finite(out, out.dtype)  # float64 -> float32 overflow gives inf
+    return out
+
+
+def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
+    # One cheap reduction first; the exact cause only on the slow path.
+    if np.isfinite(np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)):
+        return
+    if np.isnan(a).any():
+        raise ValueError("Input X contains NaN.")
+    if np.isinf(a).any():
+        raise ValueError(
+            f"Input X contains infinity or a value too large for {np.dtype(dtype)!r}."
+        )
+
+
+def check_n_features(X: np.ndarray, expected: int, owner: str) -> None:
+    """ValueError when X's width differs from the width seen at fit."""
+    if X.shape[1] != expected:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {owner} is expecting {expected} "
+            "features as input."
+        )
+
+
+def check_y(y: Any, n_samples: int) -> np.ndarray:
+    """Return classification targets as a 1-D array of length ``n_samples``."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.ravel()  # column vector, as scikit-learn accepts (with a warning)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"y should be a 1d array, got an array of shape {arr.shape} instead."
+        )
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {arr.shape[0]}]"
+        )
+    from sklearn.utils.multiclass import type_of_target  # imported late: slow import
+
+    kind = type_of_target(arr, input_name="y")
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(
+            f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, "
+            "which expects discrete classes on a regression problem with continuous "
+            "values."
+        )
+    return arr
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """Return finite, non-negative float64 sample weights of length ``n_samples``."""
+    sw = np.asarray(sample_weight)
+    if sw.ndim == 0:
+        sw = np.full(n_samples, sw)
+    if sw.ndim != 1 or sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+    try:
+        sw = sw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be numeric") from None
+    if not np.isfinite(sw).all():
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    if (sw < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight")
+    return sw

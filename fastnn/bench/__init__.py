@@ -1,0 +1,168 @@
+"""``fastnn bench``: a reproducible benchmark report of CPU training.
+
+>>> from fastnn import bench
+>>> results = bench.run(bench.Options(mode="quick", out="bench-out"))  # doctest: +SKIP
+
+writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PNG plots
+to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
+over NumPy, training throughput against batch size, thread scaling, % of peak and JIT
+compile time. Method: warm-up, then repeated samples interleaved across the systems
+compared (round-robin, rotated start), medians with quartiles, ratios round by round.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PRESETS", "Options", "run"]
+
+SCHEMA = "fastnn-bench/1"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
+    "quick": dict(rounds=5, warmup=1, op_min_time=0.005, stream_ops=True,
+                  n_big=4096, n_small=16384, batches=[32, 128, 512],
+                  scaling_batches=[512], peak_rounds=5, gemm_sizes=[1024],
+                  cold_cache=True),
+    "full": dict(rounds=15, warmup=2, op_min_time=0.02, stream_ops=True,
+                 n_big=16384, n_small=65536, batches=[16, 32, 64, 128, 256, 512, 1024],
+                 scaling_batches=[128, 512], peak_rounds=11, gemm_sizes=[1024, 2048],
+                 cold_cache=True),
+    # the smallest configuration that still fills every section (tests)
+    "tiny": dict(rounds=3, warmup=1, op_min_time=0.0005, stream_ops=False,
+                 n_big=256, n_small=512, batches=[32, 128], scaling_batches=[128],
+                 peak_rounds=3, gemm_sizes=[256], cold_cache=False,
+                 op_only=["linear_forward_relu|32x784->256", "softmax_cross_entropy|128x10",
+                          "relu_forward|1024x1024", "sgd_nesterov_update|200704"]),
+}  # fmt: skip
+PEERS = ("numpy", "torch", "sklearn")
+SECTIONS = ("peak", "ops", "training", "scaling", "compile")
+
+
+@dataclass
+class Options:
+    """What to run. ``threads``/``backends``/``peers`` default to everything here."""
+
+    mode: str = "quick"
+    out: str | os.PathLike = "fastnn-bench"
+    threads: list[int] | None = None
+    backends: list[str] | None = None
+    peers: list[str] | None = None
+    progress: bool = True
+    plots: bool = True
+    preset: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> Options:
+        import fastnn
+
+        if self.mode not in PRESETS:
+            raise ValueError(f"mode must be one of {list(PRESETS)}, got {self.mode!r}")
+        self.preset = {**PRESETS[self.mode], **self.preset}
+        cores = fastnn.threads.cpu_count()
+        self.threads = sorted(set(self.threads or range(1, cores + 1)))
+        if any(t < 1 for t in self.threads):
+            raise ValueError(f"thread counts must be >= 1, got {self.threads}")
+        known = fastnn.kernels.BACKEND_NAMES
+        if self.backends is None:
+            self.backends = list(known)  # unavailable ones are reported as skipped
+        for b in self.backends:
+            if b not in known:
+                raise ValueError(f"unknown backend {b!r}; expected some of {list(known)}")
+        self.peers = list(PEERS if self.peers is None else self.peers)
+        for p in self.peers:
+            if p not in PEERS:
+                raise ValueError(f"unknown peer {p!r}; expected some of {list(PEERS)}")
+        self.out = Path(self.out)
+        return self
+
+    @property
+    def systems(self) -> list[str]:
+        from .workloads import system_names
+
+        return system_names(self.backends, self.peers)
+
+
+def _progress(opts: Options, total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency; degrade to no bar anyway
+        tqdm = None
+    if tqdm is None or not opts.progress:
+        class _Null:
+            def update(self, n=1): ...
+            def set_description_str(self, s): ...
+            def close(self): ...
+        return _Null()
+    return tqdm(total=total, file=sys.stderr, unit="step", mininterval=0.5,
+                desc="fastnn bench", dynamic_ncols=True)  # fmt: skip
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Measure every section, write the report files, return the results object."""
+    import fastnn
+
+    from . import report, sections
+    from .environment import fingerprint
+    from .workloads import op_cases
+
+    opts.resolve()
+    t_start = time.perf_counter()
+    env = fingerprint()
+    skipped: list[dict[str, Any]] = []
+    avail = fastnn.available_backends()
+    for b in opts.backends:
+        if b not in avail:
+            skipped.append({"section": "all", "system": f"fastnn-{b}",
+                            "reason": fastnn.kernels.backend_status()[b]})  # fmt: skip
+    opts.backends = [b for b in opts.backends if b in avail]
+    n_ops = len(op_cases(opts.preset["stream_ops"], opts.preset.get("op_only")))
+    n_scaling = len(opts.preset["scaling_batches"]) * sum(
+        1 for s in opts.systems if s.startswith("fastnn-") or s == "numpy-mlp")
+    n_compile = len(opts.backends) + ("numba" in opts.backends
+                                      and opts.preset["cold_cache"])  # fmt: skip
+    total = (len(opts.preset["gemm_sizes"]) + 2) * opts.preset["peak_rounds"] + n_ops \
+        + len(opts.preset["batches"]) + 1 + n_scaling + n_compile
+    bar = _progress(opts, total)
+    tick = bar.update
+    results: dict[str, Any] = {"schema": SCHEMA}
+    try:
+        bar.set_description_str("cold start (fresh processes)")
+        compile_rows = sections.compile_times(opts, skipped, tick)
+        bar.set_description_str("machine ceilings")
+        peaks = sections.peak(opts, env, tick)
+        bar.set_description_str("per-op kernels")
+        op_rows = sections.ops(opts, peaks, skipped, tick)
+        bar.set_description_str("training throughput")
+        train_rows = sections.training(opts, peaks, skipped, tick)
+        bar.set_description_str("thread scaling")
+        scaling_rows = sections.scaling(opts, skipped, tick)
+    finally:
+        bar.close()
+    env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results.update({
+        "created": env["date"],
+        "duration_s": time.perf_counter() - t_start,
+        "config": {
+            "mode": opts.mode, "threads": opts.threads, "backends": opts.backends,
+            "peers": opts.peers, "systems": opts.systems, "dtype": "float32",
+            "preset": {k: v for k, v in opts.preset.items()},
+            "hyperparameters": {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9,
+                                "l2": 1e-4, "loss": "softmax cross-entropy + L2",
+                                "activation": "relu"},
+        },
+        "environment": env,
+        "peak": peaks,
+        "ops": op_rows,
+        "training": train_rows,
+        "scaling": scaling_rows,
+        "compile": compile_rows,
+        "skipped": skipped,
+    })  # fmt: skip
+    results["targets"] = report.targets(results)
+    report.write(results, opts.out, plots=opts.plots)
+    return results

@@ -1,0 +1,241 @@
+"""The measured sections of a report. Each returns JSON-ready data (see
+docs/benchmark-schema.md) and never raises for a system that cannot run: that
+system is recorded under ``skipped`` with its reason."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import threads as _threads
+from . import peak as _peak
+from .runner import interleave, pair_ratios, scaled, stat
+from .workloads import Skip, Workload, make_data, make_system, op_cases
+
+
+def _skip(skipped: list, section: str, system: str, reason: str, **where) -> None:
+    skipped.append({"section": section, "system": system, "reason": reason, **where})
+
+
+# -------------------------------------------------------------------- peak
+def peak(opts, env, tick) -> dict[str, Any]:
+    from .environment import llc_bytes
+
+    return _peak.measure(opts.threads, opts.preset["peak_rounds"],
+                         opts.preset["gemm_sizes"], llc_bytes(env), tick)  # fmt: skip
+
+
+# --------------------------------------------------------------------- ops
+def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
+    """Every registry case, every backend, interleaved; speed-up over the numpy
+    backend round by round; % of the matching ceiling at the thread count used."""
+    import fastnn
+
+    t = max(opts.threads)
+    ceil = peaks["ceilings"][str(t)]
+    llc = peaks["llc_bytes"]
+    rows = []
+    backends = ["numpy", *[b for b in opts.backends if b != "numpy"]]
+    cases = op_cases(opts.preset["stream_ops"], opts.preset.get("op_only"))
+    with _threads.num_threads(t):
+        for case in cases:
+            fns = {}
+            for b in backends:
+                try:
+                    fns[b] = case.setup(fastnn.get_backend(b))
+                except Exception as exc:  # unavailable backend or broken kernel
+                    _skip(skipped, "ops", f"fastnn-{b}", f"{type(exc).__name__}: {exc}",
+                          op=case.op, shape=case.shape)  # fmt: skip
+            if "numpy" not in fns:
+                tick()
+                continue
+            first = {}
+            for b, fn in fns.items():  # first call: JIT compile or cache load + warm-up
+                t0 = time.perf_counter()
+                fn()
+                first[b] = time.perf_counter() - t0
+            times = interleave(fns, opts.preset["rounds"], warmup=1,
+                               min_time=opts.preset["op_min_time"])  # fmt: skip
+            level = None
+            if case.kind == "memory":
+                level = "memory" if case.working_set >= 2 * llc else "cache"
+            for b, ts in times.items():
+                row = {
+                    "op": case.op, "shape": case.shape, "backend": b, "kind": case.kind,
+                    "threads": t, "flops": case.flops, "bytes": case.bytes,
+                    "working_set_bytes": case.working_set, "level": level,
+                    "cost_note": case.note, "first_call_s": first[b],
+                    "time": stat(ts, "s"), "samples_s": ts,
+                    "speedup_vs_numpy": stat(pair_ratios(times["numpy"], ts), "x"),
+                    "gflops": None, "gbps": None, "pct_of_peak": None,
+                    "peak_ref": None,
+                }  # fmt: skip
+                med = row["time"]["median"]
+                if case.kind == "gemm":
+                    row["gflops"] = case.flops / med / 1e9
+                    row["pct_of_peak"] = 100 * row["gflops"] / ceil["sgemm_gflops"]
+                    row["peak_ref"] = f"sgemm at {t} threads"
+                elif case.bytes:
+                    row["gbps"] = case.bytes / med / 1e9
+                    if case.kind == "memory":
+                        ref = ceil[f"copy_gbps_{level}"]
+                        row["pct_of_peak"] = 100 * row["gbps"] / ref
+                        row["peak_ref"] = f"copy bandwidth ({level}) at {t} threads"
+                rows.append(row)
+            del fns
+            gc.collect()
+            tick()
+    return rows
+
+
+# ---------------------------------------------------------------- training
+def _workloads(opts) -> list[Workload]:
+    p = opts.preset
+    out = [Workload((784, 256, 128, 10), b, p["n_big"]) for b in p["batches"]]
+    out.append(Workload((64, 32, 10), 32, p["n_small"]))
+    return out
+
+
+def training(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
+    """Whole epochs of every system on each workload, interleaved; throughput and
+    the ratio to the NumPy MLP (or, without it, to fastnn's numpy backend)."""
+    t = max(opts.threads)
+    sgemm = peaks["ceilings"][str(t)]["sgemm_gflops"]
+    rows = []
+    for wl in _workloads(opts):
+        X, y = make_data(wl.sizes, wl.n_samples)
+        fns = {}
+        for name in opts.systems:
+            try:
+                fns[name] = make_system(name, wl, X, y, t)
+            except Skip as exc:
+                _skip(skipped, "training", name, str(exc), workload=wl.name,
+                      batch_size=wl.batch_size)  # fmt: skip
+        times = interleave(fns, opts.preset["rounds"], warmup=opts.preset["warmup"])
+        base = "numpy-mlp" if "numpy-mlp" in times else "fastnn-numpy"
+        for name, ts in times.items():
+            sps = scaled(stat(ts, "s"), wl.n_samples, "samples/s")
+            rows.append({
+                "workload": wl.name, "layers": list(wl.sizes),
+                "batch_size": wl.batch_size, "n_samples": wl.n_samples,
+                "system": name, "threads": t, "epoch_time": stat(ts, "s"),
+                "samples_s": ts,
+                "samples_per_s": sps,
+                "baseline": base if base in times else None,
+                "ratio_vs_baseline": (stat(pair_ratios(times[base], ts), "x")
+                                      if base in times else None),
+                "flops_per_sample": wl.flops_per_sample,
+                "gflops": sps["median"] * wl.flops_per_sample / 1e9,
+                "pct_of_sgemm_peak": 100 * sps["median"] * wl.flops_per_sample / 1e9
+                / sgemm,
+            })  # fmt: skip
+        del fns, X, y
+        gc.collect()
+        tick()
+    return rows
+
+
+# ----------------------------------------------------------------- scaling
+def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Each system at every thread count, interleaved; speed-up over one thread
+    round by round; parallel efficiency = speed-up / threads."""
+    rows = []
+    counts = sorted(set(opts.threads) | {1})
+    names = [n for n in opts.systems if n.startswith("fastnn-") or n == "numpy-mlp"]
+    for batch in opts.preset["scaling_batches"]:
+        wl = Workload((784, 256, 128, 10), batch, opts.preset["n_big"])
+        X, y = make_data(wl.sizes, wl.n_samples)
+        for name in names:
+            try:
+                fns = {c: make_system(name, wl, X, y, c) for c in counts}
+            except Skip as exc:
+                _skip(skipped, "scaling", name, str(exc), workload=wl.name,
+                      batch_size=batch)  # fmt: skip
+                continue
+            times = interleave(fns, opts.preset["rounds"], warmup=opts.preset["warmup"])
+            for c in counts:
+                sp = stat(pair_ratios(times[1], times[c]), "x")
+                rows.append({
+                    "system": name, "workload": wl.name, "batch_size": batch,
+                    "threads": c,
+                    "samples_per_s": scaled(stat(times[c], "s"), wl.n_samples,
+                                            "samples/s"),
+                    "speedup_vs_1_thread": sp, "samples_s": times[c],
+                    "efficiency": sp["median"] / c,
+                })  # fmt: skip
+            tick()
+    return rows
+
+
+# ----------------------------------------------------------------- compile
+def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
+    script = Path(__file__).with_name("coldstart.py")
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    cmd = [sys.executable, str(script), "--backend", backend, "--threads", str(threads),
+           "--rounds", str(preset["rounds"]), "--steps", "8", "--batch", "128"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          timeout=preset.get("coldstart_timeout", 600))  # fmt: skip
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"exit status {proc.returncode}: {tail[0]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["process_wall_s"] = wall
+    return data
+
+
+def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Per backend, in fresh processes: first training step minus the steady step.
+
+    Numba runs twice: with an empty cache (what the first run after an install pays)
+    and with the default, populated cache (every later run). The numpy and Cython
+    backends have nothing to compile: one run, cache "n/a".
+    """
+    t = max(opts.threads)
+    rows = []
+    for b in opts.backends:
+        variants = [("n/a", None)]
+        if b == "numba":
+            variants = [("warm", None)]
+            if opts.preset["cold_cache"]:
+                variants.insert(0, ("cold", "<tmp>"))
+            else:
+                _skip(skipped, "compile", "fastnn-numba",
+                      "cold-cache compile not measured in this configuration "
+                      "(it takes tens of seconds)", cache="cold")  # fmt: skip
+        for cache, cache_dir in variants:
+            try:
+                if cache_dir == "<tmp>":
+                    with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as d:
+                        r = _coldstart(b, opts.preset, t, d)
+                else:
+                    r = _coldstart(b, opts.preset, t, None)
+            except Exception as exc:
+                _skip(skipped, "compile", f"fastnn-{b}", f"{type(exc).__name__}: {exc}",
+                      cache=cache)  # fmt: skip
+                tick()
+                continue
+            steady = stat(r["steady_step_s"], "s")
+            rows.append({
+                "backend": b, "cache": cache, "threads": t,
+                "workload": "784-256-128-10", "batch_size": 128,
+                "import_s": r["import_s"], "load_s": r["load_s"],
+                "first_step_s": r["first_step_s"], "steady_step_s": steady,
+                "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
+                "time_to_first_step_s": r["time_to_first_step_s"],
+                "process_wall_s": r["process_wall_s"],
+            })  # fmt: skip
+            tick()
+    return rows

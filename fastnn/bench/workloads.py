@@ -1,0 +1,213 @@
+"""What ``fastnn bench`` measures: the per-op cases (from benchmarks/kernel_cases.py,
+with honest FLOP and byte counts) and the training systems (fastnn's backends, the
+pure-NumPy MLP, PyTorch eager, scikit-learn) on one workload definition."""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _suite
+
+F32 = 4  # bytes per element
+
+# Hyper-parameters shared by every training system (issue 6: SGD, softmax-CE + L2).
+LR, MOMENTUM, L2 = 0.01, 0.9, 1e-4
+# Past-the-cache variants of memory-bound registry ops (8M float32 = 32 MiB per array).
+STREAM_ELEMS = 8 * 1024 * 1024
+STREAM_OPS = ("relu_forward", "relu_backward", "sgd_nesterov_update", "adam_update")
+
+
+class Skip(Exception):
+    """A system that cannot run here (the reason is reported, never an error)."""
+
+
+# ---------------------------------------------------------------- per-op cases
+@dataclass
+class OpCase:
+    op: str
+    shape: str
+    setup: Callable[[Any], Callable[[], object]]
+    kind: str  # "gemm" | "memory" | "fused"
+    flops: float | None
+    bytes: float | None
+    working_set: float | None
+    note: str
+
+
+def _dims(label: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", label)]
+
+
+def op_cost(op: str, label: str) -> tuple[str, float | None, float | None, float | None, str]:
+    """(kind, FLOPs, bytes moved, working-set bytes, how they were counted)."""
+    d = _dims(label)
+    if op.startswith("linear_forward"):
+        n, k, m = d
+        return ("gemm", 2.0 * n * k * m, F32 * (n * k + k * m + m + n * m),
+                F32 * (n * k + k * m + n * m),
+                "2nkm FLOP (x@W); bias + activation epilogue not counted")  # fmt: skip
+    if op.startswith("linear_backward"):
+        n, k, m = d
+        return ("gemm", 4.0 * n * k * m,
+                F32 * (3 * n * m + 2 * n * k + 2 * k * m + m),
+                F32 * (3 * n * m + 2 * n * k + 2 * k * m),
+                "4nkm FLOP (dW = x^T dZ, dX = dZ W^T); dZ, db and decay not counted")  # fmt: skip
+    if op == "softmax_cross_entropy":
+        n, k = d
+        return ("fused", None, F32 * 2 * n * k + 8 * n, F32 * 2 * n * k,
+                "exp-bound and cache-resident: no ceiling applies; bytes = logits + "
+                "labels read, grad written")  # fmt: skip
+    elems = float(np.prod(d))
+    if op.endswith("_forward"):
+        return ("memory", None, 2 * F32 * elems, 2 * F32 * elems,
+                "read z, write y: 8 B/element")  # fmt: skip
+    if op.endswith("_backward"):
+        return ("memory", None, 3 * F32 * elems, 3 * F32 * elems,
+                "read dy and z (or y), write dz: 12 B/element")  # fmt: skip
+    if op.startswith("sgd"):
+        return ("memory", None, 5 * F32 * elems, 3 * F32 * elems,
+                "read p, g, v; write p, v: 20 B/element")  # fmt: skip
+    if op.startswith("adam"):
+        return ("memory", None, 7 * F32 * elems, 4 * F32 * elems,
+                "read p, g, m, v; write p, m, v: 28 B/element")  # fmt: skip
+    return ("fused", None, None, None, "no cost model")
+
+
+def op_cases(streaming: bool = True, only: list[str] | None = None) -> list[OpCase]:
+    """The registry's cases (benchmarks/kernel_cases.py), plus past-the-cache variants
+    of the memory-bound ops when ``streaming``. ``only``: keep "op|shape" ids listed."""
+    kc = _suite.load("kernel_cases")
+    raw = list(kc.cases())
+    if streaming:
+        rows = 2048
+        shape = (rows, STREAM_ELEMS // rows)
+        label2, label1 = f"{shape[0]}x{shape[1]}", str(STREAM_ELEMS)
+        extra = {
+            "relu_forward": (label2, lambda be: kc.activation_forward(be, shape, "relu")),
+            "relu_backward": (label2, lambda be: kc.activation_backward(be, shape, "relu")),
+            "sgd_nesterov_update": (label1, lambda be: kc.sgd_update(be, (STREAM_ELEMS,))),
+            "adam_update": (label1, lambda be: kc.adam_update(be, (STREAM_ELEMS,))),
+        }  # fmt: skip
+        raw += [(op, *extra[op]) for op in STREAM_OPS]
+    out = []
+    for op, label, setup in raw:
+        if only is not None and f"{op}|{label}" not in only:
+            continue
+        kind, flops, nbytes, ws, note = op_cost(op, label)
+        out.append(OpCase(op, label, setup, kind, flops, nbytes, ws, note))
+    return out
+
+
+# ------------------------------------------------------------ training systems
+@dataclass(frozen=True)
+class Workload:
+    sizes: tuple[int, ...]
+    batch_size: int
+    n_samples: int
+
+    @property
+    def name(self) -> str:
+        return "-".join(map(str, self.sizes))
+
+    @property
+    def flops_per_sample(self) -> float:
+        """Forward, weight gradients and the input gradients of every layer but the
+        first (which no system computes): 2 FLOP per multiply-add."""
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        fwd = sum(2.0 * a * b for a, b in pairs)
+        dx = sum(2.0 * a * b for a, b in pairs[1:])
+        return 2 * fwd + dx
+
+
+def make_data(sizes: tuple[int, ...], n: int, seed: int = 0):
+    """Synthetic float32 inputs and labels from a random linear teacher."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
+    teacher = rng.standard_normal((sizes[0], sizes[-1]), dtype=np.float32)
+    y = np.ascontiguousarray((X @ teacher).argmax(axis=1).astype(np.intp))
+    return X, y
+
+
+def system_names(backends: list[str], peers: list[str]) -> list[str]:
+    names = [f"fastnn-{b}" for b in backends]
+    names += [{"numpy": "numpy-mlp", "torch": "torch-eager", "sklearn": "sklearn"}[p]
+              for p in peers]  # fmt: skip
+    return names
+
+
+def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], float]:
+    """A zero-argument callable running one epoch and returning its seconds.
+
+    Raises :class:`Skip` when the system is unavailable here.
+    """
+    from .. import threads as _threads
+
+    b, k = wl.batch_size, wl.sizes[-1]
+    if name.startswith("fastnn-"):
+        import fastnn
+
+        backend = name.removeprefix("fastnn-")
+        if backend not in fastnn.available_backends():
+            raise Skip(fastnn.kernels.backend_status().get(backend, "unknown backend"))
+        model = fastnn.MLP(
+            wl.sizes, activation="relu",
+            optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
+            loss=fastnn.SoftmaxCrossEntropy(l2=L2),
+            dtype=np.float32, backend=backend, n_threads=threads,
+        )  # fmt: skip
+        classes = np.arange(k)
+
+        def epoch() -> float:
+            # fit's own epoch timer: shuffle, gather and steps, without fit's one-time
+            # input validation and data hashing
+            h = model.fit(X, y, epochs=1, batch_size=b, verbose=0, classes=classes)
+            return h["time"][-1]
+
+        return epoch
+    if name == "numpy-mlp":
+        NumpyMLP = _suite.load("numpy_mlp").NumpyMLP
+        m = NumpyMLP(wl.sizes, lr=LR, momentum=MOMENTUM, l2=L2)
+        rng = np.random.default_rng(1)
+
+        def epoch() -> float:
+            with _threads.num_threads(threads):
+                return m.fit_epoch(X, y, b, rng)["time"]
+
+        return epoch
+    if name == "torch-eager":
+        tm = _suite.load("torch_mlp")
+        ok, why = tm.available()
+        if not ok:
+            raise Skip(why)
+        m = tm.TorchMLP(wl.sizes, lr=LR, momentum=MOMENTUM, l2=L2, n_threads=threads)
+        rng = np.random.default_rng(1)
+        return lambda: m.fit_epoch(X, y, b, rng)["time"]
+    if name == "sklearn":
+        try:
+            from sklearn.exceptions import ConvergenceWarning
+            from sklearn.neural_network import MLPClassifier
+        except ImportError as exc:
+            raise Skip(f"scikit-learn not importable ({exc})") from None
+        # sklearn's alpha is scaled by 1/batch inside its loss; the cost is the same
+        sk = MLPClassifier(hidden_layer_sizes=wl.sizes[1:-1], activation="relu",
+                           solver="sgd", alpha=L2, batch_size=b, learning_rate_init=LR,
+                           momentum=MOMENTUM, nesterovs_momentum=False, shuffle=True,
+                           random_state=0)  # fmt: skip
+        classes = np.arange(k)
+
+        def epoch() -> float:
+            with _threads.num_threads(threads), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                t0 = time.perf_counter()
+                sk.partial_fit(X, y, classes=classes)
+                return time.perf_counter() - t0
+
+        return epoch
+    raise ValueError(f"unknown system {name!r}")

@@ -1,0 +1,380 @@
+"""The ``fastnn`` command line: train, predict, evaluate, info.
+
+``fastnn train`` with no arguments trains an MLP on scikit-learn's bundled digits and
+prints test accuracy, loss, throughput, first-step (JIT compile) time and the backend.
+Bad input ends with one line, ``fastnn: error: ...``, and a non-zero exit status (set
+FASTNN_DEBUG=1 for the traceback); Ctrl-C exits with status 130 after saving the
+checkpoint when one is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"fastnn: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _hidden(text: str) -> list[int]:
+    if not text.strip():
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 256,128, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _every(text: str) -> int | str:
+    return "epoch" if text == "epoch" else _positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fastnn`` command."""
+    parser = _Parser(
+        prog="fastnn", description="Fast neural-network training on the CPU."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train an MLP (default: the built-in digits)")
+    t.add_argument("--data", help=".npz with arrays X and y, or .csv (default: digits)")
+    t.add_argument(
+        "--label-column", help="CSV label column: name or index (default: last)"
+    )
+    t.add_argument(
+        "--test-size",
+        type=float,
+        default=0.25,
+        help="held-out test fraction of --data (default 0.25; 0: none)",
+    )
+    t.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=[256, 128],
+        help="hidden layer sizes (default 256,128)",
+    )
+    t.add_argument(
+        "--activation",
+        default="relu",
+        help="relu, leaky_relu, tanh, sigmoid, gelu, identity (default relu)",
+    )
+    t.add_argument("--epochs", type=_positive_int, default=30, help="default 30")
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)",
+    )
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    _runtime_options(t)
+    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        help="fraction of the training data to validate on each epoch",
+    )
+    t.add_argument("--checkpoint", help="write a resumable checkpoint here")
+    t.add_argument(
+        "--checkpoint-every",
+        type=_every,
+        default="epoch",
+        help="'epoch' (default) or a number of steps",
+    )
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--out", help="save the trained model here (.npz)")
+    t.add_argument("--json", action="store_true", help="print one JSON result object")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("predict", help="predict labels with a saved model")
+    p.add_argument(
+        "--model", required=True, help="a model saved by 'fastnn train --out'"
+    )
+    p.add_argument("--data", required=True, help=".npz with X, or .csv")
+    p.add_argument("--label-column", help="CSV column to drop (the labels), if any")
+    p.add_argument("--out", help="write predictions to this CSV (default: stdout)")
+    p.add_argument("--proba", action="store_true", help="also write probabilities")
+    _runtime_options(p)
+
+    e = sub.add_parser("evaluate", help="accuracy and loss of a saved model on data")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True, help=".npz with X and y, or .csv")
+    e.add_argument("--label-column", help="CSV label column (default: last)")
+    e.add_argument("--json", action="store_true")
+    _runtime_options(e)
+
+    sub.add_parser("info", help="backends, threads and build configuration")
+    return parser
+
+
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (fastest available), cython, numba or numpy",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="threads for kernels and BLAS (default: all cores)",
+    )
+
+
+# ------------------------------------------------------------------ commands
+def _train(args: argparse.Namespace) -> int:
+    import fastnn
+
+    from .data import load_dataset, load_digits_split
+    from .model import MLP
+    from .optim import make_optimizer
+
+    t_start = time.perf_counter()
+    backend = fastnn.get_backend(args.backend)
+    if args.data is None:
+        X_train, X_test, y_train, y_test = load_digits_split()
+        dataset = "digits"
+    else:
+        X, y = load_dataset(args.data, args.label_column)
+        dataset = args.data
+        X_train, X_test, y_train, y_test = _split(X, y, args.test_size, args.seed)
+    n_classes = len(np.unique(y_train))
+    if n_classes < 2:
+        raise ValueError("the training data holds fewer than 2 classes")
+    opt_kwargs: dict[str, Any] = {"weight_decay": args.weight_decay}
+    if args.optimizer == "sgd":
+        opt_kwargs.update(
+            lr=0.05 if args.lr is None else args.lr,
+            momentum=args.momentum,
+            nesterov=args.momentum > 0,
+        )
+    else:
+        opt_kwargs["lr"] = 1e-3 if args.lr is None else args.lr
+    model = MLP(
+        (X_train.shape[1], *args.hidden, n_classes),
+        activation=args.activation,
+        optimizer=make_optimizer(args.optimizer, **opt_kwargs),
+        dtype=np.dtype(args.dtype),
+        backend=backend.name,
+        n_threads=args.threads,
+    )
+    verbose = 0 if (args.json or args.quiet) else 1
+    history = model.fit(
+        X_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        verbose=verbose,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        classes=np.unique(y_train),
+    )
+    train_time = float(sum(history["time"])) if len(history) else 0.0
+    seen = (
+        sum(
+            t * r
+            for t, r in zip(history["time"], history["samples_per_sec"], strict=True)
+        )
+        if len(history)
+        else 0.0
+    )
+    result: dict[str, Any] = {
+        "dataset": dataset,
+        "backend": backend.name,
+        "threads": fastnn.get_num_threads() if args.threads is None else args.threads,
+        "dtype": args.dtype,
+        "layers": list(model.sizes),
+        "activation": model.activation,
+        "optimizer": args.optimizer,
+        "epochs": len(history),
+        "n_train": int(X_train.shape[0]),
+        "n_test": int(X_test.shape[0]) if X_test is not None else 0,
+        "train_loss": history["loss"][-1] if len(history) else None,
+        "train_accuracy": history["accuracy"][-1] if len(history) else None,
+        "samples_per_sec": seen / train_time if train_time > 0 else None,
+        "train_time_s": train_time,
+        "first_step_s": history.first_step_time,
+    }
+    if X_test is not None:
+        result.update(
+            {f"test_{k}": v for k, v in model.evaluate(X_test, y_test).items()}
+        )
+    if args.out:
+        model.save(args.out)
+        result["model"] = args.out
+    result["wall_time_s"] = time.perf_counter() - t_start
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _report(result)
+    return 0
+
+
+def _split(X, y, test_size: float, seed: int):
+    if not 0.0 <= test_size < 1.0:
+        raise ValueError(f"--test-size must lie in [0, 1), got {test_size}")
+    if test_size == 0:
+        return X, None, y, None
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(
+            X, y, test_size=test_size, stratify=y, random_state=seed
+        )
+    except ValueError:  # a class too small to stratify: fall back to a plain split
+        return train_test_split(X, y, test_size=test_size, random_state=seed)
+
+
+def _report(r: dict[str, Any]) -> None:
+    lines = []
+    if "test_accuracy" in r:
+        lines.append(
+            f"test accuracy   {r['test_accuracy']:.4f}   test loss {r['test_loss']:.4f}"
+        )
+    if r["train_loss"] is not None:
+        lines.append(
+            f"train accuracy  {r['train_accuracy']:.4f}   "
+            f"train loss {r['train_loss']:.4f}"
+        )
+    if r["samples_per_sec"]:
+        lines.append(
+            f"throughput      {r['samples_per_sec']:,.0f} samples/s "
+            f"({r['epochs']} epochs in {r['train_time_s']:.2f} s)"
+        )
+    if r["first_step_s"] is not None:
+        lines.append(
+            f"first step      {r['first_step_s']:.3f} s (includes JIT compile)"
+        )
+    lines.append(
+        f"backend         {r['backend']}, {r['threads']} thread(s), {r['dtype']}"
+    )
+    lines.append(
+        f"model           MLP {'-'.join(map(str, r['layers']))} "
+        f"({r['activation']}, {r['optimizer']}) on {r['dataset']}"
+    )
+    if "model" in r:
+        lines.append(f"saved to        {r['model']}")
+    lines.append(f"wall time       {r['wall_time_s']:.2f} s")
+    print("\n".join(lines))
+
+
+def _load_model(args):
+    from .checkpoint import load
+
+    return load(args.model, backend=args.backend, n_threads=args.threads)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    model = _load_model(args)
+    X, _ = load_dataset(args.data, args.label_column, require_y=False)
+    labels = model.predict(X)
+    header = ["prediction"]
+    columns = [labels]
+    if args.proba:
+        proba = model.predict_proba(X)
+        header += [f"proba_{c}" for c in model.classes_]
+        columns += [proba[:, k] for k in range(proba.shape[1])]
+    rows = zip(*[c.tolist() for c in columns], strict=True)
+    text = ",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    if args.out:
+        from .checkpoint import write_atomic
+
+        write_atomic(args.out, lambda f: f.write(text.encode()))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    model = _load_model(args)
+    X, y = load_dataset(args.data, args.label_column)
+    result = model.evaluate(X, y)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   "
+            f"({X.shape[0]} samples)"
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import fastnn
+
+    fastnn.show_config()
+    return 0
+
+
+_COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "info": _info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fastnn`` command; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        where = getattr(args, "checkpoint", None)
+        note = f"; checkpoint saved to {where}" if where else ""
+        sys.stderr.write(f"fastnn: interrupted{note}\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one line for the user; FASTNN_DEBUG=1 shows all
+        if os.environ.get("FASTNN_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, (OSError, LookupError, TypeError)) and not isinstance(
+            exc, FileNotFoundError
+        ):
+            message = f"{type(exc).__name__}: {message}"
+        sys.stderr.write(f"fastnn: error: {message}\n")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

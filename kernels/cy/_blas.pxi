@@ -1,0 +1,165 @@
+# Row-major GEMM through the CBLAS that kernels/_blas.py found (NumPy's OpenBLAS).
+#
+# Thread-count-independent results: OpenBLAS's own threaded partition changes the
+# rounding with its thread count, so a GEMM is split here into fixed blocks of C (along
+# its larger dimension; the split depends only on the shape and the machine's core
+# count, never on the thread setting), and each block is one single-threaded BLAS call.
+# The blocks run in an OpenMP prange: OpenBLAS is switched to 1 thread for the duration
+# (through its openblas_set_num_threads, found by kernels/_blas.py), so there is one thread pool at a
+# time and no nested parallelism. Without that control the blocks run serially and BLAS
+# keeps its own threads (never BLAS threads inside prange).
+
+from libc.stdint cimport int64_t
+
+# cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) of
+# the library kernels/_blas.py found (NumPy's OpenBLAS), LP64 or ILP64.
+ctypedef void (*_sgemm32_fn)(int, int, int, int, int, int, float, const float*, int,
+                             const float*, int, float, float*, int) noexcept nogil
+ctypedef void (*_dgemm32_fn)(int, int, int, int, int, int, double, const double*, int,
+                             const double*, int, double, double*, int) noexcept nogil
+ctypedef void (*_sgemm64_fn)(int, int, int, int64_t, int64_t, int64_t, float,
+                             const float*, int64_t, const float*, int64_t, float,
+                             float*, int64_t) noexcept nogil
+ctypedef void (*_dgemm64_fn)(int, int, int, int64_t, int64_t, int64_t, double,
+                             const double*, int64_t, const double*, int64_t, double,
+                             double*, int64_t) noexcept nogil
+ctypedef void (*_blas_set_fn)(int) noexcept nogil
+ctypedef int (*_blas_get_fn)() noexcept nogil
+
+cdef enum:
+    _ROW_MAJOR = 101
+    _NO_TRANS = 111
+    _TRANS = 112
+
+cdef size_t _sgemm_addr = 0
+cdef size_t _dgemm_addr = 0
+cdef bint _blas_int64 = False
+cdef _blas_set_fn _blas_set = NULL
+cdef _blas_get_fn _blas_get = NULL
+cdef Py_ssize_t _gemm_parts_max = 1
+# a block is worth a thread (and a parallel region) from about this many flops up
+cdef double _GEMM_BLOCK_FLOPS = 2e6
+
+
+def _configure_gemm(Py_ssize_t parts_max, size_t sgemm_addr, size_t dgemm_addr,
+                    bint int64, size_t set_addr, size_t get_addr):
+    """Machine core count (the most GEMM blocks), the CBLAS GEMMs and thread setters."""
+    global _gemm_parts_max, _sgemm_addr, _dgemm_addr, _blas_int64, _blas_set, _blas_get
+    _gemm_parts_max = parts_max if parts_max > 0 else 1
+    _sgemm_addr = sgemm_addr
+    _dgemm_addr = dgemm_addr
+    _blas_int64 = int64
+    if set_addr and get_addr:
+        _blas_set = <_blas_set_fn>set_addr
+        _blas_get = <_blas_get_fn>get_addr
+    else:
+        _blas_set = NULL
+        _blas_get = NULL
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                       Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
+                       const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                       Py_ssize_t ldc) noexcept nogil:
+    """C (m x n, row-major, ld ldc) = alpha op(A) op(B) + beta C; m, n, k >= 1."""
+    cdef int ta = _TRANS if trans_a else _NO_TRANS
+    cdef int tb = _TRANS if trans_b else _NO_TRANS
+    if floating is float:
+        if _blas_int64:
+            (<_sgemm64_fn>_sgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda, b,
+                                       ldb, beta, c, ldc)
+        else:
+            (<_sgemm32_fn>_sgemm_addr)(_ROW_MAJOR, ta, tb, <int>m, <int>n, <int>k,
+                                       alpha, a, <int>lda, b, <int>ldb, beta, c,
+                                       <int>ldc)
+    else:
+        if _blas_int64:
+            (<_dgemm64_fn>_dgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda, b,
+                                       ldb, beta, c, ldc)
+        else:
+            (<_dgemm32_fn>_dgemm_addr)(_ROW_MAJOR, ta, tb, <int>m, <int>n, <int>k,
+                                       alpha, a, <int>lda, b, <int>ldb, beta, c,
+                                       <int>ldc)
+
+
+cdef struct _Split:
+    Py_ssize_t parts     # number of blocks
+    Py_ssize_t size      # block size along the split dimension (a multiple of 16)
+    Py_ssize_t dim       # length of the split dimension
+    bint rows            # split C's rows (else its columns)
+
+
+cdef inline _Split _gemm_split(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Fixed blocks of the m x n output: from the shape and the core count only."""
+    cdef _Split s
+    cdef Py_ssize_t parts = <Py_ssize_t>(2.0 * m * n * k / _GEMM_BLOCK_FLOPS)
+    s.rows = m >= n
+    s.dim = m if s.rows else n
+    if parts > _gemm_parts_max:
+        parts = _gemm_parts_max
+    if parts > s.dim // 16:
+        parts = s.dim // 16
+    if parts < 1:
+        parts = 1
+    s.size = ((s.dim + parts - 1) // parts + 15) // 16 * 16
+    s.parts = (s.dim + s.size - 1) // s.size
+    return s
+
+
+cdef inline void _gemm_block(_Split* s, Py_ssize_t p, bint trans_a, bint trans_b,
+                             Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+                             const floating* a, Py_ssize_t lda, const floating* b,
+                             Py_ssize_t ldb, floating beta, floating* c,
+                             Py_ssize_t ldc) noexcept nogil:
+    """Block p of the split: rows (or columns) [p*size, p*size + cnt) of C."""
+    cdef Py_ssize_t lo = p * s.size
+    cdef Py_ssize_t cnt = min(s.size, s.dim - lo)
+    if s.rows:
+        _gemm(trans_a, trans_b, cnt, n, k, alpha, a + (lo if trans_a else lo * lda),
+              lda, b, ldb, beta, c + lo * ldc, ldc)
+    else:
+        _gemm(trans_a, trans_b, m, cnt, k, alpha, a, lda,
+              b + (lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc)
+
+
+cdef inline int _blas_single_begin() noexcept nogil:
+    """Switch BLAS to one thread; return the previous setting (0: no control)."""
+    cdef int prev = 0
+    if _blas_get != NULL:
+        prev = _blas_get()
+        if prev != 1:
+            _blas_set(1)
+    return prev
+
+
+cdef inline void _blas_single_end(int prev) noexcept nogil:
+    if prev > 1:
+        _blas_set(prev)
+
+
+cdef inline int _gemm_threads(_Split* s) noexcept nogil:
+    """Threads for the blocks: 1 without BLAS thread control or with one block."""
+    if _blas_get == NULL or s.parts < 2 or _num_threads <= 1:
+        return 1
+    return <int>min(<Py_ssize_t>_num_threads, s.parts)
+
+
+cdef inline void _gemm_par(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t k, floating alpha, const floating* a,
+                           Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                           floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """_gemm split in fixed blocks run in parallel (see the top of this file)."""
+    cdef _Split s = _gemm_split(m, n, k)
+    cdef int nt = _gemm_threads(&s)
+    cdef int prev = _blas_single_begin()
+    cdef Py_ssize_t p
+    for p in prange(s.parts, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+        _gemm_block(&s, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                    ldc)
+    _blas_single_end(prev)
+
+
+cdef inline void _fill(floating* c, Py_ssize_t size, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(size):
+        c[i] = value

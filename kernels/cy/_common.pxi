@@ -1,0 +1,146 @@
+# Shared by every kernel module (textual include: cimports between .pyx modules break
+# with the package-dir mapping). Fused float type, OpenMP shim, thread setting, and a
+# vectorisable float32 exp/tanh (glibc's expf/tanhf are scalar calls).
+
+from libc.math cimport exp, log, sqrt, sqrtf, tanh, erf, erff, fabs, NAN
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from cython.parallel cimport prange
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <math.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FNN_OPENMP 1
+    static inline int fnn_omp_max_threads(void) { return omp_get_max_threads(); }
+    static inline void fnn_omp_set_threads(int n) { omp_set_num_threads(n); }
+    #else
+    #define FNN_OPENMP 0
+    static inline int fnn_omp_max_threads(void) { return 1; }
+    static inline void fnn_omp_set_threads(int n) { (void)n; }
+    #endif
+
+    /* exp for float32, <= 2 ulp, branch-free so loops calling it vectorise.
+       Cody-Waite reduction x = n ln2 + r, Cephes polynomial, 2^n applied as two
+       factors (gradual underflow and overflow to inf come out of the multiply).
+       NaN in -> NaN out; +inf -> inf; -inf -> 0. */
+    static inline float fnn_expf(float x) {
+        union { float f; uint32_t u; } t, s1, s2;
+        float xc = x > 89.0f ? 89.0f : x;       /* NaN passes both clamps */
+        xc = xc < -104.0f ? -104.0f : xc;
+        t.f = xc * 1.44269504088896341f + 12582912.0f;   /* round to nearest int */
+        float fn = t.f - 12582912.0f;
+        int32_t n = (int32_t)(t.u - 0x4B400000u);
+        float r = xc - fn * 0.693359375f;
+        r = r - fn * -2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * (r * r) + r + 1.0f;
+        int32_t n1 = n >> 1;
+        s1.u = (uint32_t)(n1 + 127) << 23;
+        s2.u = (uint32_t)(n - n1 + 127) << 23;
+        return (p * s1.f) * s2.f;
+    }
+
+    /* tanh for float32: odd Taylor polynomial below |x| = 0.5, 1 - 2/(e^{2|x|}+1)
+       above (saturates to exactly +-1; NaN propagates). */
+    static inline float fnn_tanhf(float x) {
+        float a = fabsf(x);
+        float e = fnn_expf(a + a);
+        float big = copysignf(1.0f - 2.0f / (e + 1.0f), x);
+        float x2 = x * x;
+        float p = -1.45583440e-3f;                 /* -929569/638512875 */
+        p = p * x2 + 3.59212803e-3f;               /* 21844/6081075 */
+        p = p * x2 - 8.86323552e-3f;               /* -1382/155925 */
+        p = p * x2 + 2.18694885e-2f;               /* 62/2835 */
+        p = p * x2 - 5.39682540e-2f;               /* -17/315 */
+        p = p * x2 + 1.33333333e-1f;               /* 2/15 */
+        p = p * x2 - 3.33333333e-1f;               /* -1/3 */
+        float small = x + x * x2 * p;
+        return a < 0.5f ? small : big;
+    }
+
+    /* The hot float32 loops, also compiled for AVX2 and picked at load time (GCC
+       function multiversioning). No FMA in either clone, so both give identical bits. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FNN_CLONES __attribute__((target_clones("avx2", "default"), unused))
+    #else
+    #define FNN_CLONES __attribute__((unused))
+    #endif
+    FNN_CLONES static void fnn_sigmoid_f32(const float* z, float* y, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + fnn_expf(-z[i]));
+    }
+    FNN_CLONES static void fnn_tanh_f32(const float* z, float* y, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_tanhf(z[i]);
+    }
+    FNN_CLONES static void fnn_exp_shift_f32(const float* z, float* e, ptrdiff_t n,
+                                             float m) {
+        for (ptrdiff_t i = 0; i < n; i++) e[i] = fnn_expf(z[i] - m);
+    }
+    """
+    int FNN_OPENMP
+    int fnn_omp_max_threads() noexcept nogil
+    void fnn_omp_set_threads(int n) noexcept nogil
+    float fnn_expf(float x) noexcept nogil
+    float fnn_tanhf(float x) noexcept nogil
+    void fnn_sigmoid_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
+    void fnn_tanh_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
+    void fnn_exp_shift_f32(const float* z, float* e, Py_ssize_t n, float m) noexcept nogil
+
+# Element-wise work is split in fixed chunks (results never depend on the split).
+cdef enum:
+    _CHUNK = 8192
+
+# Threads for this module's parallel loops (set through the package's set_num_threads).
+cdef int _num_threads = fnn_omp_max_threads()
+
+
+def _set_threads(int n):
+    """Use n threads in this module's parallel loops."""
+    global _num_threads
+    _num_threads = n if n > 0 else 1
+
+
+cdef inline int _threads_for(double work, double threshold) noexcept nogil:
+    """1 below the serial threshold (a parallel region costs ~15-40 us), else all."""
+    if work < threshold or _num_threads <= 1:
+        return 1
+    return _num_threads
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return fnn_expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return fnn_tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _erf(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)

@@ -1,0 +1,179 @@
+"""GEMM through NumPy's OpenBLAS (kernels/_blas.py), called straight from nopython code.
+
+The CBLAS addresses are registered with LLVM under our own symbol names and declared as
+``types.ExternalFunction``: the compiled code calls them by name, so (unlike a ctypes
+function object, a "dynamic global") the kernels stay cacheable on disk.
+
+Thread-count-independent results (the same scheme as the Cython twin, kernels/cy/
+_blas.pxi): OpenBLAS's own threaded partition changes the rounding with its thread
+count, so a GEMM is split here into fixed blocks of C along its larger dimension (the
+split depends only on the shape and the machine's core count, never on the thread
+setting) and each block is one *single-threaded* BLAS call. OpenBLAS is switched to one
+thread for the duration (openblas_set_num_threads, found by kernels/_blas.py), so the
+blocks can run in a prange with one thread pool at a time and no nested parallelism.
+Without that control the blocks run serially and BLAS keeps its own threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, prange, types
+
+from .._blas import CBLAS
+from ._options import GEMM_BLOCK_FLOPS, JIT, PARALLEL
+
+# cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) of
+# the library kernels/_blas.py found. Both integer widths are declared under their own
+# symbol names (pointing at the same function) and the width in use is a runtime
+# argument, so a cached kernel never bakes in the wrong one.
+def _gemm_sig(real, integer):
+    return types.void(types.intc, types.intc, types.intc, integer, integer, integer,
+                      real, types.voidptr, integer, types.voidptr, integer, real,
+                      types.voidptr, integer)  # fmt: skip
+
+
+_GEMMS = {}
+for _prefix, _real, _addr in (("s", types.float32, CBLAS.sgemm),
+                              ("d", types.float64, CBLAS.dgemm)):  # fmt: skip
+    for _bits, _int in ((32, types.int32), (64, types.int64)):
+        _symbol = f"fastnn_nb_cblas_{_prefix}gemm{_bits}"
+        llvm.add_symbol(_symbol, _addr)
+        _GEMMS[_prefix, _bits] = types.ExternalFunction(_symbol, _gemm_sig(_real, _int))
+_sgemm32, _sgemm64 = _GEMMS["s", 32], _GEMMS["s", 64]
+_dgemm32, _dgemm64 = _GEMMS["d", 32], _GEMMS["d", 64]
+
+_HAS_CONTROL = bool(CBLAS.set_threads)
+_SET_ADDR, _GET_ADDR = CBLAS.set_threads, CBLAS.get_threads
+if not _HAS_CONTROL:  # harmless stand-ins so the symbols resolve; never called
+    _noop_set = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: None)
+    _noop_get = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)
+    _SET_ADDR = ctypes.cast(_noop_set, ctypes.c_void_p).value
+    _GET_ADDR = ctypes.cast(_noop_get, ctypes.c_void_p).value
+llvm.add_symbol("fastnn_nb_blas_set_threads", _SET_ADDR)
+llvm.add_symbol("fastnn_nb_blas_get_threads", _GET_ADDR)
+_blas_set = types.ExternalFunction("fastnn_nb_blas_set_threads", types.void(types.intc))
+_blas_get = types.ExternalFunction("fastnn_nb_blas_get_threads", types.intc())
+BLAS_CONTROL = CBLAS.path if _HAS_CONTROL else None
+
+try:
+    _CORES = len(os.sched_getaffinity(0))
+except AttributeError:  # not Linux
+    _CORES = os.cpu_count() or 1
+
+#: Passed to every compiled GEMM (an argument, not a frozen global, so the disk cache
+#: stays valid on another machine): (most blocks = cores, BLAS thread control 0/1,
+#: flops per block, 64-bit BLAS integers 0/1).
+GEMM_CONFIG = (max(1, _CORES), int(_HAS_CONTROL), float(GEMM_BLOCK_FLOPS),
+               int(CBLAS.int64))  # fmt: skip
+
+
+@njit(**JIT)
+def _gemm_call(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta,
+               c, c_off, ldc, int64):  # fmt: skip
+    """One row-major CBLAS call on blocks: C = alpha op(A) op(B) + beta C.
+
+    a, b, c are flat arrays, *_off the element offset of each block, ld* row lengths.
+    """
+    ta = 112 if trans_a else 111  # CblasTrans / CblasNoTrans
+    tb = 112 if trans_b else 111
+    ap, bp, cp = a[a_off:].ctypes, b[b_off:].ctypes, c[c_off:].ctypes
+    if c.itemsize == 4:  # a compile-time constant: one branch survives
+        al, be = np.float32(alpha), np.float32(beta)
+        if int64:
+            _sgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
+                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))  # fmt: skip
+        else:
+            _sgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
+                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))  # fmt: skip
+    else:
+        al, be = np.float64(alpha), np.float64(beta)
+        if int64:
+            _dgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
+                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))  # fmt: skip
+        else:
+            _dgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
+                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))  # fmt: skip
+
+
+@njit(**JIT)
+def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64):
+    """Block p: rows (or columns) [p*size, p*size + cnt) of C."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    lda = a.shape[1]
+    ldb = b.shape[1]
+    af = a.reshape(-1)
+    bf = b.reshape(-1)
+    cf = c.reshape(-1)
+    lo = p * size
+    if by_rows:
+        cnt = min(size, m - lo)
+        a_off = lo if trans_a else lo * lda
+        _gemm_call(trans_a, trans_b, cnt, n, k, alpha, af, a_off, lda, bf, 0, ldb,
+                   beta, cf, lo * n, n, int64)  # fmt: skip
+    else:
+        cnt = min(size, n - lo)
+        b_off = lo * ldb if trans_b else lo
+        _gemm_call(trans_a, trans_b, m, cnt, k, alpha, af, 0, lda, bf, b_off, ldb,
+                   beta, cf, lo, n, int64)  # fmt: skip
+
+
+@njit(**PARALLEL)
+def _gemm_blocks_parallel(parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta,
+                          int64):  # fmt: skip
+    for p in prange(parts):
+        _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
+
+
+@njit(**JIT)
+def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
+    """c = alpha op(a) @ op(b) + beta c (beta == 0: c is overwritten, NaNs too)."""
+    # IN  a, b (2-D, C order), trans flags, alpha, beta, config = GEMM_CONFIG
+    # OUT c (m, n), C order
+    m = c.shape[0]
+    n = c.shape[1]
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # BLAS rejects ld < 1; the product is zero
+        if beta == 0.0:
+            c[:] = 0.0
+        elif beta != 1.0:
+            c *= c.dtype.type(beta)
+        return
+    parts_max, control, block_flops, int64 = config
+    # fixed blocks of C from the shape and the core count only (never the thread count)
+    by_rows = m >= n
+    dim = m if by_rows else n
+    parts = int(2.0 * m * n * k / block_flops)
+    parts = max(1, min(parts, parts_max, dim // 16))
+    size = ((dim + parts - 1) // parts + 15) // 16 * 16
+    parts = (dim + size - 1) // size
+    prev = 0
+    if control:
+        prev = _blas_get()
+        if prev != 1:
+            _blas_set(1)
+    if control and parts > 1:  # (one thread: the prange runs the blocks in order)
+        _gemm_blocks_parallel(parts, size, by_rows, a, b, c, trans_a, trans_b, alpha,
+                              beta, int64)  # fmt: skip
+    else:
+        for p in range(parts):
+            _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
+    if control and prev > 1:
+        _blas_set(prev)
+
+
+@njit(**JIT)
+def _matmul(a, b, out, trans_a, trans_b, accumulate, config):
+    gemm(a, b, out, trans_a, trans_b, 1.0, 1.0 if accumulate else 0.0, config)
+
+
+def matmul(a, b, out, trans_a, trans_b, accumulate):
+    """out = op(a) @ op(b) (+ out when accumulate)."""
+    # IN  a, b (2-D), trans_a, trans_b, accumulate   OUT out (m, n)
+    _matmul(a, b, out, bool(trans_a), bool(trans_b), bool(accumulate), GEMM_CONFIG)

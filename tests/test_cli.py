@@ -1,0 +1,322 @@
+"""The ``fastnn`` command line: training, prediction, evaluation, error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fastnn import checkpoint
+from fastnn.cli import main
+from fastnn.data import DataError, load_dataset, load_digits_split
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m fastnn.cli`` as a user would (fresh process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def npz_data(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    X = rng.normal(size=(3, 5))[y] * 3 + rng.normal(size=(120, 5))
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    return path, X, y
+
+
+def test_digits_split_is_fixed_and_standardized():
+    X_tr, X_te, y_tr, y_te = load_digits_split()
+    assert X_tr.shape == (1347, 64) and X_te.shape == (450, 64)
+    assert X_tr.dtype == np.float32
+    np.testing.assert_allclose(X_tr.mean(axis=0), 0, atol=1e-5)
+    assert np.bincount(y_te).min() >= 43  # stratified: every digit 43-46 times
+    again = load_digits_split()
+    assert np.array_equal(again[0], X_tr) and np.array_equal(again[3], y_te)
+
+
+def test_train_predict_evaluate_round_trip(tmp_path, npz_data, capsys):
+    path, X, y = npz_data
+    model_path = tmp_path / "m.npz"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(path),
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--json",
+            "--out",
+            str(model_path),
+            "--backend",
+            "numpy",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out)
+    assert result["test_accuracy"] >= 0.9 and result["backend"] == "numpy"
+    assert result["n_train"] == 90 and result["n_test"] == 30
+    for key in ("test_loss", "samples_per_sec", "first_step_s", "train_time_s"):
+        assert result[key] > 0
+    pred_path = tmp_path / "pred.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_path),
+                "--data",
+                str(path),
+                "--out",
+                str(pred_path),
+                "--proba",
+            ]
+        )
+        == 0
+    )
+    lines = pred_path.read_text().splitlines()
+    assert lines[0] == "prediction,proba_0,proba_1,proba_2" and len(lines) == 121
+    model = checkpoint.load(model_path)
+    np.testing.assert_array_equal(
+        [int(r.split(",")[0]) for r in lines[1:]], model.predict(X)
+    )
+    assert (
+        main(["evaluate", "--model", str(model_path), "--data", str(path), "--json"])
+        == 0
+    )
+    ev = json.loads(capsys.readouterr().out)
+    assert ev == pytest.approx(model.evaluate(X, y))
+
+
+def test_csv_with_label_column(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    y = np.array(["red", "green"])[np.arange(60) % 2]
+    X = (np.arange(60) % 2)[:, None] * 4 + rng.normal(size=(60, 3))
+    path = tmp_path / "d.csv"
+    rows = ["a,colour,b,c"] + [
+        f"{r[0]},{c},{r[1]},{r[2]}" for r, c in zip(X, y, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    Xl, yl = load_dataset(path, "colour")
+    np.testing.assert_allclose(Xl, X)
+    np.testing.assert_array_equal(yl, y)
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--label-column",
+                "colour",
+                "--hidden",
+                "8",
+                "--epochs",
+                "10",
+                "--lr",
+                "0.02",
+                "--quiet",
+                "--backend",
+                "numpy",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "backend         numpy" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "missing.npz"], "does not exist"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--hidden", "ten"], "comma-separated integers"),
+        (["train", "--epochs", "0"], "expected an integer >= 1"),
+        (["train", "--backend", "fortran"], "unknown backend"),
+        (["train", "--activation", "swish", "--data", "{csv}"], "unknown activation"),
+        (["train", "--data", "{csv}", "--label-column", "nope"], "label column 'nope'"),
+        (
+            ["train", "--data", "{text}", "--label-column", "y"],
+            "non-numeric value 'abc'",
+        ),
+        (["train", "--data", "{ragged}"], "has 2 columns, expected 3"),
+        (["train", "--data", "{noy}"], "no array 'y'"),
+        (["train", "--data", "{txt}"], "expected .npz or .csv"),
+        (["train", "--data", "{csv}", "--lr", "-1"], "lr must lie in"),
+        (
+            ["predict", "--model", "{csv}", "--data", "{csv}"],
+            "damaged or not a checkpoint",
+        ),
+        (
+            ["predict", "--model", "{model}", "--data", "{wide}"],
+            "X has 4 features, but",
+        ),
+        (
+            [
+                "evaluate",
+                "--model",
+                "{model}",
+                "--data",
+                "{csv}",
+                "--label-column",
+                "y",
+            ],
+            "previously unseen labels",
+        ),
+        (["evaluate", "--model", "{model}", "--data", "{csv}"], "previously unseen"),
+        (
+            ["predict", "--data", "x.npz"],
+            "the following arguments are required: --model",
+        ),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, args, message):
+    files = {
+        "csv": "a,b,y\n1,2,7\n3,4,8\n5,6,7\n7,8,8\n",
+        "text": "a,b,y\n1,abc,0\n3,4,1\n",
+        "ragged": "1,2,0\n3,4\n",
+        "txt": "hello",
+    }
+    paths = {}
+    for name, text in files.items():
+        p = tmp_path / f"{name}.{'txt' if name == 'txt' else 'csv'}"
+        p.write_text(text)
+        paths[name] = str(p)
+    np.savez(tmp_path / "noy.npz", X=np.ones((3, 2)))
+    paths["noy"] = str(tmp_path / "noy.npz")
+    np.savez(tmp_path / "wide.npz", X=np.ones((3, 4)), y=np.zeros(3))
+    paths["wide"] = str(tmp_path / "wide.npz")
+    from fastnn.model import MLP
+
+    m = MLP((2, 3, 2))
+    m.fit(
+        np.random.default_rng(0).normal(size=(8, 2)),
+        np.arange(8) % 2,
+        epochs=1,
+        verbose=0,
+    )
+    m.save(tmp_path / "model.npz")
+    paths["model"] = str(tmp_path / "model.npz")
+    argv = [a.format(**paths) for a in args]
+    with pytest.raises(SystemExit) if _is_usage_error(message) else _nullcontext():
+        code = main(argv)
+        assert code != 0
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and err.startswith("fastnn: error: "), err
+    assert message in err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def _is_usage_error(message: str) -> bool:
+    return any(s in message for s in ("unrecognized", "required", "integer"))
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_cli_process_exit_codes(tmp_path):
+    proc = run_cli("train", "--data", str(tmp_path / "none.csv"))
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip().startswith("fastnn: error:")
+        and "Traceback" not in proc.stderr
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("frobnicate")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_data_errors_name_the_problem(tmp_path):
+    p = tmp_path / "bad.npz"
+    np.savez(p, X=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset(p)
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        load_dataset(empty)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_checkpoint_and_exits_130(tmp_path, npz_data):
+    path, _, _ = npz_data
+    ckpt = tmp_path / "c.npz"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastnn.cli",
+            "train",
+            "--data",
+            str(path),
+            "--epochs",
+            "100000",
+            "--checkpoint",
+            str(ckpt),
+            "--checkpoint-every",
+            "epoch",
+            "--backend",
+            "numpy",
+            "--quiet",
+            "--hidden",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == f"fastnn: interrupted; checkpoint saved to {ckpt}"
+    meta, _ = checkpoint.read(ckpt)
+    assert meta["train_state"]["epoch"] >= 1 and not meta["train_state"]["finished"]
+
+
+@pytest.mark.slow
+def test_default_train_reaches_97_percent_on_digits():
+    env = dict(os.environ)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "train", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["dataset"] == "digits"
+    assert result["test_accuracy"] >= 0.97
+    assert wall < 60  # acceptance is 30 s on a quiet machine; CI machines are shared

@@ -1,0 +1,98 @@
+"""fastnn.MLPClassifier passes scikit-learn's estimator checks + works in its tools."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastnn
+from fastnn.estimator import MLPClassifier
+
+# Small and fast, like scikit-learn's own test instance (MLPClassifier(max_iter=100)).
+CHECKED = [
+    MLPClassifier(hidden_layer_sizes=(10,), max_iter=100),
+    MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=50),
+]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(CHECKED)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(
+        n_samples=120, n_features=8, n_informative=5, n_classes=3, random_state=0
+    )
+    return X, y
+
+
+def _small(**kw):
+    return MLPClassifier(
+        hidden_layer_sizes=(8,),
+        learning_rate_init=1e-2,
+        max_iter=50,
+        random_state=0,
+        **kw,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def test_pipeline(data):
+    X, y = data
+    pipe = make_pipeline(StandardScaler(), _small()).fit(X, y)
+    assert pipe.predict(X).shape == y.shape
+    assert pipe.score(X, y) > 0.5
+
+
+def test_grid_search(data):
+    X, y = data
+    grid = GridSearchCV(
+        _small(), {"alpha": [1e-4, 1e-1], "solver": ["adam", "sgd"]}, cv=3
+    )
+    grid.fit(X, y)
+    assert set(grid.best_params_) == {"alpha", "solver"}
+    assert len(grid.cv_results_["mean_test_score"]) == 4
+
+
+def test_cross_val_score(data):
+    X, y = data
+    scores = cross_val_score(_small(), X, y, cv=3)
+    assert scores.shape == (3,)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_clone_keeps_params_and_drops_fit(data):
+    X, y = data
+    est = _small(dropout=0.2, class_weight="balanced", backend="numpy").fit(X, y)
+    copy = clone(est)
+    assert copy.get_params() == est.get_params()
+    assert not hasattr(copy, "coefs_")
+
+
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_pickle_round_trip(data, backend):
+    X, y = data
+    est = _small(backend=backend).fit(X, y)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    loaded.partial_fit(X, y)  # the optimizer state survives the round trip
+    assert loaded.n_iter_ == 1
