@@ -37,8 +37,7 @@ class NumpyMLP:
     dtype : float32 or float64
     """
 
-    def __init__(self, sizes, lr=0.01, momentum=0.9, l2=1e-4, seed=0,
-                 dtype=np.float32):  # fmt: skip
+    def __init__(self, sizes, lr=0.01, momentum=0.9, l2=1e-4, seed=0, dtype=np.float32):
         self.sizes = [int(s) for s in sizes]
         self.lr, self.momentum, self.l2 = float(lr), float(momentum), float(l2)
         self.dtype = np.dtype(dtype)
@@ -132,8 +131,9 @@ class NumpyMLP:
         np.subtract(self.params, s, out=self.params)
         return loss, correct
 
-    def fit_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int,
-                  rng: np.random.Generator) -> dict[str, float]:  # fmt: skip
+    def fit_epoch(
+        self, X: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator
+    ) -> dict[str, float]:
         """One shuffled epoch over (X, y) (X float32 C-contiguous, y intp).
 
         Returns loss, accuracy and the epoch's seconds (shuffle, gather and steps).
@@ -151,5 +151,8 @@ class NumpyMLP:
             loss, c = self.train_step(ws["x"], ws["y"])
             loss_sum += loss * (j - i)
             correct += c
-        return {"loss": loss_sum / n, "accuracy": correct / n,
-                "time": time.perf_counter() - t0}  # fmt: skip
+        return {
+            "loss": loss_sum / n,
+            "accuracy": correct / n,
+            "time": time.perf_counter() - t0,
+        }

@@ -29,8 +29,16 @@ def available() -> tuple[bool, str]:
 class TorchMLP:
     """Same constructor and ``fit_epoch`` as :class:`numpy_mlp.NumpyMLP`."""
 
-    def __init__(self, sizes, lr=0.01, momentum=0.9, l2=1e-4, seed=0,
-                 dtype=np.float32, n_threads=None):  # fmt: skip
+    def __init__(
+        self,
+        sizes,
+        lr=0.01,
+        momentum=0.9,
+        l2=1e-4,
+        seed=0,
+        dtype=np.float32,
+        n_threads=None,
+    ):
         import torch
         from torch import nn
 
@@ -45,11 +53,13 @@ class TorchMLP:
             if k < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.model = nn.Sequential(*layers)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum,
-                                   weight_decay=l2)  # fmt: skip
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=lr, momentum=momentum, weight_decay=l2
+        )
 
-    def fit_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int,
-                  rng: np.random.Generator) -> dict[str, float]:  # fmt: skip
+    def fit_epoch(
+        self, X: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator
+    ) -> dict[str, float]:
         torch = self.torch
         F = torch.nn.functional
         Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y, np.int64))
@@ -67,5 +77,8 @@ class TorchMLP:
             self.opt.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
-        return {"loss": loss_sum / n, "accuracy": correct / n,
-                "time": time.perf_counter() - t0}  # fmt: skip
+        return {
+            "loss": loss_sum / n,
+            "accuracy": correct / n,
+            "time": time.perf_counter() - t0,
+        }

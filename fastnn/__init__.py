@@ -11,7 +11,6 @@ from ._config import show_config
 from .callbacks import Callback, EarlyStopping, History
 from .checkpoint import CheckpointError, load
 from .data import load_dataset, load_digits_split
-from .estimator import MLPClassifier
 from .kernels import available_backends, get_backend, set_backend
 from .layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -28,6 +27,16 @@ from .optim import (
 from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # MLPClassifier imports scikit-learn (~0.8 s): load it on first use only
+    if name == "MLPClassifier":
+        from .estimator import MLPClassifier
+
+        return MLPClassifier
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
 
 __all__ = [
     "GELU",

@@ -1,4 +1,4 @@
-"""The ``fastnn`` command line: train, predict, evaluate, info.
+"""The ``fastnn`` command line: train, predict, evaluate, info, bench.
 
 ``fastnn train`` with no arguments trains an MLP on scikit-learn's bundled digits and
 prints test accuracy, loss, throughput, first-step (JIT compile) time and the backend.
@@ -142,7 +142,53 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(e)
 
     sub.add_parser("info", help="backends, threads and build configuration")
+
+    b = sub.add_parser("bench", help="benchmark report: report.md, results.json, PNGs")
+    mode = b.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        dest="mode",
+        action="store_const",
+        const="quick",
+        help="a few minutes at most (default)",
+    )
+    mode.add_argument(
+        "--full",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="more repeats, sizes and batch sizes",
+    )
+    b.set_defaults(mode="quick")
+    b.add_argument("--out", default="fastnn-bench", help="output folder")
+    b.add_argument(
+        "--threads",
+        type=_counts,
+        default=None,
+        help="thread counts, e.g. 1,2 (default: 1..cores)",
+    )
+    b.add_argument(
+        "--backends",
+        type=_names,
+        default=None,
+        help="fastnn backends, e.g. numba,cython (default: all)",
+    )
+    b.add_argument(
+        "--peers",
+        type=_names,
+        default=None,
+        help="numpy,torch,sklearn (default: all; missing ones are skipped)",
+    )
+    b.add_argument("--json", action="store_true", help="print results.json to stdout")
     return parser
+
+
+def _counts(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -351,7 +397,34 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "info": _info}
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    opts = bench.Options(
+        mode=args.mode,
+        out=args.out,
+        threads=args.threads or None,
+        backends=args.backends,
+        peers=args.peers,
+    )
+    results = bench.run(opts)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(
+            f"report written to {opts.out / 'report.md'} "
+            f"({results['duration_s']:.0f} s)"
+        )
+    return 0
+
+
+_COMMANDS = {
+    "train": _train,
+    "predict": _predict,
+    "evaluate": _evaluate,
+    "info": _info,
+    "bench": _bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -172,7 +172,15 @@ KINDS = [
     "not-fastnn",
     "metadata",
 ]
+DAMAGED = "is damaged or not a checkpoint"
 MESSAGES = {
+    "truncated": DAMAGED,
+    "empty": DAMAGED,
+    "garbage": DAMAGED,
+    "bitflip-start": DAMAGED,
+    "bitflip-mid": DAMAGED,
+    "bitflip-end": DAMAGED,
+    "not-fastnn": "has no fastnn metadata",
     "pickle": "pickled object arrays",
     "shape": "has shape",
     "dtype": "has dtype",
@@ -185,7 +193,7 @@ MESSAGES = {
 @pytest.mark.parametrize("kind", KINDS)
 def test_damaged_checkpoint_rejected_and_model_unchanged(saved, tmp_path, kind):
     bad = _damaged(saved, tmp_path, kind)
-    with pytest.raises(CheckpointError, match=MESSAGES.get(kind, "")) as info:
+    with pytest.raises(CheckpointError, match=MESSAGES[kind]) as info:
         checkpoint.load(bad)
     assert "\n" not in str(info.value)  # one clear line
     X, y = data()

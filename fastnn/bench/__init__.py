@@ -25,21 +25,53 @@ SCHEMA = "fastnn-bench/1"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
-    "quick": dict(rounds=5, warmup=1, op_min_time=0.005, stream_ops=True,
-                  n_big=4096, n_small=16384, batches=[32, 128, 512],
-                  scaling_batches=[512], peak_rounds=5, gemm_sizes=[1024],
-                  cold_cache=True),
-    "full": dict(rounds=15, warmup=2, op_min_time=0.02, stream_ops=True,
-                 n_big=16384, n_small=65536, batches=[16, 32, 64, 128, 256, 512, 1024],
-                 scaling_batches=[128, 512], peak_rounds=11, gemm_sizes=[1024, 2048],
-                 cold_cache=True),
+    "quick": dict(
+        rounds=5,
+        warmup=1,
+        op_min_time=0.003,
+        stream_ops=True,
+        n_big=4096,
+        n_small=16384,
+        batches=[32, 128, 512],
+        scaling_batches=[512],
+        peak_rounds=5,
+        gemm_sizes=[1024],
+        cold_cache=True,
+    ),
+    "full": dict(
+        rounds=15,
+        warmup=2,
+        op_min_time=0.02,
+        stream_ops=True,
+        n_big=16384,
+        n_small=65536,
+        batches=[16, 32, 64, 128, 256, 512, 1024],
+        scaling_batches=[128, 512],
+        peak_rounds=11,
+        gemm_sizes=[1024, 2048],
+        cold_cache=True,
+    ),
     # the smallest configuration that still fills every section (tests)
-    "tiny": dict(rounds=3, warmup=1, op_min_time=0.0005, stream_ops=False,
-                 n_big=256, n_small=512, batches=[32, 128], scaling_batches=[128],
-                 peak_rounds=3, gemm_sizes=[256], cold_cache=False,
-                 op_only=["linear_forward_relu|32x784->256", "softmax_cross_entropy|128x10",
-                          "relu_forward|1024x1024", "sgd_nesterov_update|200704"]),
-}  # fmt: skip
+    "tiny": dict(
+        rounds=3,
+        warmup=1,
+        op_min_time=0.0005,
+        stream_ops=False,
+        n_big=256,
+        n_small=512,
+        batches=[32, 128],
+        scaling_batches=[128],
+        peak_rounds=3,
+        gemm_sizes=[256],
+        cold_cache=False,
+        op_only=[
+            "linear_forward_relu|32x784->256",
+            "softmax_cross_entropy|128x10",
+            "relu_forward|1024x1024",
+            "sgd_nesterov_update|200704",
+        ],
+    ),
+}
 PEERS = ("numpy", "torch", "sklearn")
 SECTIONS = ("peak", "ops", "training", "scaling", "compile")
 
@@ -72,7 +104,9 @@ class Options:
             self.backends = list(known)  # unavailable ones are reported as skipped
         for b in self.backends:
             if b not in known:
-                raise ValueError(f"unknown backend {b!r}; expected some of {list(known)}")
+                raise ValueError(
+                    f"unknown backend {b!r}; expected some of {list(known)}"
+                )
         self.peers = list(PEERS if self.peers is None else self.peers)
         for p in self.peers:
             if p not in PEERS:
@@ -93,13 +127,21 @@ def _progress(opts: Options, total: int):
     except ImportError:  # tqdm is a dependency; degrade to no bar anyway
         tqdm = None
     if tqdm is None or not opts.progress:
+
         class _Null:
             def update(self, n=1): ...
             def set_description_str(self, s): ...
             def close(self): ...
+
         return _Null()
-    return tqdm(total=total, file=sys.stderr, unit="step", mininterval=0.5,
-                desc="fastnn bench", dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=total,
+        file=sys.stderr,
+        unit="step",
+        mininterval=0.5,
+        desc="fastnn bench",
+        dynamic_ncols=True,
+    )
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -117,52 +159,104 @@ def run(opts: Options) -> dict[str, Any]:
     avail = fastnn.available_backends()
     for b in opts.backends:
         if b not in avail:
-            skipped.append({"section": "all", "system": f"fastnn-{b}",
-                            "reason": fastnn.kernels.backend_status()[b]})  # fmt: skip
+            skipped.append(
+                {
+                    "section": "all",
+                    "system": f"fastnn-{b}",
+                    "reason": fastnn.kernels.backend_status()[b],
+                }
+            )
     opts.backends = [b for b in opts.backends if b in avail]
-    n_ops = len(op_cases(opts.preset["stream_ops"], opts.preset.get("op_only")))
+    try:
+        n_ops = len(op_cases(opts.preset["stream_ops"], opts.preset.get("op_only")))
+    except ImportError:  # benchmarks/ not found: the ops section reports it
+        n_ops = 0
     n_scaling = len(opts.preset["scaling_batches"]) * sum(
-        1 for s in opts.systems if s.startswith("fastnn-") or s == "numpy-mlp")
-    n_compile = len(opts.backends) + ("numba" in opts.backends
-                                      and opts.preset["cold_cache"])  # fmt: skip
-    total = (len(opts.preset["gemm_sizes"]) + 2) * opts.preset["peak_rounds"] + n_ops \
-        + len(opts.preset["batches"]) + 1 + n_scaling + n_compile
+        1 for s in opts.systems if s.startswith("fastnn-") or s == "numpy-mlp"
+    )
+    n_compile = len(opts.backends) + (
+        "numba" in opts.backends and opts.preset["cold_cache"]
+    )
+    total = (
+        (len(opts.preset["gemm_sizes"]) + 2) * opts.preset["peak_rounds"]
+        + n_ops
+        + len(opts.preset["batches"])
+        + 1
+        + n_scaling
+        + n_compile
+    )
     bar = _progress(opts, total)
     tick = bar.update
     results: dict[str, Any] = {"schema": SCHEMA}
+    timings: dict[str, float] = {}
+
+    def section(name, label, fn, *args):
+        bar.set_description_str(label)
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            timings[name] = time.perf_counter() - t0
+
     try:
-        bar.set_description_str("cold start (fresh processes)")
-        compile_rows = sections.compile_times(opts, skipped, tick)
-        bar.set_description_str("machine ceilings")
-        peaks = sections.peak(opts, env, tick)
-        bar.set_description_str("per-op kernels")
-        op_rows = sections.ops(opts, peaks, skipped, tick)
-        bar.set_description_str("training throughput")
-        train_rows = sections.training(opts, peaks, skipped, tick)
-        bar.set_description_str("thread scaling")
-        scaling_rows = sections.scaling(opts, skipped, tick)
+        compile_rows = section(
+            "compile",
+            "cold start (fresh processes)",
+            sections.compile_times,
+            opts,
+            skipped,
+            tick,
+        )
+        peaks = section("peak", "machine ceilings", sections.peak, opts, env, tick)
+        op_rows = section(
+            "ops", "per-op kernels", sections.ops, opts, peaks, skipped, tick
+        )
+        train_rows = section(
+            "training",
+            "training throughput",
+            sections.training,
+            opts,
+            peaks,
+            skipped,
+            tick,
+        )
+        scaling_rows = section(
+            "scaling", "thread scaling", sections.scaling, opts, skipped, tick
+        )
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    results.update({
-        "created": env["date"],
-        "duration_s": time.perf_counter() - t_start,
-        "config": {
-            "mode": opts.mode, "threads": opts.threads, "backends": opts.backends,
-            "peers": opts.peers, "systems": opts.systems, "dtype": "float32",
-            "preset": {k: v for k, v in opts.preset.items()},
-            "hyperparameters": {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9,
-                                "l2": 1e-4, "loss": "softmax cross-entropy + L2",
-                                "activation": "relu"},
-        },
-        "environment": env,
-        "peak": peaks,
-        "ops": op_rows,
-        "training": train_rows,
-        "scaling": scaling_rows,
-        "compile": compile_rows,
-        "skipped": skipped,
-    })  # fmt: skip
+    results.update(
+        {
+            "created": env["date"],
+            "duration_s": time.perf_counter() - t_start,
+            "section_times_s": timings,
+            "config": {
+                "mode": opts.mode,
+                "threads": opts.threads,
+                "backends": opts.backends,
+                "peers": opts.peers,
+                "systems": opts.systems,
+                "dtype": "float32",
+                "preset": {k: v for k, v in opts.preset.items()},
+                "hyperparameters": {
+                    "optimizer": "SGD",
+                    "lr": 0.01,
+                    "momentum": 0.9,
+                    "l2": 1e-4,
+                    "loss": "softmax cross-entropy + L2",
+                    "activation": "relu",
+                },
+            },
+            "environment": env,
+            "peak": peaks,
+            "ops": op_rows,
+            "training": train_rows,
+            "scaling": scaling_rows,
+            "compile": compile_rows,
+            "skipped": skipped,
+        }
+    )
     results["targets"] = report.targets(results)
     report.write(results, opts.out, plots=opts.plots)
     return results

@@ -49,22 +49,40 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((a.batch * a.steps, sizes[0]), dtype=np.float32)
     y = np.arange(X.shape[0]) % sizes[-1]
-    model = fastnn.MLP(sizes, optimizer=fastnn.SGD(lr=0.01, momentum=0.9),
-                       loss=fastnn.SoftmaxCrossEntropy(l2=1e-4), backend=a.backend,
-                       n_threads=a.threads)  # fmt: skip
-    h = model.fit(X[: a.batch], y[: a.batch], epochs=1, batch_size=a.batch, verbose=0,
-                  classes=np.arange(sizes[-1]))  # fmt: skip
+    model = fastnn.MLP(
+        sizes,
+        optimizer=fastnn.SGD(lr=0.01, momentum=0.9),
+        loss=fastnn.SoftmaxCrossEntropy(l2=1e-4),
+        backend=a.backend,
+        n_threads=a.threads,
+    )
+    h = model.fit(
+        X[: a.batch],
+        y[: a.batch],
+        epochs=1,
+        batch_size=a.batch,
+        verbose=0,
+        classes=np.arange(sizes[-1]),
+    )
     first = h.first_step_time
     t3 = time.perf_counter()
     steady = []
     for _ in range(a.rounds):
         h = model.fit(X, y, epochs=1, batch_size=a.batch, verbose=0)
         steady.append(h["time"][-1] / a.steps)
-    print(json.dumps({
-        "backend": a.backend, "import_s": t1 - t0, "load_s": t2 - t1,
-        "first_step_s": first, "steady_step_s": steady,
-        "time_to_first_step_s": t3 - t0, "python_start_to_import_s": t0 - _T0,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "backend": a.backend,
+                "import_s": t1 - t0,
+                "load_s": t2 - t1,
+                "first_step_s": first,
+                "steady_step_s": steady,
+                "time_to_first_step_s": t3 - t0,
+                "python_start_to_import_s": t0 - _T0,
+            }
+        )
+    )
     return 0
 
 

@@ -43,7 +43,9 @@ def cpu_details() -> dict[str, Any]:
             size = (idx / "size").read_text().strip()
         except OSError:
             continue
-        name = f"L{level}" + ("d" if kind == "Data" else "i" if kind == "Instruction" else "")
+        name = f"L{level}" + (
+            "d" if kind == "Data" else "i" if kind == "Instruction" else ""
+        )
         out["caches"][name] = _parse_size(size)
     return out
 
@@ -73,8 +75,12 @@ def openmp_info() -> list[dict[str, Any]]:
     except ImportError:
         return []
     return [
-        {"library": i.get("internal_api"), "version": i.get("version"),
-         "threads": i.get("num_threads"), "path": i.get("filepath")}  # fmt: skip
+        {
+            "library": i.get("internal_api"),
+            "version": i.get("version"),
+            "threads": i.get("num_threads"),
+            "path": i.get("filepath"),
+        }
         for i in threadpool_info()
         if i.get("user_api") == "openmp"
     ]
@@ -85,8 +91,11 @@ def numba_threading() -> dict[str, Any]:
         import numba
     except ImportError:
         return {"available": False}
-    info: dict[str, Any] = {"available": True, "configured": numba.config.THREADING_LAYER,
-                            "num_threads": numba.config.NUMBA_NUM_THREADS}  # fmt: skip
+    info: dict[str, Any] = {
+        "available": True,
+        "configured": numba.config.THREADING_LAYER,
+        "num_threads": numba.config.NUMBA_NUM_THREADS,
+    }
     try:
         info["active"] = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet in this process
@@ -99,13 +108,21 @@ def source_revision() -> dict[str, Any] | None:
     if not (root / ".git").exists():
         return None
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=5).stdout
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": rev or None, "dirty": bool(dirty.strip())}  # fmt: skip
+    return {"commit": rev or None, "dirty": bool(dirty.strip())}
 
 
 def fingerprint() -> dict[str, Any]:
@@ -117,8 +134,9 @@ def fingerprint() -> dict[str, Any]:
     env["packages"].update({p: _version(p) for p in _EXTRA_PACKAGES})
     env["openmp"] = openmp_info()
     env["numba_threading"] = numba_threading()
-    env["env_vars"] = {k: v for k, v in sorted(os.environ.items())
-                       if k.startswith(_ENV_PREFIXES)}  # fmt: skip
+    env["env_vars"] = {
+        k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)
+    }
     env["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     env["python_implementation"] = platform.python_implementation()
     env["loadavg_start"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

@@ -3,9 +3,9 @@
 Every figure of a report comes from :func:`interleave`: the systems being compared run
 one sample each per round (round-robin, the starting system rotated every round so no
 system always follows the same neighbour), after warm-up samples that are thrown away.
-A system reports a sample's duration itself (e.g. an epoch timer that excludes one-time
-input checks) or, when it returns None, the runner's wall clock around the call is
-used. Ratios between two systems are taken round by round (``a[i] / b[i]``) and then
+A sample is timed by the wall clock around the call, or (``self_timed``) reported by
+the system itself (e.g. an epoch timer that excludes one-time input checks).
+Ratios between two systems are taken round by round (``a[i] / b[i]``), then
 summarised, so drift of the shared machine during a run hits both sides of each ratio.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["calibrate", "interleave", "pair_ratios", "stat"]
 
-Sample = Callable[[], "float | None"]
+Sample = Callable[[], object]
 
 
 def stat(values: Sequence[float], unit: str) -> dict[str, Any]:
@@ -28,8 +28,16 @@ def stat(values: Sequence[float], unit: str) -> dict[str, Any]:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
     if v.size == 0:
         nan = float("nan")
-        return {"median": nan, "q1": nan, "q3": nan, "iqr": nan, "min": nan,
-                "max": nan, "n": 0, "unit": unit}  # fmt: skip
+        return {
+            "median": nan,
+            "q1": nan,
+            "q3": nan,
+            "iqr": nan,
+            "min": nan,
+            "max": nan,
+            "n": 0,
+            "unit": unit,
+        }
     q1, med, q3 = np.percentile(v, [25, 50, 75])
     return {
         "median": float(med),
@@ -49,27 +57,30 @@ def scaled(s: dict[str, Any], factor: float, unit: str) -> dict[str, Any]:
     Order statistics survive a monotone map, so this is exact for median, quartiles
     and extremes (q1 and q3, min and max swap places).
     """
+
     def inv(x: float) -> float:
         return factor / x if x else float("nan")
 
-    out = {"median": inv(s["median"]), "q1": inv(s["q3"]), "q3": inv(s["q1"]),
-           "min": inv(s["max"]), "max": inv(s["min"]), "n": s["n"], "unit": unit}  # fmt: skip
+    out = {
+        "median": inv(s["median"]),
+        "q1": inv(s["q3"]),
+        "q3": inv(s["q1"]),
+        "min": inv(s["max"]),
+        "max": inv(s["min"]),
+        "n": s["n"],
+        "unit": unit,
+    }
     out["iqr"] = out["q3"] - out["q1"]
     return out
 
 
-def _run(fn: Sample, loops: int) -> float:
+def _run(fn: Sample, loops: int, self_timed: bool = False) -> float:
     t0 = time.perf_counter()
-    reported = 0.0
-    own = True
+    if self_timed:
+        return sum(float(fn()) for _ in range(loops)) / loops
     for _ in range(loops):
-        r = fn()
-        if r is None:
-            own = False
-        else:
-            reported += r
-    wall = time.perf_counter() - t0
-    return (reported if own else wall) / loops
+        fn()
+    return (time.perf_counter() - t0) / loops
 
 
 def calibrate(fn: Sample, min_time: float, max_loops: int = 1_000_000) -> int:
@@ -85,7 +96,9 @@ def calibrate(fn: Sample, min_time: float, max_loops: int = 1_000_000) -> int:
         if t <= 0:
             loops *= 10
         else:
-            loops = min(max_loops, max(loops + 1, math.ceil(loops * 1.2 * min_time / t)))
+            loops = min(
+                max_loops, max(loops + 1, math.ceil(loops * 1.2 * min_time / t))
+            )
 
 
 def interleave(
@@ -94,12 +107,15 @@ def interleave(
     warmup: int = 1,
     min_time: float = 0.0,
     tick: Callable[[], None] | None = None,
+    self_timed: bool = False,
 ) -> dict[str, list[float]]:
     """Per-call seconds of every system, ``rounds`` samples each, interleaved.
 
     ``warmup`` untimed samples per system come first (also interleaved). With
     ``min_time > 0`` each sample repeats the call ``loops`` times (calibrated per
-    system) and reports the mean per call. ``tick`` is called after every round.
+    system) and reports the mean per call. ``self_timed``: each call returns its own
+    duration in seconds (used instead of the wall clock around it). ``tick`` is called
+    after every round.
     """
     names = list(systems)
     for _ in range(warmup):
@@ -110,7 +126,7 @@ def interleave(
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            times[name].append(_run(systems[name], loops[name]))
+            times[name].append(_run(systems[name], loops[name], self_timed))
         if tick is not None:
             tick()
     return times

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import threads as _threads
+from . import _suite
 from . import peak as _peak
 from .runner import interleave, pair_ratios, scaled, stat
 from .workloads import Skip, Workload, make_data, make_system, op_cases
@@ -30,8 +29,13 @@ def _skip(skipped: list, section: str, system: str, reason: str, **where) -> Non
 def peak(opts, env, tick) -> dict[str, Any]:
     from .environment import llc_bytes
 
-    return _peak.measure(opts.threads, opts.preset["peak_rounds"],
-                         opts.preset["gemm_sizes"], llc_bytes(env), tick)  # fmt: skip
+    return _peak.measure(
+        opts.threads,
+        opts.preset["peak_rounds"],
+        opts.preset["gemm_sizes"],
+        llc_bytes(env),
+        tick,
+    )
 
 
 # --------------------------------------------------------------------- ops
@@ -45,7 +49,11 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
     llc = peaks["llc_bytes"]
     rows = []
     backends = ["numpy", *[b for b in opts.backends if b != "numpy"]]
-    cases = op_cases(opts.preset["stream_ops"], opts.preset.get("op_only"))
+    try:
+        cases = op_cases(opts.preset["stream_ops"], opts.preset.get("op_only"))
+    except _suite.SuiteNotFound as exc:
+        _skip(skipped, "ops", "all", str(exc))
+        return rows
     with _threads.num_threads(t):
         for case in cases:
             fns = {}
@@ -53,8 +61,14 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                 try:
                     fns[b] = case.setup(fastnn.get_backend(b))
                 except Exception as exc:  # unavailable backend or broken kernel
-                    _skip(skipped, "ops", f"fastnn-{b}", f"{type(exc).__name__}: {exc}",
-                          op=case.op, shape=case.shape)  # fmt: skip
+                    _skip(
+                        skipped,
+                        "ops",
+                        f"fastnn-{b}",
+                        f"{type(exc).__name__}: {exc}",
+                        op=case.op,
+                        shape=case.shape,
+                    )
             if "numpy" not in fns:
                 tick()
                 continue
@@ -63,22 +77,36 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                 t0 = time.perf_counter()
                 fn()
                 first[b] = time.perf_counter() - t0
-            times = interleave(fns, opts.preset["rounds"], warmup=1,
-                               min_time=opts.preset["op_min_time"])  # fmt: skip
+            times = interleave(
+                fns,
+                opts.preset["rounds"],
+                warmup=1,
+                min_time=opts.preset["op_min_time"],
+            )
             level = None
             if case.kind == "memory":
                 level = "memory" if case.working_set >= 2 * llc else "cache"
             for b, ts in times.items():
                 row = {
-                    "op": case.op, "shape": case.shape, "backend": b, "kind": case.kind,
-                    "threads": t, "flops": case.flops, "bytes": case.bytes,
-                    "working_set_bytes": case.working_set, "level": level,
-                    "cost_note": case.note, "first_call_s": first[b],
-                    "time": stat(ts, "s"), "samples_s": ts,
+                    "op": case.op,
+                    "shape": case.shape,
+                    "backend": b,
+                    "kind": case.kind,
+                    "threads": t,
+                    "flops": case.flops,
+                    "bytes": case.bytes,
+                    "working_set_bytes": case.working_set,
+                    "level": level,
+                    "cost_note": case.note,
+                    "first_call_s": first[b],
+                    "time": stat(ts, "s"),
+                    "samples_s": ts,
                     "speedup_vs_numpy": stat(pair_ratios(times["numpy"], ts), "x"),
-                    "gflops": None, "gbps": None, "pct_of_peak": None,
+                    "gflops": None,
+                    "gbps": None,
+                    "pct_of_peak": None,
                     "peak_ref": None,
-                }  # fmt: skip
+                }
                 med = row["time"]["median"]
                 if case.kind == "gemm":
                     row["gflops"] = case.flops / med / 1e9
@@ -118,26 +146,46 @@ def training(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
             try:
                 fns[name] = make_system(name, wl, X, y, t)
             except Skip as exc:
-                _skip(skipped, "training", name, str(exc), workload=wl.name,
-                      batch_size=wl.batch_size)  # fmt: skip
-        times = interleave(fns, opts.preset["rounds"], warmup=opts.preset["warmup"])
+                _skip(
+                    skipped,
+                    "training",
+                    name,
+                    str(exc),
+                    workload=wl.name,
+                    batch_size=wl.batch_size,
+                )
+        times = interleave(
+            fns, opts.preset["rounds"], warmup=opts.preset["warmup"], self_timed=True
+        )
         base = "numpy-mlp" if "numpy-mlp" in times else "fastnn-numpy"
         for name, ts in times.items():
             sps = scaled(stat(ts, "s"), wl.n_samples, "samples/s")
-            rows.append({
-                "workload": wl.name, "layers": list(wl.sizes),
-                "batch_size": wl.batch_size, "n_samples": wl.n_samples,
-                "system": name, "threads": t, "epoch_time": stat(ts, "s"),
-                "samples_s": ts,
-                "samples_per_s": sps,
-                "baseline": base if base in times else None,
-                "ratio_vs_baseline": (stat(pair_ratios(times[base], ts), "x")
-                                      if base in times else None),
-                "flops_per_sample": wl.flops_per_sample,
-                "gflops": sps["median"] * wl.flops_per_sample / 1e9,
-                "pct_of_sgemm_peak": 100 * sps["median"] * wl.flops_per_sample / 1e9
-                / sgemm,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "workload": wl.name,
+                    "layers": list(wl.sizes),
+                    "batch_size": wl.batch_size,
+                    "n_samples": wl.n_samples,
+                    "system": name,
+                    "threads": t,
+                    "epoch_time": stat(ts, "s"),
+                    "samples_s": ts,
+                    "samples_per_s": sps,
+                    "baseline": base if base in times else None,
+                    "ratio_vs_baseline": (
+                        stat(pair_ratios(times[base], ts), "x")
+                        if base in times
+                        else None
+                    ),
+                    "flops_per_sample": wl.flops_per_sample,
+                    "gflops": sps["median"] * wl.flops_per_sample / 1e9,
+                    "pct_of_sgemm_peak": 100
+                    * sps["median"]
+                    * wl.flops_per_sample
+                    / 1e9
+                    / sgemm,
+                }
+            )
         del fns, X, y
         gc.collect()
         tick()
@@ -158,20 +206,37 @@ def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
             try:
                 fns = {c: make_system(name, wl, X, y, c) for c in counts}
             except Skip as exc:
-                _skip(skipped, "scaling", name, str(exc), workload=wl.name,
-                      batch_size=batch)  # fmt: skip
+                _skip(
+                    skipped,
+                    "scaling",
+                    name,
+                    str(exc),
+                    workload=wl.name,
+                    batch_size=batch,
+                )
                 continue
-            times = interleave(fns, opts.preset["rounds"], warmup=opts.preset["warmup"])
+            times = interleave(
+                fns,
+                opts.preset["rounds"],
+                warmup=opts.preset["warmup"],
+                self_timed=True,
+            )
             for c in counts:
                 sp = stat(pair_ratios(times[1], times[c]), "x")
-                rows.append({
-                    "system": name, "workload": wl.name, "batch_size": batch,
-                    "threads": c,
-                    "samples_per_s": scaled(stat(times[c], "s"), wl.n_samples,
-                                            "samples/s"),
-                    "speedup_vs_1_thread": sp, "samples_s": times[c],
-                    "efficiency": sp["median"] / c,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "system": name,
+                        "workload": wl.name,
+                        "batch_size": batch,
+                        "threads": c,
+                        "samples_per_s": scaled(
+                            stat(times[c], "s"), wl.n_samples, "samples/s"
+                        ),
+                        "speedup_vs_1_thread": sp,
+                        "samples_s": times[c],
+                        "efficiency": sp["median"] / c,
+                    }
+                )
             tick()
     return rows
 
@@ -182,11 +247,28 @@ def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
-    cmd = [sys.executable, str(script), "--backend", backend, "--threads", str(threads),
-           "--rounds", str(preset["rounds"]), "--steps", "8", "--batch", "128"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(script),
+        "--backend",
+        backend,
+        "--threads",
+        str(threads),
+        "--rounds",
+        str(preset["rounds"]),
+        "--steps",
+        "8",
+        "--batch",
+        "128",
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=preset.get("coldstart_timeout", 600))  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=preset.get("coldstart_timeout", 600),
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -212,9 +294,14 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
             if opts.preset["cold_cache"]:
                 variants.insert(0, ("cold", "<tmp>"))
             else:
-                _skip(skipped, "compile", "fastnn-numba",
-                      "cold-cache compile not measured in this configuration "
-                      "(it takes tens of seconds)", cache="cold")  # fmt: skip
+                _skip(
+                    skipped,
+                    "compile",
+                    "fastnn-numba",
+                    "cold-cache compile not measured in this configuration "
+                    "(it takes tens of seconds)",
+                    cache="cold",
+                )
         for cache, cache_dir in variants:
             try:
                 if cache_dir == "<tmp>":
@@ -223,19 +310,31 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                 else:
                     r = _coldstart(b, opts.preset, t, None)
             except Exception as exc:
-                _skip(skipped, "compile", f"fastnn-{b}", f"{type(exc).__name__}: {exc}",
-                      cache=cache)  # fmt: skip
+                _skip(
+                    skipped,
+                    "compile",
+                    f"fastnn-{b}",
+                    f"{type(exc).__name__}: {exc}",
+                    cache=cache,
+                )
                 tick()
                 continue
             steady = stat(r["steady_step_s"], "s")
-            rows.append({
-                "backend": b, "cache": cache, "threads": t,
-                "workload": "784-256-128-10", "batch_size": 128,
-                "import_s": r["import_s"], "load_s": r["load_s"],
-                "first_step_s": r["first_step_s"], "steady_step_s": steady,
-                "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
-                "time_to_first_step_s": r["time_to_first_step_s"],
-                "process_wall_s": r["process_wall_s"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "backend": b,
+                    "cache": cache,
+                    "threads": t,
+                    "workload": "784-256-128-10",
+                    "batch_size": 128,
+                    "import_s": r["import_s"],
+                    "load_s": r["load_s"],
+                    "first_step_s": r["first_step_s"],
+                    "steady_step_s": steady,
+                    "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
+                    "time_to_first_step_s": r["time_to_first_step_s"],
+                    "process_wall_s": r["process_wall_s"],
+                }
+            )
             tick()
     return rows

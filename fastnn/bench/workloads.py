@@ -45,38 +45,72 @@ def _dims(label: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", label)]
 
 
-def op_cost(op: str, label: str) -> tuple[str, float | None, float | None, float | None, str]:
+def op_cost(
+    op: str, label: str
+) -> tuple[str, float | None, float | None, float | None, str]:
     """(kind, FLOPs, bytes moved, working-set bytes, how they were counted)."""
     d = _dims(label)
     if op.startswith("linear_forward"):
         n, k, m = d
-        return ("gemm", 2.0 * n * k * m, F32 * (n * k + k * m + m + n * m),
-                F32 * (n * k + k * m + n * m),
-                "2nkm FLOP (x@W); bias + activation epilogue not counted")  # fmt: skip
+        return (
+            "gemm",
+            2.0 * n * k * m,
+            F32 * (n * k + k * m + m + n * m),
+            F32 * (n * k + k * m + n * m),
+            "2nkm FLOP (x@W); bias + activation epilogue not counted",
+        )
     if op.startswith("linear_backward"):
         n, k, m = d
-        return ("gemm", 4.0 * n * k * m,
-                F32 * (3 * n * m + 2 * n * k + 2 * k * m + m),
-                F32 * (3 * n * m + 2 * n * k + 2 * k * m),
-                "4nkm FLOP (dW = x^T dZ, dX = dZ W^T); dZ, db and decay not counted")  # fmt: skip
+        return (
+            "gemm",
+            4.0 * n * k * m,
+            F32 * (3 * n * m + 2 * n * k + 2 * k * m + m),
+            F32 * (3 * n * m + 2 * n * k + 2 * k * m),
+            "4nkm FLOP (dW = x^T dZ, dX = dZ W^T); dZ, db and decay not counted",
+        )
     if op == "softmax_cross_entropy":
         n, k = d
-        return ("fused", None, F32 * 2 * n * k + 8 * n, F32 * 2 * n * k,
-                "exp-bound and cache-resident: no ceiling applies; bytes = logits + "
-                "labels read, grad written")  # fmt: skip
+        return (
+            "fused",
+            None,
+            F32 * 2 * n * k + 8 * n,
+            F32 * 2 * n * k,
+            "exp-bound and cache-resident: no ceiling applies; bytes = logits + "
+            "labels read, grad written",
+        )
     elems = float(np.prod(d))
     if op.endswith("_forward"):
-        return ("memory", None, 2 * F32 * elems, 2 * F32 * elems,
-                "read z, write y: 8 B/element")  # fmt: skip
+        return (
+            "memory",
+            None,
+            2 * F32 * elems,
+            2 * F32 * elems,
+            "read z, write y: 8 B/element",
+        )
     if op.endswith("_backward"):
-        return ("memory", None, 3 * F32 * elems, 3 * F32 * elems,
-                "read dy and z (or y), write dz: 12 B/element")  # fmt: skip
+        return (
+            "memory",
+            None,
+            3 * F32 * elems,
+            3 * F32 * elems,
+            "read dy and z (or y), write dz: 12 B/element",
+        )
     if op.startswith("sgd"):
-        return ("memory", None, 5 * F32 * elems, 3 * F32 * elems,
-                "read p, g, v; write p, v: 20 B/element")  # fmt: skip
+        return (
+            "memory",
+            None,
+            5 * F32 * elems,
+            3 * F32 * elems,
+            "read p, g, v; write p, v: 20 B/element",
+        )
     if op.startswith("adam"):
-        return ("memory", None, 7 * F32 * elems, 4 * F32 * elems,
-                "read p, g, m, v; write p, m, v: 28 B/element")  # fmt: skip
+        return (
+            "memory",
+            None,
+            7 * F32 * elems,
+            4 * F32 * elems,
+            "read p, g, m, v; write p, m, v: 28 B/element",
+        )
     return ("fused", None, None, None, "no cost model")
 
 
@@ -90,11 +124,20 @@ def op_cases(streaming: bool = True, only: list[str] | None = None) -> list[OpCa
         shape = (rows, STREAM_ELEMS // rows)
         label2, label1 = f"{shape[0]}x{shape[1]}", str(STREAM_ELEMS)
         extra = {
-            "relu_forward": (label2, lambda be: kc.activation_forward(be, shape, "relu")),
-            "relu_backward": (label2, lambda be: kc.activation_backward(be, shape, "relu")),
-            "sgd_nesterov_update": (label1, lambda be: kc.sgd_update(be, (STREAM_ELEMS,))),
+            "relu_forward": (
+                label2,
+                lambda be: kc.activation_forward(be, shape, "relu"),
+            ),
+            "relu_backward": (
+                label2,
+                lambda be: kc.activation_backward(be, shape, "relu"),
+            ),
+            "sgd_nesterov_update": (
+                label1,
+                lambda be: kc.sgd_update(be, (STREAM_ELEMS,)),
+            ),
             "adam_update": (label1, lambda be: kc.adam_update(be, (STREAM_ELEMS,))),
-        }  # fmt: skip
+        }
         raw += [(op, *extra[op]) for op in STREAM_OPS]
     out = []
     for op, label, setup in raw:
@@ -137,8 +180,10 @@ def make_data(sizes: tuple[int, ...], n: int, seed: int = 0):
 
 def system_names(backends: list[str], peers: list[str]) -> list[str]:
     names = [f"fastnn-{b}" for b in backends]
-    names += [{"numpy": "numpy-mlp", "torch": "torch-eager", "sklearn": "sklearn"}[p]
-              for p in peers]  # fmt: skip
+    names += [
+        {"numpy": "numpy-mlp", "torch": "torch-eager", "sklearn": "sklearn"}[p]
+        for p in peers
+    ]
     return names
 
 
@@ -157,11 +202,14 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
         if backend not in fastnn.available_backends():
             raise Skip(fastnn.kernels.backend_status().get(backend, "unknown backend"))
         model = fastnn.MLP(
-            wl.sizes, activation="relu",
+            wl.sizes,
+            activation="relu",
             optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
             loss=fastnn.SoftmaxCrossEntropy(l2=L2),
-            dtype=np.float32, backend=backend, n_threads=threads,
-        )  # fmt: skip
+            dtype=np.float32,
+            backend=backend,
+            n_threads=threads,
+        )
         classes = np.arange(k)
 
         def epoch() -> float:
@@ -172,7 +220,10 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
 
         return epoch
     if name == "numpy-mlp":
-        NumpyMLP = _suite.load("numpy_mlp").NumpyMLP
+        try:
+            NumpyMLP = _suite.load("numpy_mlp").NumpyMLP
+        except _suite.SuiteNotFound as exc:
+            raise Skip(str(exc)) from None
         m = NumpyMLP(wl.sizes, lr=LR, momentum=MOMENTUM, l2=L2)
         rng = np.random.default_rng(1)
 
@@ -182,7 +233,10 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
 
         return epoch
     if name == "torch-eager":
-        tm = _suite.load("torch_mlp")
+        try:
+            tm = _suite.load("torch_mlp")
+        except _suite.SuiteNotFound as exc:
+            raise Skip(str(exc)) from None
         ok, why = tm.available()
         if not ok:
             raise Skip(why)
@@ -196,10 +250,18 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
         except ImportError as exc:
             raise Skip(f"scikit-learn not importable ({exc})") from None
         # sklearn's alpha is scaled by 1/batch inside its loss; the cost is the same
-        sk = MLPClassifier(hidden_layer_sizes=wl.sizes[1:-1], activation="relu",
-                           solver="sgd", alpha=L2, batch_size=b, learning_rate_init=LR,
-                           momentum=MOMENTUM, nesterovs_momentum=False, shuffle=True,
-                           random_state=0)  # fmt: skip
+        sk = MLPClassifier(
+            hidden_layer_sizes=wl.sizes[1:-1],
+            activation="relu",
+            solver="sgd",
+            alpha=L2,
+            batch_size=b,
+            learning_rate_init=LR,
+            momentum=MOMENTUM,
+            nesterovs_momentum=False,
+            shuffle=True,
+            random_state=0,
+        )
         classes = np.arange(k)
 
         def epoch() -> float:

@@ -70,6 +70,28 @@ cdef extern from *:
         return a < 0.5f ? small : big;
     }
 
+    /* erf for float32, branch-free: the rational minimax fit Eigen and XLA use, on x
+       clamped to [-4, 4] (erf is +-1 in float32 beyond); max abs error ~4e-7, odd,
+       NaN passes the clamps and propagates. The Numba twin uses the same fit. */
+    static inline float fnn_erff(float x) {
+        float xc = x > 4.0f ? 4.0f : x;
+        xc = xc < -4.0f ? -4.0f : xc;
+        float x2 = xc * xc;
+        float p = -2.72614225801306e-10f;
+        p = p * x2 + 2.77068142495902e-08f;
+        p = p * x2 + -2.10102402082508e-06f;
+        p = p * x2 + -5.69250639462346e-05f;
+        p = p * x2 + -7.34990630326855e-04f;
+        p = p * x2 + -2.95459980854025e-03f;
+        p = p * x2 + -1.60960333262415e-02f;
+        float q = -1.45660718464996e-05f;
+        q = q * x2 + -2.13374055278905e-04f;
+        q = q * x2 + -1.68282697438203e-03f;
+        q = q * x2 + -7.37332916720468e-03f;
+        q = q * x2 + -1.42647390514189e-02f;
+        return xc * p / q;
+    }
+
     /* The hot float32 loops, also compiled for AVX2 and picked at load time (GCC
        function multiversioning). No FMA in either clone, so both give identical bits. */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -82,6 +104,22 @@ cdef extern from *:
     }
     FNN_CLONES static void fnn_tanh_f32(const float* z, float* y, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_tanhf(z[i]);
+    }
+    /* gelu (exact): z (1 + erf(z / sqrt 2)) / 2, and dy * (Phi(z) + z phi(z)) */
+    FNN_CLONES static void fnn_gelu_f32(const float* z, float* y, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float zi = z[i];
+            y[i] = zi * (fnn_erff(zi * 0.70710678118654752f) + 1.0f) * 0.5f;
+        }
+    }
+    FNN_CLONES static void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
+                                             ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float zi = z[i];
+            float cdf = (fnn_erff(zi * 0.70710678118654752f) + 1.0f) * 0.5f;
+            float pdf = fnn_expf(zi * zi * -0.5f) * zi * 0.39894228040143268f;
+            out[i] = dy[i] * (cdf + pdf);
+        }
     }
     FNN_CLONES static void fnn_exp_shift_f32(const float* z, float* e, ptrdiff_t n,
                                              float m) {
@@ -96,6 +134,9 @@ cdef extern from *:
     void fnn_sigmoid_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
     void fnn_tanh_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
     void fnn_exp_shift_f32(const float* z, float* e, Py_ssize_t n, float m) noexcept nogil
+    void fnn_gelu_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
+    void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
+                           Py_ssize_t n) noexcept nogil
 
 # Element-wise work is split in fixed chunks (results never depend on the split).
 cdef enum:

@@ -1,0 +1,1 @@
+"""Benchmark suites and baselines (installed as fastnn.benchmarks for `fastnn bench`)."""

@@ -1,0 +1,924 @@
+"""Write a results object as results.json, report.md and PNG plots (matplotlib Agg).
+
+Without matplotlib the report is still written, without plots, and says so in one
+line (``pip install "fastnn[bench]"`` brings it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .runner import pair_ratios, stat
+
+PLOTS = {
+    "ops_speedup": "ops_speedup.png",
+    "training_throughput": "training_throughput.png",
+    "thread_scaling": "thread_scaling.png",
+    "pct_of_peak": "pct_of_peak.png",
+    "compile_time": "compile_time.png",
+}
+SECTION_TITLES = (
+    "Summary",
+    "Targets (issue 6)",
+    "Environment",
+    "Machine ceilings",
+    "Per-op speed-up over NumPy",
+    "Training throughput",
+    "Thread scaling",
+    "% of measured peak",
+    "JIT compile and cold start",
+    "Skipped",
+    "Method",
+)
+
+
+# ------------------------------------------------------------------ targets
+def _train(results, system, workload, batch):
+    for r in results["training"]:
+        if (r["system"], r["workload"], r["batch_size"]) == (system, workload, batch):
+            return r
+    return None
+
+
+def _fastnn(results) -> list[str]:
+    return [f"fastnn-{b}" for b in results["config"]["backends"]]
+
+
+def _target(tid, text, threshold, unit, values: dict[str, float | None], note=""):
+    """values: system -> measured (None: not measured)."""
+    measured = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+    met = {k: v >= threshold for k, v in measured.items()}
+    if not measured:
+        status = "not measured"
+    elif all(met.values()):
+        status = "met"
+    elif any(met.values()):
+        status = "met by " + ", ".join(k for k, m in met.items() if m)
+    else:
+        status = "missed"
+    return {
+        "id": tid,
+        "target": text,
+        "threshold": threshold,
+        "unit": unit,
+        "values": {k: values[k] for k in values},
+        "status": status,
+        "note": note,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets, evaluated on this run (ratios within the run)."""
+    out = []
+    sys_ = _fastnn(results)
+    big = "784-256-128-10"
+    for batch, thr in ((32, 2.5), (128, 1.6), (512, 1.3)):
+        vals = {}
+        for s in sys_:
+            r = _train(results, s, big, batch)
+            ok = r and r["baseline"] == "numpy-mlp"
+            vals[s] = r["ratio_vs_baseline"]["median"] if ok else None
+        out.append(
+            _target(
+                f"train-{batch}",
+                f"{big}, batch {batch}: >= {thr}x NumPy MLP",
+                thr,
+                "x",
+                vals,
+            )
+        )
+    vals = {}
+    for s in sys_:
+        a, t = _train(results, s, big, 32), _train(results, "torch-eager", big, 32)
+        vals[s] = (
+            stat(pair_ratios(t["samples_s"], a["samples_s"]), "x")["median"]
+            if a and t
+            else None
+        )
+    out.append(
+        _target(
+            "torch-32",
+            f"{big}, batch 32: >= 4x PyTorch eager",
+            4.0,
+            "x",
+            vals,
+            ""
+            if any(v is not None for v in vals.values())
+            else "torch not installed: skipped",
+        )
+    )
+    vals = {}
+    for s in sys_:
+        r = _train(results, s, "64-32-10", 32)
+        vals[s] = (
+            r["ratio_vs_baseline"]["median"]
+            if r and r["baseline"] == "numpy-mlp"
+            else None
+        )
+    out.append(
+        _target("train-small", "64-32-10, batch 32: >= 10x NumPy MLP", 10.0, "x", vals)
+    )
+    vals = {}
+    top = max(results["config"]["threads"])
+    for s in sys_:
+        rows = [
+            r
+            for r in results["scaling"]
+            if r["system"] == s and r["batch_size"] == 512 and r["threads"] == 2
+        ]
+        vals[s] = rows[0]["speedup_vs_1_thread"]["median"] if rows else None
+    out.append(
+        _target(
+            "scaling",
+            "784-256-128-10, batch 512: 2 threads >= 1.7x 1 thread",
+            1.7,
+            "x",
+            vals,
+            "" if top >= 2 else "run with --threads 1,2",
+        )
+    )
+    vals = {}
+    for s in sys_:
+        rows = [
+            r
+            for r in results["ops"]
+            if f"fastnn-{r['backend']}" == s
+            and r["op"] == "softmax_cross_entropy"
+            and r["shape"] == "1024x10"
+        ]
+        vals[s] = rows[0]["speedup_vs_numpy"]["median"] if rows else None
+    out.append(
+        _target(
+            "softmax-ce",
+            "fused softmax-CE fwd+bwd 1024x10: >= 4x NumPy",
+            4.0,
+            "x",
+            vals,
+        )
+    )
+    vals = {}
+    for s in sys_:
+        rows = [
+            r
+            for r in results["ops"]
+            if f"fastnn-{r['backend']}" == s
+            and r["kind"] == "memory"
+            and r["level"] == "memory"
+        ]
+        vals[s] = min(r["pct_of_peak"] for r in rows) if rows else None
+    out.append(
+        _target(
+            "bandwidth",
+            "memory-bound element-wise kernels past the caches: "
+            ">= 70% of copy bandwidth (worst op)",
+            70.0,
+            "%",
+            vals,
+        )
+    )
+    cold = {
+        f"fastnn-{r['backend']}": r
+        for r in results["compile"]
+        if r["cache"] in ("cold", "n/a")
+    }
+    warm = {
+        f"fastnn-{r['backend']}": r
+        for r in results["compile"]
+        if r["cache"] in ("warm", "n/a")
+    }
+    # "at least" targets: store the margin so that >= threshold means met
+    out.append(
+        _target(
+            "cold-start",
+            "first run after install: import + compile + "
+            "first step < 10 s (value: 10 s minus it)",
+            0.0,
+            "s",
+            {
+                s: 10.0 - cold[s]["time_to_first_step_s"] if s in cold else None
+                for s in sys_
+            },
+        )
+    )
+    out.append(
+        _target(
+            "warm-start",
+            "later runs: import + first step < 2 s (value: 2 s minus it)",
+            0.0,
+            "s",
+            {
+                s: 2.0 - warm[s]["time_to_first_step_s"] if s in warm else None
+                for s in sys_
+            },
+        )
+    )
+    out.append(
+        _target(
+            "memory",
+            "training peak RSS <= 1.5x the data it needs",
+            1.5,
+            "x",
+            {},
+            "not measured by fastnn bench",
+        )
+    )
+    return out
+
+
+# ------------------------------------------------------------------ formatting
+def _f(x, digits=3):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _s(st, scale=1.0, digits=3):
+    """median [q1, q3] of a stat."""
+    if not st or not st.get("n"):
+        return "-"
+    return (
+        f"{_f(st['median'] * scale, digits)} "
+        f"[{_f(st['q1'] * scale, digits)}, {_f(st['q3'] * scale, digits)}]"
+    )
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ plots
+def _plots(results, out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    made = {}
+    t = max(results["config"]["threads"])
+    env = results["environment"]
+    foot = f"{env['cpu']['model']}, {env['cpu']['cores']} cores; {results['created']}"
+
+    def save(fig, key):
+        fig.text(0.99, 0.005, foot, ha="right", va="bottom", fontsize=7, color="gray")
+        fig.tight_layout(rect=(0, 0.02, 1, 1))
+        fig.savefig(out / PLOTS[key], dpi=110)
+        plt.close(fig)
+        made[key] = PLOTS[key]
+
+    # per-op speed-up
+    ops = [r for r in results["ops"] if r["backend"] != "numpy"]
+    cases = list(dict.fromkeys(f"{r['op']}|{r['shape']}" for r in results["ops"]))
+    backends = list(dict.fromkeys(r["backend"] for r in ops))
+    if cases and backends:
+        fig, ax = plt.subplots(
+            figsize=(8, 0.32 * len(cases) * max(1, len(backends)) + 1.5)
+        )
+        h = 0.8 / len(backends)
+        for j, b in enumerate(backends):
+            ys, xs, lo, hi = [], [], [], []
+            for i, c in enumerate(cases):
+                r = next(
+                    (
+                        r
+                        for r in ops
+                        if r["backend"] == b and f"{r['op']}|{r['shape']}" == c
+                    ),
+                    None,
+                )
+                if r:
+                    s = r["speedup_vs_numpy"]
+                    ys.append(i + j * h)
+                    xs.append(s["median"])
+                    lo.append(s["median"] - s["q1"])
+                    hi.append(s["q3"] - s["median"])
+            ax.barh(ys, xs, height=h, xerr=[lo, hi], label=b, capsize=2)
+        ax.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yticks([i + 0.4 - h / 2 for i in range(len(cases))], cases, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("speed-up over the NumPy backend (x, log scale; bars: IQR)")
+        ax.set_ylabel("op | shape")
+        ax.set_title(f"Per-op speed-up over NumPy (float32, {t} threads)")
+        ax.legend(title="backend")
+        save(fig, "ops_speedup")
+
+    # training throughput
+    tr = results["training"]
+    if tr:
+        fig, (a1, a2) = plt.subplots(
+            1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [2, 1]}
+        )
+        systems = list(dict.fromkeys(r["system"] for r in tr))
+        for s in systems:
+            rows = sorted(
+                (
+                    r
+                    for r in tr
+                    if r["system"] == s and r["workload"] == "784-256-128-10"
+                ),
+                key=lambda r: r["batch_size"],
+            )
+            if rows:
+                x = [r["batch_size"] for r in rows]
+                y = [r["samples_per_s"]["median"] for r in rows]
+                e = [
+                    [
+                        r["samples_per_s"]["median"] - r["samples_per_s"]["q1"]
+                        for r in rows
+                    ],
+                    [
+                        r["samples_per_s"]["q3"] - r["samples_per_s"]["median"]
+                        for r in rows
+                    ],
+                ]
+                a1.errorbar(x, y, yerr=e, marker="o", capsize=3, label=s)
+        a1.set_xscale("log", base=2)
+        a1.set_xlabel("batch size (samples)")
+        a1.set_ylabel("training throughput (samples/s)")
+        a1.set_title("784-256-128-10 MLP, SGD, one epoch")
+        a1.legend(fontsize=8)
+        small = [r for r in tr if r["workload"] == "64-32-10"]
+        if small:
+            a2.bar(
+                range(len(small)),
+                [r["samples_per_s"]["median"] for r in small],
+                yerr=[
+                    [
+                        r["samples_per_s"]["median"] - r["samples_per_s"]["q1"]
+                        for r in small
+                    ],
+                    [
+                        r["samples_per_s"]["q3"] - r["samples_per_s"]["median"]
+                        for r in small
+                    ],
+                ],
+                capsize=3,
+            )
+            a2.set_xticks(
+                range(len(small)),
+                [r["system"] for r in small],
+                rotation=30,
+                ha="right",
+                fontsize=8,
+            )
+        a2.set_xlabel("system")
+        a2.set_ylabel("training throughput (samples/s)")
+        a2.set_title("64-32-10 MLP, batch 32")
+        fig.suptitle(f"Training throughput (float32, {t} threads; error bars: IQR)")
+        save(fig, "training_throughput")
+
+    # thread scaling
+    sc = results["scaling"]
+    if sc:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        keys = list(dict.fromkeys((r["system"], r["batch_size"]) for r in sc))
+        counts = sorted({r["threads"] for r in sc})
+        for s, b in keys:
+            rows = sorted(
+                (r for r in sc if (r["system"], r["batch_size"]) == (s, b)),
+                key=lambda r: r["threads"],
+            )
+            x = [r["threads"] for r in rows]
+            a1.errorbar(
+                x,
+                [r["speedup_vs_1_thread"]["median"] for r in rows],
+                yerr=[
+                    [
+                        r["speedup_vs_1_thread"]["median"]
+                        - r["speedup_vs_1_thread"]["q1"]
+                        for r in rows
+                    ],
+                    [
+                        r["speedup_vs_1_thread"]["q3"]
+                        - r["speedup_vs_1_thread"]["median"]
+                        for r in rows
+                    ],
+                ],
+                marker="o",
+                capsize=3,
+                label=f"{s}, batch {b}",
+            )
+            a2.plot(
+                x,
+                [100 * r["efficiency"] for r in rows],
+                marker="o",
+                label=f"{s}, batch {b}",
+            )
+        a1.plot(counts, counts, "k--", lw=0.8, label="ideal")
+        a1.set_xlabel("threads")
+        a1.set_ylabel("speed-up over 1 thread (x)")
+        a1.set_title("Thread scaling, 784-256-128-10 training")
+        a1.set_xticks(counts)
+        a1.legend(fontsize=7)
+        a2.axhline(100, color="k", lw=0.8, ls="--")
+        a2.set_xlabel("threads")
+        a2.set_ylabel("parallel efficiency (%)")
+        a2.set_title("Parallel efficiency (speed-up / threads)")
+        a2.set_xticks(counts)
+        a2.set_ylim(0, 120)
+        save(fig, "thread_scaling")
+
+    # % of peak
+    rows = [
+        (f"{r['backend']}: {r['op']}|{r['shape']}", r["pct_of_peak"], r["kind"])
+        for r in results["ops"]
+        if r["pct_of_peak"] is not None
+    ]
+    rows += [
+        (
+            f"{r['system']}: train {r['workload']} b{r['batch_size']}",
+            r["pct_of_sgemm_peak"],
+            "training",
+        )
+        for r in tr
+    ]
+    if rows:
+        fig, ax = plt.subplots(figsize=(8, 0.22 * len(rows) + 1.5))
+        colors = {"gemm": "C0", "memory": "C1", "training": "C2"}
+        ax.barh(
+            range(len(rows)), [r[1] for r in rows], color=[colors[r[2]] for r in rows]
+        )
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=6)
+        ax.invert_yaxis()
+        ax.axvline(100, color="k", lw=0.8, ls="--")
+        ax.set_xlabel(
+            "% of measured ceiling (GEMM/training: sgemm GFLOP/s; "
+            "memory-bound: copy GB/s)"
+        )
+        ax.set_ylabel("backend: op | shape")
+        ax.set_title(f"Share of this machine's measured peak ({t} threads)")
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            handles=[Patch(color=c, label=k) for k, c in colors.items()], fontsize=8
+        )
+        save(fig, "pct_of_peak")
+
+    # compile time
+    cp = results["compile"]
+    if cp:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = [f"{r['backend']} ({r['cache']} cache)" for r in cp]
+        parts = [
+            ("import fastnn", [r["import_s"] for r in cp]),
+            ("load backend", [r["load_s"] for r in cp]),
+            ("first step - steady (compile)", [r["compile_s"] for r in cp]),
+            ("steady step", [r["steady_step_s"]["median"] for r in cp]),
+        ]
+        left = [0.0] * len(cp)
+        for name, vals in parts:
+            ax.barh(range(len(cp)), vals, left=left, label=name)
+            left = [a + b for a, b in zip(left, vals, strict=True)]
+        ax.set_yticks(range(len(cp)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds from `import fastnn` to the end of the first step (s)")
+        ax.set_ylabel("backend (cache state)")
+        ax.set_title("Cold start: JIT compile vs steady state (fresh process)")
+        ax.legend(fontsize=8)
+        save(fig, "compile_time")
+    return made
+
+
+# ------------------------------------------------------------------ markdown
+def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str:
+    cfg, env = res["config"], res["environment"]
+    t = max(cfg["threads"])
+    L = [
+        f"# fastnn benchmark report ({cfg['mode']})",
+        "",
+        f"{res['created']} - {env['cpu']['model']}, {env['cpu']['cores']} cores - "
+        f"float32 - {res['duration_s']:.0f} s to run - schema `{res['schema']}`",
+        "",
+    ]
+    if plot_note:
+        L += [f"> {plot_note}", ""]
+    load = env.get("loadavg_start") or [0.0]
+    if load[0] > 0.5 * env["cpu"]["cores"]:
+        L += [
+            f"> Warning: the machine was busy (1-minute load average {load[0]:.2f} "
+            f"on {env['cpu']['cores']} cores at the start, "
+            f"{(env.get('loadavg_end') or ['?'])[0]} at the end). "
+            "Multi-threaded BLAS calls suffer most from a busy core; "
+            "trust ratios within this run more than absolute numbers, and rerun on an "
+            "idle machine before publishing.",
+            "",
+        ]
+
+    def img(key, alt):
+        return [f"![{alt}]({plots[key]})", ""] if key in plots else []
+
+    # Summary
+    L += ["## Summary", ""]
+    tr = res["training"]
+    if tr:
+        systems = list(dict.fromkeys(r["system"] for r in tr))
+        wls = list(dict.fromkeys((r["workload"], r["batch_size"]) for r in tr))
+        base = next((r["baseline"] for r in tr if r["baseline"]), None)
+        rows = []
+        for w, b in wls:
+            cells = [w, b]
+            for s in systems:
+                r = _train(res, s, w, b)
+                cells.append(
+                    "-"
+                    if r is None
+                    else f"{_f(r['samples_per_s']['median'])} "
+                    f"({_f(r['ratio_vs_baseline']['median'])}x)"
+                    if r["ratio_vs_baseline"]
+                    else _f(r["samples_per_s"]["median"])
+                )
+            rows.append(cells)
+        L += [
+            f"Training throughput, samples/s (median; in brackets: ratio to {base}, "
+            f"paired by round), {t} threads:",
+            "",
+            _table(["workload", "batch", *systems], rows),
+            "",
+        ]
+    L += img("training_throughput", "training throughput")
+    # Targets
+    L += [
+        "## Targets (issue 6)",
+        "",
+        "Ratios measured within this run. A value per fastnn backend; for the start-up "
+        "targets the value is the margin left under the limit (>= 0 means met).",
+        "",
+    ]
+    rows = []
+    for tg in res["targets"]:
+        vals = (
+            ", ".join(
+                f"{k.removeprefix('fastnn-')} {_f(v)}"
+                for k, v in tg["values"].items()
+                if v is not None
+            )
+            or "-"
+        )
+        rows.append(
+            [
+                tg["target"],
+                vals,
+                tg["status"] + (f" ({tg['note']})" if tg["note"] else ""),
+            ]
+        )
+    L += [_table(["target", "measured", "status"], rows), ""]
+    # Environment
+    cpu = env["cpu"]
+    blas = "; ".join(
+        f"{b['library']} {b['version']} ({b['architecture']}), {b['threads']} threads"
+        for b in env["blas"]
+    )
+    omp = (
+        "; ".join(
+            f"{o['path'].rsplit('/', 1)[-1]} ({o['threads']} threads)"
+            for o in env["openmp"]
+        )
+        or "none loaded"
+    )
+    nb = env.get("numba_threading", {})
+    pk = env["packages"]
+    src = env.get("source") or {}
+    L += [
+        "## Environment",
+        "",
+        _table(
+            ["", ""],
+            [
+                [
+                    "CPU",
+                    f"{cpu['model']} ({cpu['machine']}), {cpu['cores']} cores, "
+                    f"{_f(cpu.get('mhz'))} MHz reported",
+                ],
+                ["SIMD", ", ".join(cpu["simd"]) or "-"],
+                [
+                    "caches",
+                    ", ".join(
+                        f"{k} {v // 1024} KiB"
+                        for k, v in cpu.get("caches", {}).items()
+                        if v
+                    )
+                    or "-",
+                ],
+                ["BLAS", blas],
+                ["OpenMP runtimes", omp],
+                ["OMP_WAIT_POLICY", f"{env['runtime_env']['OMP_WAIT_POLICY']}"],
+                [
+                    "Numba threading layer",
+                    f"{nb.get('active') or nb.get('configured')}",
+                ],
+                [
+                    "threads used",
+                    f"{cfg['threads']} (all pools through fastnn.set_num_threads)",
+                ],
+                ["versions", ", ".join(f"{k} {v}" for k, v in pk.items())],
+                [
+                    "fastnn",
+                    f"{env['fastnn']} ({src.get('commit') or 'no git'}"
+                    f"{', uncommitted changes' if src.get('dirty') else ''})",
+                ],
+                ["Python", f"{env['python']} on {env['platform']}"],
+                [
+                    "load average (1, 5, 15 min)",
+                    f"start {env.get('loadavg_start')}, end {env.get('loadavg_end')}",
+                ],
+                ["date", env["date"]],
+            ],
+        ),
+        "",
+    ]
+    # Ceilings
+    pk_ = res["peak"]
+    rows = [
+        [f"sgemm n={g['n']}", g["threads"], _s(g["gflops"]), "GFLOP/s"]
+        for g in pk_["sgemm"]
+    ]
+    rows += [
+        [
+            f"copy, {c['level']} ({c['array_bytes'] / 2**20:.3g} MiB arrays)",
+            c["threads"],
+            _s(c["gbps"]),
+            "GB/s",
+        ]
+        for c in pk_["copy"]
+    ]
+    L += [
+        "## Machine ceilings",
+        "",
+        "NumPy float32 matmul (2n^3 FLOP) and np.copyto split over t threads (bytes = "
+        "read + write). Median [q1, q3]:",
+        "",
+        _table(["measure", "threads", "median [q1, q3]", "unit"], rows),
+        "",
+    ]
+    # Ops
+    ops = res["ops"]
+    backends = list(dict.fromkeys(r["backend"] for r in ops))
+    cases = list(dict.fromkeys((r["op"], r["shape"]) for r in ops))
+    rows = []
+    for op, shape in cases:
+        cells = [op, shape]
+        for b in backends:
+            r = next(
+                (
+                    r
+                    for r in ops
+                    if (r["op"], r["shape"], r["backend"]) == (op, shape, b)
+                ),
+                None,
+            )
+            if r is None:
+                cells.append("skipped")
+            elif b == "numpy":
+                cells.append(_s(r["time"], 1e6))
+            else:
+                cells.append(_s(r["speedup_vs_numpy"]))
+        rows.append(cells)
+    hdr = [
+        "op",
+        "shape",
+        *[
+            ("numpy time (us)" if b == "numpy" else f"{b} speed-up (x)")
+            for b in backends
+        ],
+    ]
+    L += [
+        "## Per-op speed-up over NumPy",
+        "",
+        f"fastnn's kernels vs its NumPy reference backend, {t} threads, median "
+        "[q1, q3]; speed-ups paired round by round. Cases from "
+        "benchmarks/kernel_cases.py, plus past-the-cache variants of the memory-bound "
+        "ops.",
+        "",
+        _table(hdr, rows),
+        "",
+    ] + img("ops_speedup", "per-op speed-up")
+    # Training
+    rows = [
+        [
+            r["workload"],
+            r["batch_size"],
+            r["system"],
+            _s(r["samples_per_s"]),
+            _s(r["ratio_vs_baseline"]) if r["ratio_vs_baseline"] else "-",
+            _f(r["gflops"]),
+            _f(r["pct_of_sgemm_peak"]),
+        ]
+        for r in tr
+    ]
+    L += [
+        "## Training throughput",
+        "",
+        "One shuffled epoch of synthetic data (float32), SGD (lr 0.01, momentum 0.9), "
+        "softmax cross-entropy + L2 1e-4, ReLU; every system starts warm (warm-up "
+        "epochs discarded). fastnn's time is fit's own epoch timer (shuffle, gather, "
+        "steps: fit's one-time input checks excluded); the NumPy MLP and torch "
+        "time the "
+        "same loop; scikit-learn is timed around partial_fit (one epoch).",
+        "",
+        _table(
+            [
+                "workload",
+                "batch",
+                "system",
+                "samples/s [q1, q3]",
+                "ratio to baseline [q1, q3]",
+                "GFLOP/s",
+                "% sgemm peak",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    # Scaling
+    rows = [
+        [
+            r["system"],
+            r["batch_size"],
+            r["threads"],
+            _s(r["samples_per_s"]),
+            _s(r["speedup_vs_1_thread"]),
+            f"{100 * r['efficiency']:.0f}%",
+        ]
+        for r in res["scaling"]
+    ]
+    L += [
+        "## Thread scaling",
+        "",
+        "784-256-128-10 training; thread counts interleaved; speed-up paired round by "
+        "round against 1 thread.",
+        "",
+        _table(
+            [
+                "system",
+                "batch",
+                "threads",
+                "samples/s [q1, q3]",
+                "speed-up [q1, q3]",
+                "efficiency",
+            ],
+            rows,
+        ),
+        "",
+    ] + img("thread_scaling", "thread scaling")
+    # % of peak
+    ceil = res["peak"]["ceilings"][str(t)]
+    rows = [
+        [
+            r["backend"],
+            r["op"],
+            r["shape"],
+            r["kind"],
+            _f(r["gflops"]) + " GFLOP/s" if r["gflops"] else _f(r["gbps"]) + " GB/s",
+            f"{r['pct_of_peak']:.0f}%",
+            r["peak_ref"],
+        ]
+        for r in ops
+        if r["pct_of_peak"] is not None
+    ]
+    over = [r for r in ops if (r["pct_of_peak"] or 0) > 100]
+    L += [
+        "## % of measured peak",
+        "",
+        f"Ceilings at {t} threads: sgemm {_f(ceil['sgemm_gflops'])} GFLOP/s, copy "
+        f"{_f(ceil['copy_gbps_memory'])} GB/s from memory, "
+        f"{_f(ceil['copy_gbps_cache'])} "
+        "GB/s in cache. GEMM-bound ops count 2nkm FLOP per product (forward: one, "
+        "backward: two); memory-bound ops count the bytes each must read and write "
+        "(no write-allocate), compared with copy bandwidth at the cache level their "
+        "working set lands in. Training rows (table above) count "
+        "forward + weight gradients + hidden input gradients per sample.",
+        "",
+        _table(
+            ["backend", "op", "shape", "kind", "achieved", "% of ceiling", "ceiling"],
+            rows,
+        ),
+        "",
+    ]
+    if over:
+        L += [
+            f"{len(over)} value(s) exceed 100%: the measured ceiling is low for this "
+            "run (memcpy on a busy machine, or an access pattern that beats it), not "
+            "a kernel beating the hardware.",
+            "",
+        ]
+    L += img("pct_of_peak", "percent of peak")
+    # Compile
+    rows = [
+        [
+            r["backend"],
+            r["cache"],
+            _f(r["import_s"]),
+            _f(r["load_s"]),
+            _f(r["first_step_s"]),
+            _s(r["steady_step_s"], 1e3),
+            _f(r["compile_s"]),
+            _f(r["time_to_first_step_s"]),
+        ]
+        for r in res["compile"]
+    ]
+    L += [
+        "## JIT compile and cold start",
+        "",
+        "Each in a fresh Python process (784-256-128-10, batch 128). compile = first "
+        "training step minus the median steady step; Numba's cold row uses an empty "
+        "NUMBA_CACHE_DIR (the first run after an install), its warm row the populated "
+        "cache (every later run).",
+        "",
+        _table(
+            [
+                "backend",
+                "cache",
+                "import fastnn (s)",
+                "load backend (s)",
+                "first step (s)",
+                "steady step (ms) [q1, q3]",
+                "compile (s)",
+                "import to first step done (s)",
+            ],
+            rows,
+        ),
+        "",
+    ] + img("compile_time", "compile time")
+    # Skipped
+    L += ["## Skipped", ""]
+    if res["skipped"]:
+        seen: dict[tuple, int] = {}
+        for s in res["skipped"]:
+            key = (s["section"], s["system"], s["reason"])
+            seen[key] = seen.get(key, 0) + 1
+        L += [
+            "A missing peer or backend is reported here, never an error.",
+            "",
+            _table(
+                ["section", "system", "reason", "cases"],
+                [[*k, n] for k, n in seen.items()],
+            ),
+            "",
+        ]
+    else:
+        L += ["Nothing was skipped.", ""]
+    # Method
+    p = cfg["preset"]
+    L += [
+        "## Method",
+        "",
+        f"- Every figure is the median of {p['rounds']} samples after "
+        f"{p['warmup']} warm-up sample(s), with its quartiles [q1, q3] (the IQR).",
+        "- Systems compared in one table run interleaved: one sample each per round, "
+        "the starting system rotated every round, so drift of the (shared) machine "
+        "hits all alike. Ratios are taken round by round, then summarised.",
+        f"- Per-op samples repeat the call until a sample lasts >= "
+        f"{p['op_min_time'] * 1e3:g} ms; all allocation happens in the setup.",
+        "- Absolute numbers drift 10-30% between runs on a shared machine; compare "
+        "ratios within one run. results.json holds every raw sample.",
+        "- Hyper-parameters: " + json.dumps(cfg["hyperparameters"]),
+        "- Seconds per section: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in res.get("section_times_s", {}).items()),
+        "",
+    ]
+    return "\n".join(L)
+
+
+def write(results: dict[str, Any], out, plots: bool = True) -> Path:
+    """Write results.json, the PNGs (when matplotlib imports) and report.md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    made, note = {}, ""
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            note = (
+                "plots skipped: matplotlib is not installed "
+                '(pip install "fastnn[bench]")'
+            )
+            print(f"fastnn bench: {note}", file=sys.stderr)
+        else:
+            made = _plots(results, out)
+    else:
+        note = "plots skipped (disabled)"
+    results["plots"] = made
+    results["plots_note"] = note or None
+    (out / "results.json").write_text(
+        json.dumps(results, indent=1, allow_nan=False, default=_json_default) + "\n"
+    )
+    (out / "report.md").write_text(_markdown(results, made, note))
+    return out
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,390 @@
+"""The results.json schema ("fastnn-bench/1"), as data, and a validator for it.
+
+A small subset of JSON Schema (type, required, properties, items, enum, minimum) so
+no extra dependency is needed; docs/benchmark-schema.md describes every field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+NUM = {"type": "number"}
+NUM_OR_NULL = {"type": ["number", "null"]}
+STR = {"type": "string"}
+STR_OR_NULL = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+
+STAT = {
+    "type": "object",
+    "required": ["median", "q1", "q3", "iqr", "min", "max", "n", "unit"],
+    "properties": {
+        "median": NUM,
+        "q1": NUM,
+        "q3": NUM,
+        "iqr": NUM,
+        "min": NUM,
+        "max": NUM,
+        "n": {"type": "integer", "minimum": 1},
+        "unit": STR,
+    },
+}
+STAT_OR_NULL = {**STAT, "type": ["object", "null"]}
+SAMPLES = {"type": "array", "items": NUM}
+
+OP_ROW = {
+    "type": "object",
+    "required": [
+        "op",
+        "shape",
+        "backend",
+        "kind",
+        "threads",
+        "flops",
+        "bytes",
+        "working_set_bytes",
+        "level",
+        "cost_note",
+        "first_call_s",
+        "time",
+        "samples_s",
+        "speedup_vs_numpy",
+        "gflops",
+        "gbps",
+        "pct_of_peak",
+        "peak_ref",
+    ],
+    "properties": {
+        "op": STR,
+        "shape": STR,
+        "backend": STR,
+        "kind": {"enum": ["gemm", "memory", "fused"]},
+        "threads": INT,
+        "flops": NUM_OR_NULL,
+        "bytes": NUM_OR_NULL,
+        "working_set_bytes": NUM_OR_NULL,
+        "level": {"enum": ["memory", "cache", None]},
+        "cost_note": STR,
+        "first_call_s": NUM,
+        "time": STAT,
+        "samples_s": SAMPLES,
+        "speedup_vs_numpy": STAT,
+        "gflops": NUM_OR_NULL,
+        "gbps": NUM_OR_NULL,
+        "pct_of_peak": NUM_OR_NULL,
+        "peak_ref": STR_OR_NULL,
+    },
+}
+TRAIN_ROW = {
+    "type": "object",
+    "required": [
+        "workload",
+        "layers",
+        "batch_size",
+        "n_samples",
+        "system",
+        "threads",
+        "epoch_time",
+        "samples_s",
+        "samples_per_s",
+        "baseline",
+        "ratio_vs_baseline",
+        "flops_per_sample",
+        "gflops",
+        "pct_of_sgemm_peak",
+    ],
+    "properties": {
+        "workload": STR,
+        "layers": {"type": "array", "items": INT},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "n_samples": {"type": "integer", "minimum": 1},
+        "system": STR,
+        "threads": INT,
+        "epoch_time": STAT,
+        "samples_s": SAMPLES,
+        "samples_per_s": STAT,
+        "baseline": STR_OR_NULL,
+        "ratio_vs_baseline": STAT_OR_NULL,
+        "flops_per_sample": NUM,
+        "gflops": NUM,
+        "pct_of_sgemm_peak": NUM,
+    },
+}
+SCALING_ROW = {
+    "type": "object",
+    "required": [
+        "system",
+        "workload",
+        "batch_size",
+        "threads",
+        "samples_per_s",
+        "speedup_vs_1_thread",
+        "samples_s",
+        "efficiency",
+    ],
+    "properties": {
+        "system": STR,
+        "workload": STR,
+        "batch_size": INT,
+        "threads": {"type": "integer", "minimum": 1},
+        "samples_per_s": STAT,
+        "speedup_vs_1_thread": STAT,
+        "samples_s": SAMPLES,
+        "efficiency": NUM,
+    },
+}
+COMPILE_ROW = {
+    "type": "object",
+    "required": [
+        "backend",
+        "cache",
+        "threads",
+        "workload",
+        "batch_size",
+        "import_s",
+        "load_s",
+        "first_step_s",
+        "steady_step_s",
+        "compile_s",
+        "time_to_first_step_s",
+        "process_wall_s",
+    ],
+    "properties": {
+        "backend": STR,
+        "cache": {"enum": ["cold", "warm", "n/a"]},
+        "threads": INT,
+        "workload": STR,
+        "batch_size": INT,
+        "import_s": NUM,
+        "load_s": NUM,
+        "first_step_s": NUM,
+        "steady_step_s": STAT,
+        "compile_s": {"type": "number", "minimum": 0},
+        "time_to_first_step_s": NUM,
+        "process_wall_s": NUM,
+    },
+}
+PEAK = {
+    "type": "object",
+    "required": ["sgemm", "copy", "ceilings", "llc_bytes"],
+    "properties": {
+        "sgemm": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["threads", "n", "flops", "gflops"],
+                "properties": {"threads": INT, "n": INT, "flops": NUM, "gflops": STAT},
+            },
+        },
+        "copy": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["threads", "level", "array_bytes", "bytes_moved", "gbps"],
+                "properties": {
+                    "threads": INT,
+                    "level": {"enum": ["memory", "cache"]},
+                    "array_bytes": INT,
+                    "bytes_moved": NUM,
+                    "gbps": STAT,
+                },
+            },
+        },
+        "ceilings": {
+            "type": "object",
+            "additional": {
+                "type": "object",
+                "required": ["sgemm_gflops", "copy_gbps_memory", "copy_gbps_cache"],
+                "properties": {
+                    "sgemm_gflops": NUM,
+                    "copy_gbps_memory": NUM,
+                    "copy_gbps_cache": NUM,
+                },
+            },
+        },
+        "llc_bytes": INT,
+    },
+}
+ENVIRONMENT = {
+    "type": "object",
+    "required": [
+        "fastnn",
+        "python",
+        "platform",
+        "packages",
+        "backends",
+        "threads",
+        "runtime_env",
+        "blas",
+        "cpu",
+        "openmp",
+        "numba_threading",
+        "env_vars",
+        "date",
+        "loadavg_start",
+        "loadavg_end",
+        "source",
+    ],
+    "properties": {
+        "cpu": {
+            "type": "object",
+            "required": ["model", "cores", "simd", "caches", "mhz"],
+        },
+        "blas": {
+            "type": "array",
+            "items": {"type": "object", "required": ["library", "version", "threads"]},
+        },
+        "openmp": {"type": "array"},
+        "packages": {"type": "object"},
+        "backends": {"type": "object"},
+        "date": STR,
+    },
+}
+RESULTS = {
+    "type": "object",
+    "required": [
+        "schema",
+        "created",
+        "duration_s",
+        "section_times_s",
+        "config",
+        "environment",
+        "peak",
+        "ops",
+        "training",
+        "scaling",
+        "compile",
+        "skipped",
+        "targets",
+        "plots",
+        "plots_note",
+    ],
+    "properties": {
+        "schema": {"enum": ["fastnn-bench/1"]},
+        "created": STR,
+        "duration_s": {"type": "number", "minimum": 0},
+        "section_times_s": {"type": "object", "additional": NUM},
+        "config": {
+            "type": "object",
+            "required": [
+                "mode",
+                "threads",
+                "backends",
+                "peers",
+                "systems",
+                "dtype",
+                "preset",
+                "hyperparameters",
+            ],
+            "properties": {
+                "mode": {"enum": ["quick", "full", "tiny"]},
+                "threads": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1},
+                },
+                "backends": {"type": "array", "items": STR},
+                "peers": {
+                    "type": "array",
+                    "items": {"enum": ["numpy", "torch", "sklearn"]},
+                },
+                "systems": {"type": "array", "items": STR},
+                "dtype": {"enum": ["float32"]},
+                "preset": {"type": "object"},
+                "hyperparameters": {"type": "object"},
+            },
+        },
+        "environment": ENVIRONMENT,
+        "peak": PEAK,
+        "ops": {"type": "array", "items": OP_ROW},
+        "training": {"type": "array", "items": TRAIN_ROW},
+        "scaling": {"type": "array", "items": SCALING_ROW},
+        "compile": {"type": "array", "items": COMPILE_ROW},
+        "skipped": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["section", "system", "reason"],
+                "properties": {"section": STR, "system": STR, "reason": STR},
+            },
+        },
+        "targets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "target",
+                    "threshold",
+                    "unit",
+                    "values",
+                    "status",
+                    "note",
+                ],
+                "properties": {
+                    "id": STR,
+                    "target": STR,
+                    "threshold": NUM,
+                    "unit": STR,
+                    "values": {"type": "object", "additional": NUM_OR_NULL},
+                    "status": STR,
+                    "note": STR,
+                },
+            },
+        },
+        "plots": {"type": "object", "additional": STR},
+        "plots_note": STR_OR_NULL,
+    },
+}
+
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def errors(value: Any, schema: dict = RESULTS, path: str = "$") -> list[str]:
+    """Every violation of ``schema`` in ``value`` (empty: valid)."""
+    out: list[str] = []
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_TYPES[t](value) for t in types):
+            return [f"{path}: expected {'/'.join(types)}, got {value!r:.60}"]
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{path}: {value!r} not in {schema['enum']}")
+    if (
+        "minimum" in schema
+        and isinstance(value, (int, float))
+        and value < schema["minimum"]
+    ):
+        out.append(f"{path}: {value} < {schema['minimum']}")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                out.append(f"{path}: missing {key!r}")
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                out += errors(value[key], sub, f"{path}.{key}")
+        if "additional" in schema:
+            for key, v in value.items():
+                if key not in schema.get("properties", {}):
+                    out += errors(v, schema["additional"], f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            out += errors(v, schema["items"], f"{path}[{i}]")
+    return out
+
+
+def validate(results: dict[str, Any]) -> None:
+    """Raise ValueError listing every violation of the results schema."""
+    errs = errors(results)
+    if errs:
+        raise ValueError(
+            "results.json does not follow fastnn-bench/1:\n" + "\n".join(errs[:50])
+        )

@@ -1,0 +1,178 @@
+"""`fastnn bench` end to end on the tiny configuration: files, schema, plots."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from fastnn.bench import Options, run, schema
+from fastnn.bench import report as bench_report
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmark-schema.md"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    # torch is listed on purpose: where it is missing it must show up as skipped
+    results = run(
+        Options(
+            mode="tiny",
+            out=out,
+            threads=[1, 2],
+            backends=["numpy", "cython", "numba"],
+            peers=["numpy", "torch", "sklearn"],
+            progress=False,
+        )
+    )
+    return out, results
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_results_json_follows_the_schema(tiny_run):
+    out, results = tiny_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert schema.errors(on_disk) == []
+    assert on_disk["schema"] == "fastnn-bench/1"
+    for section in ("ops", "training", "scaling", "compile"):
+        assert on_disk[section], f"section {section} is empty"
+
+
+def test_schema_rejects_broken_results(tiny_run):
+    _, results = tiny_run
+    broken = json.loads(json.dumps(results))
+    del broken["training"][0]["samples_per_s"]
+    broken["ops"][0]["kind"] = "magic"
+    broken["peak"]["sgemm"][0]["gflops"]["median"] = "fast"
+    errs = schema.errors(broken)
+    assert any("samples_per_s" in e for e in errs)
+    assert any("magic" in e for e in errs)
+    assert any("gflops.median" in e for e in errs)
+    with pytest.raises(ValueError):
+        schema.validate(broken)
+
+
+def test_figures_are_measured_not_made_up(tiny_run):
+    _, r = tiny_run
+    for row in r["ops"]:
+        assert row["time"]["n"] == r["config"]["preset"]["rounds"]
+        assert len(row["samples_s"]) == row["time"]["n"]
+        assert row["time"]["q1"] <= row["time"]["median"] <= row["time"]["q3"]
+        if row["backend"] == "numpy":
+            assert row["speedup_vs_numpy"]["median"] == pytest.approx(1.0)
+    gemm = [o for o in r["ops"] if o["kind"] == "gemm"]
+    assert gemm and all(o["pct_of_peak"] > 0 for o in gemm)
+    systems = {t["system"] for t in r["training"]}
+    assert {"numpy-mlp", "sklearn", "fastnn-numpy"} <= systems
+    for row in r["training"]:
+        assert row["samples_per_s"]["median"] > 0
+    base = [t for t in r["training"] if t["system"] == "numpy-mlp"]
+    assert all(t["ratio_vs_baseline"]["median"] == pytest.approx(1.0) for t in base)
+    one = [s for s in r["scaling"] if s["threads"] == 1]
+    assert one and all(
+        s["speedup_vs_1_thread"]["median"] == pytest.approx(1.0) for s in one
+    )
+    assert r["peak"]["ceilings"]["1"]["sgemm_gflops"] > 0
+    assert {c["backend"] for c in r["compile"]} >= {"numpy"}
+
+
+def test_missing_peer_is_skipped_not_an_error(tiny_run):
+    _, r = tiny_run
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert any(s["system"] == "torch-eager" for s in r["skipped"])
+        assert "torch-eager" not in {t["system"] for t in r["training"]}
+
+
+def test_pngs_exist_and_are_valid(tiny_run):
+    out, r = tiny_run
+    pytest.importorskip("matplotlib")
+    assert set(r["plots"]) == set(bench_report.PLOTS)
+    for name in r["plots"].values():
+        w, h = _png_size(out / name)
+        assert w > 300 and h > 200
+
+
+def test_report_has_every_section(tiny_run):
+    out, r = tiny_run
+    text = (out / "report.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings == list(bench_report.SECTION_TITLES)
+    for name in r["plots"].values():
+        assert f"]({name})" in text
+    assert r["environment"]["cpu"]["model"] in text
+
+
+def test_doc_describes_every_field():
+    text = DOC.read_text()
+
+    def keys(s, prefix=""):
+        for k, sub in s.get("properties", {}).items():
+            yield k
+            yield from keys(sub, k)
+            if "items" in sub:
+                yield from keys(sub["items"], k)
+            if "additional" in sub and isinstance(sub["additional"], dict):
+                yield from keys(sub["additional"], k)
+
+    missing = sorted({k for k in keys(schema.RESULTS) if f"`{k}`" not in text})
+    assert not missing, f"docs/benchmark-schema.md lacks {missing}"
+
+
+def test_cli_bench_json(tmp_path, capsys, monkeypatch):
+    from fastnn import cli
+
+    monkeypatch.setitem(
+        __import__("fastnn.bench", fromlist=["PRESETS"]).PRESETS,
+        "quick",
+        __import__("fastnn.bench", fromlist=["PRESETS"]).PRESETS["tiny"],
+    )
+    status = cli.main(
+        [
+            "bench",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--threads",
+            "1",
+            "--backends",
+            "numpy",
+            "--peers",
+            "numpy",
+            "--json",
+        ]
+    )
+    assert status == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["config"]["threads"] == [1]
+    assert (tmp_path / "report.md").exists()
+    assert schema.errors(results) == []
+
+
+def test_report_without_matplotlib(tiny_run, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    _, r = tiny_run
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("no matplotlib")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    bench_report.write(json.loads(json.dumps(r)), tmp_path)
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert (tmp_path / "report.md").exists() and not list(tmp_path.glob("*.png"))
+    assert schema.errors(json.loads((tmp_path / "results.json").read_text())) == []
