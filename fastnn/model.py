@@ -14,12 +14,17 @@ Memory layout (why it looks like this):
   ``linear_forward`` call; the backward pass writes ``dz`` over the incoming
   gradient in place.
 
-The per-batch work is one method, :meth:`Sequential._train_step`, so a compiled
-training step can replace it.
+The per-batch work is one method, :meth:`Sequential._train_step`. For a stack of
+Linear(+activation) layers trained with SGD, Adam or AdamW on the numba or cython
+backend it is one compiled call (the backend's ``train_step`` kernel: forward, loss,
+backward and update with no Python between the ops); the training workspace is then
+one flat buffer carved as that kernel expects, and the layer-by-layer path reads the
+same buffers. ``compiled_step=False`` (model or fit) forces the layer-by-layer path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import operator
@@ -39,9 +44,10 @@ from . import kernels
 from ._buffers import aligned_empty, aligned_zeros, padded_size
 from ._validation import check_n_features, check_sample_weight, check_X, check_y
 from .callbacks import Callback, History
+from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear, activation_layer, layer_from_config
 from .losses import SoftmaxCrossEntropy
-from .optim import Adam, Optimizer, optimizer_from_config
+from .optim import SGD, Adam, AdamW, Optimizer, optimizer_from_config
 from .threads import num_threads
 
 __all__ = ["MLP", "NotFittedError", "Sequential"]
@@ -49,6 +55,7 @@ __all__ = ["MLP", "NotFittedError", "Sequential"]
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 _INFERENCE_ROWS = 4096  # rows per forward chunk in predict / evaluate
 _WORKSPACE_CACHE = 4  # batch shapes kept: train full + partial, inference x2
+_EMPTY = {dt: np.empty(0, dtype=dt) for dt in _DTYPES.values()}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -79,6 +86,9 @@ class _Workspace:
     z: list[np.ndarray | None]
     dx: list[np.ndarray | None]
     dlogits: np.ndarray | None
+    # training workspaces of a compiled-step model: the one flat buffer that out, z,
+    # dx and dlogits are views of (contract.train_workspace_layout); None otherwise
+    work: np.ndarray | None = None
 
 
 @dataclass
@@ -117,6 +127,15 @@ class Sequential:
         ``fastnn.set_backend``.
     n_threads : int, optional
         Threads for training and inference (None: leave the process setting).
+    compiled_step : bool, default=True
+        Run each training step as one compiled kernel call (``train_step``) when
+        the backend is numba or cython, every layer is a Linear with at most one
+        activation after it, and the optimizer is SGD, Adam or AdamW; other models
+        (a lone activation layer, e.g. ``Linear, ReLU, Tanh``) always take the
+        layer-by-layer path. Both give the same weights (the compiled step calls
+        the same kernel cores in the same order); False forces the layer-by-layer
+        path, e.g. to compare them. ``fit(compiled_step=...)`` overrides it for
+        one fit.
 
     Attributes
     ----------
@@ -137,6 +156,7 @@ class Sequential:
         dtype: Any = np.float32,
         backend: str | None = None,
         n_threads: int | None = None,
+        compiled_step: bool = True,
     ) -> None:
         self.layers = list(layers)
         if not self.layers:
@@ -159,9 +179,15 @@ class Sequential:
         if n_threads is not None and (operator.index(n_threads) < 1):
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
         self.n_threads = n_threads
+        if not isinstance(compiled_step, (bool, np.bool_)):
+            raise ValueError(f"compiled_step must be a bool, got {compiled_step!r}")
+        self.compiled_step = bool(compiled_step)
+        self._compiled_override: bool | None = None  # fit(compiled_step=...)
+        self._step_checked: set[tuple[int, str]] = set()  # validated batch shapes
         self.stop_training = False
         self._stages = self._plan(self.layers)
         self._allocate_parameters()
+        self._train_layout, self._train_alphas = self._compiled_layout()
         self._initialized = False
         self._workspaces: OrderedDict[tuple[int, bool], _Workspace] = OrderedDict()
         self._interrupted = False
@@ -249,6 +275,33 @@ class Sequential:
             if not lin.use_bias:
                 lin.bias = None
 
+    def _compiled_layout(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """train_step's layout table and alphas, or (None, None) when a stage is a
+        lone activation (such models keep the layer-by-layer path)."""
+        if any(st.linear is None for st in self._stages):
+            return None, None
+        offsets = {}
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        for name, sl, _ in self._param_specs:
+            offsets[name] = sl.start
+        rows = []
+        for st in self._stages:
+            lin = st.linear
+            i = index[id(lin)]
+            rows.append(
+                (
+                    offsets[f"{i}.weight"],
+                    offsets.get(f"{i}.bias", -1),
+                    lin.in_features,
+                    lin.out_features,
+                    kernels.activation_code(st.activation),
+                    int(st.keep_z),
+                )
+            )
+        layout = np.array(rows, dtype=np.int64).reshape(len(rows), 6)
+        alphas = np.array([st.alpha for st in self._stages], dtype=np.float64)
+        return layout, alphas
+
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """(name, array) for every parameter; names as PyTorch's ("0.weight")."""
         return [(n, self._params[sl].reshape(s)) for n, sl, s in self._param_specs]
@@ -300,6 +353,12 @@ class Sequential:
             self._workspaces.move_to_end(key)
             return ws
         dt = self.dtype
+        if train and self._train_layout is not None:
+            ws = self._train_workspace(n)
+            self._workspaces[key] = ws
+            while len(self._workspaces) > _WORKSPACE_CACHE:
+                self._workspaces.popitem(last=False)
+            return ws
         outs, zs, dxs = [], [], []
         width = self.n_features_in_
         for s, st in enumerate(self._stages):
@@ -323,6 +382,32 @@ class Sequential:
         while len(self._workspaces) > _WORKSPACE_CACHE:
             self._workspaces.popitem(last=False)
         return ws
+
+    def _train_workspace(self, n: int) -> _Workspace:
+        """A training workspace carved from one flat buffer, as train_step expects."""
+        dt = self.dtype
+        offsets, d_off, total = train_workspace_layout(self._train_layout, n)
+        work = aligned_empty(total, dt)
+        outs, zs, dxs = [], [], []
+        rows = zip(offsets.tolist(), self._train_layout, strict=True)
+        for (y_off, z_off, dx_off), row in rows:
+            k, m = int(row[2]), int(row[3])
+            outs.append(work[y_off : y_off + n * m].reshape(n, m))
+            zs.append(work[z_off : z_off + n * m].reshape(n, m) if z_off >= 0 else None)
+            dxs.append(
+                work[dx_off : dx_off + n * k].reshape(n, k) if dx_off >= 0 else None
+            )
+        m = self.n_outputs_
+        return _Workspace(
+            x=aligned_empty((n, self.n_features_in_), dt),
+            y=np.empty(n, dtype=np.intp),
+            sw=aligned_empty(n, dt),
+            out=outs,
+            z=zs,
+            dx=dxs,
+            dlogits=work[d_off : d_off + n * m].reshape(n, m),
+            work=work,
+        )
 
     # ------------------------------------------------------- forward/backward
     def _forward(
@@ -403,12 +488,88 @@ class Sequential:
 
         ``xb`` (n, n_features) in the model dtype, ``yb`` class indices (intp),
         ``sample_weight`` (n,) or None; all C-contiguous. Returns the batch loss
-        (before the update) and the count of correctly classified rows. A compiled
-        whole-step implementation replaces this method.
+        (before the update) and the count of correctly classified rows.
+
+        One compiled ``train_step`` call when :meth:`_uses_compiled_step` (same
+        weights as the layer-by-layer path); the optimizer's ``steps``,
+        ``current_lr`` and state buffers stay the source of truth either way.
         """
-        loss, correct = self._forward_backward(xb, yb, sample_weight)
-        self.optimizer.step()
-        return loss, correct
+        kb = self._kernels()
+        if not self._uses_compiled_step(kb):
+            loss, correct = self._forward_backward(xb, yb, sample_weight)
+            self.optimizer.step()
+            return loss, correct
+        n = xb.shape[0]
+        ws = self._workspace(n, True)
+        opt = self.optimizer
+        empty = _EMPTY[self.dtype]
+        if type(opt) is SGD:
+            code, momentum, nesterov = 0, opt.momentum, opt.nesterov
+            beta1, beta2, eps, decoupled = 0.9, 0.999, 1e-8, False
+            state_a = opt.state.get("velocity", empty)
+            state_b = empty
+        else:
+            code, momentum, nesterov = 1, 0.0, False
+            beta1, beta2, eps, decoupled = opt.beta1, opt.beta2, opt.eps, opt.decoupled
+            state_a, state_b = opt.state["m"], opt.state["v"]
+        step = opt.steps + 1
+        check_key = (n, kb.name)
+        if check_key in self._step_checked:
+            # validated before for this batch shape in this fit: call the raw kernel
+            # (parameters in contract.RAW_KERNELS order), ~10 us less per step
+            loss, correct = kb.raw.train_step(
+                xb, yb, empty if sample_weight is None else sample_weight,
+                self._params, self._grads, self._train_layout, self._train_alphas,
+                ws.work, self.loss.label_smoothing, self.loss.l2, self._n_decay, code,
+                opt.current_lr, momentum, nesterov, opt.weight_decay, beta1, beta2, eps,
+                decoupled, step, state_a, state_b,
+            )  # fmt: skip
+        else:
+            loss, correct = kb.train_step(
+                xb, yb, self._params, self._grads, self._train_layout,
+                self._train_alphas, ws.work, sample_weight=sample_weight,
+                label_smoothing=self.loss.label_smoothing, l2=self.loss.l2,
+                n_decay=self._n_decay,
+                optimizer=("sgd", "adamw" if decoupled else "adam")[code],
+                lr=opt.current_lr, momentum=momentum, nesterov=nesterov,
+                weight_decay=opt.weight_decay, beta1=beta1, beta2=beta2, eps=eps,
+                step=step, state_a=state_a if state_a.size else None,
+                state_b=state_b if state_b.size else None,
+            )  # fmt: skip
+            self._step_checked.add(check_key)
+        opt.steps = step
+        return float(loss), int(correct)
+
+    def _uses_compiled_step(self, kb: kernels.Backend | None = None) -> bool:
+        """Whether a training step is one compiled ``train_step`` call.
+
+        True when compiled steps are on (``compiled_step``, or fit's override), the
+        backend is numba or cython, every stage is a Linear (+ activation) and the
+        optimizer is exactly SGD, Adam or AdamW, bound to this model's buffers.
+        """
+        wanted = self._compiled_override
+        if wanted is None:
+            wanted = self.compiled_step
+        if not wanted or self._train_layout is None:
+            return False
+        kb = self._kernels() if kb is None else kb
+        return (
+            kb.name in ("numba", "cython")
+            and type(self.optimizer) in (SGD, Adam, AdamW)
+            and self.optimizer._params is self._params
+        )
+
+    @contextlib.contextmanager
+    def _fit_step_mode(self, compiled_step: bool | None):
+        """fit(compiled_step=...) for one fit; shapes are validated afresh."""
+        previous = self._compiled_override
+        self._compiled_override = compiled_step
+        self._step_checked = set()
+        try:
+            yield
+        finally:
+            self._compiled_override = previous
+            self._step_checked = set()
 
     def loss_and_gradients(
         self, X: Any, y: Any, sample_weight: Any = None
@@ -503,6 +664,7 @@ class Sequential:
         *,
         sample_weight: Any = None,
         classes: Any = None,
+        compiled_step: bool | None = None,
     ) -> History:
         """Train on (X, y).
 
@@ -542,6 +704,9 @@ class Sequential:
         sample_weight : array-like of shape (n_samples,), optional
         classes : array-like, optional
             All class labels, when y might lack some (first fit only).
+        compiled_step : bool, optional
+            Override the model's ``compiled_step`` for this fit (False: the
+            layer-by-layer path; the weights are the same either way).
 
         Returns
         -------
@@ -565,6 +730,12 @@ class Sequential:
                 raise TypeError(f"{cb!r} is not a fastnn.Callback")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
+        if compiled_step is not None and not isinstance(
+            compiled_step, (bool, np.bool_)
+        ):
+            raise ValueError(
+                f"compiled_step must be a bool or None, got {compiled_step!r}"
+            )
         from . import checkpoint as ckpt_io
 
         X_all = check_X(X, self.dtype, type(self).__name__)
@@ -680,7 +851,11 @@ class Sequential:
             ckpt_io.save(self, checkpoint, train_state=ts, extra_arrays=arrays)
 
         n_batches = -(-n // batch_size)
-        with num_threads(self.n_threads), _SigintGuard(self) as guard:
+        with (
+            num_threads(self.n_threads),
+            _SigintGuard(self) as guard,
+            self._fit_step_mode(None if compiled_step is None else bool(compiled_step)),
+        ):
             t_first = None
             while state.epoch < epochs and not self.stop_training:
                 t0 = time.perf_counter()

@@ -69,7 +69,64 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "param", "grad", "m", "v", "lr", "beta1", "beta2", "eps", "step",
         "weight_decay", "decoupled",
     ),  # fmt: skip
+    # One whole optimizer step of a Linear(+activation) stack with softmax
+    # cross-entropy: forward, loss, backward, update. See Backend.train_step and
+    # TRAIN_LAYOUT_COLUMNS / train_workspace_layout below. Returns (loss, n_correct).
+    "train_step": (
+        "x", "labels", "sample_weight", "params", "grads", "layout", "alphas", "work",
+        "label_smoothing", "l2", "n_decay", "optimizer", "lr", "momentum", "nesterov",
+        "weight_decay", "beta1", "beta2", "eps", "decoupled", "step", "state_a",
+        "state_b",
+    ),  # fmt: skip
 }
+
+# ------------------------------------------------------------ compiled train step
+#: Columns of train_step's int64 ``layout`` table, one row per Linear layer (in order).
+#: w_offset / b_offset: element offsets of the (in, out) weight and the (out,) bias in
+#: the flat ``params`` (and ``grads``) buffer, b_offset = -1 for no bias; act: the
+#: activation code fused after the layer; keep_z: 1 to store z = x @ W + b for the
+#: backward (needed by gelu and leaky_relu with alpha < 0), 0 to let it read y = f(z).
+TRAIN_LAYOUT_COLUMNS = ("w_offset", "b_offset", "in_features", "out_features", "act",
+                        "keep_z")  # fmt: skip
+#: train_step's ``optimizer`` codes (AdamW = Adam with decoupled=True).
+TRAIN_OPTIMIZERS = {"sgd": 0, "adam": 1}
+#: Every piece of the train_step workspace starts on a multiple of this many elements
+#: (64 bytes or more for both dtypes when the workspace itself is 64-byte aligned).
+TRAIN_WORK_ALIGN = 16
+
+
+def _round_up(size: int) -> int:
+    return -(-size // TRAIN_WORK_ALIGN) * TRAIN_WORK_ALIGN
+
+
+def train_workspace_layout(layout: np.ndarray, n: int) -> tuple[np.ndarray, int, int]:
+    """How train_step carves its flat workspace for a batch of ``n`` rows.
+
+    In order, for every layer l: y_l = f(z_l) (n x out_l), then z_l (n x out_l, only
+    when keep_z), then dx_l, the gradient w.r.t. the layer's input (n x in_l, not for
+    layer 0); last the gradient of the logits (n x out_last). Each piece is rounded up
+    to a multiple of :data:`TRAIN_WORK_ALIGN` elements. Every backend uses this rule.
+
+    Returns ``(offsets, dlogits_offset, total)``: offsets is an (L, 3) int64 array of
+    the y, z and dx offsets (-1 where absent), total the workspace length.
+    """
+    layout = np.asarray(layout)
+    n_layers = layout.shape[0]
+    offsets = np.full((n_layers, 3), -1, dtype=np.int64)
+    off = 0
+    for i in range(n_layers):
+        k, m, keep = int(layout[i, 2]), int(layout[i, 3]), int(layout[i, 5])
+        offsets[i, 0] = off
+        off += _round_up(n * m)
+        if keep:
+            offsets[i, 1] = off
+            off += _round_up(n * m)
+        if i > 0:
+            offsets[i, 2] = off
+            off += _round_up(n * k)
+    dlogits = off
+    off += _round_up(n * int(layout[-1, 3])) if n_layers else 0
+    return offsets, dlogits, off
 
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in FLOAT_DTYPES}
 _EMPTY_LABELS = np.empty(0, dtype=np.intp)
@@ -513,6 +570,243 @@ class Backend:
             bool(decoupled),
         )
         return param
+
+    # ------------------------------------------------------- whole train step
+    def train_step(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        params: np.ndarray,
+        grads: np.ndarray,
+        layout: np.ndarray,
+        alphas: np.ndarray,
+        work: np.ndarray | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
+        label_smoothing: float = 0.0,
+        l2: float = 0.0,
+        n_decay: int | None = None,
+        optimizer: str = "sgd",
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        step: int = 1,
+        state_a: np.ndarray | None = None,
+        state_b: np.ndarray | None = None,
+    ) -> tuple[float, int]:
+        """One optimizer step of a Linear(+activation) stack, as one compiled call.
+
+        Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), fused softmax
+        cross-entropy on the last output (the logits), backward through every layer
+        (``dW`` gets ``l2 * W``) into ``grads``, then the optimizer update of
+        ``params`` in place: ``params[:n_decay]`` (the weights) with ``weight_decay``,
+        the rest (the biases) without. Exactly the kernel calls of the layer-by-layer
+        path (``linear_forward``, ``softmax_cross_entropy``, ``linear_backward``,
+        ``sgd_update`` / ``adam_update``), in the same order, with no Python between
+        them in the compiled backends.
+
+        Parameters
+        ----------
+        x : (n, in_0) array; labels : (n,) ints in [0, out_last)
+        params, grads : 1-D arrays holding every weight and bias (see ``layout``)
+        layout : (L, 6) int64 array, one row per Linear, columns
+            :data:`TRAIN_LAYOUT_COLUMNS`.
+        alphas : (L,) float64, the leaky_relu slope of each layer.
+        work : 1-D array of at least ``train_workspace_layout(layout, n)[2]`` elements
+            (allocated when None); carved as documented there, so after the call
+            it holds the activations, the logits and the last gradients.
+        sample_weight, label_smoothing : as :meth:`softmax_cross_entropy`.
+        l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
+            float64 over ``params[:n_decay]`` before the update) and ``l2 * W`` to dW.
+        optimizer : "sgd", "adam" or "adamw" (the raw kernel takes the code of
+            :data:`TRAIN_OPTIMIZERS` and ``decoupled=True`` for AdamW).
+        lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step : as
+            :meth:`sgd_update` / :meth:`adam_update` (``step`` counts from 1).
+        state_a, state_b : SGD: the velocity (when momentum > 0) and nothing; Adam:
+            the moments m and v. Same shape as ``params``, updated in place.
+
+        Returns ``(loss, n_correct)``: the mean batch loss before the update (L2 term
+        included) and the number of rows whose logits' argmax is the label.
+
+        Everything is validated here, once per call. A caller that steps many times
+        with the same buffers (``fastnn.Sequential.fit``) validates the first call of
+        each batch shape through this method and then calls ``self.raw.train_step``
+        directly (parameters in :data:`RAW_KERNELS` order, optional arrays as empty
+        arrays, optimizer as its code): that skips ~10 us of checks per step.
+        """
+        _array("x", x, 2)
+        dtype = x.dtype
+        n, k0 = x.shape
+        if n == 0:
+            raise ValueError("train_step needs a non-empty batch")
+        for name, arr in (("params", params), ("grads", grads)):
+            _array(name, arr, 1)
+            if not arr.flags.writeable:
+                raise ValueError(f"{name} is updated in place and must be writeable")
+        _same_dtype(x=x, params=params, grads=grads)
+        n_params = params.shape[0]
+        if grads.shape != params.shape:
+            raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
+        layout = self._train_layout(layout, n_params, k0)
+        n_layers = layout.shape[0]
+        if not isinstance(alphas, np.ndarray) or alphas.dtype != np.float64:
+            raise TypeError("alphas must be a float64 numpy.ndarray")
+        if alphas.shape != (n_layers,) or not alphas.flags.c_contiguous:
+            raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
+        if not np.all(np.isfinite(alphas)):
+            raise ValueError("alphas must be finite")
+        n_classes = int(layout[-1, 3])
+        labels = _labels(labels, n, n_classes)
+        if sample_weight is not None:
+            _array("sample_weight", sample_weight, 1)
+            _same_dtype(x=x, sample_weight=sample_weight)
+            if sample_weight.shape != (n,):
+                raise ValueError(
+                    f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
+                )
+        ls = _finite_float("label_smoothing", label_smoothing, 0.0)
+        if ls > 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {ls}")
+        l2 = _finite_float("l2", l2, 0.0)
+        n_decay = n_params if n_decay is None else operator.index(n_decay)
+        if not 0 <= n_decay <= n_params:
+            raise ValueError(f"n_decay must lie in [0, {n_params}], got {n_decay}")
+        if isinstance(optimizer, str):
+            name = optimizer.lower()
+            if name not in ("sgd", "adam", "adamw"):
+                raise ValueError(
+                    f"unknown optimizer {optimizer!r}; expected sgd, adam or adamw"
+                )
+            code = TRAIN_OPTIMIZERS["sgd" if name == "sgd" else "adam"]
+            decoupled = name == "adamw"
+        else:
+            raise TypeError(f"optimizer must be a name, got {optimizer!r}")
+        lr = _finite_float("lr", lr, 0.0)
+        momentum = _finite_float("momentum", momentum, 0.0)
+        weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
+        eps = _finite_float("eps", eps, 0.0)
+        for bname, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= _finite_float(bname, beta) < 1.0:
+                raise ValueError(f"{bname} must lie in [0, 1), got {beta}")
+        step = operator.index(step)
+        if step < 1:
+            raise ValueError(f"step counts from 1, got {step}")
+        empty = _EMPTY[dtype]
+        if code == 0:
+            if nesterov and momentum == 0.0:
+                raise ValueError("nesterov momentum requires momentum > 0")
+            needed = ("state_a",) if momentum > 0.0 else ()
+        else:
+            needed = ("state_a", "state_b")
+        states = {"state_a": state_a, "state_b": state_b}
+        for sname, buf in states.items():
+            if sname not in needed:
+                states[sname] = empty
+                continue
+            if buf is None:
+                raise ValueError(
+                    f"{sname} is required ({'velocity' if code == 0 else 'moment'} "
+                    "buffer of the shape of params)"
+                )
+            _array(sname, buf, 1)
+            _same_dtype(params=params, **{sname: buf})
+            if buf.shape != params.shape or not buf.flags.writeable:
+                raise ValueError(
+                    f"{sname} must be a writeable array shaped like params"
+                )
+        _, _, total = train_workspace_layout(layout, n)
+        if work is None:
+            work = np.empty(total, dtype=dtype)
+        else:
+            _array("work", work, 1)
+            _same_dtype(x=x, work=work)
+            if work.shape[0] < total or not work.flags.writeable:
+                raise ValueError(
+                    f"work must be writeable with at least {total} elements, got "
+                    f"{work.shape[0]}"
+                )
+        outputs = {
+            "params": params,
+            "grads": grads,
+            "work": work,
+            "state_a": states["state_a"],
+            "state_b": states["state_b"],
+        }
+        inputs = {"x": x, "sample_weight": sample_weight, "labels": labels, **outputs}
+        for oname, out in outputs.items():
+            for iname, arr in inputs.items():
+                if (
+                    iname != oname
+                    and arr is not None
+                    and arr.size
+                    and out.size
+                    and np.may_share_memory(out, arr)
+                ):
+                    raise ValueError(f"{oname} must not overlap {iname}")
+        loss, correct = self.raw.train_step(
+            x,
+            labels,
+            empty if sample_weight is None else sample_weight,
+            params,
+            grads,
+            layout,
+            alphas,
+            work,
+            ls,
+            l2,
+            n_decay,
+            code,
+            lr,
+            momentum,
+            bool(nesterov),
+            weight_decay,
+            float(beta1),
+            float(beta2),
+            eps,
+            decoupled,
+            step,
+            states["state_a"],
+            states["state_b"],
+        )
+        return float(loss), int(correct)
+
+    @staticmethod
+    def _train_layout(layout: Any, n_params: int, n_features: int) -> np.ndarray:
+        """Check train_step's layout table (see TRAIN_LAYOUT_COLUMNS)."""
+        if not isinstance(layout, np.ndarray) or layout.dtype != np.int64:
+            raise TypeError("layout must be an int64 numpy.ndarray")
+        ncol = len(TRAIN_LAYOUT_COLUMNS)
+        if layout.ndim != 2 or layout.shape[1] != ncol or layout.shape[0] < 1:
+            raise ValueError(f"layout must have shape (n_layers >= 1, {ncol})")
+        if not layout.flags.c_contiguous:
+            raise ValueError("layout must be C-contiguous")
+        spans = []
+        width = n_features
+        for i, (w_off, b_off, k, m, act, keep) in enumerate(layout.tolist()):
+            if k != width or m < 1:
+                raise ValueError(
+                    f"layout row {i}: in_features {k} (expected {width}), "
+                    f"out_features {m} (expected >= 1)"
+                )
+            if act not in ACTIVATIONS.values() or keep not in (0, 1):
+                raise ValueError(f"layout row {i}: bad activation {act} or keep_z")
+            spans.append((w_off, w_off + k * m))
+            if b_off != -1:
+                spans.append((b_off, b_off + m))
+            width = m
+        spans.sort()
+        end = 0
+        for lo, hi in spans:
+            if lo < end or hi > n_params:
+                raise ValueError(
+                    "layout offsets must give disjoint weights and biases inside params"
+                )
+            end = hi
+        return layout
 
 
 def raw_signature(func: Any) -> tuple[str, ...]:

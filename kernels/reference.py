@@ -12,6 +12,8 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from .contract import train_workspace_layout
+
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -203,3 +205,60 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     update = m / denom
     update *= dt(lr / bias1)
     param -= update
+
+
+def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
+               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
+               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
+               state_b):  # fmt: skip
+    """One optimizer step of a Linear stack: a plain loop over the raw kernels above.
+
+    The oracle of the compiled backends' fused train_step (same calls, same order).
+    Returns ``(loss incl. the L2 term, n_correct)``.
+    """
+    n = x.shape[0]
+    offsets, d_off, _ = train_workspace_layout(layout, n)
+    empty = work[:0]
+    rows = layout.tolist()
+    ys, zs = [], []
+    a = x
+    for i, (w_off, b_off, k, m, act, keep) in enumerate(rows):
+        w = params[w_off : w_off + k * m].reshape(k, m)
+        b = params[b_off : b_off + m] if b_off >= 0 else empty
+        y = work[offsets[i, 0] : offsets[i, 0] + n * m].reshape(n, m)
+        z = work[offsets[i, 1] : offsets[i, 1] + n * m].reshape(n, m) if keep else None
+        linear_forward(a, w, b, y, empty if z is None else z, act, alphas[i])
+        ys.append(y)
+        zs.append(y if z is None else z)
+        a = y
+    logits = ys[-1]
+    n_classes = logits.shape[1]
+    dy = work[d_off : d_off + n * n_classes].reshape(n, n_classes)
+    loss = softmax_cross_entropy(logits, labels, sample_weight, dy, empty,
+                                 label_smoothing)  # fmt: skip
+    loss = float(loss)
+    correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
+    for i in range(len(rows) - 1, -1, -1):
+        w_off, b_off, k, m, act, keep = rows[i]
+        dx = work[offsets[i, 2] : offsets[i, 2] + n * k].reshape(n, k) if i else empty
+        linear_backward(
+            dy, x if i == 0 else ys[i - 1], params[w_off : w_off + k * m].reshape(k, m),
+            zs[i], ys[i], dy, grads[w_off : w_off + k * m].reshape(k, m),
+            grads[b_off : b_off + m] if b_off >= 0 else empty, dx, act, alphas[i], l2,
+        )  # fmt: skip
+        dy = dx
+    if l2:
+        wflat = params[:n_decay]
+        loss += 0.5 * l2 * float(np.dot(wflat, wflat))
+    segments = [(slice(0, n_decay), weight_decay), (slice(n_decay, params.size), 0.0)]
+    for seg, wd in segments:
+        if seg.stop <= seg.start:
+            continue
+        if optimizer == 0:
+            # an empty velocity (no momentum) slices to an empty array
+            sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum, nesterov,
+                       wd)  # fmt: skip
+        else:
+            adam_update(params[seg], grads[seg], state_a[seg], state_b[seg], lr, beta1,
+                        beta2, eps, step, wd, decoupled)  # fmt: skip
+    return loss, correct

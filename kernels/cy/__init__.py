@@ -12,17 +12,18 @@ from __future__ import annotations
 import os
 
 from .._blas import CBLAS
-from . import _openmp, activations, linear, loss, optim
+from . import _openmp, activations, linear, loss, optim, train
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy
 from .matmul import matmul  # the kernel shadows the module of the same name
 from .optim import adam_update, sgd_update
+from .train import train_step
 
-_KERNEL_MODULES = (activations, linear, loss, optim)
-_GEMM_MODULES = (_matmul_module, linear)
-del activations, linear, loss, optim
+_KERNEL_MODULES = (activations, linear, loss, optim, train)
+_GEMM_MODULES = (_matmul_module, linear, train)
+del activations, linear, loss, optim, train
 
 __all__ = [
     "BACKEND_INFO",
@@ -36,6 +37,7 @@ __all__ = [
     "sgd_update",
     "softmax",
     "softmax_cross_entropy",
+    "train_step",
 ]
 
 

@@ -23,6 +23,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy
 from .matmul import matmul
 from .optim import adam_update, sgd_update
+from .train import train_step
 
 __all__ = [
     "BACKEND_INFO",
@@ -37,6 +38,7 @@ __all__ = [
     "sgd_update",
     "softmax",
     "softmax_cross_entropy",
+    "train_step",
 ]
 
 

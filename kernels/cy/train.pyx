@@ -1,0 +1,185 @@
+"""The whole training step of a Linear(+activation) stack as one nogil call.
+
+``train_step`` runs forward, fused softmax cross-entropy, backward and the optimizer
+update without touching Python: the very cores of linear.pyx, loss.pyx and optim.pyx
+(shared through _linear.pxi, _loss.pxi, _optim.pxi), with the same thresholds, so the
+weights are bitwise those of the layer-by-layer path and independent of the thread
+count. One specialisation per dtype serves every depth: the network is the int64 layout
+table plus the flat buffers (``fastnn.kernels.contract.train_workspace_layout`` says how
+``work`` is carved).
+"""
+
+include "_common.pxi"
+include "_act.pxi"
+include "_blas.pxi"
+include "_linear.pxi"
+include "_loss.pxi"
+include "_optim.pxi"
+
+cdef enum:
+    _WORK_ALIGN = 16  # contract.TRAIN_WORK_ALIGN
+    _NCOL = 6  # contract.TRAIN_LAYOUT_COLUMNS
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t size) noexcept nogil:
+    return (size + _WORK_ALIGN - 1) // _WORK_ALIGN * _WORK_ALIGN
+
+
+cdef Py_ssize_t _argmax_hits(const floating* z, const Py_ssize_t* labels, Py_ssize_t n,
+                             Py_ssize_t K) noexcept nogil:
+    """Rows whose argmax (np.argmax: first maximum, a NaN wins) is the label."""
+    cdef Py_ssize_t i, j, best, hits = 0
+    cdef floating bv, v
+    for i in range(n):
+        best = 0
+        bv = z[i * K]
+        if bv == bv:
+            for j in range(1, K):
+                v = z[i * K + j]
+                if v != v:
+                    best = j
+                    break
+                if v > bv:
+                    best = j
+                    bv = v
+        if best == labels[i]:
+            hits += 1
+    return hits
+
+
+cdef void _update(floating* params, floating* grads, floating* sa, floating* sb,
+                  Py_ssize_t lo, Py_ssize_t hi, double wd, int optimizer, double lr,
+                  double momentum, bint nesterov, double beta1, double beta2,
+                  double eps, bint decoupled, long step) noexcept nogil:
+    """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update."""
+    if hi <= lo:
+        return
+    if optimizer == 0:
+        _sgd_core(params + lo, grads + lo,
+                  sa + lo if momentum != 0 and sa != NULL else NULL, hi - lo, lr,
+                  momentum, nesterov, wd)
+    else:
+        _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, lr, beta1, beta2,
+                   eps, step, wd, decoupled)
+
+
+cdef double _train_core(const floating* x, const Py_ssize_t* labels,
+                        const floating* sw, floating* params, floating* grads,
+                        Py_ssize_t n_params, const int64_t* layout, Py_ssize_t L,
+                        const double* alphas, floating* work, Py_ssize_t n,
+                        double label_smoothing, double l2, Py_ssize_t n_decay,
+                        int optimizer, double lr, double momentum, bint nesterov,
+                        double weight_decay, double beta1, double beta2, double eps,
+                        bint decoupled, long step, floating* sa, floating* sb,
+                        Py_ssize_t* offs, double* rows,
+                        Py_ssize_t* correct) noexcept nogil:
+    cdef Py_ssize_t i, q, k, m, K, off = 0, d_off
+    cdef const int64_t* row
+    cdef const floating* a
+    cdef floating* y
+    cdef floating* dy
+    cdef floating* dx
+    cdef double loss, sq, v
+    # BLAS to one thread once for the whole step (each GEMM would switch it back and
+    # forth); the GEMM blocks are single-threaded calls either way
+    cdef int prev = _blas_single_begin()
+    # carve the workspace (the contract's rule): y, z (keep_z), dx (not layer 0) per
+    # layer, then the gradient of the logits
+    for i in range(L):
+        row = layout + _NCOL * i
+        offs[3 * i] = off
+        off += _round_up(n * row[3])
+        offs[3 * i + 1] = -1
+        if row[5]:
+            offs[3 * i + 1] = off
+            off += _round_up(n * row[3])
+        offs[3 * i + 2] = -1
+        if i > 0:
+            offs[3 * i + 2] = off
+            off += _round_up(n * row[2])
+    d_off = off
+    # forward
+    a = x
+    for i in range(L):
+        row = layout + _NCOL * i
+        _linear_forward_core(a, params + row[0], params + row[1] if row[1] >= 0 else NULL,
+                             work + offs[3 * i],
+                             work + offs[3 * i + 1] if row[5] else NULL, n, row[2],
+                             row[3], <int>row[4], <floating>alphas[i])
+        a = work + offs[3 * i]
+    # loss, its gradient w.r.t. the logits, hits
+    K = layout[_NCOL * (L - 1) + 3]
+    loss = _sce_core(a, labels, sw, work + d_off, NULL, rows, n, K, label_smoothing)
+    correct[0] = _argmax_hits(a, labels, n, K)
+    # backward, last layer first; dz overwrites the incoming gradient in place
+    dy = work + d_off
+    for i in range(L - 1, -1, -1):
+        row = layout + _NCOL * i
+        y = work + offs[3 * i]
+        dx = work + offs[3 * i + 2] if i > 0 else NULL
+        _linear_backward_core(dy, x if i == 0 else work + offs[3 * (i - 1)],
+                              params + row[0], work + offs[3 * i + 1] if row[5] else y,
+                              y, dy, grads + row[0],
+                              grads + row[1] if row[1] >= 0 else NULL, dx, n, row[2],
+                              row[3], <int>row[4], <floating>alphas[i], <floating>l2)
+        dy = dx
+    # the L2 term (float64, index order), on the weights before the update
+    if l2 != 0:
+        sq = 0
+        for q in range(n_decay):
+            v = params[q]
+            sq += v * v
+        loss += 0.5 * l2 * sq
+    # the update: weights with weight decay, biases without
+    _update(params, grads, sa, sb, 0, n_decay, weight_decay, optimizer, lr, momentum,
+            nesterov, beta1, beta2, eps, decoupled, step)
+    _update(params, grads, sa, sb, n_decay, n_params, 0.0, optimizer, lr, momentum,
+            nesterov, beta1, beta2, eps, decoupled, step)
+    _blas_single_end(prev)
+    return loss
+
+
+def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
+               const Py_ssize_t[::1] labels,      # IN  (n,) in [0, out_last)
+               const floating[::1] sample_weight,  # IN  (n,) or empty
+               floating[::1] params,              # IN/OUT flat weights and biases
+               floating[::1] grads,               # OUT    flat gradients
+               const int64_t[:, ::1] layout,      # IN  (L, 6) TRAIN_LAYOUT_COLUMNS
+               const double[::1] alphas,          # IN  (L,) leaky_relu slopes
+               floating[::1] work,                # OUT    carved workspace
+               double label_smoothing, double l2, Py_ssize_t n_decay, int optimizer,
+               double lr, double momentum, bint nesterov, double weight_decay,
+               double beta1, double beta2, double eps, bint decoupled, long step,
+               floating[::1] state_a,             # IN/OUT velocity or m, or empty
+               floating[::1] state_b):            # IN/OUT v, or empty
+    """Forward, softmax-CE, backward and the optimizer update; (loss, n_correct)."""
+    cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
+    cdef const floating* swp = NULL
+    cdef floating* sa = NULL
+    cdef floating* sb = NULL
+    cdef Py_ssize_t* offs
+    cdef double* rows
+    cdef double loss
+    if n == 0 or L == 0:
+        return float("nan"), 0
+    if sample_weight.shape[0]:
+        swp = &sample_weight[0]
+    if state_a.shape[0]:
+        sa = &state_a[0]
+    if state_b.shape[0]:
+        sb = &state_b[0]
+    offs = <Py_ssize_t*>malloc(3 * L * sizeof(Py_ssize_t))
+    rows = <double*>malloc(n * sizeof(double))
+    if offs == NULL or rows == NULL:
+        free(offs)
+        free(rows)
+        raise MemoryError()
+    with nogil:
+        loss = _train_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
+                           params.shape[0], &layout[0, 0], L, &alphas[0], &work[0], n,
+                           label_smoothing, l2, n_decay, optimizer, lr, momentum,
+                           nesterov, weight_decay, beta1, beta2, eps, decoupled, step,
+                           sa, sb, offs, rows, &correct)
+    free(offs)
+    free(rows)
+    return loss, correct

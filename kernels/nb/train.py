@@ -1,0 +1,242 @@
+"""The whole training step of a Linear(+activation) stack as one compiled call.
+
+``train_step`` runs forward, fused softmax cross-entropy, backward and the optimizer
+update in one @njit function (``_train_step``) that calls the very cores the separate
+raw kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the
+softmax-CE row loops, the SGD / Adam slices), with the same serial-or-parallel
+decisions, so the weights come out bitwise equal to the layer-by-layer path and do not
+depend on the thread count. One specialisation per dtype serves every depth: the
+network is described by the int64 layout table and the flat buffers
+(``fastnn.kernels.contract.train_workspace_layout`` says how ``work`` is carved).
+
+Thresholds and the GEMM configuration are read from ``_options`` at call time and
+passed in as arguments (no dynamic globals: ``cache=True`` keeps working).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import _options as opt
+from ._options import JIT
+from .linear import _linear_backward, _linear_forward
+from .loss import _sce_parallel, _sce_serial
+from .matmul import GEMM_CONFIG, _blas_get, _blas_set
+from .optim import _adam_parallel, _adam_slice, _sgd_parallel, _sgd_slice
+
+_ALIGN = 16  # contract.TRAIN_WORK_ALIGN
+
+
+@njit(**JIT)
+def _round_up(size):
+    return (size + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+@njit(**JIT)
+def _carve(layout, n):
+    """(L, 3) offsets of y, z, dx per layer and the dlogits offset (contract rule)."""
+    n_layers = layout.shape[0]
+    offs = np.full((n_layers, 3), -1, np.int64)
+    off = 0
+    for i in range(n_layers):
+        k = layout[i, 2]
+        m = layout[i, 3]
+        offs[i, 0] = off
+        off += _round_up(n * m)
+        if layout[i, 5]:
+            offs[i, 1] = off
+            off += _round_up(n * m)
+        if i > 0:
+            offs[i, 2] = off
+            off += _round_up(n * k)
+    return offs, off
+
+
+@njit(**JIT)
+def _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg):
+    """y_i = f(a @ W_i + b_i) (z_i kept when asked), as nb.linear.linear_forward."""
+    w_off, b_off, k = layout[i, 0], layout[i, 1], layout[i, 2]
+    m, act, keep = layout[i, 3], layout[i, 4], layout[i, 5]
+    w = params[w_off : w_off + k * m].reshape((k, m))
+    b = params[b_off : b_off + m] if b_off >= 0 else params[0:0]
+    y = work[offs[i, 0] : offs[i, 0] + n * m].reshape((n, m))
+    z = work[offs[i, 1] : offs[i, 1] + n * m] if keep else work[0:0]
+    min_work, chunk = tune[0], tune[1]
+    parallel = n * m * tune[7 + act] >= min_work and n > 1
+    rows_per_task = max(1, chunk // max(m, 1))
+    _linear_forward(a, w, b, y, z, act, params.dtype.type(alphas[i]), parallel,
+                    rows_per_task, cfg)  # fmt: skip
+
+
+@njit(**JIT)
+def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, tune,
+                    cfg):  # fmt: skip
+    """dz over dy; dW (+ l2 W), db, dx (not for layer 0), as linear_backward."""
+    w_off, b_off, k = layout[i, 0], layout[i, 1], layout[i, 2]
+    m, act, keep = layout[i, 3], layout[i, 4], layout[i, 5]
+    w = params[w_off : w_off + k * m].reshape((k, m))
+    dw = grads[w_off : w_off + k * m].reshape((k, m))
+    db = grads[b_off : b_off + m] if b_off >= 0 else grads[0:0]
+    y = work[offs[i, 0] : offs[i, 0] + n * m].reshape((n, m))
+    z = work[offs[i, 1] : offs[i, 1] + n * m].reshape((n, m)) if keep else y
+    dx = work[offs[i, 2] : offs[i, 2] + n * k] if i > 0 else work[0:0]
+    min_work, chunk, col_block = tune[0], tune[1], tune[2]
+    act_work = n * m * tune[7 + act]
+    if db.size:
+        par_dz = act_work >= min_work and m > col_block
+    else:
+        par_dz = act_work >= min_work
+    par_dw = k * m >= min_work
+    _linear_backward(dy, a, w, z, y, dy, dw, db, dx, act,
+                     params.dtype.type(alphas[i]), l2, par_dz, par_dw, chunk,
+                     col_block, cfg)  # fmt: skip
+
+
+@njit(**JIT)
+def _argmax_hits(logits, labels):
+    """Rows whose argmax (np.argmax: first maximum, a NaN wins) is the label."""
+    hits = 0
+    for i in range(logits.shape[0]):
+        row = logits[i]
+        best = 0
+        bv = row[0]
+        if bv == bv:
+            for j in range(1, row.shape[0]):
+                v = row[j]
+                if v != v:
+                    best = j
+                    break
+                if v > bv:
+                    best = j
+                    bv = v
+        if best == labels[i]:
+            hits += 1
+    return hits
+
+
+@njit(**JIT)
+def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum,
+            nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+            tune):  # fmt: skip
+    """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update."""
+    if hi <= lo:
+        return
+    t = params.dtype.type
+    min_work, chunk = tune[0], tune[1]
+    p = params[lo:hi]
+    g = grads[lo:hi]
+    a = state_a[lo:hi]  # an empty buffer (SGD without momentum) slices to empty
+    if optimizer == 0:
+        if p.size * tune[5] >= min_work:
+            _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
+                          momentum != 0.0, chunk)  # fmt: skip
+        else:
+            _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
+                       momentum != 0.0)  # fmt: skip
+    else:
+        b = state_b[lo:hi]
+        if p.size * tune[6] >= min_work:
+            _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
+                           t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
+                           t(eps), t(step_size), wd != 0.0, decoupled,
+                           chunk)  # fmt: skip
+        else:
+            _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
+                        t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps),
+                        t(step_size), wd != 0.0, decoupled)  # fmt: skip
+
+
+@njit(**JIT)
+def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
+                label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
+                weight_decay, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+                state_a, state_b, tune, cfg):  # fmt: skip
+    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, layout (L, 6),
+    #     alphas (L,), scalars, tune = (min work, chunk, col block, softmax task,
+    #     softmax cost, sgd cost, adam cost, act costs x6), cfg = GEMM_CONFIG
+    # IN/OUT params, grads, state_a, state_b (flat), work (carved, see _carve)
+    n = x.shape[0]
+    n_layers = layout.shape[0]
+    offs, d_off = _carve(layout, n)
+    # BLAS to one thread once for the whole step (each gemm would switch it back
+    # and forth, ~1 us a time); the blocks are single-threaded calls either way
+    prev = 0
+    if cfg[1]:
+        prev = _blas_get()
+        if prev != 1:
+            _blas_set(1)
+    # forward (layer 0 reads x; the others read the previous y in the workspace)
+    _forward_layer(x, params, work, layout, alphas, offs, 0, n, tune, cfg)
+    for i in range(1, n_layers):
+        m_prev = layout[i - 1, 3]
+        a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
+        _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg)
+    # loss and its gradient w.r.t. the logits
+    n_classes = layout[n_layers - 1, 3]
+    last = offs[n_layers - 1, 0]
+    logits = work[last : last + n * n_classes].reshape((n, n_classes))
+    dlogits = work[d_off : d_off + n * n_classes].reshape((n, n_classes))
+    rows_per_task = max(1, tune[3] // n_classes)
+    if n * n_classes * tune[4] >= tune[0] and n > 1:
+        loss = _sce_parallel(logits, labels, sample_weight, dlogits, work[0:0],
+                             label_smoothing, rows_per_task)  # fmt: skip
+    else:
+        loss = _sce_serial(logits, labels, sample_weight, dlogits, work[0:0],
+                           label_smoothing, rows_per_task)  # fmt: skip
+    correct = _argmax_hits(logits, labels)
+    # backward, last layer first; dz overwrites the incoming gradient in place
+    dy = dlogits
+    for i in range(n_layers - 1, 0, -1):
+        m_prev = layout[i - 1, 3]
+        a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
+        _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2,
+                        tune, cfg)  # fmt: skip
+        k = layout[i, 2]
+        dy = work[offs[i, 2] : offs[i, 2] + n * k].reshape((n, k))
+    _backward_layer(x, params, grads, work, layout, alphas, offs, 0, n, dy, l2, tune,
+                    cfg)  # fmt: skip
+    # the L2 term (float64, index order), on the weights before the update
+    if l2 != 0.0:
+        sq = 0.0
+        for q in range(n_decay):
+            v = float(params[q])
+            sq += v * v
+        loss += 0.5 * l2 * sq
+    # the update: weights with weight decay, biases without
+    _update(params, grads, state_a, state_b, 0, n_decay, weight_decay, optimizer, lr,
+            momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+            tune)  # fmt: skip
+    _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
+            momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+            tune)  # fmt: skip
+    if cfg[1] and prev > 1:
+        _blas_set(prev)
+    return loss, correct
+
+
+def _tune():
+    return (opt.PARALLEL_MIN_WORK, opt.CHUNK, opt.COL_BLOCK, opt.SOFTMAX_TASK,
+            opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST)  # fmt: skip
+
+
+def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
+               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
+               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
+               state_b):  # fmt: skip
+    """Forward, softmax-CE, backward and the optimizer update in one compiled call."""
+    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, layout (L, 6) int64,
+    #     alphas (L,) float64, scalars (see contract.Backend.train_step)
+    # IN/OUT params, grads, work, state_a, state_b; returns (loss, n_correct)
+    # Adam's bias corrections in Python float64, exactly as nb.optim.adam_update
+    bias1 = 1.0 - beta1**step
+    bias2_sqrt = math.sqrt(1.0 - beta2**step)
+    return _train_step(
+        x, labels, sample_weight, params, grads, layout, alphas, work,
+        float(label_smoothing), float(l2), int(n_decay), int(optimizer), float(lr),
+        float(momentum), bool(nesterov), float(weight_decay), float(beta1),
+        float(beta2), float(eps), bool(decoupled), bias2_sqrt, lr / bias1,
+        state_a, state_b, _tune(), GEMM_CONFIG,
+    )  # fmt: skip
