@@ -6,6 +6,7 @@ as its environment fingerprint.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -88,7 +89,9 @@ def config() -> dict[str, Any]:
         "threads": threads.get_num_threads(),
         "runtime_env": {
             "set_by_fastnn": dict(_runtime_env.APPLIED),
-            "OMP_WAIT_POLICY": _runtime_env.os.environ.get("OMP_WAIT_POLICY"),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+            "numpy_loaded_before_fastnn": _runtime_env.NUMPY_LOADED_FIRST,
         },
         "blas": blas_info(),
         "cpu": cpu_info(),
@@ -120,8 +123,11 @@ def show_config(file: Any = None) -> None:
         lines.append(f"  {name:7s} available" + (f": {details}" if details else ""))
     lines.append(f"threads:   {cfg['threads']} (fastnn.set_num_threads governs all pools)")
     env = cfg["runtime_env"]
-    origin = "set by fastnn" if "OMP_WAIT_POLICY" in env["set_by_fastnn"] else "user's"
-    lines.append(f"OpenMP:    OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']} ({origin})")
+    for name in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"):
+        origin = "set by fastnn" if name in env["set_by_fastnn"] else "user's setting"
+        if name.startswith("OPENBLAS") and env["numpy_loaded_before_fastnn"]:
+            origin += "; no effect: NumPy was imported before fastnn"
+        lines.append(f"pools:     {name}={env[name]} ({origin})")
     for blas in cfg["blas"]:
         lines.append(
             f"BLAS:      {blas['library']} {blas['version']} ({blas['architecture']}), "

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 
 from threadpoolctl import threadpool_info
 
+#: A GEMM is cut into fixed blocks of its output, each worth at least this many flops
+#: (and at most one block per core): below it a block's single-threaded BLAS call is
+#: too short to pay for waking a thread. 2e6 left 1024x128->10 (2.6 MFLOP) on one core
+#: at 0.8x NumPy's two-thread GEMM; 5e5 splits it.
+GEMM_BLOCK_FLOPS = 5e5
+
 
 @dataclass(frozen=True)
 class Cblas:

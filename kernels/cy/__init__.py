@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .._blas import CBLAS
+from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from . import _openmp, activations, linear, loss, optim, train
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
@@ -58,7 +58,7 @@ def _cpu_count() -> int:
 
 _CORES = _cpu_count()
 for _module in _GEMM_MODULES:
-    _module._configure_gemm(_CORES, CBLAS.sgemm, CBLAS.dgemm, CBLAS.int64,
+    _module._configure_gemm(_CORES, GEMM_BLOCK_FLOPS, CBLAS.sgemm, CBLAS.dgemm, CBLAS.int64,
                             CBLAS.set_threads, CBLAS.get_threads)  # fmt: skip
 
 BACKEND_INFO = {
@@ -67,7 +67,7 @@ BACKEND_INFO = {
     "serial_threshold": (
         "element-wise / linear / optimizer passes below 65536 relu-equivalent element "
         "operations, loss / softmax below 16384 logits run serially; a GEMM gets one "
-        "block per 2 MFLOP (at most one per core)"
+        "block per 0.5 MFLOP (at most one per core)"
     ),
     "blas": CBLAS.description,
     "gemm_split": (

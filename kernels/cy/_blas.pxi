@@ -37,15 +37,18 @@ cdef bint _blas_int64 = False
 cdef _blas_set_fn _blas_set = NULL
 cdef _blas_get_fn _blas_get = NULL
 cdef Py_ssize_t _gemm_parts_max = 1
-# a block is worth a thread (and a parallel region) from about this many flops up
-cdef double _GEMM_BLOCK_FLOPS = 2e6
+# a block is worth a thread from about this many flops up (kernels/_blas.py)
+cdef double _GEMM_BLOCK_FLOPS = 5e5
 
 
-def _configure_gemm(Py_ssize_t parts_max, size_t sgemm_addr, size_t dgemm_addr,
-                    bint int64, size_t set_addr, size_t get_addr):
-    """Machine core count (the most GEMM blocks), the CBLAS GEMMs and thread setters."""
+def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
+                    size_t dgemm_addr, bint int64, size_t set_addr, size_t get_addr):
+    """Machine core count (the most GEMM blocks), the least flops of a block, the
+    CBLAS GEMMs and thread setters."""
     global _gemm_parts_max, _sgemm_addr, _dgemm_addr, _blas_int64, _blas_set, _blas_get
+    global _GEMM_BLOCK_FLOPS
     _gemm_parts_max = parts_max if parts_max > 0 else 1
+    _GEMM_BLOCK_FLOPS = block_flops
     _sgemm_addr = sgemm_addr
     _dgemm_addr = dgemm_addr
     _blas_int64 = int64

@@ -50,7 +50,3 @@ COL_BLOCK = 64
 
 # softmax / softmax-CE prange tasks hold about this many logits (whole rows).
 SOFTMAX_TASK = 2048
-
-# A GEMM is cut into fixed blocks of C (at most one per core), each worth at least this
-# many flops; a block is one single-threaded BLAS call (see matmul.py).
-GEMM_BLOCK_FLOPS = 2e6

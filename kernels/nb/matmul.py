@@ -23,8 +23,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, prange, types
 
-from .._blas import CBLAS
-from ._options import GEMM_BLOCK_FLOPS, JIT, PARALLEL
+from .._blas import CBLAS, GEMM_BLOCK_FLOPS
+from ._options import JIT, PARALLEL
 
 # cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) of
 # the library kernels/_blas.py found. Both integer widths are declared under their own
