@@ -1,1 +1,1 @@
-"""Benchmark suites and baselines (installed as fastnn.benchmarks for `fastnn bench`)."""
+"""Benchmark suites and baselines (installed as fastnn.benchmarks for fastnn bench)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
 from fastnn.kernels import Backend
 
 DTYPE = np.float32
@@ -41,8 +40,19 @@ def linear_backward(be: Backend, shape, act: str = "relu") -> Callable[[], objec
     z = _rand(rng, (n, m))
     y = be.activation_forward(z, act)
     dz, dw, db, dx = (np.empty(s, DTYPE) for s in ((n, m), (k, m), (m,), (n, k)))
-    return lambda: be.linear_backward(dy, x, w, z, y, act, dw_out=dw, db_out=db,
-                                      dx_out=dx, dz_out=dz, weight_decay=1e-4)  # fmt: skip
+    return lambda: be.linear_backward(
+        dy,
+        x,
+        w,
+        z,
+        y,
+        act,
+        dw_out=dw,
+        db_out=db,
+        dx_out=dx,
+        dz_out=dz,
+        weight_decay=1e-4,
+    )
 
 
 def softmax_cross_entropy(be: Backend, shape) -> Callable[[], object]:
@@ -70,8 +80,9 @@ def activation_backward(be: Backend, shape, act: str) -> Callable[[], object]:
 def sgd_update(be: Backend, shape) -> Callable[[], object]:
     rng = np.random.default_rng(0)
     p, g, v = _rand(rng, shape), _rand(rng, shape, 1e-3), np.zeros(shape, DTYPE)
-    return lambda: be.sgd_update(p, g, v, lr=1e-3, momentum=0.9, nesterov=True,
-                                 weight_decay=1e-4)  # fmt: skip
+    return lambda: be.sgd_update(
+        p, g, v, lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4
+    )
 
 
 def adam_update(be: Backend, shape) -> Callable[[], object]:
@@ -86,19 +97,40 @@ def cases() -> list[tuple[str, str, Callable[[Backend], Callable[[], object]]]]:
     out = []
     for s in LINEAR_SHAPES:
         label = f"{s[0]}x{s[1]}->{s[2]}"
-        out.append(("linear_forward_relu", label, lambda be, s=s: linear_forward(be, s)))
-        out.append(("linear_backward_relu", label, lambda be, s=s: linear_backward(be, s)))
+        out.append(
+            ("linear_forward_relu", label, lambda be, s=s: linear_forward(be, s))
+        )
+        out.append(
+            ("linear_backward_relu", label, lambda be, s=s: linear_backward(be, s))
+        )
     for s in LOSS_SHAPES:
-        out.append(("softmax_cross_entropy", f"{s[0]}x{s[1]}",
-                    lambda be, s=s: softmax_cross_entropy(be, s)))  # fmt: skip
+        out.append(
+            (
+                "softmax_cross_entropy",
+                f"{s[0]}x{s[1]}",
+                lambda be, s=s: softmax_cross_entropy(be, s),
+            )
+        )
     for s in ELEMENTWISE_SHAPES:
         for act in ACTIVATIONS:
             label = f"{s[0]}x{s[1]}"
-            out.append((f"{act}_forward", label,
-                        lambda be, s=s, a=act: activation_forward(be, s, a)))  # fmt: skip
-            out.append((f"{act}_backward", label,
-                        lambda be, s=s, a=act: activation_backward(be, s, a)))  # fmt: skip
+            out.append(
+                (
+                    f"{act}_forward",
+                    label,
+                    lambda be, s=s, a=act: activation_forward(be, s, a),
+                )
+            )
+            out.append(
+                (
+                    f"{act}_backward",
+                    label,
+                    lambda be, s=s, a=act: activation_backward(be, s, a),
+                )
+            )
     for s in PARAM_SIZES:
-        out.append(("sgd_nesterov_update", str(s[0]), lambda be, s=s: sgd_update(be, s)))
+        out.append(
+            ("sgd_nesterov_update", str(s[0]), lambda be, s=s: sgd_update(be, s))
+        )
         out.append(("adam_update", str(s[0]), lambda be, s=s: adam_update(be, s)))
     return out

@@ -17,13 +17,18 @@ def main(path: str) -> None:
     for run in runs:
         groups[run["group"]][run["extra_info"]["impl"]] = run["stats"]["median"]
     impls = sorted({i for g in groups.values() for i in g} - {"numpy"})
-    print("| op | shape | numpy median (us) | " + " | ".join(f"{i} speed-up" for i in impls)
-          + " |")  # fmt: skip
+    print(
+        "| op | shape | numpy median (us) | "
+        + " | ".join(f"{i} speed-up" for i in impls)
+        + " |"
+    )
     print("|---" * (3 + len(impls)) + "|")
     for group, times in groups.items():
         op, shape = group.split("|")
         base = times.get("numpy")
-        cells = [f"{base / times[i]:.2f}x" if base and i in times else "-" for i in impls]
+        cells = [
+            f"{base / times[i]:.2f}x" if base and i in times else "-" for i in impls
+        ]
         base_s = f"{base * 1e6:.1f}" if base else "-"
         print(f"| {op} | {shape} | {base_s} | " + " | ".join(cells) + " |")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastnn.kernels import BACKEND_NAMES
 from kernel_cases import cases
 
 import fastnn
-from fastnn.kernels import BACKEND_NAMES
 
 CASES = cases()
 

@@ -110,7 +110,9 @@ def show_config(file: Any = None) -> None:
     """Print versions, backends (and why one is unavailable), threads, BLAS and CPU."""
     cfg = config()
     lines = [f"fastnn {cfg['fastnn']}  (Python {cfg['python']}, {cfg['platform']})"]
-    lines.append("packages:  " + ", ".join(f"{k} {v}" for k, v in cfg["packages"].items()))
+    lines.append(
+        "packages:  " + ", ".join(f"{k} {v}" for k, v in cfg["packages"].items())
+    )
     lines.append(
         f"backends:  default {cfg['default_backend']!r} -> {cfg['auto_backend']}"
     )
@@ -121,7 +123,9 @@ def show_config(file: Any = None) -> None:
         extra = {k: v for k, v in info.items() if k not in ("available", "reason")}
         details = "; ".join(f"{k} {_format_value(v)}" for k, v in extra.items())
         lines.append(f"  {name:7s} available" + (f": {details}" if details else ""))
-    lines.append(f"threads:   {cfg['threads']} (fastnn.set_num_threads governs all pools)")
+    lines.append(
+        f"threads:   {cfg['threads']} (fastnn.set_num_threads governs all pools)"
+    )
     env = cfg["runtime_env"]
     for name in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"):
         origin = "set by fastnn" if name in env["set_by_fastnn"] else "user's setting"

@@ -48,7 +48,9 @@ def _load(name: str) -> Backend | None:
             info = dict(getattr(module, "BACKEND_INFO", {}))
             _loaded[name] = Backend(name, module, info)
             return _loaded[name]
-        except Exception as exc:  # missing numba, unbuilt or broken extension: report it
+        except (
+            Exception
+        ) as exc:  # missing numba, unbuilt or broken extension: report it
             _errors[name] = f"{type(exc).__name__}: {exc}"
             return None
 

@@ -6,11 +6,11 @@ measured faster than the older OpenBLAS bundled with SciPy (single-threaded sgem
 32x784x256: 233 vs 317 us; 128x784x256: 662 vs 834 us). SciPy's OpenBLAS is the
 fallback when NumPy's exposes no CBLAS.
 
-The compiled kernels call ``cblas_{s,d}gemm`` through the addresses found here (row-major,
-so no operand swap), with 64-bit integers when the library is ILP64 (NumPy's is), and
-switch the library to one thread around the fixed GEMM blocks they run in their own
-OpenMP threads (see ``nb/matmul.py`` and ``cy/_blas.pxi``): one thread pool at a time,
-and results that do not depend on the thread count.
+The compiled kernels call ``cblas_{s,d}gemm`` through the addresses found here
+(row-major, so no operand swap), with 64-bit integers when the library is ILP64
+(NumPy's is), and switch the library to one thread around the fixed GEMM blocks they
+run in their own OpenMP threads (see ``nb/matmul.py`` and ``cy/_blas.pxi``): one
+thread pool at a time, and results that do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def find_cblas() -> Cblas:
 
     def owner(info: dict) -> int:
         folder = os.path.basename(os.path.dirname(info["filepath"]))
-        return 0 if folder.startswith("numpy") else 1 if folder.startswith("scipy") else 2
+        return (
+            0 if folder.startswith("numpy") else 1 if folder.startswith("scipy") else 2
+        )
 
     for info in sorted(libs, key=owner):
         cblas = _open(info)

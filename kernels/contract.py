@@ -48,34 +48,82 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
     # dz = dy*f'(z); dw = x^T dz + weight_decay*w; db = sum_rows dz; dx = dz w^T
     # (db_out / dx_out skipped when empty; dz_out may be dy itself)
     "linear_backward": (
-        "dy", "x", "w", "z", "y", "dz_out", "dw_out", "db_out", "dx_out",
-        "act", "alpha", "weight_decay",
+        "dy",
+        "x",
+        "w",
+        "z",
+        "y",
+        "dz_out",
+        "dw_out",
+        "db_out",
+        "dx_out",
+        "act",
+        "alpha",
+        "weight_decay",
     ),  # fmt: skip
     # mean loss (1/n) sum_i w_i l_i; grad = w_i (softmax - target) / n (skipped when
     # grad_out is empty); row_loss_out[i] = l_i when non-empty. Returns the mean loss.
     "softmax_cross_entropy": (
-        "logits", "labels", "sample_weight", "grad_out", "row_loss_out",
+        "logits",
+        "labels",
+        "sample_weight",
+        "grad_out",
+        "row_loss_out",
         "label_smoothing",
     ),  # fmt: skip
     # out = softmax(logits), per row, max-shifted
     "softmax": ("logits", "out"),
     # PyTorch SGD: g = grad + wd*p; v = mu*v + g; p -= lr*(g + mu*v if nesterov else v)
     "sgd_update": (
-        "param", "grad", "velocity", "lr", "momentum", "nesterov", "weight_decay",
+        "param",
+        "grad",
+        "velocity",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
     ),  # fmt: skip
     # PyTorch Adam (decoupled=False: g += wd*p) / AdamW (decoupled: p *= 1 - lr*wd);
     # m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
     "adam_update": (
-        "param", "grad", "m", "v", "lr", "beta1", "beta2", "eps", "step",
-        "weight_decay", "decoupled",
+        "param",
+        "grad",
+        "m",
+        "v",
+        "lr",
+        "beta1",
+        "beta2",
+        "eps",
+        "step",
+        "weight_decay",
+        "decoupled",
     ),  # fmt: skip
     # One whole optimizer step of a Linear(+activation) stack with softmax
     # cross-entropy: forward, loss, backward, update. See Backend.train_step and
     # TRAIN_LAYOUT_COLUMNS / train_workspace_layout below. Returns (loss, n_correct).
     "train_step": (
-        "x", "labels", "sample_weight", "params", "grads", "layout", "alphas", "work",
-        "label_smoothing", "l2", "n_decay", "optimizer", "lr", "momentum", "nesterov",
-        "weight_decay", "beta1", "beta2", "eps", "decoupled", "step", "state_a",
+        "x",
+        "labels",
+        "sample_weight",
+        "params",
+        "grads",
+        "layout",
+        "alphas",
+        "work",
+        "label_smoothing",
+        "l2",
+        "n_decay",
+        "optimizer",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "beta1",
+        "beta2",
+        "eps",
+        "decoupled",
+        "step",
+        "state_a",
         "state_b",
     ),  # fmt: skip
 }
@@ -127,6 +175,7 @@ def train_workspace_layout(layout: np.ndarray, n: int) -> tuple[np.ndarray, int,
     dlogits = off
     off += _round_up(n * int(layout[-1, 3])) if n_layers else 0
     return offsets, dlogits, off
+
 
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in FLOAT_DTYPES}
 _EMPTY_LABELS = np.empty(0, dtype=np.intp)

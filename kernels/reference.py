@@ -156,7 +156,9 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
         if label_smoothing:
             grad_out -= dt(label_smoothing / k)
         grad_out[rows, labels] -= dt(1.0 - label_smoothing)
-        scale = np.full(n, dt(1.0 / n)) if not sample_weight.size else sample_weight / dt(n)
+        scale = (
+            np.full(n, dt(1.0 / n)) if not sample_weight.size else sample_weight / dt(n)
+        )
         grad_out *= scale[:, None]
     return loss.sum() / n
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastnn.kernels import BACKEND_NAMES
 
 import fastnn
-from fastnn.kernels import BACKEND_NAMES
 
 DTYPES = (np.float32, np.float64)
 COMPILED = tuple(n for n in BACKEND_NAMES if n != "numpy")
 
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request):
-    """Every backend; an unavailable one fails (numba and the extension are required)."""
+    """Every backend: an unavailable one fails (numba and the extension are required
+    dependencies)."""
     return fastnn.get_backend(request.param)
 
 

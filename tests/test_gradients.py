@@ -1,10 +1,9 @@
-"""Central finite-difference checks of the kernels' gradients, float64, every backend."""
+"""Central finite-difference checks of the kernel gradients (float64, all backends)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fastnn.kernels import ACTIVATIONS
 
 EPS = 1e-6
@@ -29,7 +28,11 @@ def central_difference(f, x):
 def test_linear_backward_matches_finite_differences(backend, act):
     rng = np.random.default_rng(1)
     n, k, m = 5, 4, 3
-    x, w, b = rng.standard_normal((n, k)), rng.standard_normal((k, m)), rng.standard_normal(m)
+    x, w, b = (
+        rng.standard_normal((n, k)),
+        rng.standard_normal((k, m)),
+        rng.standard_normal(m),
+    )
     g = rng.standard_normal((n, m))  # L = sum(g * f(x w + b)) + wd/2 |w|^2
     wd = 0.3
     z = np.empty((n, m))
@@ -40,10 +43,14 @@ def test_linear_backward_matches_finite_differences(backend, act):
         out = backend.linear_forward(x, w, b, act, alpha=0.1)
         return float(np.sum(g * out) + 0.5 * wd * np.sum(w * w))
 
-    dw, db, dx = backend.linear_backward(g.copy(), x, w, z, y, act, weight_decay=wd, alpha=0.1)
+    dw, db, dx = backend.linear_backward(
+        g.copy(), x, w, z, y, act, weight_decay=wd, alpha=0.1
+    )
     for name, analytic, param in (("dw", dw, w), ("db", db, b), ("dx", dx, x)):
         numeric = central_difference(loss, param)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(
+            analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("act", tuple(ACTIVATIONS))
@@ -51,8 +58,10 @@ def test_activation_backward_matches_finite_differences(backend, act):
     z = np.linspace(-3.1, 2.9, 23)
     y = backend.activation_forward(z, act, alpha=0.2)
     dz = backend.activation_backward(np.ones_like(z), z, y, act, alpha=0.2)
-    numeric = (backend.activation_forward(z + EPS, act, alpha=0.2)
-               - backend.activation_forward(z - EPS, act, alpha=0.2)) / (2 * EPS)  # fmt: skip
+    numeric = (
+        backend.activation_forward(z + EPS, act, alpha=0.2)
+        - backend.activation_forward(z - EPS, act, alpha=0.2)
+    ) / (2 * EPS)
     np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-8)
 
 
@@ -67,9 +76,13 @@ def test_softmax_cross_entropy_matches_finite_differences(backend, weighted, smo
     _, grad = backend.softmax_cross_entropy(logits, labels, **kw)
 
     def loss():
-        return backend.softmax_cross_entropy(logits, labels, compute_grad=False, **kw)[0]
+        return backend.softmax_cross_entropy(logits, labels, compute_grad=False, **kw)[
+            0
+        ]
 
-    np.testing.assert_allclose(grad, central_difference(loss, logits), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        grad, central_difference(loss, logits), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_softmax_cross_entropy_value_matches_definition(backend):
@@ -81,5 +94,7 @@ def test_softmax_cross_entropy_value_matches_definition(backend):
     target[np.arange(8), labels] += 1 - eps
     lse = np.log(np.exp(logits).sum(axis=1))
     expected = np.mean(sw * (lse - (target * logits).sum(axis=1)))
-    loss, _ = backend.softmax_cross_entropy(logits, labels, sample_weight=sw, label_smoothing=eps)
+    loss, _ = backend.softmax_cross_entropy(
+        logits, labels, sample_weight=sw, label_smoothing=eps
+    )
     np.testing.assert_allclose(loss, expected, rtol=1e-13)

@@ -33,36 +33,94 @@ def test_label_type_and_shape(backend):
     "call, exc, match",
     [
         (lambda be: be.matmul(f32(2, 3), f32(4, 2)), ValueError, "shapes do not agree"),
-        (lambda be: be.linear_forward(f32(2, 3), f32(4, 2)), ValueError, "x has 3 features"),
-        (lambda be: be.linear_forward(f32(2, 3), f32(3, 2), f32(3)), ValueError, "b has shape"),
-        (lambda be: be.linear_forward(f32(2, 3), f32(3, 2), activation="swish"), ValueError,
-         "unknown activation"),
-        (lambda be: be.linear_forward(f32(2, 3), np.ones((3, 2))), TypeError, "mixed dtypes"),
+        (
+            lambda be: be.linear_forward(f32(2, 3), f32(4, 2)),
+            ValueError,
+            "x has 3 features",
+        ),
+        (
+            lambda be: be.linear_forward(f32(2, 3), f32(3, 2), f32(3)),
+            ValueError,
+            "b has shape",
+        ),
+        (
+            lambda be: be.linear_forward(f32(2, 3), f32(3, 2), activation="swish"),
+            ValueError,
+            "unknown activation",
+        ),
+        (
+            lambda be: be.linear_forward(f32(2, 3), np.ones((3, 2))),
+            TypeError,
+            "mixed dtypes",
+        ),
         (lambda be: be.linear_forward(f32(3), f32(3, 2)), ValueError, "must be 2-D"),
-        (lambda be: be.linear_forward(np.ones((2, 3), np.int64), f32(3, 2)), TypeError,
-         "float32 or float64"),
+        (
+            lambda be: be.linear_forward(np.ones((2, 3), np.int64), f32(3, 2)),
+            TypeError,
+            "float32 or float64",
+        ),
         (lambda be: be.linear_forward([[1.0]], f32(1, 1)), TypeError, "numpy.ndarray"),
-        (lambda be: be.linear_forward(f32(3, 2).T, f32(3, 2)), ValueError, "C-contiguous"),
-        (lambda be: be.activation_forward(f32(4, 4)[:, ::2], "relu"), ValueError,
-         "C-contiguous"),
-        (lambda be: be.activation_backward(f32(2, 2), f32(2, 3), f32(2, 2)), ValueError,
-         "z has shape"),
-        (lambda be: be.softmax_cross_entropy(f32(2, 3), np.array([0, 1]),
-                                             sample_weight=np.ones(2)), TypeError,
-         "mixed dtypes"),
-        (lambda be: be.softmax_cross_entropy(f32(2, 3), np.array([0, 1]),
-                                             label_smoothing=1.5), ValueError,
-         "label_smoothing"),
-        (lambda be: be.sgd_update(f32(3), f32(4), lr=0.1), ValueError, "grad has shape"),
-        (lambda be: be.sgd_update(f32(3), f32(3), lr=-1.0), ValueError, "lr must be >= 0"),
-        (lambda be: be.sgd_update(f32(3), f32(3), lr=0.1, momentum=0.9), ValueError,
-         "velocity buffer"),
-        (lambda be: be.sgd_update(f32(3), f32(3), lr=float("nan")), ValueError,
-         "lr must be finite"),
-        (lambda be: be.adam_update(f32(3), f32(3), f32(3), f32(3), step=0), ValueError,
-         "step counts from 1"),
-        (lambda be: be.adam_update(f32(3), f32(3), f32(3), f32(3), step=1, beta1=1.0),
-         ValueError, "beta1"),
+        (
+            lambda be: be.linear_forward(f32(3, 2).T, f32(3, 2)),
+            ValueError,
+            "C-contiguous",
+        ),
+        (
+            lambda be: be.activation_forward(f32(4, 4)[:, ::2], "relu"),
+            ValueError,
+            "C-contiguous",
+        ),
+        (
+            lambda be: be.activation_backward(f32(2, 2), f32(2, 3), f32(2, 2)),
+            ValueError,
+            "z has shape",
+        ),
+        (
+            lambda be: be.softmax_cross_entropy(
+                f32(2, 3), np.array([0, 1]), sample_weight=np.ones(2)
+            ),
+            TypeError,
+            "mixed dtypes",
+        ),
+        (
+            lambda be: be.softmax_cross_entropy(
+                f32(2, 3), np.array([0, 1]), label_smoothing=1.5
+            ),
+            ValueError,
+            "label_smoothing",
+        ),
+        (
+            lambda be: be.sgd_update(f32(3), f32(4), lr=0.1),
+            ValueError,
+            "grad has shape",
+        ),
+        (
+            lambda be: be.sgd_update(f32(3), f32(3), lr=-1.0),
+            ValueError,
+            "lr must be >= 0",
+        ),
+        (
+            lambda be: be.sgd_update(f32(3), f32(3), lr=0.1, momentum=0.9),
+            ValueError,
+            "velocity buffer",
+        ),
+        (
+            lambda be: be.sgd_update(f32(3), f32(3), lr=float("nan")),
+            ValueError,
+            "lr must be finite",
+        ),
+        (
+            lambda be: be.adam_update(f32(3), f32(3), f32(3), f32(3), step=0),
+            ValueError,
+            "step counts from 1",
+        ),
+        (
+            lambda be: be.adam_update(
+                f32(3), f32(3), f32(3), f32(3), step=1, beta1=1.0
+            ),
+            ValueError,
+            "beta1",
+        ),
     ],
 )
 def test_bad_arguments(backend, call, exc, match):

@@ -1,13 +1,13 @@
-"""Every compiled kernel against the NumPy oracle, out= use, read-only inputs, threads."""
+"""Kernels vs the NumPy oracle: out= use, read-only inputs, 1 vs 2 threads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastnn.kernels import ACTIVATIONS, RAW_KERNELS, contract
 from tolerances import assert_close
 
 import fastnn
-from fastnn.kernels import ACTIVATIONS, RAW_KERNELS, contract
 
 ACTS = tuple(ACTIVATIONS)
 # (rows, in_features, out_features): 1x1, primes, non-multiples of any tile, up to 1024
@@ -121,7 +121,9 @@ def test_linear_forward(compiled, oracle, dtype, rng, act, shape, bias):
     assert_close(z_out, expected_z, kind="gemm")
     assert_close(out, expected, kind="gemm", err_msg=act)
     # without z_out
-    assert_close(compiled.linear_forward(x, w, b, act, alpha=0.05), expected, kind="gemm")
+    assert_close(
+        compiled.linear_forward(x, w, b, act, alpha=0.05), expected, kind="gemm"
+    )
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -154,14 +156,18 @@ def test_linear_backward(compiled, oracle, dtype, rng, act, shape):
 @pytest.mark.parametrize("shape", LOSS_SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_softmax_cross_entropy(compiled, oracle, dtype, rng, shape, weighted, smoothing):
+def test_softmax_cross_entropy(
+    compiled, oracle, dtype, rng, shape, weighted, smoothing
+):
     n, k = shape
     logits = data(rng, shape, dtype, 3.0)
     labels = rng.integers(0, k, n)
     sw = rng.uniform(0.1, 2.0, n).astype(dtype) if weighted else None
     kw = dict(sample_weight=sw, label_smoothing=smoothing)
     rows_e = np.empty(n, dtype)
-    loss_e, grad_e = oracle.softmax_cross_entropy(logits, labels, row_loss_out=rows_e, **kw)
+    loss_e, grad_e = oracle.softmax_cross_entropy(
+        logits, labels, row_loss_out=rows_e, **kw
+    )
     grad, rows = np.full(shape, np.nan, dtype), np.full(n, np.nan, dtype)
     loss, g = compiled.softmax_cross_entropy(
         logits, labels, grad_out=grad, row_loss_out=rows, **kw
@@ -173,7 +179,9 @@ def test_softmax_cross_entropy(compiled, oracle, dtype, rng, shape, weighted, sm
     assert_close(rows, rows_e)
     assert_close(grad, grad_e)
     assert_close(loss, loss_e, dtype, kind="gemm")
-    loss_only, none = compiled.softmax_cross_entropy(logits, labels, compute_grad=False, **kw)
+    loss_only, none = compiled.softmax_cross_entropy(
+        logits, labels, compute_grad=False, **kw
+    )
     assert none is None and loss_only == loss
 
 
@@ -217,7 +225,9 @@ def test_softmax_cross_entropy_nan_and_inf_rows(backend, dtype):
     logits = np.array([[1.0, np.nan, 0.0], [np.inf, 0.0, 1.0], [1.0, 2.0, 3.0],
                        [-np.inf, -np.inf, -np.inf]], dtype)  # fmt: skip
     rows = np.empty(4, dtype)
-    loss, grad = backend.softmax_cross_entropy(logits, np.array([0, 1, 2, 0]), row_loss_out=rows)
+    loss, grad = backend.softmax_cross_entropy(
+        logits, np.array([0, 1, 2, 0]), row_loss_out=rows
+    )
     assert np.isnan(rows[0]) and np.isnan(rows[1]) and np.isnan(rows[3])
     assert np.isfinite(rows[2]) and np.isnan(loss)
     assert np.all(np.isnan(grad[0])) and np.all(np.isfinite(grad[2]))
@@ -227,7 +237,9 @@ def test_softmax_cross_entropy_nan_and_inf_rows(backend, dtype):
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("size", [1, 13, 1027, 300_001])
-def test_sgd_update(compiled, oracle, dtype, rng, momentum, nesterov, weight_decay, size):
+def test_sgd_update(
+    compiled, oracle, dtype, rng, momentum, nesterov, weight_decay, size
+):
     p0 = data(rng, (size,), dtype)
     states = {}
     for be in (oracle, compiled):

@@ -21,11 +21,13 @@ def assert_close(actual, expected, dtype=None, *, kind="elementwise", err_msg=""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     if kind == "gemm":
         scale = np.linalg.norm(expected.astype(np.float64))
-        diff = np.linalg.norm((actual.astype(np.float64) - expected))
+        diff = np.linalg.norm(actual.astype(np.float64) - expected)
         if scale == 0.0:
             assert diff == 0.0, err_msg
         else:
-            assert diff / scale <= tol["frobenius"], f"{err_msg} rel err {diff/scale:g}"
+            assert diff / scale <= tol["frobenius"], (
+                f"{err_msg} rel err {diff / scale:g}"
+            )
     else:
         np.testing.assert_allclose(
             actual, expected, rtol=tol["rtol"], atol=tol["atol"], err_msg=err_msg

@@ -9,19 +9,13 @@ import datetime as _dt
 import os
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .._config import _version
+
 _EXTRA_PACKAGES = ("torch", "matplotlib", "tqdm", "pytest-benchmark")
 _ENV_PREFIXES = ("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "NUMBA_", "KMP_", "FASTNN_")
-
-
-def _version(p: str) -> str:
-    try:
-        return metadata.version(p)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def cpu_details() -> dict[str, Any]:

@@ -58,8 +58,15 @@ def _cpu_count() -> int:
 
 _CORES = _cpu_count()
 for _module in _GEMM_MODULES:
-    _module._configure_gemm(_CORES, GEMM_BLOCK_FLOPS, CBLAS.sgemm, CBLAS.dgemm, CBLAS.int64,
-                            CBLAS.set_threads, CBLAS.get_threads)  # fmt: skip
+    _module._configure_gemm(
+        _CORES,
+        GEMM_BLOCK_FLOPS,
+        CBLAS.sgemm,
+        CBLAS.dgemm,
+        CBLAS.int64,
+        CBLAS.set_threads,
+        CBLAS.get_threads,
+    )
 
 BACKEND_INFO = {
     "openmp": _openmp.openmp_enabled(),

@@ -26,19 +26,35 @@ from numba import njit, prange, types
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from ._options import JIT, PARALLEL
 
+
 # cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) of
 # the library kernels/_blas.py found. Both integer widths are declared under their own
 # symbol names (pointing at the same function) and the width in use is a runtime
 # argument, so a cached kernel never bakes in the wrong one.
 def _gemm_sig(real, integer):
-    return types.void(types.intc, types.intc, types.intc, integer, integer, integer,
-                      real, types.voidptr, integer, types.voidptr, integer, real,
-                      types.voidptr, integer)  # fmt: skip
+    return types.void(
+        types.intc,
+        types.intc,
+        types.intc,
+        integer,
+        integer,
+        integer,
+        real,
+        types.voidptr,
+        integer,
+        types.voidptr,
+        integer,
+        real,
+        types.voidptr,
+        integer,
+    )
 
 
 _GEMMS = {}
-for _prefix, _real, _addr in (("s", types.float32, CBLAS.sgemm),
-                              ("d", types.float64, CBLAS.dgemm)):  # fmt: skip
+for _prefix, _real, _addr in (
+    ("s", types.float32, CBLAS.sgemm),
+    ("d", types.float64, CBLAS.dgemm),
+):
     for _bits, _int in ((32, types.int32), (64, types.int64)):
         _symbol = f"fastnn_nb_cblas_{_prefix}gemm{_bits}"
         llvm.add_symbol(_symbol, _addr)
@@ -67,13 +83,34 @@ except AttributeError:  # not Linux
 #: Passed to every compiled GEMM (an argument, not a frozen global, so the disk cache
 #: stays valid on another machine): (most blocks = cores, BLAS thread control 0/1,
 #: flops per block, 64-bit BLAS integers 0/1).
-GEMM_CONFIG = (max(1, _CORES), int(_HAS_CONTROL), float(GEMM_BLOCK_FLOPS),
-               int(CBLAS.int64))  # fmt: skip
+GEMM_CONFIG = (
+    max(1, _CORES),
+    int(_HAS_CONTROL),
+    float(GEMM_BLOCK_FLOPS),
+    int(CBLAS.int64),
+)
 
 
 @njit(**JIT)
-def _gemm_call(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta,
-               c, c_off, ldc, int64):  # fmt: skip
+def _gemm_call(
+    trans_a,
+    trans_b,
+    m,
+    n,
+    k,
+    alpha,
+    a,
+    a_off,
+    lda,
+    b,
+    b_off,
+    ldb,
+    beta,
+    c,
+    c_off,
+    ldc,
+    int64,
+):
     """One row-major CBLAS call on blocks: C = alpha op(A) op(B) + beta C.
 
     a, b, c are flat arrays, *_off the element offset of each block, ld* row lengths.
@@ -84,19 +121,75 @@ def _gemm_call(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, b
     if c.itemsize == 4:  # a compile-time constant: one branch survives
         al, be = np.float32(alpha), np.float32(beta)
         if int64:
-            _sgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
-                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))  # fmt: skip
+            _sgemm64(
+                101,
+                ta,
+                tb,
+                np.int64(m),
+                np.int64(n),
+                np.int64(k),
+                al,
+                ap,
+                np.int64(lda),
+                bp,
+                np.int64(ldb),
+                be,
+                cp,
+                np.int64(ldc),
+            )
         else:
-            _sgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
-                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))  # fmt: skip
+            _sgemm32(
+                101,
+                ta,
+                tb,
+                np.int32(m),
+                np.int32(n),
+                np.int32(k),
+                al,
+                ap,
+                np.int32(lda),
+                bp,
+                np.int32(ldb),
+                be,
+                cp,
+                np.int32(ldc),
+            )
     else:
         al, be = np.float64(alpha), np.float64(beta)
         if int64:
-            _dgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
-                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))  # fmt: skip
+            _dgemm64(
+                101,
+                ta,
+                tb,
+                np.int64(m),
+                np.int64(n),
+                np.int64(k),
+                al,
+                ap,
+                np.int64(lda),
+                bp,
+                np.int64(ldb),
+                be,
+                cp,
+                np.int64(ldc),
+            )
         else:
-            _dgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
-                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))  # fmt: skip
+            _dgemm32(
+                101,
+                ta,
+                tb,
+                np.int32(m),
+                np.int32(n),
+                np.int32(k),
+                al,
+                ap,
+                np.int32(lda),
+                bp,
+                np.int32(ldb),
+                be,
+                cp,
+                np.int32(ldc),
+            )
 
 
 @njit(**JIT)
@@ -113,18 +206,53 @@ def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
     if by_rows:
         cnt = min(size, m - lo)
         a_off = lo if trans_a else lo * lda
-        _gemm_call(trans_a, trans_b, cnt, n, k, alpha, af, a_off, lda, bf, 0, ldb,
-                   beta, cf, lo * n, n, int64)  # fmt: skip
+        _gemm_call(
+            trans_a,
+            trans_b,
+            cnt,
+            n,
+            k,
+            alpha,
+            af,
+            a_off,
+            lda,
+            bf,
+            0,
+            ldb,
+            beta,
+            cf,
+            lo * n,
+            n,
+            int64,
+        )
     else:
         cnt = min(size, n - lo)
         b_off = lo * ldb if trans_b else lo
-        _gemm_call(trans_a, trans_b, m, cnt, k, alpha, af, 0, lda, bf, b_off, ldb,
-                   beta, cf, lo, n, int64)  # fmt: skip
+        _gemm_call(
+            trans_a,
+            trans_b,
+            m,
+            cnt,
+            k,
+            alpha,
+            af,
+            0,
+            lda,
+            bf,
+            b_off,
+            ldb,
+            beta,
+            cf,
+            lo,
+            n,
+            int64,
+        )
 
 
 @njit(**PARALLEL)
-def _gemm_blocks_parallel(parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta,
-                          int64):  # fmt: skip
+def _gemm_blocks_parallel(
+    parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
+):
     for p in prange(parts):
         _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
 
@@ -159,8 +287,9 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
         if prev != 1:
             _blas_set(1)
     if control and parts > 1:  # (one thread: the prange runs the blocks in order)
-        _gemm_blocks_parallel(parts, size, by_rows, a, b, c, trans_a, trans_b, alpha,
-                              beta, int64)  # fmt: skip
+        _gemm_blocks_parallel(
+            parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
+        )
     else:
         for p in range(parts):
             _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
