@@ -30,7 +30,7 @@ WORKLOADS = [
 ]
 SYSTEMS = system_names(
     list(fastnn.kernels.BACKEND_NAMES), ["numpy", "torch", "sklearn"]
-)
+) + ["fastnn-numba-layers", "fastnn-cython-layers"]  # compiled step vs layer by layer
 
 
 @functools.cache

@@ -198,7 +198,9 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
     if name.startswith("fastnn-"):
         import fastnn
 
-        backend = name.removeprefix("fastnn-")
+        # "fastnn-<backend>" trains with the compiled step where the backend has one;
+        # "fastnn-<backend>-layers" forces the layer-by-layer path (to compare them)
+        backend = name.removeprefix("fastnn-").removesuffix("-layers")
         if backend not in fastnn.available_backends():
             raise Skip(fastnn.kernels.backend_status().get(backend, "unknown backend"))
         model = fastnn.MLP(
@@ -209,6 +211,7 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
             dtype=np.float32,
             backend=backend,
             n_threads=threads,
+            compiled_step=not name.endswith("-layers"),
         )
         classes = np.arange(k)
 
