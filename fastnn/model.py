@@ -783,7 +783,9 @@ class Sequential:
             "shuffle": bool(shuffle),
             "validation_split": float(validation_split),
             "n_samples": int(X_all.shape[0]),
-            "data_sha256": _fingerprint(X_all, y_all, sw_all),
+            # a resume must see the same data; hashing costs a pass over X, so only
+            # runs that checkpoint pay for it
+            "data_sha256": _fingerprint(X_all, y_all, sw_all) if checkpoint else None,
         }
         rng = np.random.Generator(np.random.PCG64(shuffle_ss))
         history = History()
