@@ -118,78 +118,24 @@ def _gemm_call(
     ta = 112 if trans_a else 111  # CblasTrans / CblasNoTrans
     tb = 112 if trans_b else 111
     ap, bp, cp = a[a_off:].ctypes, b[b_off:].ctypes, c[c_off:].ctypes
+    # fmt: off
     if c.itemsize == 4:  # a compile-time constant: one branch survives
         al, be = np.float32(alpha), np.float32(beta)
         if int64:
-            _sgemm64(
-                101,
-                ta,
-                tb,
-                np.int64(m),
-                np.int64(n),
-                np.int64(k),
-                al,
-                ap,
-                np.int64(lda),
-                bp,
-                np.int64(ldb),
-                be,
-                cp,
-                np.int64(ldc),
-            )
+            _sgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
+                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))
         else:
-            _sgemm32(
-                101,
-                ta,
-                tb,
-                np.int32(m),
-                np.int32(n),
-                np.int32(k),
-                al,
-                ap,
-                np.int32(lda),
-                bp,
-                np.int32(ldb),
-                be,
-                cp,
-                np.int32(ldc),
-            )
+            _sgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
+                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))
     else:
         al, be = np.float64(alpha), np.float64(beta)
         if int64:
-            _dgemm64(
-                101,
-                ta,
-                tb,
-                np.int64(m),
-                np.int64(n),
-                np.int64(k),
-                al,
-                ap,
-                np.int64(lda),
-                bp,
-                np.int64(ldb),
-                be,
-                cp,
-                np.int64(ldc),
-            )
+            _dgemm64(101, ta, tb, np.int64(m), np.int64(n), np.int64(k), al, ap,
+                     np.int64(lda), bp, np.int64(ldb), be, cp, np.int64(ldc))
         else:
-            _dgemm32(
-                101,
-                ta,
-                tb,
-                np.int32(m),
-                np.int32(n),
-                np.int32(k),
-                al,
-                ap,
-                np.int32(lda),
-                bp,
-                np.int32(ldb),
-                be,
-                cp,
-                np.int32(ldc),
-            )
+            _dgemm32(101, ta, tb, np.int32(m), np.int32(n), np.int32(k), al, ap,
+                     np.int32(lda), bp, np.int32(ldb), be, cp, np.int32(ldc))
+    # fmt: on
 
 
 @njit(**JIT)
