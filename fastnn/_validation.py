@@ -129,3 +129,12 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     if (sw < 0).any():
         raise ValueError("Negative values in data passed to sample_weight")
     return sw
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """An int (not a bool) >= low, else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)

@@ -42,7 +42,13 @@ import numpy as np
 
 from . import kernels
 from ._buffers import aligned_empty, aligned_zeros, padded_size
-from ._validation import check_n_features, check_sample_weight, check_X, check_y
+from ._validation import (
+    check_int,
+    check_n_features,
+    check_sample_weight,
+    check_X,
+    check_y,
+)
 from .callbacks import Callback, History
 from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear, activation_layer, layer_from_config
@@ -713,9 +719,9 @@ class Sequential:
         History
             The metrics of every epoch (including those before a resume).
         """
-        epochs = _int_arg("epochs", epochs, 1)
-        batch_size = _int_arg("batch_size", batch_size, 1)
-        verbose = _int_arg("verbose", verbose, 0)
+        epochs = check_int("epochs", epochs, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
+        verbose = check_int("verbose", verbose, 0)
         if not isinstance(validation_split, (int, float)) or not (
             0.0 <= validation_split < 1.0
         ):
@@ -723,7 +729,7 @@ class Sequential:
                 f"validation_split must lie in [0, 1), got {validation_split!r}"
             )
         if checkpoint_every != "epoch":
-            checkpoint_every = _int_arg("checkpoint_every", checkpoint_every, 1)
+            checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -1341,14 +1347,6 @@ def _layers_signature(model: Sequential) -> list[tuple]:
 
 def _needs_z(activation: str, alpha: float) -> bool:
     return activation == "gelu" or (activation == "leaky_relu" and alpha < 0)
-
-
-def _int_arg(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def aligned_copy(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._buffers import aligned_zeros
+from ._validation import check_int
 
 __all__ = [
     "SGD",
@@ -57,14 +58,6 @@ def _real(
         hi = ")" if high_open else "]"
         raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {v}")
     return v
-
-
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 # -------------------------------------------------------------------- schedules
@@ -110,7 +103,7 @@ class StepLR(LRSchedule):
     """
 
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
-        self.step_size = _int("step_size", step_size, 1)
+        self.step_size = check_int("step_size", step_size, 1)
         self.gamma = _real("gamma", gamma, 0.0, 1.0, low_open=True)
 
     def next_lr(self, epochs_done, logs, lr, base_lr):
@@ -133,7 +126,7 @@ class CosineAnnealingLR(LRSchedule):
     """
 
     def __init__(self, t_max: int, eta_min: float = 0.0) -> None:
-        self.t_max = _int("t_max", t_max, 1)
+        self.t_max = check_int("t_max", t_max, 1)
         self.eta_min = _real("eta_min", eta_min, 0.0)
 
     def next_lr(self, epochs_done, logs, lr, base_lr):
@@ -175,7 +168,7 @@ class ReduceLROnPlateau(LRSchedule):
             raise ValueError(f"monitor must be a str, got {monitor!r}")
         self.monitor = monitor
         self.factor = _real("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
-        self.patience = _int("patience", patience, 0)
+        self.patience = check_int("patience", patience, 0)
         self.min_delta = _real("min_delta", min_delta, 0.0)
         self.min_lr = _real("min_lr", min_lr, 0.0)
         if mode not in ("auto", "min", "max"):

@@ -262,6 +262,24 @@ def _labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
     return np.ascontiguousarray(labels, dtype=np.intp)
 
 
+def _loss_options(
+    sample_weight: Any, label_smoothing: Any, n: int, **ref: np.ndarray
+) -> float:
+    """Check sample_weight ((n,), the dtype of the one ``ref`` array) and return
+    label_smoothing in [0, 1]."""
+    if sample_weight is not None:
+        _array("sample_weight", sample_weight, 1)
+        _same_dtype(**ref, sample_weight=sample_weight)
+        if sample_weight.shape != (n,):
+            raise ValueError(
+                f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
+            )
+    eps = _finite_float("label_smoothing", label_smoothing, 0.0)
+    if eps > 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
+    return eps
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
@@ -496,16 +514,7 @@ class Backend:
         if n_classes == 0:
             raise ValueError("logits must have at least one class column")
         labels = _labels(labels, n, n_classes)
-        if sample_weight is not None:
-            _array("sample_weight", sample_weight, 1)
-            _same_dtype(logits=logits, sample_weight=sample_weight)
-            if sample_weight.shape != (n,):
-                raise ValueError(
-                    f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
-                )
-        eps = _finite_float("label_smoothing", label_smoothing, 0.0)
-        if eps > 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
+        eps = _loss_options(sample_weight, label_smoothing, n, logits=logits)
         empty = _EMPTY[dtype]
         if compute_grad:
             grad_out = _out("grad_out", grad_out, (n, n_classes), dtype, logits)
@@ -710,16 +719,7 @@ class Backend:
             raise ValueError("alphas must be finite")
         n_classes = int(layout[-1, 3])
         labels = _labels(labels, n, n_classes)
-        if sample_weight is not None:
-            _array("sample_weight", sample_weight, 1)
-            _same_dtype(x=x, sample_weight=sample_weight)
-            if sample_weight.shape != (n,):
-                raise ValueError(
-                    f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
-                )
-        ls = _finite_float("label_smoothing", label_smoothing, 0.0)
-        if ls > 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {ls}")
+        ls = _loss_options(sample_weight, label_smoothing, n, x=x)
         l2 = _finite_float("l2", l2, 0.0)
         n_decay = n_params if n_decay is None else operator.index(n_decay)
         if not 0 <= n_decay <= n_params:

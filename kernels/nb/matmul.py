@@ -140,7 +140,7 @@ def _gemm_call(
 
 @njit(**JIT)
 def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64):
-    """Block p: rows (or columns) [p*size, p*size + cnt) of C."""
+    """Block p of C: rows (or columns) [p*size, p*size + size), cut at the edge."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     lda = a.shape[1]
@@ -149,50 +149,20 @@ def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
     bf = b.reshape(-1)
     cf = c.reshape(-1)
     lo = p * size
+    a_off = b_off = c_off = 0
     if by_rows:
-        cnt = min(size, m - lo)
+        m = min(size, m - lo)
         a_off = lo if trans_a else lo * lda
-        _gemm_call(
-            trans_a,
-            trans_b,
-            cnt,
-            n,
-            k,
-            alpha,
-            af,
-            a_off,
-            lda,
-            bf,
-            0,
-            ldb,
-            beta,
-            cf,
-            lo * n,
-            n,
-            int64,
-        )
+        c_off = lo * n
     else:
-        cnt = min(size, n - lo)
         b_off = lo * ldb if trans_b else lo
-        _gemm_call(
-            trans_a,
-            trans_b,
-            m,
-            cnt,
-            k,
-            alpha,
-            af,
-            0,
-            lda,
-            bf,
-            b_off,
-            ldb,
-            beta,
-            cf,
-            lo,
-            n,
-            int64,
-        )
+        c_off = lo
+        n = min(size, n - lo)
+    ldc = c.shape[1]
+    # fmt: off
+    _gemm_call(trans_a, trans_b, m, n, k, alpha, af, a_off, lda, bf, b_off, ldb,
+               beta, cf, c_off, ldc, int64)
+    # fmt: on
 
 
 @njit(**PARALLEL)
