@@ -254,11 +254,16 @@ def _labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"labels has shape {labels.shape}, expected ({n},)")
-    if n and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"labels must lie in [0, {n_classes}); got values in "
-            f"[{labels.min()}, {labels.max()}]"
-        )
+    if n:
+        # one reduction: seen as unsigned, a negative label is huge too
+        as_unsigned = labels
+        if labels.dtype.kind == "i":
+            as_unsigned = labels.astype(np.intp, copy=False).view(np.uintp)
+        if as_unsigned.max() >= n_classes:
+            raise ValueError(
+                f"labels must lie in [0, {n_classes}); got values in "
+                f"[{labels.min()}, {labels.max()}]"
+            )
     return np.ascontiguousarray(labels, dtype=np.intp)
 
 

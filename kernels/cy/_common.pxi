@@ -125,6 +125,10 @@ cdef extern from *:
                                              float m) {
         for (ptrdiff_t i = 0; i < n; i++) e[i] = fnn_expf(z[i] - m);
     }
+    /* in place: a separate loop, since e == z would defeat the alias check above */
+    FNN_CLONES static void fnn_exp_inplace_f32(float* e, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) e[i] = fnn_expf(e[i]);
+    }
     """
     int FNN_OPENMP
     int fnn_omp_max_threads() noexcept nogil
@@ -134,6 +138,7 @@ cdef extern from *:
     void fnn_sigmoid_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
     void fnn_tanh_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
     void fnn_exp_shift_f32(const float* z, float* e, Py_ssize_t n, float m) noexcept nogil
+    void fnn_exp_inplace_f32(float* e, Py_ssize_t n) noexcept nogil
     void fnn_gelu_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
     void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
                            Py_ssize_t n) noexcept nogil

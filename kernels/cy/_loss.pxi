@@ -47,49 +47,58 @@ cdef inline void _exp_shifted(const floating* z, floating* e, Py_ssize_t K,
             e[j] = _exp(z[j] - m)
 
 
-cdef inline double _ce_row(const floating* z, Py_ssize_t K, Py_ssize_t label,
-                           floating* e, bint grad, floating scale, floating keep,
-                           floating eps_k) noexcept nogil:
-    """Row loss log sum exp(z - m) - sum_k t_k (z_k - m); e = exp(z - m) (a row
-    buffer), overwritten by scale (p - t) when grad."""
-    cdef Py_ssize_t j
-    cdef floating m = _row_max(z, K), inv, el
-    cdef double s, loss
-    _exp_shifted(z, e, K, m)
-    s = _lane_sum(e, K, 0)
-    loss = log(s) - <double>keep * (z[label] - m)
-    if eps_k != 0:
-        loss -= <double>eps_k * _lane_sum(z, K, m)
-    if grad:
-        inv = <floating>(1.0 / s)
-        el = e[label]
-        for j in range(K):
-            e[j] = (e[j] * inv - eps_k) * scale
-        e[label] = ((el * inv - eps_k) - keep) * scale
-    return loss
-
-
 cdef inline void _ce_rows(const floating* z, const Py_ssize_t* labels,
                           const floating* w, floating* g, floating* row_out,
                           double* rows, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n,
                           Py_ssize_t K, floating keep, floating eps_k) noexcept nogil:
-    """Rows [i0, i1) of the fused softmax cross-entropy."""
-    cdef Py_ssize_t i
-    cdef floating scale
+    """Rows [i0, i1), at most _CE_ROWS, of the fused softmax cross-entropy.
+
+    Per row l = log sum exp(z - m) - sum_k t_k (z_k - m). The shifted rows z - m go
+    to the gradient rows (or a scratch block) and are exponentiated as one flat block:
+    with few classes (K = 10) a per-row exp would be mostly scalar remainder. Then per
+    row: the loss, and scale (p - t) in place when g != NULL.
+    """
+    cdef Py_ssize_t i, j, r, cnt = i1 - i0
+    cdef double zl[_CE_ROWS]  # shifted label logit of each row
+    cdef double zs[_CE_ROWS]  # sum of each row's shifted logits (label smoothing)
+    cdef floating m, inv, el, scale
     cdef floating inv_n = <floating>(1.0 / n)
-    cdef floating* buf = g
-    if g == NULL:
-        buf = <floating*>malloc(K * sizeof(floating))
+    cdef floating* e
+    cdef floating* buf = g + i0 * K if g != NULL else NULL
+    cdef double s, loss
+    if buf == NULL:
+        buf = <floating*>malloc(cnt * K * sizeof(floating))
         if buf == NULL:  # out of memory: NaN rows (the caller's loss is then NaN)
             for i in range(i0, i1):
                 rows[i] = NAN
             return
-    for i in range(i0, i1):
-        scale = w[i] / <floating>n if w != NULL else inv_n
-        rows[i] = _ce_row(z + i * K, K, labels[i], g + i * K if g != NULL else buf,
-                          g != NULL, scale, keep, eps_k)
+    for r in range(cnt):
+        e = buf + r * K
+        m = _row_max(z + (i0 + r) * K, K)
+        for j in range(K):
+            e[j] = z[(i0 + r) * K + j] - m
+        zl[r] = e[labels[i0 + r]]
+        zs[r] = _lane_sum(e, K, 0) if eps_k != 0 else 0
+    if floating is float:
+        fnn_exp_inplace_f32(buf, cnt * K)
+    else:
+        for j in range(cnt * K):
+            buf[j] = _exp(buf[j])
+    for r in range(cnt):
+        i = i0 + r
+        e = buf + r * K
+        s = _lane_sum(e, K, 0)
+        loss = log(s) - <double>keep * zl[r] - <double>eps_k * zs[r]
+        rows[i] = loss
         if row_out != NULL:
-            row_out[i] = <floating>rows[i]
+            row_out[i] = <floating>loss
+        if g != NULL:
+            scale = w[i] / <floating>n if w != NULL else inv_n
+            inv = <floating>(1.0 / s)
+            el = e[labels[i]]
+            for j in range(K):
+                e[j] = (e[j] * inv - eps_k) * scale
+            e[labels[i]] = ((el * inv - eps_k) - keep) * scale
     if g == NULL:
         free(buf)
 

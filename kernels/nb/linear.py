@@ -1,9 +1,10 @@
 """Fully connected layer: BLAS GEMM plus fused Numba passes (bias, activation, dz, db).
 
-Forward: y = x @ w (BLAS), then one pass over row blocks: z = y + b, z_out = z when
-requested, y = f(z). Backward: one pass over column blocks computes dz = dy f'(z) and
-db = column sums of dz (each column summed over the rows in order, so db does not
-depend on the thread count), then dw = x^T dz (+ wd w) and dx = dz w^T by BLAS.
+Forward: y = x @ w by the GEMM's fixed blocks (BLAS), each block followed at once by
+its epilogue z = y + b, z_out = z when requested, y = f(z) (one parallel region).
+Backward: one pass over column blocks computes dz = dy f'(z) and db = column sums
+of dz (each column summed over the rows in order, so db does not depend on the thread
+count), then dw = x^T dz (+ wd w) and dx = dz w^T by BLAS.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from numba import njit, prange
 from . import _options as opt
 from ._options import JIT, PARALLEL
 from .activations import _backward_parallel, act_backward_slice, act_forward_slice
-from .matmul import GEMM_CONFIG, gemm
+from .matmul import (
+    GEMM_CONFIG,
+    _gemm_block,
+    blas_single_begin,
+    blas_single_end,
+    gemm,
+    gemm_split,
+)
 
 
 # ---------------------------------------------------------------------------- forward
@@ -21,53 +29,82 @@ from .matmul import GEMM_CONFIG, gemm
 def _bias_act_rows(y, b, z_out, m, act, alpha, r0, r1):
     """Rows r0..r1 of y: z = y + b; z_out = z (if non-empty); y = f(z). Flat arrays."""
     # IN  b (m,) or empty, act, alpha   IN/OUT y (n*m,)   OUT z_out (n*m,) or empty
-    for i in range(r0, r1):
-        row = y[i * m : (i + 1) * m]
+    lo = r0 * m
+    hi = r1 * m
+    if b.size:
+        for i in range(r0, r1):
+            for j in range(m):
+                y[i * m + j] += b[j]
+    if z_out.size:
+        for q in range(lo, hi):
+            z_out[q] = y[q]
+    if act != 0:  # one flat pass over the block: no per-row call for narrow rows
+        act_forward_slice(y[lo:hi], y[lo:hi], act, alpha)
+
+
+@njit(**JIT)
+def _bias_act_cols(y, b, z_out, act, alpha, j0, j1):
+    """Columns j0..j1 of every row of y (n, m): the epilogue of a column block."""
+    m = y.shape[1]
+    yf = y.reshape(-1)
+    for i in range(y.shape[0]):
+        row = yf[i * m + j0 : i * m + j1]
         if b.size:
-            for j in range(m):
-                row[j] = row[j] + b[j]
+            for j in range(j1 - j0):
+                row[j] += b[j0 + j]
         if z_out.size:
-            zrow = z_out[i * m : (i + 1) * m]
-            for j in range(m):
-                zrow[j] = row[j]
+            z_out[i * m + j0 : i * m + j1] = row
         if act != 0:
             act_forward_slice(row, row, act, alpha)
 
 
+@njit(**JIT)
+def _forward_block(p, size, by_rows, x, w, b, y, z_out, act, alpha, int64):
+    """GEMM block p of y = x @ w, then its epilogue while the block is in cache."""
+    _gemm_block(p, size, by_rows, x, w, y, False, False, 1.0, 0.0, int64)
+    n, m = y.shape
+    lo = p * size
+    if by_rows:
+        _bias_act_rows(y.reshape(-1), b, z_out, m, act, alpha, lo, min(lo + size, n))
+    else:
+        _bias_act_cols(y, b, z_out, act, alpha, lo, min(lo + size, m))
+
+
 @njit(**PARALLEL)
-def _bias_act_parallel(y, b, z_out, m, act, alpha, rows_per_task):
-    n = y.size // m
-    for c in prange((n + rows_per_task - 1) // rows_per_task):
-        r0 = c * rows_per_task
-        _bias_act_rows(y, b, z_out, m, act, alpha, r0, min(r0 + rows_per_task, n))
+def _forward_blocks_parallel(parts, size, by_rows, x, w, b, y, z_out, act, alpha,
+                             int64):  # fmt: skip
+    for p in prange(parts):
+        _forward_block(p, size, by_rows, x, w, b, y, z_out, act, alpha, int64)
 
 
 @njit(**JIT)
-def _linear_forward(x, w, b, y_out, z_out, act, alpha, parallel, rows_per_task, cfg):
-    gemm(x, w, y_out, False, False, 1.0, 0.0, cfg)
+def _linear_forward(x, w, b, y_out, z_out, act, alpha, cfg):
     n, m = y_out.shape
+    k = x.shape[1]
+    zf = z_out.reshape(-1)
     if n == 0 or m == 0:
         return
-    yf = y_out.reshape(-1)
-    zf = z_out.reshape(-1)
-    if parallel:
-        _bias_act_parallel(yf, b, zf, m, act, alpha, rows_per_task)
+    if k == 0:  # BLAS rejects ld < 1: the product is zero
+        y_out[:] = 0.0
+        _bias_act_rows(y_out.reshape(-1), b, zf, m, act, alpha, 0, n)
+        return
+    # the GEMM's own fixed blocks (matmul.gemm_split), each with its epilogue
+    parts, size, by_rows = gemm_split(n, m, k, cfg)
+    prev = blas_single_begin(cfg)
+    if cfg[1] and parts > 1:
+        _forward_blocks_parallel(parts, size, by_rows, x, w, b, y_out, zf, act,
+                                 alpha, cfg[3])  # fmt: skip
     else:
-        _bias_act_rows(yf, b, zf, m, act, alpha, 0, n)
+        for p in range(parts):
+            _forward_block(p, size, by_rows, x, w, b, y_out, zf, act, alpha, cfg[3])
+    blas_single_end(cfg, prev)
 
 
 def linear_forward(x, w, b, y_out, z_out, act, alpha):
     """z = x @ w + b; y_out = f(z); z_out = z when non-empty."""
     # IN  x (n, k), w (k, m), b (m,) or empty, act, alpha
     # OUT y_out (n, m), z_out (n, m) or empty
-    n, m = y_out.shape
-    work = n * m * opt.ACT_COST[act]
-    parallel = work >= opt.PARALLEL_MIN_WORK and n > 1
-    rows_per_task = max(1, opt.CHUNK // max(m, 1))
-    _linear_forward(
-        x, w, b, y_out, z_out, act, y_out.dtype.type(alpha), parallel, rows_per_task,
-        GEMM_CONFIG,
-    )  # fmt: skip
+    _linear_forward(x, w, b, y_out, z_out, act, y_out.dtype.type(alpha), GEMM_CONFIG)
 
 
 # --------------------------------------------------------------------------- backward
@@ -77,7 +114,16 @@ def _dz_db_cols(dy, z, y, dz, db, act, alpha, j0, j1):
     # IN  dy, z, y (n, m), act, alpha   OUT dz (n, m), db (m,)
     for j in range(j0, j1):
         db[j] = 0.0
-    for i in range(dy.shape[0]):
+    n, m = dy.shape
+    if j1 - j0 == m:  # all columns: one flat pass (no per-row call for narrow rows)
+        dzf = dz.reshape(-1)
+        act_backward_slice(dy.reshape(-1), z.reshape(-1), y.reshape(-1), dzf, act,
+                           alpha)  # fmt: skip
+        for i in range(n):
+            for j in range(m):
+                db[j] += dzf[i * m + j]
+        return
+    for i in range(n):
         dzi = dz[i, j0:j1]
         act_backward_slice(dy[i, j0:j1], z[i, j0:j1], y[i, j0:j1], dzi, act, alpha)
         for j in range(j1 - j0):

@@ -84,17 +84,14 @@ def _sce_rows(logits, labels, sample_weight, grad_flat, row_loss_out, eps, parti
             row_loss_out[i] = loss
         w = sample_weight[i] if has_w else t(1.0)
         partial[i] = w * loss
-        if has_g:
-            st = t(s)
+        if has_g:  # branch-free row loop (vectorises), then the label's entry
+            inv = t(1.0 / s)
             scale = w / t(n) if has_w else inv_n
             lab = labels[i]
+            el = e[lab]
             for j in range(k):
-                v = e[j] / st
-                if eps != 0.0:
-                    v -= eps_k
-                if j == lab:
-                    v -= one_m_eps
-                e[j] = v * scale
+                e[j] = (e[j] * inv - eps_k) * scale
+            e[lab] = ((el * inv - eps_k) - one_m_eps) * scale
 
 
 @njit(**JIT)

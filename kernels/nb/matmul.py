@@ -174,6 +174,37 @@ def _gemm_blocks_parallel(
 
 
 @njit(**JIT)
+def gemm_split(m, n, k, config):
+    """(parts, size, by_rows): C cut into fixed blocks of ``size`` rows (or columns)
+    along its larger dimension, from the shape and the core count only (never the
+    thread count), one block per ``block_flops``, at most one per core."""
+    parts_max, _, block_flops, _ = config
+    by_rows = m >= n
+    dim = m if by_rows else n
+    parts = int(2.0 * m * n * k / block_flops)
+    parts = max(1, min(parts, parts_max, dim // 16))
+    size = ((dim + parts - 1) // parts + 15) // 16 * 16
+    return (dim + size - 1) // size, size, by_rows
+
+
+@njit(**JIT)
+def blas_single_begin(config):
+    """Switch BLAS to one thread (when we control it); returns what to restore."""
+    prev = 0
+    if config[1]:
+        prev = _blas_get()
+        if prev != 1:
+            _blas_set(1)
+    return prev
+
+
+@njit(**JIT)
+def blas_single_end(config, prev):
+    if config[1] and prev > 1:
+        _blas_set(prev)
+
+
+@njit(**JIT)
 def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
     """c = alpha op(a) @ op(b) + beta c (beta == 0: c is overwritten, NaNs too)."""
     # IN  a, b (2-D, C order), trans flags, alpha, beta, config = GEMM_CONFIG
@@ -189,28 +220,17 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
         elif beta != 1.0:
             c *= c.dtype.type(beta)
         return
-    parts_max, control, block_flops, int64 = config
-    # fixed blocks of C from the shape and the core count only (never the thread count)
-    by_rows = m >= n
-    dim = m if by_rows else n
-    parts = int(2.0 * m * n * k / block_flops)
-    parts = max(1, min(parts, parts_max, dim // 16))
-    size = ((dim + parts - 1) // parts + 15) // 16 * 16
-    parts = (dim + size - 1) // size
-    prev = 0
-    if control:
-        prev = _blas_get()
-        if prev != 1:
-            _blas_set(1)
-    if control and parts > 1:  # (one thread: the prange runs the blocks in order)
+    parts, size, by_rows = gemm_split(m, n, k, config)
+    int64 = config[3]
+    prev = blas_single_begin(config)
+    if config[1] and parts > 1:  # (one thread: the prange runs the blocks in order)
         _gemm_blocks_parallel(
             parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
         )
     else:
         for p in range(parts):
             _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
-    if control and prev > 1:
-        _blas_set(prev)
+    blas_single_end(config, prev)
 
 
 @njit(**JIT)

@@ -24,7 +24,7 @@ from . import _options as opt
 from ._options import JIT
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
-from .matmul import GEMM_CONFIG, _blas_get, _blas_set
+from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
 from .optim import _adam_parallel, _adam_slice, _sgd_parallel, _sgd_slice
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
@@ -64,11 +64,7 @@ def _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg):
     b = params[b_off : b_off + m] if b_off >= 0 else params[0:0]
     y = work[offs[i, 0] : offs[i, 0] + n * m].reshape((n, m))
     z = work[offs[i, 1] : offs[i, 1] + n * m] if keep else work[0:0]
-    min_work, chunk = tune[0], tune[1]
-    parallel = n * m * tune[7 + act] >= min_work and n > 1
-    rows_per_task = max(1, chunk // max(m, 1))
-    _linear_forward(a, w, b, y, z, act, params.dtype.type(alphas[i]), parallel,
-                    rows_per_task, cfg)  # fmt: skip
+    _linear_forward(a, w, b, y, z, act, params.dtype.type(alphas[i]), cfg)
 
 
 @njit(**JIT)
@@ -163,11 +159,7 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
     offs, d_off = _carve(layout, n)
     # BLAS to one thread once for the whole step (each gemm would switch it back
     # and forth, ~1 us a time); the blocks are single-threaded calls either way
-    prev = 0
-    if cfg[1]:
-        prev = _blas_get()
-        if prev != 1:
-            _blas_set(1)
+    prev = blas_single_begin(cfg)
     # forward (layer 0 reads x; the others read the previous y in the workspace)
     _forward_layer(x, params, work, layout, alphas, offs, 0, n, tune, cfg)
     for i in range(1, n_layers):
@@ -212,8 +204,7 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
     _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
             momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
             tune)  # fmt: skip
-    if cfg[1] and prev > 1:
-        _blas_set(prev)
+    blas_single_end(cfg, prev)
     return loss, correct
 
 
