@@ -29,12 +29,28 @@ from .threads import get_num_threads, num_threads, set_num_threads
 __version__ = "0.1.0"
 
 
+# Loaded on first use (kept out of `import fastnn`): name -> (module, attribute).
+_LAZY = {
+    "calibrate": ("calibration", "calibrate"),
+    "TemperatureScaled": ("calibration", "TemperatureScaled"),
+    "expected_calibration_error": ("calibration", "expected_calibration_error"),
+    "calibration": ("calibration", None),
+    "explain": ("explain", None),
+}
+
+
 def __getattr__(name: str):
     # MLPClassifier imports scikit-learn (~0.8 s): load it on first use only
     if name == "MLPClassifier":
         from .estimator import MLPClassifier
 
         return MLPClassifier
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        return module if attr is None else getattr(module, attr)
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
 
 
@@ -62,8 +78,13 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "StepLR",
     "Tanh",
+    "TemperatureScaled",
     "__version__",
     "available_backends",
+    "calibrate",
+    "calibration",
+    "expected_calibration_error",
+    "explain",
     "get_backend",
     "get_num_threads",
     "load",

@@ -1,4 +1,4 @@
-"""The ``fastnn`` command line: train, predict, evaluate, info, bench.
+"""The ``fastnn`` command line: train, predict, evaluate, explain, ood, info, bench.
 
 ``fastnn train`` with no arguments trains an MLP on scikit-learn's bundled digits and
 prints test accuracy, loss, throughput, first-step (JIT compile) time and the backend.
@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-column", help="CSV label column (default: last)")
     e.add_argument("--json", action="store_true")
     _runtime_options(e)
+
+    from ._cli_insight import add_parsers  # explain, ood
+
+    add_parsers(sub, _runtime_options, _positive_int)
 
     sub.add_parser("info", help="backends, threads and build configuration")
 
@@ -390,6 +394,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from ._cli_insight import explain_command
+
+    return explain_command(args)
+
+
+def _ood(args: argparse.Namespace) -> int:
+    from ._cli_insight import ood_command
+
+    return ood_command(args)
+
+
 def _info(args: argparse.Namespace) -> int:
     import fastnn
 
@@ -422,6 +438,8 @@ _COMMANDS = {
     "train": _train,
     "predict": _predict,
     "evaluate": _evaluate,
+    "explain": _explain,
+    "ood": _ood,
     "info": _info,
     "bench": _bench,
 }

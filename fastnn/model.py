@@ -995,6 +995,22 @@ class Sequential:
                 kb.softmax(logits, out[i:j])
         return out
 
+    def confidence(self, X: Any, temperature: float = 1.0) -> dict[str, np.ndarray]:
+        """Per-row confidence scores, for abstaining or flagging unusual inputs.
+
+        With ``p = softmax(logits / temperature)``: ``"max_softmax"`` (max_k p_k),
+        ``"entropy"`` (-sum_k p_k log p_k), ``"energy"`` (-T logsumexp(logits / T);
+        low on familiar inputs) and ``"margin"`` (largest minus second-largest
+        probability). See :func:`fastnn.calibration.confidence`.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_samples,), float64
+        """
+        from .calibration import confidence
+
+        return confidence(self, X, temperature=temperature)
+
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class label of each row (values from classes_)."""
         self._require_fitted()

@@ -1,0 +1,106 @@
+"""Shared plumbing of :mod:`fastnn.explain` and :mod:`fastnn.calibration`.
+
+Both work on a fitted :class:`fastnn.Sequential`. A fitted
+:class:`fastnn.MLPClassifier` (multiclass or binary) is accepted too: its weights are
+copied into an equivalent Sequential whose logits give the same probabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import NotFittedError, Sequential
+
+
+def as_sequential(model: Any, what: str = "this function") -> Sequential:
+    """The fitted Sequential behind ``model`` (a Sequential or an MLPClassifier)."""
+    if isinstance(model, Sequential):
+        model._require_fitted()
+        return model
+    est = sys.modules.get("fastnn.estimator")
+    if est is not None and isinstance(model, est.MLPClassifier):
+        return _from_estimator(model)
+    cal = sys.modules.get("fastnn.calibration")
+    if cal is not None and isinstance(model, cal.TemperatureScaled):
+        raise TypeError(
+            f"{what} works on the model itself: pass the wrapped model "
+            "(TemperatureScaled.model)"
+        )
+    raise TypeError(
+        f"{what} needs a fitted fastnn.Sequential, MLP or MLPClassifier, got "
+        f"{type(model).__name__}"
+    )
+
+
+def _from_estimator(est: Any) -> Sequential:
+    """An MLPClassifier's network as a Sequential with softmax-equivalent logits.
+
+    A binary estimator has one logistic output unit z; the copy gets the two
+    logits (0, z), whose softmax is (1 - sigmoid(z), sigmoid(z)), as its
+    ``predict_proba``.
+    """
+    from .layers import Linear, activation_layer
+
+    if not hasattr(est, "coefs_"):
+        raise NotFittedError(
+            "This MLPClassifier instance is not fitted yet. Call 'fit' with "
+            "appropriate arguments before using this model."
+        )
+    binary = est.out_activation_ == "logistic"
+    if binary and est.n_outputs_ != 1:
+        raise ValueError("multilabel MLPClassifier models are not supported")
+    coefs = [np.asarray(c) for c in est.coefs_]
+    intercepts = [np.asarray(b) for b in est.intercepts_]
+    if binary:  # prepend a zero logit: softmax(0, z) = (1 - sigmoid(z), sigmoid(z))
+        coefs[-1] = np.hstack([np.zeros_like(coefs[-1]), coefs[-1]])
+        intercepts[-1] = np.concatenate([np.zeros_like(intercepts[-1]), intercepts[-1]])
+    layers = []
+    for i, c in enumerate(coefs):
+        layers.append(Linear(c.shape[0], c.shape[1]))
+        if i < len(coefs) - 1:
+            layers.append(activation_layer(est.activation))
+    dtype = coefs[0].dtype if coefs[0].dtype in (np.float32, np.float64) else None
+    model = Sequential(
+        layers,
+        dtype=dtype if dtype is not None else np.float64,
+        backend=est.backend,
+        n_threads=est.n_threads,
+    )
+    for lin, c, b in zip(model.linears, coefs, intercepts, strict=True):
+        lin.weight[...] = c
+        lin.bias[...] = b
+    model._initialized = True
+    model.classes_ = np.asarray(est.classes_)
+    return model
+
+
+def logsumexp_rows(z: np.ndarray) -> np.ndarray:
+    """Max-shifted log-sum-exp of each row of a 2-D float array (float64)."""
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=1)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return shift + np.log(np.exp(z - shift[:, None]).sum(axis=1))
+
+
+def new_figure(*args: Any, **kwargs: Any) -> Any:
+    """A matplotlib Figure not tied to pyplot (so no global backend is touched)."""
+    from matplotlib.figure import Figure
+
+    return Figure(*args, **kwargs)
+
+
+def write_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a figure as PNG atomically (a temp file beside ``path``, then a rename)."""
+    from .checkpoint import write_atomic
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    write_atomic(path, lambda f: f.write(buf.getvalue()))
+    return path
