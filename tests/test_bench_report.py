@@ -43,8 +43,8 @@ def test_results_json_follows_the_schema(tiny_run):
     out, results = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert schema.errors(on_disk) == []
-    assert on_disk["schema"] == "fastnn-bench/1"
-    for section in ("ops", "training", "scaling", "compile"):
+    assert on_disk["schema"] == "fastnn-bench/2"
+    for section in ("ops", "training", "scaling", "compile", "memory"):
         assert on_disk[section], f"section {section} is empty"
 
 
@@ -54,10 +54,18 @@ def test_schema_rejects_broken_results(tiny_run):
     del broken["training"][0]["samples_per_s"]
     broken["ops"][0]["kind"] = "magic"
     broken["peak"]["sgemm"][0]["gflops"]["median"] = "fast"
+    del broken["memory"][0]["ratio"]
+    broken["memory"][0]["peak_rss_bytes"] = 1.5
+    broken["targets"][-1]["comparison"] = "<"
     errs = schema.errors(broken)
     assert any("samples_per_s" in e for e in errs)
     assert any("magic" in e for e in errs)
     assert any("gflops.median" in e for e in errs)
+    assert any("memory[0]: missing 'ratio'" in e for e in errs)
+    assert any("memory[0].peak_rss_bytes" in e for e in errs)
+    assert any("comparison" in e for e in errs)
+    del broken["memory"]
+    assert any("missing 'memory'" in e for e in schema.errors(broken))
     with pytest.raises(ValueError):
         schema.validate(broken)
 
@@ -84,6 +92,70 @@ def test_figures_are_measured_not_made_up(tiny_run):
     )
     assert r["peak"]["ceilings"]["1"]["sgemm_gflops"] > 0
     assert {c["backend"] for c in r["compile"]} >= {"numpy"}
+
+
+def test_memory_is_measured_per_backend(tiny_run):
+    out, r = tiny_run
+    rows = {m["backend"]: m for m in r["memory"]}
+    assert set(rows) == set(r["config"]["backends"])
+    n = r["config"]["preset"]["memory_samples"]
+    for m in rows.values():
+        assert m["n_samples"] == n and m["batch_size"] == 128
+        # X float32 (n, 784) and y int64 (n,) as passed to fit
+        assert m["dataset_bytes"] == n * (784 * 4 + 8)
+        # 784-256-128-10: 235,146 parameters; Adam keeps two state buffers
+        assert m["weights_bytes"] == m["gradients_bytes"] == 235_146 * 4
+        assert m["optimizer_state_bytes"] == 2 * m["weights_bytes"]
+        parts = ("dataset", "weights", "gradients", "optimizer_state", "activations")
+        assert m["needed_bytes"] == sum(m[f"{k}_bytes"] for k in parts)
+        assert m["peak_increase_bytes"] == m["peak_rss_bytes"] - m["baseline_rss_bytes"]
+        assert m["ratio"] == pytest.approx(m["peak_increase_bytes"] / m["needed_bytes"])
+        # the dataset really lies above the baseline, and the peak is this process's
+        # own (an inherited ru_maxrss of the parent would give a ratio in the tens)
+        assert m["peak_increase_bytes"] >= 0.9 * m["dataset_bytes"]
+        assert 0.5 < m["ratio"] < 4
+    target = next(t for t in r["targets"] if t["id"] == "memory")
+    assert target["comparison"] == "<=" and target["threshold"] == 1.5
+    assert target["status"] != "not measured"
+    assert target["values"] == {
+        f"fastnn-{b}": rows[b]["ratio"] for b in r["config"]["backends"]
+    }
+    text = (out / "report.md").read_text()
+    assert "ru_maxrss" in text and "| numpy |" in text.split("## Training memory")[1]
+
+
+def test_needed_bytes_from_the_model_shapes():
+    import numpy as np
+
+    import fastnn
+    from fastnn.bench.memory import needed_bytes
+
+    X, y = np.zeros((7, 4), np.float32), np.zeros(7, np.int64)
+    sgd = fastnn.MLP((4, 3, 2), optimizer=fastnn.SGD(lr=0.1, momentum=0.9))
+    got = needed_bytes(sgd, X, y, batch_size=5)
+    act = 4 * (5 * 4 + 5 * 3 + 5 * 2 + 5 * 3 + 5 * 2) + 8 * 5  # x, y1, y2, dx2, dlogits
+    assert got == {
+        "dataset": 7 * 4 * 4 + 7 * 8,
+        "weights": 4 * (4 * 3 + 3 + 3 * 2 + 2),
+        "gradients": 4 * 23,
+        "optimizer_state": 4 * 23,  # the velocity
+        "activations": act,
+        "needed": 7 * 4 * 4 + 7 * 8 + 3 * 4 * 23 + act,
+    }
+    # GELU's backward needs the pre-activation; a batch larger than X is clipped
+    gelu = fastnn.MLP((4, 3, 2), activation="gelu", optimizer=fastnn.Adam())
+    got = needed_bytes(gelu, X, y, batch_size=128)
+    assert got["optimizer_state"] == 2 * got["weights"]
+    assert got["activations"] == 4 * (7 * 4 + 2 * 7 * 3 + 7 * 2 + 7 * 3 + 7 * 2) + 8 * 7
+
+
+def test_at_most_targets():
+    row = bench_report._target(
+        "m", "x <= 1.5", 1.5, "x", {"a": 1.2, "b": 1.7}, "", True
+    )
+    assert row["comparison"] == "<=" and row["status"] == "met by a"
+    row = bench_report._target("t", "x >= 1.5", 1.5, "x", {"a": 1.2, "b": 1.7})
+    assert row["comparison"] == ">=" and row["status"] == "met by b"
 
 
 def test_missing_peer_is_skipped_not_an_error(tiny_run):
@@ -132,6 +204,10 @@ def test_doc_describes_every_field():
 
 def test_cli_bench_json(tmp_path, capsys, monkeypatch):
     from fastnn import cli
+    from fastnn.bench import sections
+
+    # the memory processes are exercised by tiny_run; here only the CLI is under test
+    monkeypatch.setattr(sections, "memory", lambda opts, skipped, tick: [])
 
     monkeypatch.setitem(
         __import__("fastnn.bench", fromlist=["PRESETS"]).PRESETS,

@@ -5,9 +5,10 @@
 
 writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PNG plots
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
-over NumPy, training throughput against batch size, thread scaling, % of peak and JIT
-compile time. Method: warm-up, then repeated samples interleaved across the systems
-compared (round-robin, rotated start), medians with quartiles, ratios round by round.
+over NumPy, training throughput against batch size, thread scaling, % of peak, JIT
+compile time and training peak memory (fresh processes). Method: warm-up, then
+repeated samples interleaved across the systems compared (round-robin, rotated start),
+medians with quartiles, ratios round by round.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 __all__ = ["PRESETS", "Options", "run"]
 
-SCHEMA = "fastnn-bench/1"
+SCHEMA = "fastnn-bench/2"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
@@ -37,6 +38,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         peak_rounds=5,
         gemm_sizes=[1024],
         cold_cache=True,
+        memory_samples=40_000,  # 784 float32 features: 126 MB of X
+        memory_epochs=2,
+        memory_jobs=1,
     ),
     "full": dict(
         rounds=15,
@@ -50,6 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         peak_rounds=11,
         gemm_sizes=[1024, 2048],
         cold_cache=True,
+        memory_samples=60_000,  # 188 MB of X
+        memory_epochs=2,
+        memory_jobs=1,
     ),
     # the smallest configuration that still fills every section (tests)
     "tiny": dict(
@@ -64,6 +71,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         peak_rounds=3,
         gemm_sizes=[256],
         cold_cache=False,
+        memory_samples=1024,  # 3.2 MB: exercises the measurement, not the target
+        memory_epochs=1,
+        memory_jobs=3,  # the backends' processes side by side (nothing is timed)
         op_only=[
             "linear_forward_relu|32x784->256",
             "softmax_cross_entropy|128x10",
@@ -73,7 +83,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 PEERS = ("numpy", "torch", "sklearn")
-SECTIONS = ("peak", "ops", "training", "scaling", "compile")
+SECTIONS = ("peak", "ops", "training", "scaling", "compile", "memory")
 
 
 @dataclass
@@ -184,6 +194,7 @@ def run(opts: Options) -> dict[str, Any]:
         + 1
         + n_scaling
         + n_compile
+        + len(opts.backends)  # memory
     )
     bar = _progress(opts, total)
     tick = bar.update
@@ -203,6 +214,14 @@ def run(opts: Options) -> dict[str, Any]:
             "compile",
             "cold start (fresh processes)",
             sections.compile_times,
+            opts,
+            skipped,
+            tick,
+        )
+        memory_rows = section(
+            "memory",
+            "training memory (fresh processes)",
+            sections.memory,
             opts,
             skipped,
             tick,
@@ -254,6 +273,7 @@ def run(opts: Options) -> dict[str, Any]:
             "training": train_rows,
             "scaling": scaling_rows,
             "compile": compile_rows,
+            "memory": memory_rows,
             "skipped": skipped,
         }
     )

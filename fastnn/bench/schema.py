@@ -1,4 +1,4 @@
-"""The results.json schema ("fastnn-bench/1"), as data, and a validator for it.
+"""The results.json schema ("fastnn-bench/2"), as data, and a validator for it.
 
 A small subset of JSON Schema (type, required, properties, items, enum, minimum) so
 no extra dependency is needed; docs/benchmark-schema.md describes every field.
@@ -164,6 +164,53 @@ COMPILE_ROW = {
         "process_wall_s": NUM,
     },
 }
+MEMORY_ROW = {
+    "type": "object",
+    "required": [
+        "backend",
+        "threads",
+        "workload",
+        "batch_size",
+        "n_samples",
+        "epochs",
+        "optimizer",
+        "dataset_bytes",
+        "weights_bytes",
+        "gradients_bytes",
+        "optimizer_state_bytes",
+        "activations_bytes",
+        "needed_bytes",
+        "baseline_rss_bytes",
+        "maxrss_at_baseline_bytes",
+        "peak_rss_bytes",
+        "peak_increase_bytes",
+        "rss_after_fit_bytes",
+        "ratio",
+        "process_wall_s",
+    ],
+    "properties": {
+        "backend": STR,
+        "threads": INT,
+        "workload": STR,
+        "batch_size": {"type": "integer", "minimum": 1},
+        "n_samples": {"type": "integer", "minimum": 1},
+        "epochs": {"type": "integer", "minimum": 1},
+        "optimizer": STR,
+        "dataset_bytes": {"type": "integer", "minimum": 1},
+        "weights_bytes": {"type": "integer", "minimum": 1},
+        "gradients_bytes": {"type": "integer", "minimum": 1},
+        "optimizer_state_bytes": {"type": "integer", "minimum": 0},
+        "activations_bytes": {"type": "integer", "minimum": 1},
+        "needed_bytes": {"type": "integer", "minimum": 1},
+        "baseline_rss_bytes": INT,
+        "maxrss_at_baseline_bytes": INT,
+        "peak_rss_bytes": INT,
+        "peak_increase_bytes": INT,
+        "rss_after_fit_bytes": INT,
+        "ratio": NUM,
+        "process_wall_s": NUM,
+    },
+}
 PEAK = {
     "type": "object",
     "required": ["sgemm", "copy", "ceilings", "llc_bytes"],
@@ -254,13 +301,14 @@ RESULTS = {
         "training",
         "scaling",
         "compile",
+        "memory",
         "skipped",
         "targets",
         "plots",
         "plots_note",
     ],
     "properties": {
-        "schema": {"enum": ["fastnn-bench/1"]},
+        "schema": {"enum": ["fastnn-bench/2"]},
         "created": STR,
         "duration_s": {"type": "number", "minimum": 0},
         "section_times_s": {"type": "object", "additional": NUM},
@@ -299,6 +347,7 @@ RESULTS = {
         "training": {"type": "array", "items": TRAIN_ROW},
         "scaling": {"type": "array", "items": SCALING_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
+        "memory": {"type": "array", "items": MEMORY_ROW},
         "skipped": {
             "type": "array",
             "items": {
@@ -315,6 +364,7 @@ RESULTS = {
                     "id",
                     "target",
                     "threshold",
+                    "comparison",
                     "unit",
                     "values",
                     "status",
@@ -324,6 +374,7 @@ RESULTS = {
                     "id": STR,
                     "target": STR,
                     "threshold": NUM,
+                    "comparison": {"enum": [">=", "<="]},
                     "unit": STR,
                     "values": {"type": "object", "additional": NUM_OR_NULL},
                     "status": STR,
@@ -386,5 +437,5 @@ def validate(results: dict[str, Any]) -> None:
     errs = errors(results)
     if errs:
         raise ValueError(
-            "results.json does not follow fastnn-bench/1:\n" + "\n".join(errs[:50])
+            "results.json does not follow fastnn-bench/2:\n" + "\n".join(errs[:50])
         )

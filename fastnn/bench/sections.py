@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -242,40 +243,53 @@ def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- compile
+def _script(name: str, args: list[str], preset: dict, env=None) -> dict[str, Any]:
+    """Run ``fastnn/bench/<name>`` as a script in a fresh Python process; its last
+    stdout line is one JSON object (``process_wall_s`` added).
+
+    The process runs in a session of its own so that on a timeout or an interrupt
+    everything it started (memory.py measures in a forked child) is killed with it.
+    """
+    script = Path(__file__).with_name(name)
+    cmd = [sys.executable, str(script), *args]
+    group = hasattr(os, "killpg")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=group,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=preset.get("coldstart_timeout", 600))
+    except BaseException:
+        if group:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            proc.kill()
+        proc.communicate()
+        raise
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"exit status {proc.returncode}: {tail[0]}")
+    data = json.loads(stdout.strip().splitlines()[-1])
+    data["process_wall_s"] = wall
+    return data
+
+
 def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
-    script = Path(__file__).with_name("coldstart.py")
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
-    cmd = [
-        sys.executable,
-        str(script),
-        "--backend",
-        backend,
-        "--threads",
-        str(threads),
-        "--rounds",
-        str(preset["rounds"]),
-        "--steps",
-        "8",
-        "--batch",
-        "128",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=preset.get("coldstart_timeout", 600),
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"exit status {proc.returncode}: {tail[0]}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    data["process_wall_s"] = wall
-    return data
+    args = ["--backend", backend, "--threads", str(threads)]
+    args += ["--rounds", str(preset["rounds"]), "--steps", "8", "--batch", "128"]
+    return _script("coldstart.py", args, preset, env)
 
 
 def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
@@ -333,6 +347,78 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                     "steady_step_s": steady,
                     "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
                     "time_to_first_step_s": r["time_to_first_step_s"],
+                    "process_wall_s": r["process_wall_s"],
+                }
+            )
+            tick()
+    return rows
+
+
+# ------------------------------------------------------------------ memory
+MEMORY_SIZES, MEMORY_BATCH = (784, 256, 128, 10), 128
+
+
+def memory(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Per backend, in a fresh process (fastnn/bench/memory.py): the peak RSS of
+    training with Adam over what the training needs to hold.
+
+    needed = dataset + weights + gradients + optimizer state + one batch of
+    activations; peak increase = ru_maxrss minus the RSS right before the dataset
+    is allocated (after imports and a warm-up fit); ratio = increase / needed.
+    Nothing in these processes is timed, so the preset's ``memory_jobs`` may run
+    several side by side (each one's RSS is its own).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = max(opts.threads)
+    p = opts.preset
+    workload = "-".join(map(str, MEMORY_SIZES))
+    if not sys.platform.startswith("linux"):
+        for b in opts.backends:
+            why = "needs Linux (/proc/self/statm, ru_maxrss in KiB)"
+            _skip(skipped, "memory", f"fastnn-{b}", why)
+            tick()
+        return []
+
+    def measure(b: str) -> dict[str, Any]:
+        args = ["--backend", b, "--threads", str(t)]
+        args += ["--sizes", ",".join(map(str, MEMORY_SIZES))]
+        args += ["--samples", str(p["memory_samples"])]
+        args += ["--epochs", str(p["memory_epochs"]), "--batch", str(MEMORY_BATCH)]
+        return _script("memory.py", args, p)
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(1, p.get("memory_jobs", 1))) as pool:
+        futures = {b: pool.submit(measure, b) for b in opts.backends}
+        for b, fut in futures.items():
+            try:
+                r = fut.result()
+            except Exception as exc:
+                _skip(skipped, "memory", f"fastnn-{b}", f"{type(exc).__name__}: {exc}")
+                tick()
+                continue
+            increase = r["peak_rss"] - r["baseline_rss"]
+            rows.append(
+                {
+                    "backend": b,
+                    "threads": t,
+                    "workload": workload,
+                    "batch_size": r["batch_size"],
+                    "n_samples": r["n_samples"],
+                    "epochs": r["epochs"],
+                    "optimizer": "Adam",
+                    "dataset_bytes": r["dataset"],
+                    "weights_bytes": r["weights"],
+                    "gradients_bytes": r["gradients"],
+                    "optimizer_state_bytes": r["optimizer_state"],
+                    "activations_bytes": r["activations"],
+                    "needed_bytes": r["needed"],
+                    "baseline_rss_bytes": r["baseline_rss"],
+                    "maxrss_at_baseline_bytes": r["maxrss_at_baseline"],
+                    "peak_rss_bytes": r["peak_rss"],
+                    "peak_increase_bytes": increase,
+                    "rss_after_fit_bytes": r["rss_after_fit"],
+                    "ratio": increase / r["needed"],
                     "process_wall_s": r["process_wall_s"],
                 }
             )
