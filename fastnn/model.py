@@ -765,7 +765,7 @@ class Sequential:
         )
         init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
         if validation_data is not None:
-            X_tr, y_tr, sw_tr = X_all, y_all, sw_all
+            X_tr, y_tr, sw_tr, x_rows = X_all, y_all, sw_all, None
             if (
                 not isinstance(validation_data, (tuple, list))
                 or len(validation_data) != 2
@@ -777,12 +777,14 @@ class Sequential:
             tr, va = _stratified_split(
                 y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
             )
-            X_tr, y_tr = X_all[tr], y_all[tr]
+            # X stays uncopied: training batches gather their rows through x_rows
+            X_tr, x_rows, y_tr = X_all, tr, y_all[tr]
             sw_tr = None if sw_all is None else sw_all[tr]
             X_val, y_val = X_all[va], y_all[va]
         else:
             X_tr, y_tr, sw_tr, X_val, y_val = X_all, y_all, sw_all, None, None
-        n = X_tr.shape[0]
+            x_rows = None
+        n = y_tr.shape[0]
         batch_size = min(batch_size, n)
         fit_settings = {
             "batch_size": batch_size,
@@ -878,12 +880,17 @@ class Sequential:
                         ws = self._workspace(j - i, True)
                         if state.perm is not None:
                             idx = state.perm[i:j]
-                            np.take(X_tr, idx, axis=0, out=ws.x, mode="clip")
+                            rows = idx if x_rows is None else x_rows[idx]
+                            np.take(X_tr, rows, axis=0, out=ws.x, mode="clip")
                             np.take(y_tr, idx, out=ws.y, mode="clip")
                             if sw_tr is not None:
                                 np.take(sw_tr, idx, out=ws.sw, mode="clip")
                         else:
-                            np.copyto(ws.x, X_tr[i:j])
+                            if x_rows is None:
+                                np.copyto(ws.x, X_tr[i:j])
+                            else:
+                                rows = x_rows[i:j]
+                                np.take(X_tr, rows, axis=0, out=ws.x, mode="clip")
                             np.copyto(ws.y, y_tr[i:j])
                             if sw_tr is not None:
                                 np.copyto(ws.sw, sw_tr[i:j])
