@@ -43,8 +43,8 @@ def test_results_json_follows_the_schema(tiny_run):
     out, results = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert schema.errors(on_disk) == []
-    assert on_disk["schema"] == "fastnn-bench/2"
-    for section in ("ops", "training", "scaling", "compile", "memory"):
+    assert on_disk["schema"] == "fastnn-bench/3"
+    for section in ("ops", "training", "gemm_bound", "scaling", "compile", "memory"):
         assert on_disk[section], f"section {section} is empty"
 
 
@@ -57,6 +57,9 @@ def test_schema_rejects_broken_results(tiny_run):
     del broken["memory"][0]["ratio"]
     broken["memory"][0]["peak_rss_bytes"] = 1.5
     broken["targets"][-1]["comparison"] = "<"
+    del broken["gemm_bound"][0]["step_time"]
+    broken["gemm_bound"][0]["products"][0]["pass"] = "sideways"
+    broken["targets"][0]["gemm_bound"] = {"needed_samples_per_s": 1.0}
     errs = schema.errors(broken)
     assert any("samples_per_s" in e for e in errs)
     assert any("magic" in e for e in errs)
@@ -64,6 +67,9 @@ def test_schema_rejects_broken_results(tiny_run):
     assert any("memory[0]: missing 'ratio'" in e for e in errs)
     assert any("memory[0].peak_rss_bytes" in e for e in errs)
     assert any("comparison" in e for e in errs)
+    assert any("gemm_bound[0]: missing 'step_time'" in e for e in errs)
+    assert any("sideways" in e for e in errs)
+    assert any("targets[0].gemm_bound: missing 'exceeds_bound'" in e for e in errs)
     del broken["memory"]
     assert any("missing 'memory'" in e for e in schema.errors(broken))
     with pytest.raises(ValueError):
@@ -122,6 +128,101 @@ def test_memory_is_measured_per_backend(tiny_run):
     }
     text = (out / "report.md").read_text()
     assert "ru_maxrss" in text and "| numpy |" in text.split("## Training memory")[1]
+
+
+def test_gemm_step_is_exactly_the_products_of_an_sgd_step():
+    import numpy as np
+
+    from fastnn.bench.workloads import Workload, gemm_step, make_gemm_only
+
+    products, calls = gemm_step((64, 32, 10), 4)
+    got = [(p["pass"], p["layer"], p["m"], p["k"], p["n"]) for p in products]
+    assert got == [
+        ("forward", 0, 4, 64, 32),  # x0 @ W0
+        ("forward", 1, 4, 32, 10),  # a1 @ W1
+        ("weight_grad", 1, 32, 4, 10),  # a1^T dZ1
+        ("input_grad", 1, 4, 10, 32),  # dZ1 W1^T -> dZ0
+        ("weight_grad", 0, 64, 4, 32),  # x0^T dZ0
+    ]
+    wl = Workload((64, 32, 10), 4, 8)
+    assert sum(p["flops"] for p in products) == 4 * wl.flops_per_sample
+    for (A, B, C), p in zip(calls, products, strict=True):
+        assert A.shape == (p["m"], p["k"]) and B.shape == (p["k"], p["n"])
+        assert C.shape == (p["m"], p["n"]) and C.dtype == np.float32
+    # the layers chain through the buffers as in training
+    assert calls[1][0] is calls[0][2] and calls[2][0].base is calls[0][2]
+    assert calls[4][1] is calls[3][2]
+    epoch, steps = make_gemm_only(wl, 1)
+    assert steps == 2 and epoch() > 0
+    A, B, C = calls[0]
+    np.matmul(A, B, out=C)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_bound_per_training_workload(tiny_run):
+    out, r = tiny_run
+    rows = r["gemm_bound"]
+    train = {(t["workload"], t["batch_size"]) for t in r["training"]}
+    assert {(g["workload"], g["batch_size"]) for g in rows} == train
+    rounds = r["config"]["preset"]["rounds"]
+    for g in rows:
+        L = len(g["layers"]) - 1
+        assert len(g["products"]) == 3 * L - 1
+        assert g["threads"] == max(r["config"]["threads"])
+        tr = [t for t in r["training"] if t["workload"] == g["workload"]]
+        tr = [t for t in tr if t["batch_size"] == g["batch_size"]]
+        fps = tr[0]["flops_per_sample"]
+        assert g["flops_per_step"] == pytest.approx(g["batch_size"] * fps)
+        assert sum(p["flops"] for p in g["products"]) == g["flops_per_step"]
+        assert g["steps"] == tr[0]["n_samples"] // g["batch_size"]
+        st = g["step_time"]
+        assert st["n"] == len(g["samples_s"]) == rounds
+        assert 0 < st["q1"] <= st["median"] <= st["q3"]
+        bound = g["samples_per_s"]["median"]
+        assert bound == pytest.approx(g["batch_size"] / st["median"])
+        assert g["gflops"] == pytest.approx(g["flops_per_step"] / st["median"] / 1e9)
+        assert {s["system"] for s in g["systems"]} == {t["system"] for t in tr}
+        for s in g["systems"]:
+            t = next(t for t in tr if t["system"] == s["system"])
+            assert s["samples_per_s"] == t["samples_per_s"]["median"]
+            assert s["pct_of_bound"]["n"] == rounds and s["pct_of_bound"]["unit"] == "%"
+            # paired per round: same order of magnitude as the ratio of the medians
+            assert s["pct_of_bound"]["median"] == pytest.approx(
+                100 * s["samples_per_s"] / bound, rel=2
+            )
+    by_id = {t["id"]: t for t in r["targets"]}
+    mlp = {
+        (t["workload"], t["batch_size"]): t["samples_per_s"]["median"]
+        for t in r["training"]
+        if t["system"] == "numpy-mlp"
+    }
+    bounds = {(g["workload"], g["batch_size"]): g for g in rows}
+    checked = 0
+    for tid, key in (
+        ("train-32", ("784-256-128-10", 32)),
+        ("train-128", ("784-256-128-10", 128)),
+        ("train-512", ("784-256-128-10", 512)),
+        ("train-small", ("64-32-10", 32)),
+    ):
+        gb = by_id[tid]["gemm_bound"]
+        if key not in mlp:  # batch not in the tiny preset
+            assert gb is None
+            continue
+        checked += 1
+        assert gb["baseline"] == "numpy-mlp"
+        needed = by_id[tid]["threshold"] * mlp[key]
+        assert gb["needed_samples_per_s"] == pytest.approx(needed)
+        b = bounds[key]["samples_per_s"]["median"]
+        assert gb["bound_samples_per_s"] == b
+        assert gb["exceeds_bound"] == (needed > b)
+        assert gb["needed_pct_of_bound"] == pytest.approx(100 * needed / b)
+    assert checked >= 2
+    assert by_id["memory"]["gemm_bound"] is None
+    text = (out / "report.md").read_text()
+    section = text.split("## GEMM-only bound")[1].split("## ")[0]
+    assert "| 784-256-128-10 | 128 | 8 (3 + 3 + 2) |" in section
+    assert "| 64-32-10 | 32 | 5 (2 + 2 + 1) |" in section
+    assert "GEMMs alone allow" in text.split("## Targets")[1].split("## ")[0]
 
 
 def test_needed_bytes_from_the_model_shapes():

@@ -5,8 +5,9 @@
 
 writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PNG plots
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
-over NumPy, training throughput against batch size, thread scaling, % of peak, JIT
-compile time and training peak memory (fresh processes). Method: warm-up, then
+over NumPy, training throughput against batch size, the GEMM-only bound of each
+training workload (its step's matrix products alone, with NumPy), thread scaling, % of
+peak, JIT compile time and training peak memory (fresh processes). Method: warm-up, then
 repeated samples interleaved across the systems compared (round-robin, rotated start),
 medians with quartiles, ratios round by round.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 __all__ = ["PRESETS", "Options", "run"]
 
-SCHEMA = "fastnn-bench/2"
+SCHEMA = "fastnn-bench/3"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
@@ -230,7 +231,7 @@ def run(opts: Options) -> dict[str, Any]:
         op_rows = section(
             "ops", "per-op kernels", sections.ops, opts, peaks, skipped, tick
         )
-        train_rows = section(
+        train_rows, gemm_bound_rows = section(
             "training",
             "training throughput",
             sections.training,
@@ -271,6 +272,7 @@ def run(opts: Options) -> dict[str, Any]:
             "peak": peaks,
             "ops": op_rows,
             "training": train_rows,
+            "gemm_bound": gemm_bound_rows,
             "scaling": scaling_rows,
             "compile": compile_rows,
             "memory": memory_rows,

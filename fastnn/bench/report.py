@@ -28,6 +28,7 @@ SECTION_TITLES = (
     "Machine ceilings",
     "Per-op speed-up over NumPy",
     "Training throughput",
+    "GEMM-only bound",
     "Thread scaling",
     "% of measured peak",
     "JIT compile and cold start",
@@ -45,6 +46,36 @@ def _train(results, system, workload, batch):
     return None
 
 
+def _bound(results, workload, batch):
+    for r in results.get("gemm_bound", []):
+        if (r["workload"], r["batch_size"]) == (workload, batch):
+            return r
+    return None
+
+
+def _needs(results, baseline, workload, batch, ratio) -> dict[str, Any] | None:
+    """What a "ratio x baseline" throughput target needs in samples/s (ratio x the
+    baseline's median), next to the GEMM-only bound of that workload."""
+    r, b = _train(results, baseline, workload, batch), _bound(results, workload, batch)
+    if r is None or b is None:
+        return None
+    base = r["samples_per_s"]["median"]
+    bound = b["samples_per_s"]["median"]
+    if not (math.isfinite(base) and math.isfinite(bound) and bound > 0):
+        return None
+    needed = ratio * base
+    return {
+        "workload": workload,
+        "batch_size": batch,
+        "baseline": baseline,
+        "baseline_samples_per_s": base,
+        "needed_samples_per_s": needed,
+        "bound_samples_per_s": bound,
+        "needed_pct_of_bound": 100 * needed / bound,
+        "exceeds_bound": needed > bound,
+    }
+
+
 def _fastnn(results) -> list[str]:
     return [f"fastnn-{b}" for b in results["config"]["backends"]]
 
@@ -57,9 +88,11 @@ def _target(
     values: dict[str, float | None],
     note="",
     at_most: bool = False,
+    gemm_bound: dict[str, Any] | None = None,
 ):
     """values: system -> measured (None: not measured). Met when a value is >=
-    ``threshold`` (``at_most``: <= ``threshold``)."""
+    ``threshold`` (``at_most``: <= ``threshold``). ``gemm_bound``: for a throughput
+    target, the samples/s it needs next to the GEMM-only bound (:func:`_needs`)."""
     measured = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     met = {
         k: (v <= threshold if at_most else v >= threshold) for k, v in measured.items()
@@ -81,6 +114,7 @@ def _target(
         "values": {k: values[k] for k in values},
         "status": status,
         "note": note,
+        "gemm_bound": gemm_bound,
     }
 
 
@@ -102,6 +136,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 thr,
                 "x",
                 vals,
+                gemm_bound=_needs(results, "numpy-mlp", big, batch, thr),
             )
         )
     vals = {}
@@ -122,6 +157,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ""
             if any(v is not None for v in vals.values())
             else "torch not installed: skipped",
+            gemm_bound=_needs(results, "torch-eager", big, 32, 4.0),
         )
     )
     vals = {}
@@ -133,7 +169,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             else None
         )
     out.append(
-        _target("train-small", "64-32-10, batch 32: >= 10x NumPy MLP", 10.0, "x", vals)
+        _target(
+            "train-small",
+            "64-32-10, batch 32: >= 10x NumPy MLP",
+            10.0,
+            "x",
+            vals,
+            gemm_bound=_needs(results, "numpy-mlp", "64-32-10", 32, 10.0),
+        )
     )
     vals = {}
     top = max(results["config"]["threads"])
@@ -575,7 +618,11 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         "Ratios measured within this run. A value per fastnn backend; for the start-up "
         "targets the value is the margin left under the limit (>= 0 means met); for "
         "the memory target it is peak RSS increase / needed memory (<= 1.5 means "
-        "met).",
+        "met). For the throughput targets, the last column gives the samples/s the "
+        "target needs (the ratio x the baseline's median samples/s in this run) next "
+        "to the GEMM-only bound of that workload (see GEMM-only bound): a target "
+        "above the bound needs the whole training step to run faster than NumPy's "
+        "OpenBLAS runs the step's matrix products alone on this machine.",
         "",
     ]
     rows = []
@@ -593,9 +640,13 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
                 tg["target"],
                 vals,
                 tg["status"] + (f" ({tg['note']})" if tg["note"] else ""),
+                _needs_text(tg),
             ]
         )
-    L += [_table(["target", "measured", "status"], rows), ""]
+    L += [
+        _table(["target", "measured", "status", "needs vs the GEMM-only bound"], rows),
+        "",
+    ]
     # Environment
     cpu = env["cpu"]
     blas = "; ".join(
@@ -763,6 +814,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         ),
         "",
     ]
+    L += _gemm_bound_section(res)
     # Scaling
     rows = [
         [
@@ -912,6 +964,98 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         "",
     ]
     return "\n".join(L)
+
+
+def _needs_text(tg: dict[str, Any]) -> str:
+    gb = tg.get("gemm_bound")
+    if not gb:
+        return "-"
+    pct = gb["needed_pct_of_bound"]
+    return (
+        f"needs {_f(gb['needed_samples_per_s'])} samples/s ({_f(tg['threshold'])} x "
+        f"{gb['baseline']}'s {_f(gb['baseline_samples_per_s'])}); GEMMs alone allow "
+        f"{_f(gb['bound_samples_per_s'])}: the target is {pct:.0f}% of that bound"
+        + (", above it" if gb["exceeds_bound"] else "")
+    )
+
+
+def _gemm_bound_section(res: dict[str, Any]) -> list[str]:
+    rows_ = res.get("gemm_bound", [])
+    L = ["## GEMM-only bound", ""]
+    if not rows_:
+        return L + ["Not measured in this run.", ""]
+    t = rows_[0]["threads"]
+    systems = list(dict.fromkeys(s["system"] for r in rows_ for s in r["systems"]))
+    table = []
+    for r in rows_:
+        by = {s["system"]: s for s in r["systems"]}
+        n_fwd = sum(p["pass"] == "forward" for p in r["products"])
+        n_wg = sum(p["pass"] == "weight_grad" for p in r["products"])
+        n_ig = sum(p["pass"] == "input_grad" for p in r["products"])
+        table.append(
+            [
+                r["workload"],
+                r["batch_size"],
+                f"{len(r['products'])} ({n_fwd} + {n_wg} + {n_ig})",
+                _f(r["flops_per_step"] / 1e6),
+                _s(r["step_time"], 1e6),
+                _s(r["samples_per_s"]),
+                f"{_f(r['gflops'])} ({r['pct_of_sgemm_peak']:.0f}%)",
+                *[
+                    f"{_f(by[s]['samples_per_s'])} "
+                    f"({by[s]['pct_of_bound']['median']:.0f}%)"
+                    if s in by
+                    else "-"
+                    for s in systems
+                ],
+            ]
+        )
+    rt = res["environment"].get("runtime_env", {})
+    timeout = rt.get("OPENBLAS_THREAD_TIMEOUT")
+    L += [
+        "The matrix products one SGD training step must do, and nothing else: "
+        "forward x_l @ W_l for every layer, weight gradients a_l^T dZ_l for every "
+        "layer, input gradients dZ_l W_l^T for every layer but the first (no bias, "
+        "activation, loss or update). NumPy float32 np.matmul with out= on buffers "
+        f"allocated once, {t} threads (OpenBLAS's own threading), in the NumPy MLP's "
+        "order; timed as one epoch's full batches of steps, interleaved with the "
+        "training systems above in the same rounds. **bound** = batch / GEMM time "
+        "per step: the samples/s of a step that did only its products. Per system: "
+        "the training section's median samples/s and, in brackets, its share of the "
+        "bound (paired by round, median).",
+        "",
+        _table(
+            [
+                "workload",
+                "batch",
+                "products (fwd + dW + dX)",
+                "MFLOP per step",
+                "GEMM time per step (us) [q1, q3]",
+                "bound (samples/s) [q1, q3]",
+                "GEMM GFLOP/s (% sgemm peak)",
+                *[f"{s} samples/s (% of bound)" for s in systems],
+            ],
+            table,
+        ),
+        "",
+        "The bound is NumPy's: one Python call per product, each small product "
+        "threaded by OpenBLAS itself. fastnn's compiled backends call the same "
+        "cblas_sgemm without the Python call and split products into fixed blocks "
+        "over their own threads, so their share can exceed 100%."
+        + (
+            f" OPENBLAS_THREAD_TIMEOUT was {timeout}"
+            + (
+                " but NumPy was loaded before fastnn in this process, so OpenBLAS "
+                "did not read it."
+                if rt.get("numpy_loaded_before_fastnn")
+                else "."
+            )
+            if timeout
+            else ""
+        ),
+        "",
+    ]
+    return L
 
 
 def _memory_section(res: dict[str, Any]) -> list[str]:

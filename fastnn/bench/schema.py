@@ -1,4 +1,4 @@
-"""The results.json schema ("fastnn-bench/2"), as data, and a validator for it.
+"""The results.json schema ("fastnn-bench/3"), as data, and a validator for it.
 
 A small subset of JSON Schema (type, required, properties, items, enum, minimum) so
 no extra dependency is needed; docs/benchmark-schema.md describes every field.
@@ -108,6 +108,87 @@ TRAIN_ROW = {
         "flops_per_sample": NUM,
         "gflops": NUM,
         "pct_of_sgemm_peak": NUM,
+    },
+}
+GEMM_BOUND_ROW = {
+    "type": "object",
+    "required": [
+        "workload",
+        "layers",
+        "batch_size",
+        "threads",
+        "products",
+        "flops_per_step",
+        "steps",
+        "step_time",
+        "samples_s",
+        "samples_per_s",
+        "gflops",
+        "pct_of_sgemm_peak",
+        "systems",
+    ],
+    "properties": {
+        "workload": STR,
+        "layers": {"type": "array", "items": INT},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "threads": {"type": "integer", "minimum": 1},
+        "products": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pass", "layer", "m", "k", "n", "flops"],
+                "properties": {
+                    "pass": {"enum": ["forward", "weight_grad", "input_grad"]},
+                    "layer": {"type": "integer", "minimum": 0},
+                    "m": {"type": "integer", "minimum": 1},
+                    "k": {"type": "integer", "minimum": 1},
+                    "n": {"type": "integer", "minimum": 1},
+                    "flops": NUM,
+                },
+            },
+        },
+        "flops_per_step": NUM,
+        "steps": {"type": "integer", "minimum": 1},
+        "step_time": STAT,
+        "samples_s": SAMPLES,
+        "samples_per_s": STAT,
+        "gflops": NUM,
+        "pct_of_sgemm_peak": NUM,
+        "systems": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["system", "samples_per_s", "pct_of_bound"],
+                "properties": {
+                    "system": STR,
+                    "samples_per_s": NUM,
+                    "pct_of_bound": STAT,
+                },
+            },
+        },
+    },
+}
+TARGET_GEMM_BOUND = {
+    "type": ["object", "null"],
+    "required": [
+        "workload",
+        "batch_size",
+        "baseline",
+        "baseline_samples_per_s",
+        "needed_samples_per_s",
+        "bound_samples_per_s",
+        "needed_pct_of_bound",
+        "exceeds_bound",
+    ],
+    "properties": {
+        "workload": STR,
+        "batch_size": INT,
+        "baseline": STR,
+        "baseline_samples_per_s": NUM,
+        "needed_samples_per_s": NUM,
+        "bound_samples_per_s": NUM,
+        "needed_pct_of_bound": NUM,
+        "exceeds_bound": {"type": "boolean"},
     },
 }
 SCALING_ROW = {
@@ -299,6 +380,7 @@ RESULTS = {
         "peak",
         "ops",
         "training",
+        "gemm_bound",
         "scaling",
         "compile",
         "memory",
@@ -308,7 +390,7 @@ RESULTS = {
         "plots_note",
     ],
     "properties": {
-        "schema": {"enum": ["fastnn-bench/2"]},
+        "schema": {"enum": ["fastnn-bench/3"]},
         "created": STR,
         "duration_s": {"type": "number", "minimum": 0},
         "section_times_s": {"type": "object", "additional": NUM},
@@ -345,6 +427,7 @@ RESULTS = {
         "peak": PEAK,
         "ops": {"type": "array", "items": OP_ROW},
         "training": {"type": "array", "items": TRAIN_ROW},
+        "gemm_bound": {"type": "array", "items": GEMM_BOUND_ROW},
         "scaling": {"type": "array", "items": SCALING_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
         "memory": {"type": "array", "items": MEMORY_ROW},
@@ -369,6 +452,7 @@ RESULTS = {
                     "values",
                     "status",
                     "note",
+                    "gemm_bound",
                 ],
                 "properties": {
                     "id": STR,
@@ -379,6 +463,7 @@ RESULTS = {
                     "values": {"type": "object", "additional": NUM_OR_NULL},
                     "status": STR,
                     "note": STR,
+                    "gemm_bound": TARGET_GEMM_BOUND,
                 },
             },
         },
@@ -437,5 +522,5 @@ def validate(results: dict[str, Any]) -> None:
     errs = errors(results)
     if errs:
         raise ValueError(
-            "results.json does not follow fastnn-bench/2:\n" + "\n".join(errs[:50])
+            "results.json does not follow fastnn-bench/3:\n" + "\n".join(errs[:50])
         )

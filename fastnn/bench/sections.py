@@ -19,7 +19,16 @@ from .. import threads as _threads
 from . import _suite
 from . import peak as _peak
 from .runner import interleave, pair_ratios, scaled, stat
-from .workloads import Skip, Workload, make_data, make_system, op_cases
+from .workloads import (
+    GEMM_ONLY,
+    Skip,
+    Workload,
+    gemm_step,
+    make_data,
+    make_gemm_only,
+    make_system,
+    op_cases,
+)
 
 
 def _skip(skipped: list, section: str, system: str, reason: str, **where) -> None:
@@ -134,12 +143,18 @@ def _workloads(opts) -> list[Workload]:
     return out
 
 
-def training(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
+def training(opts, peaks, skipped, tick) -> tuple[list[dict], list[dict]]:
     """Whole epochs of every system on each workload, interleaved; throughput and
-    the ratio to the NumPy MLP (or, without it, to fastnn's numpy backend)."""
+    the ratio to the NumPy MLP (or, without it, to fastnn's numpy backend).
+
+    The GEMM-only step (:func:`workloads.make_gemm_only`: the matrix products of the
+    same SGD steps with NumPy, nothing else) runs in the same rounds, so each
+    system's share of that bound is paired round by round. Returns
+    ``(training rows, gemm_bound rows)``.
+    """
     t = max(opts.threads)
     sgemm = peaks["ceilings"][str(t)]["sgemm_gflops"]
-    rows = []
+    rows, bound_rows = [], []
     for wl in _workloads(opts):
         X, y = make_data(wl.sizes, wl.n_samples)
         fns = {}
@@ -155,9 +170,11 @@ def training(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                     workload=wl.name,
                     batch_size=wl.batch_size,
                 )
+        fns[GEMM_ONLY], steps = make_gemm_only(wl, t)
         times = interleave(
             fns, opts.preset["rounds"], warmup=opts.preset["warmup"], self_timed=True
         )
+        gemm_epochs = times.pop(GEMM_ONLY)
         base = "numpy-mlp" if "numpy-mlp" in times else "fastnn-numpy"
         for name, ts in times.items():
             sps = scaled(stat(ts, "s"), wl.n_samples, "samples/s")
@@ -187,10 +204,55 @@ def training(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                     / sgemm,
                 }
             )
+        bound_rows.append(
+            _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows)
+        )
         del fns, X, y
         gc.collect()
         tick()
-    return rows
+    return rows, bound_rows
+
+
+def _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows) -> dict[str, Any]:
+    """The GEMM-only time of one step of ``wl``, the samples/s it allows, and every
+    system's samples/s as a share of it (paired by round)."""
+    products, _ = gemm_step(wl.sizes, wl.batch_size)
+    flops = sum(p["flops"] for p in products)
+    step_s = [e / steps for e in gemm_epochs]
+    step = stat(step_s, "s")
+    systems = []
+    for name, ts in times.items():
+        row = next(
+            r
+            for r in rows
+            if (r["system"], r["workload"], r["batch_size"])
+            == (name, wl.name, wl.batch_size)
+        )
+        # (n_samples / epoch) / (batch / step), round by round, in percent
+        share = [100.0 * s * wl.n_samples / wl.batch_size for s in step_s]
+        systems.append(
+            {
+                "system": name,
+                "samples_per_s": row["samples_per_s"]["median"],
+                "pct_of_bound": stat(pair_ratios(share, ts), "%"),
+            }
+        )
+    gflops = flops / step["median"] / 1e9
+    return {
+        "workload": wl.name,
+        "layers": list(wl.sizes),
+        "batch_size": wl.batch_size,
+        "threads": t,
+        "products": products,
+        "flops_per_step": flops,
+        "steps": steps,
+        "step_time": step,
+        "samples_s": step_s,
+        "samples_per_s": scaled(step, wl.batch_size, "samples/s"),
+        "gflops": gflops,
+        "pct_of_sgemm_peak": 100 * gflops / sgemm,
+        "systems": systems,
+    }
 
 
 # ----------------------------------------------------------------- scaling

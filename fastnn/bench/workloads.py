@@ -169,6 +169,87 @@ class Workload:
         return 2 * fwd + dx
 
 
+# ------------------------------------------------------------ GEMM-only bound
+#: The key of the GEMM-only step among the training section's interleaved systems.
+GEMM_ONLY = "numpy-gemm-only"
+
+
+def gemm_step(
+    sizes: tuple[int, ...], batch: int, seed: int = 2
+) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The matrix products of one SGD step of an MLP, and nothing else.
+
+    Returns ``(products, calls)`` in execution order (the NumPy MLP's): forward
+    ``x_l @ W_l`` for every layer, then backward from the last layer, per layer the
+    weight gradient ``a_l^T @ dZ_l`` and, for every layer but the first, the input
+    gradient ``dZ_l @ W_l^T``. ``products``: ``{pass, layer, m, k, n, flops}`` of an
+    (m x k) @ (k x n) product, 2mkn FLOP. ``calls``: ``(A, B, C)`` for
+    ``np.matmul(A, B, out=C)`` on float32 buffers allocated here once; the layers
+    chain through them as in training (layer l's output is layer l+1's input, the
+    input gradient of layer l is dZ of layer l-1). No bias, activation, loss or update.
+    """
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    x = rng.standard_normal((batch, sizes[0]), dtype=f32)
+    W = []
+    for fan_in, fan_out in pairs:  # He-uniform, as the NumPy MLP: values stay O(1)
+        lim = (6.0 / fan_in) ** 0.5
+        W.append(rng.uniform(-lim, lim, (fan_in, fan_out)).astype(f32))
+    dW = [np.empty_like(w) for w in W]
+    a = [np.empty((batch, n), f32) for _, n in pairs]
+    dz = [rng.standard_normal((batch, n), dtype=f32) for _, n in pairs]
+    products: list[dict[str, Any]] = []
+    calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(kind: str, layer: int, A, B, C) -> None:
+        m, k = A.shape
+        n = B.shape[1]
+        products.append(
+            {
+                "pass": kind,
+                "layer": layer,
+                "m": m,
+                "k": k,
+                "n": n,
+                "flops": 2.0 * m * k * n,
+            }
+        )
+        calls.append((A, B, C))
+
+    inp = x
+    for i in range(len(pairs)):
+        add("forward", i, inp, W[i], a[i])
+        inp = a[i]
+    for i in range(len(pairs) - 1, -1, -1):
+        prev = x if i == 0 else a[i - 1]
+        add("weight_grad", i, prev.T, dz[i], dW[i])
+        if i > 0:
+            add("input_grad", i, dz[i], W[i].T, dz[i - 1])
+    return products, calls
+
+
+def make_gemm_only(wl: Workload, threads: int) -> tuple[Callable[[], float], int]:
+    """``(epoch, steps)``: ``epoch()`` runs the GEMMs of ``steps`` SGD steps (one per
+    full batch of an epoch) with NumPy at ``threads`` threads and returns its seconds
+    (the thread switch stays outside the time, as in the ceilings' sgemm)."""
+    from .. import threads as _threads
+
+    _, calls = gemm_step(wl.sizes, wl.batch_size)
+    steps = max(1, wl.n_samples // wl.batch_size)
+    matmul = np.matmul
+
+    def epoch() -> float:
+        with _threads.num_threads(threads):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                for A, B, C in calls:
+                    matmul(A, B, out=C)
+            return time.perf_counter() - t0
+
+    return epoch, steps
+
+
 def make_data(sizes: tuple[int, ...], n: int, seed: int = 0):
     """Synthetic float32 inputs and labels from a random linear teacher."""
     rng = np.random.default_rng(seed)
