@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="save the trained model here (.npz)")
     t.add_argument("--json", action="store_true", help="print one JSON result object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI ranks: mpiexec -n N fastnn train --distributed",
+    )
 
     p = sub.add_parser("predict", help="predict labels with a saved model")
     p.add_argument(
@@ -210,7 +215,12 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------ commands
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, session: Any = None) -> int:
+    if args.distributed and session is None:
+        # one rank of `mpiexec -n N fastnn train --distributed` (fastnn.distributed)
+        from .distributed import run_cli_train
+
+        return run_cli_train(_train, args)
     import fastnn
 
     from .data import load_dataset, load_digits_split
@@ -247,7 +257,8 @@ def _train(args: argparse.Namespace) -> int:
         n_threads=args.threads,
     )
     verbose = 0 if (args.json or args.quiet) else 1
-    history = model.fit(
+    fit = model.fit if session is None else session.fit_function(model)
+    history = fit(
         X_train,
         y_train,
         epochs=args.epochs,
@@ -290,10 +301,14 @@ def _train(args: argparse.Namespace) -> int:
         result.update(
             {f"test_{k}": v for k, v in model.evaluate(X_test, y_test).items()}
         )
-    if args.out:
+    if session is not None:
+        result.update(session.summary(history))
+    if args.out and (session is None or session.is_root):
         model.save(args.out)
         result["model"] = args.out
     result["wall_time_s"] = time.perf_counter() - t_start
+    if session is not None and not session.is_root:
+        return 0  # rank 0 reports
     if args.json:
         print(json.dumps(result))
     else:
@@ -339,6 +354,11 @@ def _report(r: dict[str, Any]) -> None:
     lines.append(
         f"backend         {r['backend']}, {r['threads']} thread(s), {r['dtype']}"
     )
+    if "ranks" in r:
+        lines.append(
+            f"distributed     {r['ranks']} MPI ranks x {r['threads']} thread(s), "
+            f"{r['allreduce_s']:.2f} s in gradient allreduce"
+        )
     lines.append(
         f"model           MLP {'-'.join(map(str, r['layers']))} "
         f"({r['activation']}, {r['optimizer']}) on {r['dataset']}"

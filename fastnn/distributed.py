@@ -1,0 +1,959 @@
+"""Data-parallel training over MPI: synchronous SGD / Adam across processes and hosts.
+
+Launch one process per rank with the system's ``mpiexec`` (Open MPI or MPICH, through
+mpi4py: ``pip install "fastnn[mpi]"``)::
+
+    mpiexec -n 4 fastnn train --distributed --data train.npz ...
+    mpiexec -n 4 python my_script.py      # my_script calls fastnn.distributed.fit
+
+Definition (what a run on N ranks computes):
+
+* Every rank holds the same model and the whole training set. The shuffle order is
+  drawn from the shared seed exactly as :meth:`fastnn.Sequential.fit` draws it, so
+  the *global* batches -- ``batch_size`` rows each, the last one smaller -- are the
+  single-process batches. Rank ``r`` of ``N`` takes the contiguous slice
+  ``[n r // N, n (r + 1) // N)`` of every global batch of ``n`` rows (shards differ
+  by at most one row; a rank may get none when ``n < N``).
+* Each rank runs the forward and backward pass on its shard; the loss kernel gives
+  the shard's mean gradient (L2 term included). Scaled by ``n_r / n`` and summed
+  over the ranks with one in-place ``MPI.Allreduce`` of the model's flat gradient
+  buffer, that is exactly the gradient of the global batch: ``(1/n) sum_i w_i
+  grad l_i + l2 W`` (sample and class weights, label smoothing and the L2 term
+  behave as in a single process; the shares ``n_r / n`` of the L2 term add up to 1).
+* Every rank then applies the identical optimizer step (SGD, Adam, AdamW, with the
+  same learning rate and schedule) to identical weights: nothing else is exchanged.
+
+So ``batch_size`` is the global batch and the learning rate is the single-process
+one: a run on N ranks computes the updates of a single process on the same global
+batches, equal up to the rounding of the reassociated sums (~1e-16 relative in
+float64, ~1e-7 in float32). To keep the per-rank batch as you add ranks, multiply
+``batch_size`` by N (and scale the learning rate as you would for that batch size
+in a single process).
+
+Checkpoints and output: rank 0 alone writes checkpoints (atomically, the same format
+as single-process checkpoints, so either kind of run can resume the other's) and
+progress output. On resume rank 0 reads and verifies the file and broadcasts it;
+initial weights (and optimizer state) are broadcast from rank 0 in every case.
+Resuming with the same number of ranks continues bitwise exactly.
+
+Faults: input errors found before training are raised on every rank alike. Any
+other exception on one rank calls ``MPI_Abort`` (unless ``abort_on_error=False``),
+so the launcher ends the whole job with a non-zero status instead of leaving the
+other ranks waiting in a collective; a rank killed outright ends the job the same
+way (the launcher notices). The last checkpoint stays loadable in every case.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_int, check_n_features, check_y
+from .callbacks import Callback, History
+from .checkpoint import CheckpointError
+from .threads import cpu_count, num_threads
+
+__all__ = [
+    "MPIUnavailableError",
+    "default_threads",
+    "fit",
+    "launched_by_mpi",
+    "mpiexec_command",
+    "require_mpi",
+    "shard_bounds",
+]
+
+#: Environment variables set by MPI launchers in every process they start (Open MPI,
+#: PMIx-based launchers incl. Slurm's srun --mpi=pmix, MPICH/Hydra and Intel MPI,
+#: MVAPICH).
+LAUNCHER_ENV = (
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+)
+
+_INSTALL_HINT = (
+    "install an MPI runtime from the system packages (Debian/Ubuntu: "
+    "apt-get install openmpi-bin libopenmpi-dev) and mpi4py (pip install "
+    "'fastnn[mpi]')"
+)
+_LAUNCH_HINT = (
+    "launch one process per rank with mpiexec, e.g. mpiexec -n 2 fastnn train "
+    "--distributed ... (several hosts: mpiexec --hostfile hosts -n 8 ...; see "
+    "docs/distributed.md)"
+)
+_EXIT_ERROR = 1
+_EXIT_INTERRUPTED = 130
+
+
+class MPIUnavailableError(RuntimeError):
+    """mpi4py, the MPI library or the MPI launcher is missing."""
+
+
+# ------------------------------------------------------------------ environment
+def launched_by_mpi() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, srun)."""
+    return any(name in os.environ for name in LAUNCHER_ENV)
+
+
+def require_mpi(*, launched: bool = True):
+    """Return mpi4py's ``MPI`` module, initialising MPI.
+
+    Parameters
+    ----------
+    launched : bool, default=True
+        Also require that an MPI launcher started this process (otherwise MPI would
+        start as a lone "singleton" rank).
+
+    Raises
+    ------
+    MPIUnavailableError
+        With a one-line message telling how to install and launch.
+    """
+    if importlib.util.find_spec("mpi4py") is None:
+        raise MPIUnavailableError(
+            f"distributed training needs mpi4py, which is not installed: "
+            f"{_INSTALL_HINT}; then {_LAUNCH_HINT}"
+        )
+    if launched and not launched_by_mpi():
+        raise MPIUnavailableError(
+            f"--distributed was not started by an MPI launcher: {_LAUNCH_HINT}"
+        )
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MPIUnavailableError(
+            f"mpi4py could not load an MPI library ({type(exc).__name__}: {first}): "
+            f"{_INSTALL_HINT}"
+        ) from None
+    return MPI
+
+
+def _mpi():
+    if "mpi4py.MPI" in sys.modules:
+        return sys.modules["mpi4py.MPI"]
+    return require_mpi(launched=False)  # a one-line error when mpi4py is missing
+
+
+def _world(comm):
+    return _mpi().COMM_WORLD if comm is None else comm
+
+
+def default_threads(comm=None) -> int:
+    """Threads per rank so that ranks x threads <= cores on every host.
+
+    The host's cores divided by the ranks running on that host, and never more
+    than the cores this rank may run on (Open MPI binds each rank to one core by
+    default; pass ``--bind-to none`` or ``--map-by slot:PE=<threads>`` to give a
+    rank more). Collective: every rank must call it.
+    """
+    ranks_here = _ranks_on_this_host(_world(comm))
+    host_cores = os.cpu_count() or 1
+    return max(1, min(cpu_count(), host_cores // ranks_here))
+
+
+def _ranks_on_this_host(comm) -> int:
+    MPI = _mpi()
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return local.Get_size()
+    finally:
+        local.Free()
+
+
+def _check_thread_budget(comm, n_threads: int) -> None:
+    """Collective: warn (once per host) when the threads oversubscribe the cores."""
+    ranks_here = _ranks_on_this_host(comm)
+    host_cores = os.cpu_count() or 1
+    mine = cpu_count()
+    if n_threads > mine:
+        warnings.warn(
+            f"rank {comm.Get_rank()} runs {n_threads} threads but may use only {mine} "
+            "core(s): the launcher binds it (Open MPI: add --bind-to none or "
+            f"--map-by slot:PE={n_threads})",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    elif ranks_here * n_threads > host_cores and comm.Get_rank() == 0:
+        warnings.warn(
+            f"{ranks_here} ranks x {n_threads} threads exceed this host's "
+            f"{host_cores} cores: expect them to slow each other down",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a global batch of ``n`` rows that ``rank`` of ``size``
+    trains on: contiguous, in rank order, sizes differing by at most one."""
+    return n * rank // size, n * (rank + 1) // size
+
+
+def mpiexec_command(
+    n: int, *, transport: str = "shm", mpiexec: str | None = None
+) -> list[str]:
+    """The ``mpiexec`` argument list that starts ``n`` ranks on this host only.
+
+    The command the tests and the benchmark use: loopback only, so it runs in a
+    container without a configured network (a loopback interface is enough). For
+    Open MPI it adds ``--allow-run-as-root`` when run as root and
+    ``--oversubscribe`` (so that ``n`` may exceed the cores), and restricts the byte
+    transfer layer to ``transport``: "shm" (shared memory, the single-host default)
+    or "tcp" (TCP over the loopback interface). Append the program and its
+    arguments.
+
+    Raises
+    ------
+    MPIUnavailableError
+        When no ``mpiexec`` is on the PATH.
+    """
+    n = check_int("n", n, 1)
+    if transport not in ("shm", "tcp"):
+        raise ValueError(f"transport must be 'shm' or 'tcp', got {transport!r}")
+    exe = mpiexec or shutil.which("mpiexec")
+    if exe is None:
+        raise MPIUnavailableError(f"mpiexec is not on the PATH: {_INSTALL_HINT}")
+    cmd = [exe, "-n", str(n)]
+    if _mpi_flavour(exe) == "openmpi":
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+        # more ranks than cores (or than hwloc's cores: SMT, cpusets) still start;
+        # Open MPI then leaves them unbound, and binds each to a core otherwise
+        cmd.append("--oversubscribe")
+        btl = "self,vader" if transport == "shm" else "self,tcp"
+        cmd += ["--mca", "btl", btl, "--mca", "oob_tcp_if_include", "lo"]
+        if transport == "tcp":
+            cmd += ["--mca", "btl_tcp_if_include", "lo"]
+        else:  # single-copy through ptrace (CMA) is refused in many containers
+            cmd += ["--mca", "btl_vader_single_copy_mechanism", "none"]
+    elif transport == "tcp":  # MPICH / Intel MPI (Hydra): the loopback interface
+        cmd += ["-iface", "lo"]
+    return cmd
+
+
+@functools.lru_cache(maxsize=8)
+def _mpi_flavour(exe: str) -> str:
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = (out.stdout + out.stderr).lower()
+    if "open mpi" in text or "openrte" in text or "open-mpi" in text:
+        return "openmpi"
+    if "hydra" in text or "mpich" in text or "intel" in text:
+        return "mpich"
+    return "unknown"
+
+
+# -------------------------------------------------------------- rank agreement
+def _mark(exc: BaseException) -> BaseException:
+    """Mark an exception as raised on every rank alike (no abort needed)."""
+    exc.fastnn_collective = True
+    return exc
+
+
+def _is_collective(exc: BaseException) -> bool:
+    return bool(getattr(exc, "fastnn_collective", False))
+
+
+_REMOTE_TYPES: dict[str, type[Exception]] = {
+    t.__name__: t
+    for t in (
+        ValueError,
+        TypeError,
+        RuntimeError,
+        KeyError,
+        FileNotFoundError,
+        PermissionError,
+        OSError,
+        CheckpointError,
+        MPIUnavailableError,
+    )
+}
+
+
+def _raise_agreed(comm, error: BaseException | None) -> None:
+    """Collective: if any rank passes an error, raise the lowest rank's on all."""
+    mine = None if error is None else (type(error).__name__, str(error))
+    errors = comm.allgather(mine)
+    for r, e in enumerate(errors):
+        if e is None:
+            continue
+        if r == comm.Get_rank() and error is not None:
+            raise _mark(error)
+        name, message = e
+        cls = _REMOTE_TYPES.get(name)
+        if cls is None:
+            cls, message = RuntimeError, f"{name}: {message}"
+        suffix = f" (on rank {r})" if comm.Get_size() > 1 else ""
+        raise _mark(cls(f"{message}{suffix}"))
+
+
+def _agreed(comm, fn: Callable, *args: Any) -> Any:
+    """Run ``fn`` on every rank; an exception on any rank is raised on all."""
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        _raise_agreed(comm, exc)
+        raise  # unreachable: _raise_agreed always raises for a local error
+    _raise_agreed(comm, None)
+    return result
+
+
+def _on_root(comm, fn: Callable, *args: Any) -> Any:
+    """Run ``fn`` on rank 0 and broadcast its result (or raise its error on all)."""
+    payload, error = None, None
+    if comm.Get_rank() == 0:
+        try:
+            payload = (True, fn(*args))
+        except Exception as exc:
+            error = exc
+            payload = (False, (type(exc).__name__, str(exc)))
+    ok, value = comm.bcast(payload, root=0)
+    if ok:
+        return value
+    if error is not None:
+        raise _mark(error)
+    name, message = value
+    cls = _REMOTE_TYPES.get(name)
+    if cls is None:
+        cls, message = RuntimeError, f"{name}: {message}"
+    raise _mark(cls(f"{message} (on rank 0)"))
+
+
+def _same_everywhere(comm, facts: dict[str, Any]) -> None:
+    """Collective: raise on every rank unless ``facts`` are equal on all ranks."""
+    everything = comm.allgather(facts)
+    root = everything[0]
+    for r, theirs in enumerate(everything[1:], start=1):
+        for key in root:
+            if theirs.get(key) != root[key]:
+                raise _mark(
+                    ValueError(
+                        f"every rank must call distributed.fit with the same model "
+                        f"and data, but {key} is {root[key]!r} on rank 0 and "
+                        f"{theirs.get(key)!r} on rank {r}"
+                    )
+                )
+
+
+def _abort(comm, exc: BaseException) -> None:
+    """Report a failure of this rank alone and end the whole MPI job."""
+    rank = comm.Get_rank()
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    try:
+        if os.environ.get("FASTNN_DEBUG"):
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        what = "interrupted" if interrupted else _one_line(exc)
+        sys.stderr.write(f"fastnn: rank {rank}: {what}; aborting the MPI job\n")
+        sys.stderr.flush()
+    finally:
+        comm.Abort(_EXIT_INTERRUPTED if interrupted else _EXIT_ERROR)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (ValueError, RuntimeError)):
+        message = f"{type(exc).__name__}: {message}"
+    return f"error: {message}"
+
+
+def _gather_sum(comm, values: Iterable[float]) -> np.ndarray:
+    """Sum of float64 ``values`` over the ranks, added in rank order (bitwise the
+    same on every rank)."""
+    local = np.ascontiguousarray(np.asarray(list(values), dtype=np.float64))
+    parts = np.empty((comm.Get_size(), local.size), dtype=np.float64)
+    comm.Allgather(local, parts)
+    total = np.zeros(local.size, dtype=np.float64)
+    for row in parts:
+        total += row
+    return total
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        if a is not None:
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------ fit
+def fit(
+    model,
+    X: Any,
+    y: Any,
+    epochs: int = 10,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    callbacks: Iterable[Callback] = (),
+    seed: int | None = None,
+    verbose: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | str = "epoch",
+    resume: bool = False,
+    *,
+    sample_weight: Any = None,
+    classes: Any = None,
+    comm: Any = None,
+    abort_on_error: bool = True,
+) -> History:
+    """Train ``model`` data-parallel on every rank of ``comm`` (collective).
+
+    Call it on every rank with the same model (architecture, loss, optimizer,
+    dtype, backend), the same full training data and the same arguments; each rank
+    trains on its slice of every global batch (see the module docstring for the
+    exact definition). Parameters are those of :meth:`fastnn.Sequential.fit`,
+    with these differences:
+
+    Parameters
+    ----------
+    batch_size : int, default=32
+        The global batch: rows per optimizer step summed over all ranks.
+    seed : int, optional
+        As in ``Sequential.fit``; when None, rank 0 draws one and broadcasts it.
+    verbose : int, default=1
+        0: silent; 1 or more: one line per epoch, printed by rank 0 (no progress
+        bar: the launcher forwards each rank's output through a pseudo-terminal of
+        its own, where a bar cannot be drawn).
+    checkpoint : path, optional
+        Written by rank 0 alone (atomically); on resume rank 0 reads it and
+        broadcasts it, so only rank 0 needs access to the path.
+    callbacks : iterable of Callback
+        Run on every rank with the same (globally reduced) metrics; a stop asked
+        for on any rank stops all.
+    comm : mpi4py communicator, optional
+        Default ``MPI.COMM_WORLD``.
+    abort_on_error : bool, default=True
+        An exception raised on some ranks only (e.g. inside a step) calls
+        ``MPI_Abort``: the launcher ends the whole job with a non-zero status
+        instead of the other ranks waiting forever. Errors found before training
+        (bad input, a checkpoint that does not fit) are raised on every rank alike
+        and never abort.
+
+    Returns
+    -------
+    History
+        Identical metrics on every rank (the "time" and "samples_per_sec" of each
+        rank's own clock); also "allreduce_time", seconds this rank spent in the
+        gradient Allreduce per epoch (communication plus waiting for slower ranks).
+
+    Notes
+    -----
+    Threads: ``model.n_threads`` per rank, or :func:`default_threads` when None.
+    The step is the layer-by-layer path (forward, backward, Allreduce, optimizer
+    update) -- the compiled whole-step kernel cannot pause for the Allreduce; both
+    paths give the same weights in a single process.
+    """
+    comm = _world(comm)
+    try:
+        return _fit(
+            model,
+            X,
+            y,
+            epochs,
+            batch_size,
+            shuffle,
+            validation_data,
+            validation_split,
+            callbacks,
+            seed,
+            verbose,
+            checkpoint,
+            checkpoint_every,
+            resume,
+            sample_weight,
+            classes,
+            comm,
+        )
+    except BaseException as exc:
+        if (
+            _is_collective(exc)
+            or not abort_on_error
+            or isinstance(exc, SystemExit)
+            or comm.Get_size() == 1  # nobody waits for this rank
+        ):
+            raise
+        _abort(comm, exc)
+        raise  # only reached when Abort returns (a test double)
+
+
+def _fit(
+    model,
+    X,
+    y,
+    epochs,
+    batch_size,
+    shuffle,
+    validation_data,
+    validation_split,
+    callbacks,
+    seed,
+    verbose,
+    checkpoint,
+    checkpoint_every,
+    resume,
+    sample_weight,
+    classes,
+    comm,
+) -> History:
+    from . import checkpoint as ckpt_io
+    from .model import (
+        _callback_state,
+        _epoch_line,
+        _fingerprint,
+        _stratified_split,
+        _TrainState,
+    )
+
+    MPI = _mpi()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    is_root = rank == 0
+
+    # ---- 1. arguments and data, checked on every rank (no collective inside)
+    def prepare():
+        nonlocal epochs, batch_size, verbose, checkpoint_every, callbacks
+        from .model import Sequential
+
+        if not isinstance(model, Sequential):
+            raise TypeError(f"{model!r} is not a fastnn model")
+        epochs = check_int("epochs", epochs, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
+        verbose = check_int("verbose", verbose, 0)
+        if not isinstance(validation_split, (int, float)) or not (
+            0.0 <= validation_split < 1.0
+        ):
+            raise ValueError(
+                f"validation_split must lie in [0, 1), got {validation_split!r}"
+            )
+        if checkpoint_every != "epoch":
+            checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"{cb!r} is not a fastnn.Callback")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        X_all = _check_X(model, X)
+        y_raw = check_y(y, X_all.shape[0])
+        val = None
+        if validation_data is not None:
+            if (
+                not isinstance(validation_data, (tuple, list))
+                or len(validation_data) != 2
+            ):
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            X_val = _check_X(model, validation_data[0])
+            val = (X_val, check_y(validation_data[1], X_val.shape[0]))
+        return X_all, y_raw, val
+
+    X_all, y_raw, val_raw = _agreed(comm, prepare)
+
+    # ---- 2. the checkpoint to resume from: read and verified by rank 0 alone
+    def read_checkpoint():
+        if resume and Path(checkpoint).exists():
+            return ckpt_io.read(checkpoint)
+        return None
+
+    saved = _on_root(comm, read_checkpoint)
+
+    # ---- 3. labels, weights, seeds, split: the same on every rank
+    entropy = saved[0]["train_state"]["seed_entropy"] if saved else seed
+    if entropy is None:
+        entropy = comm.bcast(
+            np.random.SeedSequence().entropy if is_root else None, root=0
+        )
+
+    def derive():
+        if saved:
+            model._check_state(*saved, require_train_state=True)
+            classes_ = saved[1]["classes"]
+        elif hasattr(model, "classes_"):
+            classes_ = model.classes_
+        else:
+            classes_ = model._resolve_classes(y_raw, classes)
+        y_all = model._encode(y_raw, classes_)
+        sw_all = model._combined_weights(y_all, sample_weight, X_all.shape[0], classes_)
+        seed_seq = np.random.SeedSequence(entropy)
+        init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
+        if val_raw is not None:
+            X_tr, y_tr, sw_tr = X_all, y_all, sw_all
+            X_val, y_val = val_raw[0], model._encode(val_raw[1], classes_)
+        elif validation_split > 0:
+            tr, va = _stratified_split(
+                y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
+            )
+            X_tr, y_tr = X_all[tr], y_all[tr]
+            sw_tr = None if sw_all is None else sw_all[tr]
+            X_val, y_val = X_all[va], y_all[va]
+        else:
+            X_tr, y_tr, sw_tr, X_val, y_val = X_all, y_all, sw_all, None, None
+        n = X_tr.shape[0]
+        fingerprint = _fingerprint(X_all, y_all, sw_all)
+        fit_settings = {
+            "batch_size": min(batch_size, n),
+            "shuffle": bool(shuffle),
+            "validation_split": float(validation_split),
+            "n_samples": int(X_all.shape[0]),
+            # as in Sequential.fit, so either kind of run resumes the other's
+            "data_sha256": fingerprint if checkpoint else None,
+        }
+        if saved:
+            model._check_resume(saved, fit_settings, callbacks, n)
+        facts = {
+            "the model": json.dumps(model.get_config(), sort_keys=True, default=str),
+            "the backend": model._kernels().name,
+            "the training data (SHA-256)": fingerprint,
+            "the validation data": None if X_val is None else _digest(X_val, y_val),
+            "the classes": _digest(np.asarray(classes_).astype(str)),
+            "the fit settings": fit_settings,
+            "the arguments": {
+                "epochs": epochs,
+                "checkpoint": checkpoint is not None,
+                "seed": seed,
+                "checkpoint_every": checkpoint_every,
+                "resume": bool(resume),
+                "callbacks": [type(cb).__name__ for cb in callbacks],
+            },
+        }
+        return (
+            classes_,
+            (X_tr, y_tr, sw_tr, X_val, y_val),
+            seed_seq,
+            init_ss,
+            shuffle_ss,
+            fit_settings,
+            facts,
+        )
+
+    classes_, data, seed_seq, init_ss, shuffle_ss, fit_settings, facts = _agreed(
+        comm, derive
+    )
+    _same_everywhere(comm, facts)
+    X_tr, y_tr, sw_tr, X_val, y_val = data
+    n = X_tr.shape[0]
+    batch_size = fit_settings["batch_size"]
+    n_threads = model.n_threads
+    if n_threads is None:
+        n_threads = default_threads(comm)
+    else:
+        _check_thread_budget(comm, n_threads)
+    if saved:
+        written_by = (saved[0]["train_state"].get("distributed") or {}).get(
+            "world_size", 1
+        )
+        if written_by != size and is_root:
+            warnings.warn(
+                f"resuming on {size} ranks from a checkpoint written by {written_by}: "
+                "training continues with the same global batches, equal up to "
+                "rounding (bitwise only with the same number of ranks)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # ---- nothing above mutated the model; 4. the same state on every rank
+    kb = model._kernels()
+    rng = np.random.Generator(np.random.PCG64(shuffle_ss))
+    history = History()
+    state = _TrainState()
+    comm_time = 0.0  # seconds in the gradient Allreduce, this epoch
+    model.classes_ = classes_
+    if saved:
+        model._set_state(*saved)
+        ts = saved[0]["train_state"]
+        rng.bit_generator.state = ts["rng"]
+        history = History.from_dict(ts["history"])
+        state = _TrainState(
+            epoch=ts["epoch"],
+            batch=ts["batch"],
+            step=ts["step"],
+            loss_sum=ts["loss_sum"],
+            correct=ts["correct"],
+            seen=ts["seen"],
+            elapsed=ts["elapsed"],
+            stopped=ts["stopped"],
+            finished=ts["finished"],
+            perm=saved[1].get("train.perm"),
+        )
+        comm_time = float((ts.get("distributed") or {}).get("allreduce_time", 0.0))
+        for i, cb in enumerate(callbacks):
+            cb.set_state(*_callback_state(saved, i))
+    elif not model._initialized and is_root:
+        model.initialize(np.random.Generator(np.random.PCG64(init_ss)))
+    model.optimizer.bind(kb, model._params, model._grads, model._n_decay)
+    _broadcast_state(comm, model)
+    model.stop_training = state.stopped
+    if state.finished:
+        return history
+    if not saved:
+        for cb in callbacks:
+            cb.on_train_begin(model)
+
+    grads = model._grads
+    local_loss = 0.0  # sum over this rank's rows of the shard loss, since last sync
+    local_correct = 0
+
+    def sync_metrics() -> None:
+        """Fold every rank's loss and accuracy counts into ``state`` (collective)."""
+        nonlocal local_loss, local_correct
+        total = _gather_sum(comm, (local_loss, local_correct))
+        state.loss_sum += float(total[0])
+        state.correct += int(round(total[1]))
+        local_loss, local_correct = 0.0, 0
+
+    def save_checkpoint() -> None:
+        """Rank 0 writes; an error there is raised on every rank (collective)."""
+
+        def write():
+            ts = {
+                "seed_entropy": seed_seq.entropy,
+                "rng": rng.bit_generator.state,
+                "history": history.to_dict(),
+                "epoch": state.epoch,
+                "batch": state.batch,
+                "step": state.step,
+                "loss_sum": state.loss_sum,
+                "correct": state.correct,
+                "seen": state.seen,
+                "elapsed": state.elapsed,
+                "stopped": bool(model.stop_training),
+                "finished": state.finished,
+                "fit": fit_settings,
+                "callbacks": [],
+                "distributed": {"world_size": size, "allreduce_time": comm_time},
+            }
+            arrays = {}
+            if state.batch > 0 and state.perm is not None:
+                arrays["train.perm"] = state.perm
+            for i, cb in enumerate(callbacks):
+                meta_i, arrays_i = cb.get_state()
+                ts["callbacks"].append({"type": type(cb).__name__, "state": meta_i})
+                for k, v in arrays_i.items():
+                    arrays[f"callback.{i}.{k}"] = v
+            ckpt_io.save(model, checkpoint, train_state=ts, extra_arrays=arrays)
+
+        _on_root(comm, write)
+
+    n_batches = -(-n // batch_size)
+    with num_threads(n_threads):
+        t_first = None
+        while state.epoch < epochs and not model.stop_training:
+            t0 = time.perf_counter()
+            if state.batch == 0:
+                state.perm = rng.permutation(n) if shuffle else None
+                state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+                state.elapsed = 0.0
+                comm_time = 0.0
+            for b in range(state.batch, n_batches):
+                i, j = b * batch_size, min(n, (b + 1) * batch_size)
+                lo, hi = shard_bounds(j - i, rank, size)
+                rows = hi - lo
+                if t_first is None:
+                    t_first = time.perf_counter()
+                if rows:
+                    ws = model._workspace(rows, True)
+                    if state.perm is not None:
+                        idx = state.perm[i + lo : i + hi]
+                        np.take(X_tr, idx, axis=0, out=ws.x, mode="clip")
+                        np.take(y_tr, idx, out=ws.y, mode="clip")
+                        if sw_tr is not None:
+                            np.take(sw_tr, idx, out=ws.sw, mode="clip")
+                    else:
+                        np.copyto(ws.x, X_tr[i + lo : i + hi])
+                        np.copyto(ws.y, y_tr[i + lo : i + hi])
+                        if sw_tr is not None:
+                            np.copyto(ws.sw, sw_tr[i + lo : i + hi])
+                    loss, correct = model._forward_backward(
+                        ws.x, ws.y, None if sw_tr is None else ws.sw
+                    )
+                    if rows != j - i:  # the shard's share of the global mean
+                        grads *= rows / (j - i)
+                else:  # fewer rows than ranks in this batch: nothing to add
+                    grads.fill(0)
+                    loss, correct = 0.0, 0
+                tc = time.perf_counter()
+                comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+                comm_time += time.perf_counter() - tc
+                model.optimizer.step()
+                if history.first_step_time is None:
+                    history.first_step_time = time.perf_counter() - t_first
+                local_loss += loss * rows
+                local_correct += correct
+                state.seen += j - i
+                state.batch = b + 1
+                state.step += 1
+                if (
+                    checkpoint is not None
+                    and checkpoint_every != "epoch"
+                    and state.step % checkpoint_every == 0
+                ):
+                    state.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    sync_metrics()
+                    save_checkpoint()
+            # ---- end of epoch (every rank, same order)
+            state.elapsed += time.perf_counter() - t0
+            sync_metrics()
+            logs = {
+                "loss": state.loss_sum / state.seen,
+                "accuracy": state.correct / state.seen,
+            }
+            if X_val is not None:
+                logs.update(_evaluate_sharded(model, X_val, y_val, comm, "val_"))
+            logs["lr"] = model.optimizer.current_lr
+            logs["time"] = state.elapsed
+            logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
+            logs["allreduce_time"] = comm_time
+            history.append(state.epoch, logs)
+            model.optimizer.end_epoch(state.epoch + 1, logs)
+            for cb in callbacks:
+                cb.on_epoch_end(state.epoch, logs, model)
+            # a stop asked for on any rank stops all; the weights must agree
+            stops = comm.allgather(bool(model.stop_training))
+            model.stop_training = any(stops)
+            _check_in_sync(comm, model)
+            state.epoch += 1
+            state.batch = 0
+            state.perm = None
+            if verbose >= 1 and is_root:
+                line = _epoch_line(state.epoch, epochs, logs)
+                print(f"{line}  allreduce {comm_time:.2f} s", flush=True)
+            if checkpoint is not None and checkpoint_every == "epoch":
+                save_checkpoint()
+        for cb in callbacks:
+            cb.on_train_end(model)
+        state.finished = True
+        _check_in_sync(comm, model)
+        if checkpoint is not None:
+            save_checkpoint()
+    return history
+
+
+def _check_X(model, X) -> np.ndarray:
+    from ._validation import check_X
+
+    Xc = check_X(X, model.dtype, type(model).__name__)
+    check_n_features(Xc, model.n_features_in_, type(model).__name__)
+    return Xc
+
+
+def _broadcast_state(comm, model) -> None:
+    """Rank 0's weights, optimizer buffers and optimizer scalars on every rank."""
+    comm.Bcast(model._params, root=0)
+    opt = model.optimizer
+    for name in sorted(opt.state):
+        comm.Bcast(opt.state[name], root=0)
+    opt.load_state_dict(comm.bcast(opt.state_dict(), root=0))
+    model._initialized = True
+
+
+def _check_in_sync(comm, model) -> None:
+    """Collective: every rank must hold bitwise the same weights."""
+    digests = comm.allgather(_digest(model._params))
+    bad = [r for r, d in enumerate(digests) if d != digests[0]]
+    if bad:
+        raise _mark(
+            RuntimeError(
+                f"the weights of rank(s) {bad} differ from rank 0's: the MPI library's "
+                "Allreduce did not give every rank the same sum"
+            )
+        )
+
+
+def _evaluate_sharded(model, X, y_idx, comm, prefix: str) -> dict[str, float]:
+    """Loss (L2 and label smoothing included) and accuracy of (X, y_idx), each
+    rank evaluating a contiguous slice; the same numbers on every rank."""
+    kb = model._kernels()
+    n = X.shape[0]
+    lo, hi = shard_bounds(n, comm.Get_rank(), comm.Get_size())
+    loss_sum, correct = 0.0, 0
+    if hi > lo:
+        for i, j, logits in model._logits_chunks(X[lo:hi]):
+            yb = y_idx[lo + i : lo + j]
+            loss, _ = kb.softmax_cross_entropy(
+                logits,
+                yb,
+                sample_weight=None,
+                label_smoothing=model.loss.label_smoothing,
+                compute_grad=False,
+            )
+            loss_sum += loss * (j - i)
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+    total = _gather_sum(comm, (loss_sum, correct))
+    penalty = model.loss.penalty(model._params[: model._n_decay])
+    return {
+        prefix + "loss": float(total[0]) / n + penalty,
+        prefix + "accuracy": float(total[1]) / n,
+    }
+
+
+# ------------------------------------------------------------- command line
+class CLISession:
+    """One rank of ``mpiexec -n N fastnn train --distributed``.
+
+    Created by :func:`run_cli_train`; ``fastnn train`` asks it for the fit to run
+    and whether this rank writes output.
+    """
+
+    def __init__(self, comm) -> None:
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.is_root = self.rank == 0
+
+    def fit_function(self, model) -> Callable[..., History]:
+        """``model.fit``'s distributed twin (same keyword arguments)."""
+        return functools.partial(fit, model, comm=self.comm)
+
+    def summary(self, history: History) -> dict[str, Any]:
+        """Distributed facts for the result of ``fastnn train``."""
+        spent = history.history.get("allreduce_time", [])
+        return {"ranks": self.size, "allreduce_s": float(sum(spent))}
+
+
+def run_cli_train(train: Callable[..., int], args) -> int:
+    """Run ``train(args, session)`` as one rank of a distributed ``fastnn train``.
+
+    Checks mpi4py and the launcher first (one-line errors), sets the threads per
+    rank (``--threads``, default :func:`default_threads`). Errors raised on every
+    rank alike are reported once, by rank 0; an error on some ranks only aborts the
+    whole job (``MPI_Abort``) so that no rank waits forever.
+    """
+    MPI = require_mpi()
+    comm = MPI.COMM_WORLD
+    session = CLISession(comm)
+    try:
+        if args.threads is None:
+            args.threads = default_threads(comm)
+        return train(args, session)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        if _is_collective(exc):
+            if session.is_root:
+                raise
+            return _EXIT_ERROR  # rank 0 reports it
+        _abort(comm, exc)
+        raise

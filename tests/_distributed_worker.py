@@ -1,0 +1,232 @@
+"""The program tests/test_distributed.py runs under ``mpiexec -n 2``.
+
+Also imported by the tests (not run as a test itself): the scenarios and data are
+defined once here, so the single-process references are built the same way.
+
+Usage: ``python tests/_distributed_worker.py MODE ...``
+
+- ``equivalence OUTDIR``: train every scenario of :func:`scenarios` with
+  ``fastnn.distributed.fit``; rank 0 saves the weights and history to
+  ``OUTDIR/<name>.npz``. Then every rank calls fit with data that differs on
+  rank 1 and writes the error it gets (raised on every rank, no abort) to
+  ``OUTDIR/caught.<rank>.txt``.
+- ``run CKPT OUT [--fail-step K --fail-rank R --fail-how raise|kill]
+  [--epochs E] [--announce DIR] [--reference REF]``: the resume scenario with a
+  checkpoint every 2 steps, ``resume=True``; rank R raises (or SIGKILLs itself) in
+  its K-th step; ``--announce`` writes its pid to ``DIR/ready.<rank>`` after the
+  first step; rank 0 saves the final weights to OUT, and with ``--reference`` also those
+  of an uninterrupted run to REF.
+"""
+
+from __future__ import annotations  # noqa: I001  (fastnn before NumPy, below)
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import fastnn  # first: its thread-pool settings apply before NumPy loads
+import numpy as np
+
+from fastnn.callbacks import EarlyStopping
+from fastnn.layers import Linear, ReLU, Tanh
+from fastnn.losses import SoftmaxCrossEntropy
+from fastnn.model import MLP, Sequential
+from fastnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, ReduceLROnPlateau
+
+
+def data(n: int, d: int = 6, k: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    X = rng.normal(size=(k, d))[y] * 1.5 + rng.normal(size=(n, d))
+    w = rng.uniform(0.5, 2.0, size=n)
+    return X, y, w
+
+
+def scenarios() -> dict[str, tuple]:
+    """name -> (model factory, data, fit keyword arguments); 10 optimizer steps
+    each, global batches whose halves are unequal or empty included."""
+    X70, y70, _ = data(70)
+    X87, y87, _ = data(87)
+    X61, y61, w61 = data(61, seed=1)
+    return {
+        # 69 training rows (18 held out for validation, watched by EarlyStopping and
+        # ReduceLROnPlateau): 5 batches of 14, 14, 14, 14, 13; L2, Nesterov
+        "sgd_f64": (
+            lambda: MLP(
+                (6, 12, 3),
+                loss=SoftmaxCrossEntropy(l2=1e-3),
+                optimizer=SGD(
+                    lr=0.1,
+                    momentum=0.9,
+                    nesterov=True,
+                    schedule=ReduceLROnPlateau("val_loss", patience=0, factor=0.5),
+                ),
+                dtype=np.float64,
+            ),
+            (X87, y87),
+            dict(
+                epochs=2,
+                batch_size=14,
+                seed=3,
+                validation_split=0.2,
+                callbacks=[EarlyStopping(patience=10)],
+            ),
+        ),
+        # 61 rows in batches of 15: 15, 15, 15, 15, 1 -> halves 7/8 and 0/1;
+        # sample weights, balanced class weights, label smoothing, weight decay
+        "adam_f64": (
+            lambda: Sequential(
+                [Linear(6, 9), Tanh(), Linear(9, 7), ReLU(), Linear(7, 3)],
+                loss=SoftmaxCrossEntropy(
+                    class_weight="balanced", label_smoothing=0.1, l2=1e-4
+                ),
+                optimizer=Adam(lr=0.02, weight_decay=1e-3),
+                dtype=np.float64,
+            ),
+            (X61, y61),
+            dict(epochs=2, batch_size=15, seed=4, sample_weight=w61, shuffle=True),
+        ),
+        "adamw_f64_noshuffle": (
+            lambda: MLP(
+                (6, 10, 3),
+                optimizer=AdamW(lr=0.01, schedule=CosineAnnealingLR(3)),
+                dtype=np.float64,
+            ),
+            (X61, y61),
+            dict(epochs=2, batch_size=15, seed=5, shuffle=False),
+        ),
+        "sgd_f32": (
+            lambda: MLP(
+                (6, 12, 3),
+                loss=SoftmaxCrossEntropy(l2=1e-3),
+                optimizer=SGD(lr=0.1, momentum=0.9),
+                dtype=np.float32,
+            ),
+            (X70, y70),
+            dict(epochs=2, batch_size=14, seed=3),
+        ),
+        "adam_f32": (
+            lambda: MLP((6, 12, 3), optimizer=Adam(lr=0.01), dtype=np.float32),
+            (X61, y61),
+            dict(epochs=2, batch_size=15, seed=4, sample_weight=w61),
+        ),
+    }
+
+
+def resume_scenario():
+    """The model and fit arguments of the checkpoint / fault tests."""
+    X, y, _ = data(90, seed=2)
+    model = MLP(
+        (6, 12, 3),
+        optimizer=Adam(
+            lr=0.01, schedule=ReduceLROnPlateau("val_loss", patience=1, factor=0.5)
+        ),
+        dtype=np.float64,
+    )
+    kwargs = dict(
+        batch_size=9,
+        seed=7,
+        verbose=0,
+        validation_split=0.2,
+        callbacks=[EarlyStopping(patience=100, restore_best_weights=True)],
+    )
+    return model, X, y, kwargs
+
+
+def _equivalence(outdir: str) -> None:
+    from mpi4py import MPI
+
+    from fastnn import distributed
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    for name, (factory, (X, y), kwargs) in scenarios().items():
+        model = factory()
+        hist = distributed.fit(model, X, y, verbose=0, **kwargs)
+        if rank == 0:
+            np.savez(
+                os.path.join(outdir, f"{name}.npz"),
+                params=model.get_flat_parameters(),
+                steps=model.optimizer.steps,
+                history=json.dumps(hist.history),
+            )
+    # Different data on rank 1: every rank gets the same error, nothing aborts.
+    X, y, _ = data(40)
+    if rank == 1:
+        X = X + 1.0
+    try:
+        distributed.fit(MLP((6, 5, 3)), X, y, epochs=1, verbose=0)
+    except ValueError as exc:  # one file per rank: their stdout lines may interleave
+        Path(outdir, f"caught.{rank}.txt").write_text(str(exc))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from mpi4py import MPI
+
+    from fastnn import distributed
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    model, X, y, kwargs = resume_scenario()
+    calls = [0]
+    original = model._forward_backward
+
+    def step(xb, yb, sw):
+        calls[0] += 1
+        if rank == args.fail_rank and calls[0] == args.fail_step:
+            if args.fail_how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("simulated failure")
+        out = original(xb, yb, sw)
+        if args.announce and calls[0] == 1:
+            tmp = Path(args.announce, f".ready.{rank}")
+            tmp.write_text(str(os.getpid()))
+            tmp.replace(Path(args.announce, f"ready.{rank}"))
+        return out
+
+    model._forward_backward = step
+    distributed.fit(
+        model,
+        X,
+        y,
+        epochs=args.epochs,
+        checkpoint=args.ckpt,
+        checkpoint_every=2,
+        resume=True,
+        **kwargs,
+    )
+    if rank == 0:
+        np.save(args.out, model.get_flat_parameters())
+    if args.reference:
+        ref, X, y, kwargs = resume_scenario()
+        distributed.fit(ref, X, y, epochs=args.epochs, **kwargs)
+        if rank == 0:
+            np.save(args.reference, ref.get_flat_parameters())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="mode", required=True)
+    e = sub.add_parser("equivalence")
+    e.add_argument("outdir")
+    r = sub.add_parser("run")
+    r.add_argument("ckpt")
+    r.add_argument("out")
+    r.add_argument("--epochs", type=int, default=3)
+    r.add_argument("--fail-step", type=int, default=0)
+    r.add_argument("--fail-rank", type=int, default=-1)
+    r.add_argument("--fail-how", choices=["raise", "kill"], default="raise")
+    r.add_argument("--announce", help="folder for the files ready.<rank>")
+    r.add_argument("--reference")
+    args = p.parse_args(argv)
+    fastnn.set_num_threads(1)
+    if args.mode == "equivalence":
+        _equivalence(args.outdir)
+    else:
+        _run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Data-parallel training over MPI: ``mpiexec -n 2`` runs of
+tests/_distributed_worker.py (subprocesses with a timeout) against single-process fits,
+exact resume from rank 0's checkpoint, a failing or killed rank ending the job, and
+the command line.
+
+The MPI tests skip only when mpi4py or mpiexec is missing (the optional ``mpi``
+extra and the system MPI); with FASTNN_REQUIRE_MPI=1 (set by .ci/run) they fail
+instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _distributed_worker as worker
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import checkpoint, distributed
+from fastnn.cli import main
+
+WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
+HAVE_MPI = bool(importlib.util.find_spec("mpi4py")) and bool(shutil.which("mpiexec"))
+needs_mpi = pytest.mark.skipif(
+    not HAVE_MPI and os.environ.get("FASTNN_REQUIRE_MPI") != "1",
+    reason="needs mpi4py and mpiexec: pip install -e '.[mpi]' and the system MPI "
+    "(apt-get install openmpi-bin libopenmpi-dev)",
+)
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_caches():
+    """Load every backend here first, so that a fresh install compiles (and caches)
+    the Numba kernels once, not in two ranks at the same time."""
+    fastnn.available_backends()
+    with fastnn.num_threads(1):
+        pass
+
+
+def _env() -> dict[str, str]:
+    return dict(
+        os.environ,
+        # Open MPI refuses to run as root without these (CI runs as root)
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
+
+
+def _mpiexec(*args: str) -> list[str]:
+    # loopback only: TCP over lo (works in a container without a configured network)
+    return distributed.mpiexec_command(2, transport="tcp") + list(args)
+
+
+def launch(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Start ``mpiexec`` in a session of its own (its ranks join it)."""
+    return subprocess.Popen(cmd, env=_env(), start_new_session=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End ``mpiexec`` and every process of its session (no rank left behind)."""
+    if proc.poll() is None:
+        proc.terminate()  # mpiexec passes it on to every rank, then SIGKILLs them
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in _session(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (Linux /proc; empty elsewhere)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def mpirun(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``mpiexec -n 2 python tests/_distributed_worker.py ARGS``."""
+    return run_mpiexec(_mpiexec(sys.executable, WORKER, *args), timeout)
+
+
+def run_mpiexec(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd``; on a timeout end the whole job and fail."""
+    proc = launch(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} still ran after {timeout} s:\n{err[-3000:]}")
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _assert_close(actual, expected, dtype, what):
+    tol = TOL[np.dtype(dtype)]
+    err = float(np.max(np.abs(actual - expected)))
+    assert err <= tol, f"{what}: max |difference| {err:.3g} > {tol:g}"
+
+
+# ------------------------------------------------------------ without MPI
+def test_shards_cover_each_batch_in_rank_order():
+    for n in (1, 2, 7, 14, 256):
+        for size in (1, 2, 3, 8):
+            bounds = [distributed.shard_bounds(n, r, size) for r in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            sizes = [hi - lo for lo, hi in bounds]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 0
+
+
+def _without_launcher(monkeypatch):
+    for name in distributed.LAUNCHER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_cli_distributed_without_launcher_says_how_to_launch(monkeypatch, capsys):
+    _without_launcher(monkeypatch)
+    code = main(["train", "--distributed", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("fastnn: error: ")
+    assert "mpiexec -n 2 fastnn train --distributed" in err
+
+
+def test_cli_distributed_without_mpi4py_says_how_to_install(monkeypatch, capsys):
+    _without_launcher(monkeypatch)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        distributed.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "mpi4py" else real(name, *a),
+    )
+    code = main(["train", "--distributed"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "pip install 'fastnn[mpi]'" in err and "apt-get install openmpi-bin" in err
+    assert "mpiexec -n 2" in err
+
+
+class _FakeComm:
+    """allgather returns what each of three ranks would contribute."""
+
+    def __init__(self, contributions):
+        self.contributions = contributions
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return len(self.contributions)
+
+    def allgather(self, value):
+        return [value, *self.contributions[1:]]
+
+
+def test_ranks_that_disagree_are_named():
+    facts = {"the model": "a", "the fit settings": {"batch_size": 32}}
+    other = {"the model": "a", "the fit settings": {"batch_size": 64}}
+    with pytest.raises(ValueError, match=r"fit settings .* on rank 0 .* on rank 2"):
+        distributed._same_everywhere(_FakeComm([facts, facts, other]), facts)
+    distributed._same_everywhere(_FakeComm([facts, facts]), facts)  # agrees: no error
+    # an error on rank 1 only is raised on rank 0 too, with its type and rank
+    comm = _FakeComm([None, ("FileNotFoundError", "data.npz does not exist")])
+    with pytest.raises(FileNotFoundError, match=r"data.npz does not exist \(on rank 1"):
+        distributed._raise_agreed(comm, None)
+
+
+# --------------------------------------------------------------- with MPI
+@needs_mpi
+def test_mpiexec_command_is_loopback_only():
+    cmd = distributed.mpiexec_command(2, transport="tcp")
+    assert cmd[1:3] == ["-n", "2"]
+    if distributed._mpi_flavour(cmd[0]) == "openmpi":
+        assert (
+            "btl_tcp_if_include" in cmd
+            and cmd[cmd.index("btl_tcp_if_include") + 1] == "lo"
+        )
+    with pytest.raises(ValueError, match="transport"):
+        distributed.mpiexec_command(2, transport="ib")
+
+
+@needs_mpi
+def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path):
+    out = mpirun("equivalence", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name, (factory, (X, y), kwargs) in worker.scenarios().items():
+        got = np.load(tmp_path / f"{name}.npz")
+        assert int(got["steps"]) == 10, name
+        history = json.loads(str(got["history"]))
+        for compiled in (False, True):
+            ref = factory()
+            ref_hist = ref.fit(X, y, verbose=0, compiled_step=compiled, **kwargs)
+            _assert_close(
+                got["params"], ref.get_flat_parameters(), ref.dtype, f"{name} weights"
+            )
+        for key in ("loss", "accuracy", "val_loss", "lr"):
+            if key in ref_hist.history:
+                np.testing.assert_allclose(
+                    history[key], ref_hist.history[key], rtol=1e-5, err_msg=key
+                )
+        assert len(history["allreduce_time"]) == len(ref_hist.history["loss"])
+    # data that differs on one rank: the same error on both ranks, no abort
+    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    assert caught[0] == caught[1] and "training data" in caught[0], caught
+    assert "on rank 0" in caught[0] and "on rank 1" in caught[0]
+
+
+@needs_mpi
+def test_rank_failure_aborts_job_and_checkpoint_resumes_exactly(tmp_path):
+    ckpt, out, ref = tmp_path / "run.npz", tmp_path / "out.npy", tmp_path / "ref.npy"
+    t0 = time.perf_counter()
+    # rank 1 raises in its 7th step: the job ends non-zero, rank 0's checkpoint of
+    # step 6 stays
+    failed = mpirun(
+        "run", str(ckpt), str(out), "--fail-step", "7", "--fail-rank", "1", timeout=90
+    )
+    assert failed.returncode != 0 and time.perf_counter() - t0 < 60
+    assert "rank 1: error: simulated failure" in failed.stderr
+    meta, _ = checkpoint.read(ckpt)
+    assert meta["train_state"]["step"] == 6
+    assert meta["train_state"]["distributed"]["world_size"] == 2
+    assert not out.exists()
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(ckpt.read_bytes())
+    # resumed on 2 ranks: bitwise the weights of an uninterrupted run
+    done = mpirun("run", str(ckpt), str(out), "--reference", str(ref))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert np.load(out).tobytes() == np.load(ref).tobytes()
+    final = fastnn.load(ckpt)
+    assert final.get_flat_parameters().tobytes() == np.load(out).tobytes()
+    assert checkpoint.read(ckpt)[0]["train_state"]["finished"]
+    # a single process resumes the same checkpoint format: the finished one without
+    # training, the one of step 6 on the same global batches (equal up to rounding)
+    for path in (ckpt, copy):
+        model, X, y, kwargs = worker.resume_scenario()
+        model.fit(
+            X, y, epochs=3, checkpoint=path, checkpoint_every=2, resume=True, **kwargs
+        )
+        if path == ckpt:
+            assert model.get_flat_parameters().tobytes() == np.load(out).tobytes()
+        _assert_close(model.get_flat_parameters(), np.load(ref), np.float64, "resume")
+
+
+@needs_mpi
+def test_killed_rank_ends_the_job_non_zero_within_60_s(tmp_path):
+    ckpt, out = tmp_path / "run.npz", tmp_path / "out.npy"
+    with open(tmp_path / "output.txt", "w") as log:
+        proc = launch(
+            _mpiexec(
+                sys.executable,
+                WORKER,
+                "run",
+                str(ckpt),
+                str(out),
+                "--epochs",
+                "100000",
+                "--announce",
+                str(tmp_path),
+            ),  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ready = [tmp_path / f"ready.{r}" for r in (0, 1)]
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ckpt.exists() and all(p.exists() for p in ready):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None and ckpt.exists(), (
+            f"the job did not start training: {proc.poll()}, "
+            f"{(tmp_path / 'output.txt').read_text()[-3000:]}"
+        )
+        pids = [int(p.read_text()) for p in ready]
+        os.kill(pids[1], signal.SIGKILL)
+        t0 = time.perf_counter()
+        code = proc.wait(timeout=60)
+        elapsed = time.perf_counter() - t0
+        left = _session(proc.pid)  # no rank left behind
+    finally:
+        stop(proc)
+    assert code != 0 and elapsed < 60
+    assert left == [], left
+    meta, _ = checkpoint.read(ckpt)  # the last checkpoint loads
+    assert meta["train_state"]["step"] >= 2 and not meta["train_state"]["finished"]
+    fastnn.load(ckpt)
+
+
+@needs_mpi
+def test_cli_distributed_matches_single_process(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(150) % 3
+    X = rng.normal(size=(3, 5))[y] * 2 + rng.normal(size=(150, 5))
+    data = tmp_path / "d.npz"
+    np.savez(data, X=X, y=y)
+    common = [
+        "train", "--data", str(data), "--hidden", "16", "--epochs", "3",
+        "--batch-size", "10", "--optimizer", "sgd", "--lr", "0.05",
+        "--dtype", "float64", "--json", "--seed", "1",
+    ]  # fmt: skip
+    dist_out = tmp_path / "dist.npz"
+    out = run_mpiexec(
+        _mpiexec(
+            sys.executable,
+            "-m",
+            "fastnn.cli",
+            *common,
+            "--distributed",
+            "--out",
+            str(dist_out),
+            "--checkpoint",
+            str(tmp_path / "c.npz"),
+        ),  # fmt: skip
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1  # rank 0 alone reports
+    result = json.loads(lines[0])
+    assert result["ranks"] == 2 and 1 <= 2 * result["threads"] <= max(2, os.cpu_count())
+    assert result["allreduce_s"] >= 0 and result["n_train"] == 112
+    single_out = tmp_path / "single.npz"
+    assert main([*common, "--threads", "1", "--out", str(single_out)]) == 0
+    single = json.loads(capsys.readouterr().out)
+    got = fastnn.load(dist_out).get_flat_parameters()
+    _assert_close(got, fastnn.load(single_out).get_flat_parameters(), np.float64, "cli")
+    assert result["test_accuracy"] == pytest.approx(single["test_accuracy"])
+    assert result["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
