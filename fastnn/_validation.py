@@ -101,7 +101,10 @@ def check_y(y: Any, n_samples: int) -> np.ndarray:
             "Found input variables with inconsistent numbers of samples: "
             f"[{n_samples}, {arr.shape[0]}]"
         )
-    from sklearn.utils.multiclass import type_of_target  # imported late: slow import
+    if arr.size and arr.dtype.kind in "biu":
+        return arr  # 1-D integers or booleans: type_of_target says binary/multiclass
+    # imported late: a slow import (~1.3 s), skipped for integer labels
+    from sklearn.utils.multiclass import type_of_target
 
     kind = type_of_target(arr, input_name="y")
     if kind not in ("binary", "multiclass"):
