@@ -535,27 +535,14 @@ def _fit(
     # ---- 1. arguments and data, checked on every rank (no collective inside)
     def prepare():
         nonlocal epochs, batch_size, verbose, checkpoint_every, callbacks
-        from .model import Sequential
+        from .model import Sequential, check_fit_args
 
         if not isinstance(model, Sequential):
             raise TypeError(f"{model!r} is not a fastnn model")
-        epochs = check_int("epochs", epochs, 1)
-        batch_size = check_int("batch_size", batch_size, 1)
-        verbose = check_int("verbose", verbose, 0)
-        if not isinstance(validation_split, (int, float)) or not (
-            0.0 <= validation_split < 1.0
-        ):
-            raise ValueError(
-                f"validation_split must lie in [0, 1), got {validation_split!r}"
-            )
-        if checkpoint_every != "epoch":
-            checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"{cb!r} is not a fastnn.Callback")
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
+        epochs, batch_size, verbose, checkpoint_every, callbacks = check_fit_args(
+            epochs, batch_size, verbose, validation_split, checkpoint_every,
+            callbacks, resume, checkpoint,
+        )  # fmt: skip
         X_all = _check_X(model, X)
         y_raw = check_y(y, X_all.shape[0])
         val = None

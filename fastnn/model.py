@@ -719,23 +719,10 @@ class Sequential:
         History
             The metrics of every epoch (including those before a resume).
         """
-        epochs = check_int("epochs", epochs, 1)
-        batch_size = check_int("batch_size", batch_size, 1)
-        verbose = check_int("verbose", verbose, 0)
-        if not isinstance(validation_split, (int, float)) or not (
-            0.0 <= validation_split < 1.0
-        ):
-            raise ValueError(
-                f"validation_split must lie in [0, 1), got {validation_split!r}"
-            )
-        if checkpoint_every != "epoch":
-            checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"{cb!r} is not a fastnn.Callback")
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
+        epochs, batch_size, verbose, checkpoint_every, callbacks = check_fit_args(
+            epochs, batch_size, verbose, validation_split, checkpoint_every,
+            callbacks, resume, checkpoint,
+        )  # fmt: skip
         if compiled_step is not None and not isinstance(
             compiled_step, (bool, np.bool_)
         ):
@@ -1344,6 +1331,32 @@ _MODEL_CLASSES: dict[str, type[Sequential]] = {"Sequential": Sequential, "MLP": 
 
 
 # ------------------------------------------------------------------ helpers
+def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_every,
+                   callbacks, resume, checkpoint):  # fmt: skip
+    """fit's plain arguments, checked (shared with fastnn.distributed.fit).
+
+    Returns ``(epochs, batch_size, verbose, checkpoint_every, callbacks)``.
+    """
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    verbose = check_int("verbose", verbose, 0)
+    if not isinstance(validation_split, (int, float)) or not (
+        0.0 <= validation_split < 1.0
+    ):
+        raise ValueError(
+            f"validation_split must lie in [0, 1), got {validation_split!r}"
+        )
+    if checkpoint_every != "epoch":
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"{cb!r} is not a fastnn.Callback")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    return epochs, batch_size, verbose, checkpoint_every, callbacks
+
+
 def model_from_config(class_name: str, config: dict[str, Any], **kwargs) -> Sequential:
     """Build an unfitted model of a registered class from its config."""
     try:
