@@ -526,6 +526,7 @@ def _fit(
         _fingerprint,
         _stratified_split,
         _TrainState,
+        gather_batch,
     )
 
     MPI = _mpi()
@@ -586,18 +587,20 @@ def _fit(
         seed_seq = np.random.SeedSequence(entropy)
         init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
         if val_raw is not None:
-            X_tr, y_tr, sw_tr = X_all, y_all, sw_all
+            X_tr, x_rows, y_tr, sw_tr = X_all, None, y_all, sw_all
             X_val, y_val = val_raw[0], model._encode(val_raw[1], classes_)
         elif validation_split > 0:
             tr, va = _stratified_split(
                 y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
             )
-            X_tr, y_tr = X_all[tr], y_all[tr]
+            # X stays uncopied: batches gather their rows through x_rows
+            X_tr, x_rows, y_tr = X_all, tr, y_all[tr]
             sw_tr = None if sw_all is None else sw_all[tr]
             X_val, y_val = X_all[va], y_all[va]
         else:
             X_tr, y_tr, sw_tr, X_val, y_val = X_all, y_all, sw_all, None, None
-        n = X_tr.shape[0]
+            x_rows = None
+        n = y_tr.shape[0]
         fingerprint = _fingerprint(X_all, y_all, sw_all)
         fit_settings = {
             "batch_size": min(batch_size, n),
@@ -627,7 +630,7 @@ def _fit(
         }
         return (
             classes_,
-            (X_tr, y_tr, sw_tr, X_val, y_val),
+            (X_tr, x_rows, y_tr, sw_tr, X_val, y_val),
             seed_seq,
             init_ss,
             shuffle_ss,
@@ -639,8 +642,8 @@ def _fit(
         comm, derive
     )
     _same_everywhere(comm, facts)
-    X_tr, y_tr, sw_tr, X_val, y_val = data
-    n = X_tr.shape[0]
+    X_tr, x_rows, y_tr, sw_tr, X_val, y_val = data
+    n = y_tr.shape[0]
     batch_size = fit_settings["batch_size"]
     n_threads = model.n_threads
     if n_threads is None:
@@ -761,17 +764,9 @@ def _fit(
                     t_first = time.perf_counter()
                 if rows:
                     ws = model._workspace(rows, True)
-                    if state.perm is not None:
-                        idx = state.perm[i + lo : i + hi]
-                        np.take(X_tr, idx, axis=0, out=ws.x, mode="clip")
-                        np.take(y_tr, idx, out=ws.y, mode="clip")
-                        if sw_tr is not None:
-                            np.take(sw_tr, idx, out=ws.sw, mode="clip")
-                    else:
-                        np.copyto(ws.x, X_tr[i + lo : i + hi])
-                        np.copyto(ws.y, y_tr[i + lo : i + hi])
-                        if sw_tr is not None:
-                            np.copyto(ws.sw, sw_tr[i + lo : i + hi])
+                    gather_batch(
+                        ws, X_tr, x_rows, y_tr, sw_tr, state.perm, i + lo, i + hi
+                    )
                     loss, correct = model._forward_backward(
                         ws.x, ws.y, None if sw_tr is None else ws.sw
                     )

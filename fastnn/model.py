@@ -865,22 +865,7 @@ class Sequential:
                     for b in range(state.batch, n_batches):
                         i, j = b * batch_size, min(n, (b + 1) * batch_size)
                         ws = self._workspace(j - i, True)
-                        if state.perm is not None:
-                            idx = state.perm[i:j]
-                            rows = idx if x_rows is None else x_rows[idx]
-                            np.take(X_tr, rows, axis=0, out=ws.x, mode="clip")
-                            np.take(y_tr, idx, out=ws.y, mode="clip")
-                            if sw_tr is not None:
-                                np.take(sw_tr, idx, out=ws.sw, mode="clip")
-                        else:
-                            if x_rows is None:
-                                np.copyto(ws.x, X_tr[i:j])
-                            else:
-                                rows = x_rows[i:j]
-                                np.take(X_tr, rows, axis=0, out=ws.x, mode="clip")
-                            np.copyto(ws.y, y_tr[i:j])
-                            if sw_tr is not None:
-                                np.copyto(ws.sw, sw_tr[i:j])
+                        gather_batch(ws, X_tr, x_rows, y_tr, sw_tr, state.perm, i, j)
                         if t_first is None:
                             t_first = time.perf_counter()
                         loss, correct = self._train_step(
@@ -1331,6 +1316,31 @@ _MODEL_CLASSES: dict[str, type[Sequential]] = {"Sequential": Sequential, "MLP": 
 
 
 # ------------------------------------------------------------------ helpers
+def gather_batch(ws, X, x_rows, y, sw, perm, i, j) -> None:
+    """Copy rows [i, j) of an epoch's order into the workspace's x, y (and sw).
+
+    ``perm``: the epoch's shuffled order of the training rows, or None (data order).
+    ``y`` and ``sw`` hold the training rows only; ``X`` may hold more rows, the
+    training rows being ``x_rows`` (a validation split's indices, so X is never
+    copied) or all of them (None).
+    """
+    if perm is not None:
+        idx = perm[i:j]
+        rows = idx if x_rows is None else x_rows[idx]
+        np.take(X, rows, axis=0, out=ws.x, mode="clip")
+        np.take(y, idx, out=ws.y, mode="clip")
+        if sw is not None:
+            np.take(sw, idx, out=ws.sw, mode="clip")
+        return
+    if x_rows is None:
+        np.copyto(ws.x, X[i:j])
+    else:
+        np.take(X, x_rows[i:j], axis=0, out=ws.x, mode="clip")
+    np.copyto(ws.y, y[i:j])
+    if sw is not None:
+        np.copyto(ws.sw, sw[i:j])
+
+
 def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_every,
                    callbacks, resume, checkpoint):  # fmt: skip
     """fit's plain arguments, checked (shared with fastnn.distributed.fit).
