@@ -521,12 +521,12 @@ def _fit(
 ) -> History:
     from . import checkpoint as ckpt_io
     from .model import (
-        _callback_state,
         _epoch_line,
         _fingerprint,
         _stratified_split,
         _TrainState,
         gather_batch,
+        resume_training_state,
     )
 
     MPI = _mpi()
@@ -672,24 +672,9 @@ def _fit(
     model.classes_ = classes_
     if saved:
         model._set_state(*saved)
+        history, state = resume_training_state(saved, rng, callbacks)
         ts = saved[0]["train_state"]
-        rng.bit_generator.state = ts["rng"]
-        history = History.from_dict(ts["history"])
-        state = _TrainState(
-            epoch=ts["epoch"],
-            batch=ts["batch"],
-            step=ts["step"],
-            loss_sum=ts["loss_sum"],
-            correct=ts["correct"],
-            seen=ts["seen"],
-            elapsed=ts["elapsed"],
-            stopped=ts["stopped"],
-            finished=ts["finished"],
-            perm=saved[1].get("train.perm"),
-        )
         comm_time = float((ts.get("distributed") or {}).get("allreduce_time", 0.0))
-        for i, cb in enumerate(callbacks):
-            cb.set_state(*_callback_state(saved, i))
     elif not model._initialized and is_root:
         model.initialize(np.random.Generator(np.random.PCG64(init_ss)))
     model.optimizer.bind(kb, model._params, model._grads, model._n_decay)

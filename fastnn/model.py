@@ -792,24 +792,7 @@ class Sequential:
         self.classes_ = classes_
         if saved:
             self._set_state(*saved)
-            ts = saved[0]["train_state"]
-            rng.bit_generator.state = ts["rng"]
-            history = History.from_dict(ts["history"])
-            state = _TrainState(
-                epoch=ts["epoch"],
-                batch=ts["batch"],
-                step=ts["step"],
-                loss_sum=ts["loss_sum"],
-                correct=ts["correct"],
-                seen=ts["seen"],
-                elapsed=ts["elapsed"],
-                stopped=ts["stopped"],
-                finished=ts["finished"],
-                perm=saved[1].get("train.perm"),
-            )
-            for i, cb in enumerate(callbacks):
-                meta_i, arrays_i = _callback_state(saved, i)
-                cb.set_state(meta_i, arrays_i)
+            history, state = resume_training_state(saved, rng, callbacks)
         elif not self._initialized:
             self.initialize(np.random.Generator(np.random.PCG64(init_ss)))
         self.optimizer.bind(kb, self._params, self._grads, self._n_decay)
@@ -1316,6 +1299,28 @@ _MODEL_CLASSES: dict[str, type[Sequential]] = {"Sequential": Sequential, "MLP": 
 
 
 # ------------------------------------------------------------------ helpers
+def resume_training_state(saved, rng, callbacks) -> tuple[History, _TrainState]:
+    """From a read checkpoint ``(meta, arrays)``: the shuffle RNG's state (set on
+    ``rng``), the history, the position in the epochs and the callbacks' state."""
+    ts = saved[0]["train_state"]
+    rng.bit_generator.state = ts["rng"]
+    state = _TrainState(
+        epoch=ts["epoch"],
+        batch=ts["batch"],
+        step=ts["step"],
+        loss_sum=ts["loss_sum"],
+        correct=ts["correct"],
+        seen=ts["seen"],
+        elapsed=ts["elapsed"],
+        stopped=ts["stopped"],
+        finished=ts["finished"],
+        perm=saved[1].get("train.perm"),
+    )
+    for i, cb in enumerate(callbacks):
+        cb.set_state(*_callback_state(saved, i))
+    return History.from_dict(ts["history"]), state
+
+
 def gather_batch(ws, X, x_rows, y, sw, perm, i, j) -> None:
     """Copy rows [i, j) of an epoch's order into the workspace's x, y (and sw).
 
