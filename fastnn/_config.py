@@ -95,6 +95,20 @@ def config() -> dict[str, Any]:
         },
         "blas": blas_info(),
         "cpu": cpu_info(),
+        "distributed": distributed_info(),
+    }
+
+
+def distributed_info() -> dict[str, Any]:
+    """What ``fastnn train --distributed`` needs, without initialising MPI: mpi4py
+    (importing ``mpi4py.MPI`` would start MPI) and an ``mpiexec`` launcher."""
+    import importlib.util
+    import shutil
+
+    found = importlib.util.find_spec("mpi4py") is not None
+    return {
+        "mpi4py": _version("mpi4py") if found else None,
+        "mpiexec": shutil.which("mpiexec"),
     }
 
 
@@ -142,4 +156,21 @@ def show_config(file: Any = None) -> None:
         f"CPU:       {cpu['model']} ({cpu['machine']}), {cpu['cores']} cores, "
         f"SIMD {_format_value(cpu['simd'])}"
     )
+    mpi = cfg["distributed"]
+    if mpi["mpi4py"] and mpi["mpiexec"]:
+        state = f"ready: mpi4py {mpi['mpi4py']}, {mpi['mpiexec']}"
+    else:
+        missing = [
+            what
+            for what, ok in (
+                ('mpi4py (pip install "fastnn[mpi]")', mpi["mpi4py"]),
+                (
+                    "an MPI runtime with mpiexec (e.g. apt install openmpi-bin)",
+                    mpi["mpiexec"],
+                ),
+            )
+            if not ok
+        ]
+        state = "unavailable: needs " + " and ".join(missing)
+    lines.append(f"MPI:       {state} (fastnn train --distributed)")
     print("\n".join(lines), file=file if file is not None else sys.stdout)
