@@ -53,18 +53,10 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def add_parsers(sub: Any, runtime_options: Any, positive_int: Any) -> None:
-    """Add the ``explain`` and ``ood`` subparsers to ``sub``."""
+def add_parsers(sub: Any, runtime_options: Any, int_at_least: Any) -> None:
+    """Add the ``explain`` and ``ood`` subparsers to ``sub`` (argparse helpers passed
+    in by cli.py, which imports this module lazily)."""
+    positive_int, count = int_at_least(1), int_at_least(0)
     x = sub.add_parser(
         "explain",
         help="saliency maps (PNG) and a ranked feature table of a saved model",
@@ -107,7 +99,7 @@ def add_parsers(sub: Any, runtime_options: Any, positive_int: Any) -> None:
     )
     x.add_argument(
         "--max-images",
-        type=_count,
+        type=count,
         default=16,
         help="saliency maps of the first N rows (default 16), plus their mean",
     )

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
@@ -48,14 +48,24 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer, got {text!r}"
+            ) from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _every(text: str) -> int | str:
@@ -148,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._cli_insight import add_parsers  # explain, ood
 
-    add_parsers(sub, _runtime_options, _positive_int)
+    add_parsers(sub, _runtime_options, _int_at_least)
 
     sub.add_parser("info", help="backends, threads and build configuration")
 

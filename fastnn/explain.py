@@ -91,22 +91,7 @@ class _Backprop:
         self.row_loss = aligned_empty(n, dt)
 
     def forward(self, model: Sequential, kb, x: np.ndarray) -> np.ndarray:
-        a = x
-        for s, st in enumerate(model._stages):
-            if st.linear is not None:
-                kb.linear_forward(
-                    a,
-                    st.linear.weight,
-                    st.linear.bias,
-                    st.activation,
-                    self.out[s],
-                    z_out=self.z[s],
-                    alpha=st.alpha,
-                )
-            else:
-                kb.activation_forward(a, st.activation, self.out[s], alpha=st.alpha)
-            a = self.out[s]
-        return a
+        return model._forward(kb, x, self)  # reads .out and .z, as a workspace
 
     def backward(self, model: Sequential, kb, x: np.ndarray) -> np.ndarray:
         """d(objective)/dx from the seed in ``dlogits`` (destroyed); a buffer view."""
