@@ -43,7 +43,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .kernels import BACKEND_NAMES, get_backend
+from .kernels import BACKEND_NAMES, activation_code, get_backend
 from .threads import num_threads
 
 __all__ = ["MLPClassifier"]
@@ -61,6 +61,79 @@ def _writable_param(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     ):
         return a
     return np.array(a, dtype=dtype, order="C")
+
+
+# --------------------------------------------------------------------------- kernels
+class _Kernels:
+    """A backend's kernels as one fit calls them, validated once per call site.
+
+    A site is an op at one layer and batch size. Its first call goes through the
+    public, validating API; later calls there pass the same workspace buffers and
+    parameters (or same-shaped, same-layout views of them) and go straight to the
+    raw kernel: ~5-15 us less per call, about 10% of a 784-256-128-10 step at batch 200.
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.raw = backend.raw
+        self._checked = set()
+
+    def _first(self, site) -> bool:
+        if site in self._checked:
+            return False
+        self._checked.add(site)
+        return True
+
+    def linear_forward(self, site, x, w, b, act, out):
+        if self._first(("forward", *site)):
+            self.backend.linear_forward(x, w, b, act, out=out)
+        else:
+            empty = np.empty(0, out.dtype)
+            self.raw.linear_forward(x, w, b, out, empty, activation_code(act), 0.01)
+
+    def linear_backward(self, site, dy, x, w, y, act, dw_out, db_out, dx_out, wd):
+        """dz into dy itself; dx when ``dx_out`` is not None (y stands for z: the
+        derivatives of the estimator's activations read y, or z's sign as y's)."""
+        if self._first(("backward", *site)):
+            self.backend.linear_backward(
+                dy, x, w, y, y, act, dz_out=dy, dw_out=dw_out, db_out=db_out,
+                dx_out=dx_out, compute_dx=dx_out is not None, weight_decay=wd,
+            )  # fmt: skip
+        else:
+            empty = np.empty(0, dy.dtype)
+            dx = empty if dx_out is None else dx_out
+            self.raw.linear_backward(dy, x, w, y, y, dy, dw_out, db_out, dx,
+                                     activation_code(act), 0.01, wd)  # fmt: skip
+
+    def softmax_cross_entropy(self, site, logits, labels, sample_weight, grad_out,
+                              row_loss_out):  # fmt: skip
+        if self._first(("loss", *site)):
+            self.backend.softmax_cross_entropy(
+                logits, labels, sample_weight=sample_weight, grad_out=grad_out,
+                row_loss_out=row_loss_out,
+            )  # fmt: skip
+        else:
+            w = np.empty(0, logits.dtype) if sample_weight is None else sample_weight
+            self.raw.softmax_cross_entropy(logits, labels, w, grad_out, row_loss_out,
+                                           0.0)  # fmt: skip
+
+    def sgd_update(self, site, param, grad, velocity, lr, momentum, nesterov):
+        if self._first(("sgd", site)):
+            self.backend.sgd_update(param, grad, velocity, lr=lr, momentum=momentum,
+                                    nesterov=nesterov)  # fmt: skip
+        else:
+            v = np.empty(0, param.dtype) if velocity is None else velocity.reshape(-1)
+            self.raw.sgd_update(param.reshape(-1), grad.reshape(-1), v, lr, momentum,
+                                nesterov, 0.0)  # fmt: skip
+
+    def adam_update(self, site, param, grad, m, v, step, lr, beta1, beta2, eps):
+        if self._first(("adam", site)):
+            self.backend.adam_update(param, grad, m, v, step=step, lr=lr, beta1=beta1,
+                                     beta2=beta2, eps=eps)  # fmt: skip
+        else:
+            self.raw.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1),
+                                 v.reshape(-1), lr, beta1, beta2, eps, step, 0.0,
+                                 False)  # fmt: skip
 
 
 # ------------------------------------------------------------------------ optimizers
@@ -85,16 +158,17 @@ class _SGDOptimizer:
             [np.zeros_like(p) for p in params] if self.momentum > 0 else None
         )
 
-    def update_params(self, backend, params, grads):
+    def update_params(self, kernels, params, grads):
         """One in-place step on every parameter array."""
         for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
-            backend.sgd_update(
+            kernels.sgd_update(
+                i,
                 param,
                 grad,
                 None if self.velocities is None else self.velocities[i],
-                lr=self.learning_rate,
-                momentum=self.momentum,
-                nesterov=self.nesterov,
+                self.learning_rate,
+                self.momentum,
+                self.nesterov,
             )
 
     def _set_learning_rate(self, lr):
@@ -145,7 +219,7 @@ class _AdamOptimizer:
         self.ms = [np.zeros_like(p) for p in params]
         self.vs = [np.zeros_like(p) for p in params]
 
-    def update_params(self, backend, params, grads):
+    def update_params(self, kernels, params, grads):
         """One in-place step on every parameter array."""
         self.t += 1
         bias2 = 1.0 - self.beta_2**self.t
@@ -153,18 +227,13 @@ class _AdamOptimizer:
             self.learning_rate_init * math.sqrt(bias2) / (1.0 - self.beta_1**self.t)
         )
         eps = self.epsilon / math.sqrt(bias2)
-        for param, grad, m, v in zip(params, grads, self.ms, self.vs, strict=True):
-            backend.adam_update(
-                param,
-                grad,
-                m,
-                v,
-                step=self.t,
-                lr=self.learning_rate_init,
-                beta1=self.beta_1,
-                beta2=self.beta_2,
-                eps=eps,
-            )
+        for i, (param, grad, m, v) in enumerate(
+            zip(params, grads, self.ms, self.vs, strict=True)
+        ):
+            kernels.adam_update(
+                i, param, grad, m, v, self.t, float(self.learning_rate_init),
+                float(self.beta_1), float(self.beta_2), eps,
+            )  # fmt: skip
 
     def iteration_ends(self, time_step):
         """Nothing to do at the end of an epoch."""
@@ -747,7 +816,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)
 
     # ---------------------------------------------------------- loss and gradient
-    def _backprop(self, backend, ws, X, y, labels, sample_weight, n, dropout_rng):
+    def _backprop(self, kernels, ws, X, y, labels, sample_weight, n, dropout_rng):
         """Loss of rows ``[:n]`` and its gradients into ``ws.coef_grads`` etc.
 
         ``X`` holds exactly the batch rows; ``y`` is the float target matrix (logistic
@@ -768,10 +837,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if sp.issparse(a):
                 np.copyto(out, a @ self.coefs_[i])
                 out += self.intercepts_[i]
-                backend.activation_forward(out, act, out=out)
+                kernels.backend.activation_forward(out, act, out=out)
             else:
-                backend.linear_forward(
-                    a, self.coefs_[i], self.intercepts_[i], act, out=out
+                kernels.linear_forward(
+                    (i, n), a, self.coefs_[i], self.intercepts_[i], act, out
                 )
             a = out
             if i < last and dropout > 0:
@@ -789,9 +858,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if self.out_activation_ == "softmax":
             w = None if sample_weight is None else sample_weight * (n / sw_sum)
             row_loss = ws.row_loss[:n]
-            backend.softmax_cross_entropy(
-                out, labels, sample_weight=w, grad_out=delta, row_loss_out=row_loss
-            )
+            kernels.softmax_cross_entropy((n,), out, labels, w, delta, row_loss)
             # -log(clip(p, eps, 1 - eps)) == clip(-log p, -log(1 - eps), -log eps)
             np.clip(row_loss, -np.log1p(-eps), -np.log(eps), out=row_loss)
         else:
@@ -819,27 +886,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 dy *= ws.mask[i][:n]
             x = X if i == 0 else (ws.a[i - 1] if dropout > 0 else ws.y[i - 1])[:n]
             if sp.issparse(x):
-                backend.activation_backward(dy, y_i, y_i, act, out=dy)
+                kernels.backend.activation_backward(dy, y_i, y_i, act, out=dy)
                 np.copyto(ws.coef_grads[i], x.T @ dy)
                 ws.coef_grads[i] += (
                     ws.coef_grads[i].dtype.type(weight_decay) * (self.coefs_[i])
                 )
                 np.sum(dy, axis=0, out=ws.intercept_grads[i])
                 continue
-            backend.linear_backward(
-                dy,
-                x,
-                self.coefs_[i],
-                y_i,
-                y_i,
-                act,
-                dz_out=dy,
-                dw_out=ws.coef_grads[i],
-                db_out=ws.intercept_grads[i],
-                dx_out=ws.d[i - 1][:n] if i > 0 else None,
-                compute_dx=i > 0,
-                weight_decay=weight_decay,
-            )
+            kernels.linear_backward(
+                (i, n), dy, x, self.coefs_[i], y_i, act, ws.coef_grads[i],
+                ws.intercept_grads[i], ws.d[i - 1][:n] if i > 0 else None,
+                weight_decay,
+            )  # fmt: skip
         return loss
 
     def _targets(self, y, dtype):
@@ -864,12 +922,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         y_float, labels = self._targets(y, work)
         grads = ws.coef_grads + ws.intercept_grads
         packed_grad = np.empty(bounds[-1], work)
+        kernels = _Kernels(backend)
 
         def loss_grad(packed):
             for p, start, end in zip(params, bounds[:-1], bounds[1:], strict=True):
                 p.reshape(-1)[:] = packed[start:end]
             loss = self._backprop(
-                backend, ws, X, y_float, labels, sample_weight, n, None
+                kernels, ws, X, y_float, labels, sample_weight, n, None
             )
             for g, start, end in zip(grads, bounds[:-1], bounds[1:], strict=True):
                 packed_grad[start:end] = g.reshape(-1)
@@ -985,6 +1044,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self._random_state.randint(np.iinfo(np.int32).max)
             )
         grads = ws.coef_grads + ws.intercept_grads
+        kernels = _Kernels(backend)
 
         try:
             self.n_iter_ = 0
@@ -998,11 +1058,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     if sparse:
                         X_batch = _safe_indexing(X_train, batch_idx)
                     elif self.shuffle:
-                        X_batch = np.take(X_train, batch_idx, axis=0, out=ws.x[:n])
+                        # mode="clip": "raise" (the default) buffers ``out``
+                        X_batch = np.take(
+                            X_train, batch_idx, axis=0, out=ws.x[:n], mode="clip"
+                        )
                     else:
                         X_batch = X_train[batch_slice]
                     batch_loss = self._backprop(
-                        backend,
+                        kernels,
                         ws,
                         X_batch,
                         None if y_float is None else y_float[batch_idx],
@@ -1014,7 +1077,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                         dropout_rng,
                     )
                     accumulated_loss += batch_loss * n
-                    self._optimizer.update_params(backend, params, grads)
+                    self._optimizer.update_params(kernels, params, grads)
 
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / X_train.shape[0]
