@@ -5,9 +5,13 @@ Same data (float32), architecture (hidden (256, 128)), solver and number of epoc
 runs). ``benchmark.group = "MLPClassifier.fit <dataset>|<solver>"`` lines up the
 implementations: ``sklearn`` and ``fastnn-<backend>`` for every available backend; the
 fastnn entries carry ``speedup_vs_sklearn`` in ``extra_info`` (sklearn runs first in
-each group). Real run: ``pytest benchmarks/test_estimator_fit.py --benchmark-enable
---benchmark-only``. Under plain ``pytest`` (``--benchmark-disable``) each body runs
-once on a small slice, as a smoke test.
+each group). ``gemm-only`` runs just the matrix products of the same steps (forward,
+weight gradients, and input gradients of every layer but the first: what both
+implementations compute) with NumPy's BLAS, nothing else: its ``speedup_vs_sklearn``
+is the ceiling of any fit with this math whose products run at BLAS speed. Real run:
+``pytest benchmarks/test_estimator_fit.py --benchmark-enable --benchmark-only``. Under
+plain ``pytest`` (``--benchmark-disable``) each body runs once on a small slice, as a
+smoke test.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLP
 
 import fastnn
+from fastnn.bench.workloads import Workload, make_gemm_only
 from fastnn.estimator import MLPClassifier
 
 EPOCHS = 3
 HIDDEN = (256, 128)
 DATASETS = ("digits", "synthetic-20000x784")
-IMPLS = ("sklearn", *(f"fastnn-{name}" for name in fastnn.available_backends()))
+IMPLS = (
+    "sklearn",
+    *(f"fastnn-{name}" for name in fastnn.available_backends()),
+    "gemm-only",
+)
 _sklearn_median: dict[str, float] = {}
 
 
@@ -44,11 +53,29 @@ def _data(name: str, smoke: bool) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+class _GemmOnly:
+    """The GEMMs of ``epochs`` epochs of batch-200 steps (scikit-learn's "auto")."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.n_iter_ = epochs
+
+    def fit(self, X, y):
+        sizes = (X.shape[1], *HIDDEN, len(np.unique(y)))
+        batch = min(200, X.shape[0])
+        epoch, _ = make_gemm_only(Workload(sizes, batch, X.shape[0]), threads=None)
+        for _ in range(self.epochs):
+            epoch()
+        return self
+
+
 def _estimator(impl: str, solver: str, epochs: int):
     params = dict(hidden_layer_sizes=HIDDEN, solver=solver, max_iter=epochs, tol=0.0,
                   n_iter_no_change=10**9, random_state=0)  # fmt: skip
     if impl == "sklearn":
         return SkMLP(**params)
+    if impl == "gemm-only":
+        return _GemmOnly(epochs)
     return MLPClassifier(backend=impl.removeprefix("fastnn-"), **params)
 
 
@@ -75,7 +102,8 @@ def test_fit(benchmark, dataset, solver, impl):
     )  # fmt: skip
     model = benchmark.pedantic(fit, rounds=3, iterations=1)
     assert model.n_iter_ == epochs
-    assert model.coefs_[0].dtype == np.float32
+    if impl != "gemm-only":
+        assert model.coefs_[0].dtype == np.float32
     if not smoke:
         median = benchmark.stats.stats.median
         if impl == "sklearn":
