@@ -551,22 +551,10 @@ def ood_score_histograms(
         a, b = _two_scores(scores_in[name], scores_out[name])
         lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
         bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
-        ax.hist(
-            a,
-            bins=bins,
-            alpha=0.55,
-            label="in-distribution",
-            color="C0",
-            histtype="stepfilled",
-        )
-        ax.hist(
-            b,
-            bins=bins,
-            alpha=0.55,
-            label="out-of-distribution",
-            color="C3",
-            histtype="stepfilled",
-        )
+        for scores, label, color in ((a, "in-distribution", "C0"),
+                                     (b, "out-of-distribution", "C3")):  # fmt: skip
+            ax.hist(scores, bins=bins, alpha=0.55, label=label, color=color,
+                    histtype="stepfilled")  # fmt: skip
         sign = "" if _ORIENTATION.get(name, 1.0) > 0 else "-"
         sub = f"{sign}{name}"
         if metrics is not None and name in metrics:

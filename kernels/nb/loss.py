@@ -108,6 +108,32 @@ def _log_f64(x):
     return y if x == x else x
 
 
+# ------------------------------------------------------------------- row helpers
+@njit(**JIT)
+def _shift_rows(logits, r0, r1, buf, mx):
+    """buf[(i - r0) K + j] = z_ij - m_i and mx[i - r0] = m_i = max_j z_ij for rows
+    r0..r1 (buf may be those rows of logits itself). The max is branch-free and may
+    skip a NaN; the NaN then reaches exp(z - m) and the row sum."""
+    k = logits.shape[1]
+    for r in range(r1 - r0):
+        i = r0 + r
+        m = logits[i, 0]
+        for j in range(1, k):
+            v = logits[i, j]
+            m = v if v > m else m
+        b = r * k
+        for j in range(k):
+            buf[b + j] = logits[i, j] - m
+        mx[r] = m
+
+
+@njit(**JIT)
+def _exp_inplace(buf):
+    """buf = exp(buf): one flat loop, vectorised for float32."""
+    for q in range(buf.size):
+        buf[q] = exp_t(buf[q])
+
+
 # ----------------------------------------------------------------- cross-entropy
 @njit(**JIT)
 def _sce_block_t(logits, labels, sample_weight, grad2, row_loss_out, eps, partial,
@@ -232,19 +258,10 @@ def _sce_block_r(logits, labels, sample_weight, grad_flat, row_loss_out, eps, pa
     inv_n = t(1.0 / n)
     mx, lab_shift = tv[0], tv[1]
     rows = r1 - r0
+    _shift_rows(logits, r0, r1, buf, mx)
     for r in range(rows):
-        i = r0 + r
-        m = logits[i, 0]
-        for j in range(1, k):
-            v = logits[i, j]
-            m = v if v > m else m
-        b = r * k
-        for j in range(k):
-            buf[b + j] = logits[i, j] - m
-        mx[r] = m
-        lab_shift[r] = buf[b + labels[i]]
-    for q in range(rows * k):
-        buf[q] = exp_t(buf[q])
+        lab_shift[r] = buf[r * k + labels[r0 + r]]
+    _exp_inplace(buf[: rows * k])
     for r in range(rows):
         i = r0 + r
         b = r * k
@@ -357,42 +374,13 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
 
 # ---------------------------------------------------------------------------- softmax
 @njit(**JIT)
-def _shift_rows(logits, r0, r1, buf, shifted_sum):
-    """buf[(i - r0) K + j] = z_ij - m_i with m_i = max_j z_ij, NaN if the row holds one
-    (a plain ``if z > m`` would skip it); shifted_sum[i - r0] = sum_j (z_ij - m_i)."""
-    k = logits.shape[1]
-    for i in range(r0, r1):
-        row = logits[i]
-        m = row[0]
-        for j in range(1, k):
-            v = row[j]
-            if v > m or v != v:  # once m is NaN, no v > m and it stays NaN
-                m = v
-        out = buf[(i - r0) * k : (i - r0 + 1) * k]
-        acc = 0.0
-        for j in range(k):
-            d = row[j] - m
-            out[j] = d
-            acc += d
-        shifted_sum[i - r0] = acc
-
-
-@njit(**JIT)
-def _exp_inplace(buf):
-    """buf = exp(buf): one flat loop, vectorised for float32."""
-    for q in range(buf.size):
-        buf[q] = exp_t(buf[q])
-
-
-@njit(**JIT)
 def _softmax_rows(logits, out, r0, r1):
     """Rows r0..r1: out = exp(z - m) / sum exp(z - m) (out may be logits)."""
     # IN  logits (n, K)   OUT out (n, K)
     t = logits.dtype.type
     k = logits.shape[1]
     buf = out.reshape(-1)[r0 * k : r1 * k]
-    shifted_sum = np.empty(r1 - r0, np.float64)
-    _shift_rows(logits, r0, r1, buf, shifted_sum)
+    _shift_rows(logits, r0, r1, buf, np.empty(r1 - r0, logits.dtype))
     _exp_inplace(buf)
     for i in range(r1 - r0):
         e = buf[i * k : (i + 1) * k]
