@@ -117,23 +117,30 @@ class _Kernels:
             self.raw.softmax_cross_entropy(logits, labels, w, grad_out, row_loss_out,
                                            0.0)  # fmt: skip
 
-    def sgd_update(self, site, param, grad, velocity, lr, momentum, nesterov):
+    def sgd_update(self, site, param, grad, velocity, lr, momentum, nesterov, wd, sq):
+        """The step; returns sum(param**2) before it when ``sq``, else 0.0."""
         if self._first(("sgd", site)):
+            out = np.zeros(1) if sq else None
             self.backend.sgd_update(param, grad, velocity, lr=lr, momentum=momentum,
-                                    nesterov=nesterov)  # fmt: skip
-        else:
-            v = self._empty if velocity is None else velocity.reshape(-1)
-            self.raw.sgd_update(param.reshape(-1), grad.reshape(-1), v, lr, momentum,
-                                nesterov, 0.0)  # fmt: skip
+                                    nesterov=nesterov, weight_decay=wd,
+                                    sq_norm_out=out)  # fmt: skip
+            return 0.0 if out is None else float(out[0])
+        v = self._empty if velocity is None else velocity.reshape(-1)
+        return self.raw.sgd_update(param.reshape(-1), grad.reshape(-1), v, lr, momentum,
+                                   nesterov, wd, sq)  # fmt: skip
 
-    def adam_update(self, site, param, grad, m, v, step, lr, beta1, beta2, eps):
+    def adam_update(self, site, param, grad, m, v, step, lr, beta1, beta2, eps, wd,
+                    sq):  # fmt: skip
+        """The step; returns sum(param**2) before it when ``sq``, else 0.0."""
         if self._first(("adam", site)):
+            out = np.zeros(1) if sq else None
             self.backend.adam_update(param, grad, m, v, step=step, lr=lr, beta1=beta1,
-                                     beta2=beta2, eps=eps)  # fmt: skip
-        else:
-            self.raw.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1),
-                                 v.reshape(-1), lr, beta1, beta2, eps, step, 0.0,
-                                 False)  # fmt: skip
+                                     beta2=beta2, eps=eps, weight_decay=wd,
+                                     sq_norm_out=out)  # fmt: skip
+            return 0.0 if out is None else float(out[0])
+        return self.raw.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1),
+                                    v.reshape(-1), lr, beta1, beta2, eps, step, wd,
+                                    False, sq)  # fmt: skip
 
 
 # ------------------------------------------------------------------------ optimizers
@@ -158,10 +165,13 @@ class _SGDOptimizer:
             [np.zeros_like(p) for p in params] if self.momentum > 0 else None
         )
 
-    def update_params(self, kernels, params, grads):
-        """One in-place step on every parameter array."""
+    def update_params(self, kernels, params, grads, n_coefs, weight_decay):
+        """One in-place step on every parameter array, ``weight_decay * param`` added
+        to the gradient of the first ``n_coefs`` (the weight matrices). Returns their
+        summed squares before the step (the loss's L2 term), read in the same pass."""
+        sq = 0.0
         for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
-            kernels.sgd_update(
+            sq += kernels.sgd_update(
                 i,
                 param,
                 grad,
@@ -169,7 +179,10 @@ class _SGDOptimizer:
                 self.learning_rate,
                 self.momentum,
                 self.nesterov,
+                weight_decay if i < n_coefs else 0.0,
+                i < n_coefs,
             )
+        return sq
 
     def _set_learning_rate(self, lr):
         if self.velocities is not None and lr != self.learning_rate:
@@ -219,21 +232,24 @@ class _AdamOptimizer:
         self.ms = [np.zeros_like(p) for p in params]
         self.vs = [np.zeros_like(p) for p in params]
 
-    def update_params(self, kernels, params, grads):
-        """One in-place step on every parameter array."""
+    def update_params(self, kernels, params, grads, n_coefs, weight_decay):
+        """As :meth:`_SGDOptimizer.update_params`."""
         self.t += 1
         bias2 = 1.0 - self.beta_2**self.t
         self.learning_rate = (
             self.learning_rate_init * math.sqrt(bias2) / (1.0 - self.beta_1**self.t)
         )
         eps = self.epsilon / math.sqrt(bias2)
+        sq = 0.0
         for i, (param, grad, m, v) in enumerate(
             zip(params, grads, self.ms, self.vs, strict=True)
         ):
-            kernels.adam_update(
+            sq += kernels.adam_update(
                 i, param, grad, m, v, self.t, float(self.learning_rate_init),
                 float(self.beta_1), float(self.beta_2), eps,
+                weight_decay if i < n_coefs else 0.0, i < n_coefs,
             )  # fmt: skip
+        return sq
 
     def iteration_ends(self, time_step):
         """Nothing to do at the end of an epoch."""
@@ -816,11 +832,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)
 
     # ---------------------------------------------------------- loss and gradient
-    def _backprop(self, kernels, ws, X, y, labels, sample_weight, n, dropout_rng):
+    def _backprop(self, kernels, ws, X, y, labels, sample_weight, n, dropout_rng,
+                  penalty=True):  # fmt: skip
         """Loss of rows ``[:n]`` and its gradients into ``ws.coef_grads`` etc.
 
         ``X`` holds exactly the batch rows; ``y`` is the float target matrix (logistic
         outputs) and ``labels`` the class indices (softmax output) of the batch.
+        ``penalty=False`` leaves the L2 term out of both (the stochastic solvers add
+        it in the optimizer's update, which reads the weights anyway).
         """
         last = self.n_layers_ - 2
         dropout = self.dropout if dropout_rng is not None else 0.0
@@ -873,11 +892,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             loss = float(row_loss.sum()) / n
         else:
             loss = float(np.dot(sample_weight, row_loss)) / sw_sum
-        values = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
-        loss += (0.5 * self.alpha) * values / sw_sum
+        weight_decay = 0.0
+        if penalty:
+            values = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
+            loss += (0.5 * self.alpha) * values / sw_sum
+            weight_decay = self.alpha / sw_sum
 
         # backward
-        weight_decay = self.alpha / sw_sum
         for i in range(last, -1, -1):
             dy = ws.d[i][:n]
             act = "identity" if i == last else self.activation
@@ -959,6 +980,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     # ---------------------------------------------------------------- SGD / Adam
     def _fit_stochastic(self, backend, X, y, sample_weight, layer_units, incremental):
         params = self.coefs_ + self.intercepts_
+        n_coefs = len(self.coefs_)
         if not incremental or not hasattr(self, "_optimizer"):
             if self.solver == "sgd":
                 self._optimizer = _SGDOptimizer(
@@ -1064,20 +1086,29 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                         )
                     else:
                         X_batch = X_train[batch_slice]
+                    sw = (
+                        None
+                        if sample_weight_train is None
+                        else sample_weight_train[batch_idx]
+                    )
                     batch_loss = self._backprop(
                         kernels,
                         ws,
                         X_batch,
                         None if y_float is None else y_float[batch_idx],
                         None if labels is None else labels[batch_idx],
-                        None
-                        if sample_weight_train is None
-                        else sample_weight_train[batch_idx],
+                        sw,
                         n,
                         dropout_rng,
+                        penalty=False,
                     )
+                    # the L2 term: its gradient and the squared weights in the update
+                    sw_sum = n if sw is None else float(sw.sum())
+                    values = self._optimizer.update_params(
+                        kernels, params, grads, n_coefs, self.alpha / sw_sum
+                    )
+                    batch_loss += (0.5 * self.alpha) * values / sw_sum
                     accumulated_loss += batch_loss * n
-                    self._optimizer.update_params(kernels, params, grads)
 
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / X_train.shape[0]

@@ -73,7 +73,8 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     # out = softmax(logits), per row, max-shifted
     "softmax": ("logits", "out"),
-    # PyTorch SGD: g = grad + wd*p; v = mu*v + g; p -= lr*(g + mu*v if nesterov else v)
+    # PyTorch SGD: g = grad + wd*p; v = mu*v + g; p -= lr*(g + mu*v if nesterov else v).
+    # Returns sum(p^2) before the step (float64, fixed chunks) when sq_norm, else 0.0.
     "sgd_update": (
         "param",
         "grad",
@@ -82,9 +83,11 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "momentum",
         "nesterov",
         "weight_decay",
+        "sq_norm",
     ),  # fmt: skip
     # PyTorch Adam (decoupled=False: g += wd*p) / AdamW (decoupled: p *= 1 - lr*wd);
-    # m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    # m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). sq_norm: as
+    # sgd_update.
     "adam_update": (
         "param",
         "grad",
@@ -97,6 +100,7 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "step",
         "weight_decay",
         "decoupled",
+        "sq_norm",
     ),  # fmt: skip
     # One whole optimizer step of a Linear(+activation) stack with softmax
     # cross-entropy: forward, loss, backward, update. See Backend.train_step and
@@ -283,6 +287,19 @@ def _loss_options(
     if eps > 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
     return eps
+
+
+def _sq_norm_buffer(out: Any) -> None:
+    """``sq_norm_out`` of the optimizer updates: None or a writeable float64 (1,)."""
+    if out is None:
+        return
+    _array("sq_norm_out", out)
+    if out.dtype != np.float64:
+        raise TypeError(f"sq_norm_out must be float64, got dtype {out.dtype}")
+    if out.shape != (1,) or not out.flags.writeable:
+        raise ValueError(
+            f"sq_norm_out must be writeable with shape (1,), got shape {out.shape}"
+        )
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -568,13 +585,17 @@ class Backend:
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        sq_norm_out: np.ndarray | None = None,
     ) -> np.ndarray:
         """In-place SGD step, PyTorch's formulation (dampening 0).
 
         g = grad + weight_decay * param; v = momentum * v + g;
         param -= lr * (g + momentum * v if nesterov else v). Returns ``param``.
+        ``sq_norm_out`` (float64, shape (1,)) receives sum(param**2) *before* the step,
+        read in the same pass (the L2 penalty of the loss this gradient belongs to).
         """
         self._param_group(param=param, grad=grad, velocity=velocity)
+        _sq_norm_buffer(sq_norm_out)
         lr = _finite_float("lr", lr, 0.0)
         momentum = _finite_float("momentum", momentum, 0.0)
         weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
@@ -583,9 +604,12 @@ class Backend:
         if momentum > 0.0 and velocity is None:
             raise ValueError("momentum > 0 needs a velocity buffer")
         vel = _flat(velocity) if velocity is not None else _EMPTY[param.dtype]
-        self.raw.sgd_update(
-            _flat(param), _flat(grad), vel, lr, momentum, bool(nesterov), weight_decay
-        )
+        sq = self.raw.sgd_update(
+            _flat(param), _flat(grad), vel, lr, momentum, bool(nesterov), weight_decay,
+            sq_norm_out is not None,
+        )  # fmt: skip
+        if sq_norm_out is not None:
+            sq_norm_out[0] = sq
         return param
 
     def adam_update(
@@ -602,14 +626,17 @@ class Backend:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         decoupled: bool = False,
+        sq_norm_out: np.ndarray | None = None,
     ) -> np.ndarray:
         """In-place Adam (``decoupled=False``) or AdamW step, PyTorch's formulation.
 
         ``step`` counts from 1. Adam adds weight_decay * param to the gradient; AdamW
         multiplies param by (1 - lr * weight_decay) first. m = b1 m + (1-b1) g;
         v = b2 v + (1-b2) g^2; param -= lr m_hat / (sqrt(v_hat) + eps).
+        ``sq_norm_out``: as in :meth:`sgd_update`.
         """
         self._param_group(param=param, grad=grad, m=m, v=v)
+        _sq_norm_buffer(sq_norm_out)
         step = operator.index(step)
         if step < 1:
             raise ValueError(f"step counts from 1, got {step}")
@@ -619,7 +646,7 @@ class Backend:
                 raise ValueError(f"{name} must lie in [0, 1), got {beta}")
         eps = _finite_float("eps", eps, 0.0)
         weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
-        self.raw.adam_update(
+        sq = self.raw.adam_update(
             _flat(param),
             _flat(grad),
             _flat(m),
@@ -631,7 +658,10 @@ class Backend:
             step,
             weight_decay,
             bool(decoupled),
+            sq_norm_out is not None,
         )
+        if sq_norm_out is not None:
+            sq_norm_out[0] = sq
         return param
 
     # ------------------------------------------------------- whole train step

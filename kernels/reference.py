@@ -172,8 +172,16 @@ def softmax(logits, out):
     np.divide(e, s[:, None], out=out)
 
 
-def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """PyTorch SGD step, in place (flat arrays)."""
+def _sq_norm(param):
+    """sum(param**2) in float64 (the compiled kernels sum fixed chunks in order: equal
+    up to float64 rounding)."""
+    p = param.astype(np.float64)
+    return float(np.dot(p, p))
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_norm):
+    """PyTorch SGD step, in place (flat arrays); sum(param**2) before it if sq_norm."""
+    sq = _sq_norm(param) if sq_norm else 0.0
     dt = param.dtype.type
     g = grad + dt(weight_decay) * param if weight_decay else grad
     if momentum:
@@ -183,11 +191,14 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     else:
         step = g
     param -= dt(lr) * step
+    return sq
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
-                decoupled):  # fmt: skip
-    """PyTorch Adam / AdamW step, in place (flat arrays)."""
+                decoupled, sq_norm):  # fmt: skip
+    """PyTorch Adam / AdamW step, in place (flat arrays); sum(param**2) before it if
+    sq_norm."""
+    sq = _sq_norm(param) if sq_norm else 0.0
     dt = param.dtype.type
     g = grad
     if weight_decay:
@@ -207,6 +218,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     update = m / denom
     update *= dt(lr / bias1)
     param -= update
+    return sq
 
 
 def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
@@ -259,8 +271,8 @@ def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
         if optimizer == 0:
             # an empty velocity (no momentum) slices to an empty array
             sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum, nesterov,
-                       wd)  # fmt: skip
+                       wd, False)  # fmt: skip
         else:
             adam_update(params[seg], grads[seg], state_a[seg], state_b[seg], lr, beta1,
-                        beta2, eps, step, wd, decoupled)  # fmt: skip
+                        beta2, eps, step, wd, decoupled, False)  # fmt: skip
     return loss, correct

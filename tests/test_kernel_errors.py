@@ -110,6 +110,18 @@ def test_label_type_and_shape(backend):
             "lr must be finite",
         ),
         (
+            lambda be: be.sgd_update(f32(3), f32(3), lr=0.1, sq_norm_out=f32(1)),
+            TypeError,
+            "sq_norm_out must be float64",
+        ),
+        (
+            lambda be: be.adam_update(
+                f32(3), f32(3), f32(3), f32(3), step=1, sq_norm_out=np.zeros(2)
+            ),
+            ValueError,
+            "sq_norm_out must be writeable with shape",
+        ),
+        (
             lambda be: be.adam_update(f32(3), f32(3), f32(3), f32(3), step=0),
             ValueError,
             "step counts from 1",

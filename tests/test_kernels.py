@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from fastnn.kernels import ACTIVATIONS, RAW_KERNELS, contract
@@ -254,6 +256,33 @@ def test_sgd_update(
         assert_close(states[compiled.name][1], states["numpy"][1])
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("size", [1, 13, 1027, 300_001])
+def test_update_sq_norm_is_the_squared_norm_before_the_step(
+    compiled, oracle, dtype, rng, solver, size
+):
+    """sq_norm_out: sum(param**2) in float64 before the step, read in the same pass;
+    the step itself is bitwise the same with and without it."""
+    p0, g = data(rng, (size,), dtype), data(rng, (size,), dtype)
+    before = float(np.dot(p0.astype(np.float64), p0.astype(np.float64)))
+    for be in (oracle, compiled):
+        stepped = []
+        out = np.full(1, np.nan)
+        for sq_norm_out in (out, None):
+            p, s1, s2 = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+            if solver == "sgd":
+                be.sgd_update(p, g, s1, lr=0.1, momentum=0.9, nesterov=True,
+                              weight_decay=0.01, sq_norm_out=sq_norm_out)  # fmt: skip
+            else:
+                be.adam_update(p, g, s1, s2, step=1, weight_decay=0.01,
+                               sq_norm_out=sq_norm_out)  # fmt: skip
+            stepped.append(p)
+        np.testing.assert_array_equal(stepped[0], stepped[1])
+        assert not np.array_equal(stepped[0], p0)
+        # float64 sums of up to 3e5 squares in different orders: a few ulps apart
+        assert math.isclose(out[0], before, rel_tol=1e-12), (be.name, out[0], before)
+
+
 @pytest.mark.parametrize("decoupled", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("shape", [(1,), (7, 13), (300_001,)])
@@ -291,10 +320,13 @@ def _all_ops(be, dtype, rng, n=257, k=129, m=65):
     loss, grad = be.softmax_cross_entropy(z, labels, label_smoothing=0.1)
     outs += [np.array(loss), grad, be.softmax(big)]
     p, vel = np.ones(big.shape, dtype), np.zeros(big.shape, dtype)
-    be.sgd_update(p, big, vel, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)
+    sq_norms = np.zeros(2)
+    be.sgd_update(p, big, vel, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1,
+                  sq_norm_out=sq_norms[:1])  # fmt: skip
     mom, sq = np.zeros_like(p), np.zeros_like(p)
-    be.adam_update(p, big, mom, sq, step=1, weight_decay=0.1, decoupled=True)
-    return inputs, outs + [p, vel, mom, sq]
+    be.adam_update(p, big, mom, sq, step=1, weight_decay=0.1, decoupled=True,
+                   sq_norm_out=sq_norms[1:])  # fmt: skip
+    return inputs, outs + [p, vel, mom, sq, sq_norms]
 
 
 def test_read_only_inputs_accepted_and_unchanged(backend, dtype):

@@ -5,6 +5,39 @@
 cdef double _OPT_PAR_WORK = 65536
 
 
+cdef enum:
+    _SQ_LANES = 64  # as nb/optim.py SQ_LANES
+
+
+cdef inline double _sq_sum(const floating* p, Py_ssize_t n) noexcept nogil:
+    """Sum of p[i]^2 in float64, in a fixed order: lane j sums p[j::_SQ_LANES] (an
+    element-wise, so vectorised, accumulation), then the lanes and the tail in order."""
+    cdef double acc[_SQ_LANES]
+    cdef double s = 0, a
+    cdef Py_ssize_t i, j, blk, n_full = n - n % _SQ_LANES
+    for j in range(_SQ_LANES):
+        acc[j] = 0
+    for blk in range(n // _SQ_LANES):
+        i = blk * _SQ_LANES
+        for j in range(_SQ_LANES):
+            a = p[i + j]
+            acc[j] += a * a
+    for j in range(_SQ_LANES):
+        s += acc[j]
+    for i in range(n_full, n):
+        a = p[i]
+        s += a * a
+    return s
+
+
+cdef inline double _sum_partials(const double* partials, Py_ssize_t n) noexcept nogil:
+    cdef double s = 0
+    cdef Py_ssize_t c
+    for c in range(n):
+        s += partials[c]
+    return s
+
+
 cdef inline void _sgd_span(floating* p, const floating* g, floating* v, Py_ssize_t n,
                            floating lr, floating mu, bint nesterov,
                            floating wd) noexcept nogil:
@@ -28,17 +61,21 @@ cdef inline void _sgd_span(floating* p, const floating* g, floating* v, Py_ssize
             p[i] = p[i] - lr * vi
 
 
-cdef void _sgd_core(floating* pp, const floating* gp, floating* vp, Py_ssize_t n,
-                    double lr, double momentum, bint nesterov,
-                    double weight_decay) noexcept nogil:
-    """SGD over n >= 1 flat elements; vp NULL: no momentum buffer."""
+cdef double _sgd_core(floating* pp, const floating* gp, floating* vp, Py_ssize_t n,
+                      double lr, double momentum, bint nesterov, double weight_decay,
+                      double* partials) noexcept nogil:
+    """SGD over n >= 1 flat elements; vp NULL: no momentum buffer. With ``partials``
+    (one double per _CHUNK elements) returns sum p^2 before the step, else 0."""
     cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
     cdef int nt = _threads_for(<double>n, _OPT_PAR_WORK)
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         lo = c * _CHUNK
+        if partials != NULL:
+            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
         _sgd_span(pp + lo, gp + lo, vp + lo if vp != NULL else NULL,
                   min(<Py_ssize_t>_CHUNK, n - lo), <floating>lr, <floating>momentum,
                   nesterov, <floating>weight_decay)
+    return _sum_partials(partials, nchunks) if partials != NULL else 0
 
 
 cdef inline void _adam_span(floating* p, const floating* g, floating* m, floating* v,
@@ -63,10 +100,11 @@ cdef inline void _adam_span(floating* p, const floating* g, floating* m, floatin
         p[i] = pi - mi / denom * step_size
 
 
-cdef void _adam_core(floating* pp, const floating* gp, floating* mp, floating* vp,
-                     Py_ssize_t n, double lr, double beta1, double beta2, double eps,
-                     long step, double weight_decay, bint decoupled) noexcept nogil:
-    """Adam / AdamW over n >= 1 flat elements."""
+cdef double _adam_core(floating* pp, const floating* gp, floating* mp, floating* vp,
+                       Py_ssize_t n, double lr, double beta1, double beta2, double eps,
+                       long step, double weight_decay, bint decoupled,
+                       double* partials) noexcept nogil:
+    """Adam / AdamW over n >= 1 flat elements; sum p^2 as _sgd_core."""
     cdef double bias1 = 1.0 - beta1 ** step
     cdef double bias2_sqrt = sqrt(1.0 - beta2 ** step)
     cdef bint dec = decoupled and weight_decay != 0
@@ -75,7 +113,10 @@ cdef void _adam_core(floating* pp, const floating* gp, floating* mp, floating* v
     cdef int nt = _threads_for(<double>n * 3, _OPT_PAR_WORK)
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         lo = c * _CHUNK
+        if partials != NULL:
+            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
         _adam_span(pp + lo, gp + lo, mp + lo, vp + lo, min(<Py_ssize_t>_CHUNK, n - lo),
                    <floating>beta1, <floating>(1.0 - beta1), <floating>beta2,
                    <floating>(1.0 - beta2), <floating>eps, <floating>bias2_sqrt,
                    <floating>(lr / bias1), <floating>weight_decay, shrink, dec)
+    return _sum_partials(partials, nchunks) if partials != NULL else 0

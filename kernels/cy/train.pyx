@@ -57,10 +57,10 @@ cdef void _update(floating* params, floating* grads, floating* sa, floating* sb,
     if optimizer == 0:
         _sgd_core(params + lo, grads + lo,
                   sa + lo if momentum != 0 and sa != NULL else NULL, hi - lo, lr,
-                  momentum, nesterov, wd)
+                  momentum, nesterov, wd, NULL)
     else:
         _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, lr, beta1, beta2,
-                   eps, step, wd, decoupled)
+                   eps, step, wd, decoupled, NULL)
 
 
 cdef double _train_core(const floating* x, const Py_ssize_t* labels,

@@ -9,17 +9,62 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from . import _options as opt
 from ._options import JIT, PARALLEL
 
 
+# ----------------------------------------------------------------- squared L2 norm
+# _sq_sum's lane count: columns of an element-wise (so vectorised, no fast-math needed)
+# float64 accumulation; the lanes are added in order at the end
+SQ_LANES = 64
+
+
+@njit(**JIT)
+def _sq_sum(p):
+    """Sum of p[i]^2 in float64, in a fixed order: lane j sums p[j::SQ_LANES], then
+    the lanes and the tail are added in order."""
+    acc = np.zeros(SQ_LANES)
+    n = p.size - p.size % SQ_LANES
+    for i in range(0, n, SQ_LANES):
+        for j in range(SQ_LANES):
+            a = np.float64(p[i + j])
+            acc[j] += a * a
+    s = 0.0
+    for j in range(SQ_LANES):
+        s += acc[j]
+    for i in range(n, p.size):
+        a = np.float64(p[i])
+        s += a * a
+    return s
+
+
+@njit(**JIT)
+def _sum_in_order(partials):
+    s = 0.0
+    for c in range(partials.size):
+        s += partials[c]
+    return s
+
+
+@njit(**JIT)
+def _sq_sum_chunks(p, chunk):
+    """The parallel kernels' sum p^2 (per chunk, chunks in order), serially."""
+    s = 0.0
+    for lo in range(0, p.size, chunk):
+        s += _sq_sum(p[lo : lo + chunk])
+    return s
+
+
 # -------------------------------------------------------------------------------- SGD
 @njit(**JIT)
-def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu):
-    """g' = g + wd p; v = mu v + g'; p -= lr (g' + mu v if nesterov else v)."""
+def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm):
+    """g' = g + wd p; v = mu v + g'; p -= lr (g' + mu v if nesterov else v).
+    Returns sum p^2 before the step when sq_norm, else 0."""
     # IN  g (n,), lr, mu, wd (param dtype), flags   IN/OUT p (n,), v (n,) or empty
+    sq = _sq_sum(p) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
         if use_wd:
@@ -31,42 +76,50 @@ def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu):
         else:
             step = gi
         p[i] = p[i] - lr * step
+    return sq
 
 
 @njit(**PARALLEL)
-def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, chunk):
+def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):
     n = p.size
+    partials = np.empty((n + chunk - 1) // chunk)
     for c in prange((n + chunk - 1) // chunk):
         lo = c * chunk
         hi = min(lo + chunk, n)
         # an empty velocity (momentum 0) slices to an empty view
-        _sgd_slice(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd, use_wd, use_mu)
+        partials[c] = _sgd_slice(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd,
+                                 use_wd, use_mu, sq_norm)  # fmt: skip
+    return _sum_in_order(partials)
 
 
-def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """SGD: g += wd p; v = mu v + g; p -= lr (g + mu v if nesterov else v)."""
-    # IN  grad (n,), lr, momentum, nesterov, weight_decay
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_norm):
+    """SGD: g += wd p; v = mu v + g; p -= lr (g + mu v if nesterov else v).
+    Returns sum p^2 (float64, before the step) when sq_norm, else 0.0."""
+    # IN  grad (n,), lr, momentum, nesterov, weight_decay, sq_norm
     # IN/OUT param (n,), velocity (n,) (empty when momentum == 0)
     if param.size == 0:
-        return
+        return 0.0
     t = param.dtype.type
     use_wd = weight_decay != 0.0
     use_mu = momentum != 0.0
     args = (param, grad, velocity, t(lr), t(momentum), bool(nesterov),
             t(weight_decay), use_wd, use_mu)  # fmt: skip
     if param.size * opt.SGD_COST >= opt.PARALLEL_MIN_WORK:
-        _sgd_parallel(*args, opt.CHUNK)
-    else:
-        _sgd_slice(*args)
+        return _sgd_parallel(*args, bool(sq_norm), opt.CHUNK)
+    sq = _sq_sum_chunks(param, opt.CHUNK) if sq_norm else 0.0
+    _sgd_slice(*args, False)
+    return sq
 
 
 # ------------------------------------------------------------------------------- Adam
 @njit(**JIT)
 def _adam_slice(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_size,
-                use_wd, decoupled):  # fmt: skip
+                use_wd, decoupled, sq_norm):  # fmt: skip
     """Adam: g' = g + wd p; AdamW: p *= decay. m = b1 m + c1 g'; v = b2 v + c2 g'^2;
-    p -= (m / (sqrt(v) / bias2_sqrt + eps)) * step_size."""
+    p -= (m / (sqrt(v) / bias2_sqrt + eps)) * step_size. Returns sum p^2 before the
+    step when sq_norm, else 0."""
     # IN  g (n,), scalars (param dtype), flags   IN/OUT p, m, v (n,)
+    sq = _sq_sum(p) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
         pi = p[i]
@@ -81,26 +134,31 @@ def _adam_slice(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_siz
         v[i] = vi
         denom = math.sqrt(vi) / bias2_sqrt + eps
         p[i] = pi - (mi / denom) * step_size
+    return sq
 
 
 @njit(**PARALLEL)
 def _adam_parallel(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_size,
-                   use_wd, decoupled, chunk):  # fmt: skip
+                   use_wd, decoupled, sq_norm, chunk):  # fmt: skip
     n = p.size
+    partials = np.empty((n + chunk - 1) // chunk)
     for c in prange((n + chunk - 1) // chunk):
         lo = c * chunk
         hi = min(lo + chunk, n)
-        _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2, c2, wd, decay,
-                    bias2_sqrt, eps, step_size, use_wd, decoupled)  # fmt: skip
+        partials[c] = _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2, c2,
+                                  wd, decay, bias2_sqrt, eps, step_size, use_wd,
+                                  decoupled, sq_norm)  # fmt: skip
+    return _sum_in_order(partials)
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
-                decoupled):  # fmt: skip
-    """Adam/AdamW, in place: p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
-    # IN  grad (n,), lr, beta1, beta2, eps, step (from 1), weight_decay, decoupled
-    # IN/OUT param, m, v (n,)
+                decoupled, sq_norm):  # fmt: skip
+    """Adam/AdamW, in place: p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps).
+    Returns sum p^2 (float64, before the step) when sq_norm, else 0.0."""
+    # IN  grad (n,), lr, beta1, beta2, eps, step (from 1), weight_decay, decoupled,
+    #     sq_norm   IN/OUT param, m, v (n,)
     if param.size == 0:
-        return
+        return 0.0
     t = param.dtype.type
     bias1 = 1.0 - beta1**step
     bias2_sqrt = math.sqrt(1.0 - beta2**step)
@@ -108,6 +166,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
             t(weight_decay), t(1.0 - lr * weight_decay), t(bias2_sqrt), t(eps),
             t(lr / bias1), weight_decay != 0.0, bool(decoupled))  # fmt: skip
     if param.size * opt.ADAM_COST >= opt.PARALLEL_MIN_WORK:
-        _adam_parallel(*args, opt.CHUNK)
-    else:
-        _adam_slice(*args)
+        return _adam_parallel(*args, bool(sq_norm), opt.CHUNK)
+    sq = _sq_sum_chunks(param, opt.CHUNK) if sq_norm else 0.0
+    _adam_slice(*args, False)
+    return sq

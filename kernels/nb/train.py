@@ -128,21 +128,21 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
     if optimizer == 0:
         if p.size * tune[5] >= min_work:
             _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                          momentum != 0.0, chunk)  # fmt: skip
+                          momentum != 0.0, False, chunk)  # fmt: skip
         else:
             _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                       momentum != 0.0)  # fmt: skip
+                       momentum != 0.0, False)  # fmt: skip
     else:
         b = state_b[lo:hi]
         if p.size * tune[6] >= min_work:
             _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                            t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
-                           t(eps), t(step_size), wd != 0.0, decoupled,
+                           t(eps), t(step_size), wd != 0.0, decoupled, False,
                            chunk)  # fmt: skip
         else:
             _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                         t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps),
-                        t(step_size), wd != 0.0, decoupled)  # fmt: skip
+                        t(step_size), wd != 0.0, decoupled, False)  # fmt: skip
 
 
 @njit(**JIT)
