@@ -78,6 +78,13 @@ class _Kernels:
         self.raw = backend.raw
         self._empty = np.empty(0, dtype)  # an absent optional array, raw-kernel style
         self._checked = set()
+        self._codes = {}  # activation name -> code
+
+    def _code(self, act) -> int:
+        code = self._codes.get(act)
+        if code is None:
+            code = self._codes[act] = activation_code(act)
+        return code
 
     def _first(self, site) -> bool:
         if site in self._checked:
@@ -89,7 +96,7 @@ class _Kernels:
         if self._first(("forward", *site)):
             self.backend.linear_forward(x, w, b, act, out=out)
         else:
-            self.raw.linear_forward(x, w, b, out, self._empty, activation_code(act),
+            self.raw.linear_forward(x, w, b, out, self._empty, self._code(act),
                                     0.01)  # fmt: skip
 
     def linear_backward(self, site, dy, x, w, y, act, dw_out, db_out, dx_out, wd):
@@ -103,7 +110,7 @@ class _Kernels:
         else:
             dx = self._empty if dx_out is None else dx_out
             self.raw.linear_backward(dy, x, w, y, y, dy, dw_out, db_out, dx,
-                                     activation_code(act), 0.01, wd)  # fmt: skip
+                                     self._code(act), 0.01, wd)  # fmt: skip
 
     def softmax_cross_entropy(self, site, logits, labels, sample_weight, grad_out,
                               row_loss_out):  # fmt: skip
@@ -844,6 +851,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         last = self.n_layers_ - 2
         dropout = self.dropout if dropout_rng is not None else 0.0
         sw_sum = n if sample_weight is None else float(sample_weight.sum())
+        sparse = sp.issparse(X)
 
         # forward
         a = X
@@ -853,7 +861,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 act = self.activation
             else:
                 act = "sigmoid" if self.out_activation_ == "logistic" else "identity"
-            if sp.issparse(a):
+            if i == 0 and sparse:
                 np.copyto(out, a @ self.coefs_[i])
                 out += self.intercepts_[i]
                 kernels.backend.activation_forward(out, act, out=out)
@@ -878,8 +886,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             w = None if sample_weight is None else sample_weight * (n / sw_sum)
             row_loss = ws.row_loss[:n]
             kernels.softmax_cross_entropy((n,), out, labels, w, delta, row_loss)
-            # -log(clip(p, eps, 1 - eps)) == clip(-log p, -log(1 - eps), -log eps)
-            np.clip(row_loss, -np.log1p(-eps), -np.log(eps), out=row_loss)
+            # -log(clip(p, eps, 1 - eps)) == clip(-log p, -log(1 - eps), -log eps);
+            # two ufuncs: np.clip's Python dispatch costs more than the clipping
+            np.maximum(row_loss, -np.log1p(-eps), out=row_loss)
+            np.minimum(row_loss, -np.log(eps), out=row_loss)
         else:
             np.subtract(out, y, out=delta)
             p = np.clip(out, eps, 1 - eps)
@@ -906,7 +916,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if i < last and dropout > 0:
                 dy *= ws.mask[i][:n]
             x = X if i == 0 else (ws.a[i - 1] if dropout > 0 else ws.y[i - 1])[:n]
-            if sp.issparse(x):
+            if i == 0 and sparse:
                 kernels.backend.activation_backward(dy, y_i, y_i, act, out=dy)
                 np.copyto(ws.coef_grads[i], x.T @ dy)
                 ws.coef_grads[i] += (
