@@ -261,18 +261,21 @@ def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
             grads[b_off : b_off + m] if b_off >= 0 else empty, dx, act, alphas[i], l2,
         )  # fmt: skip
         dy = dx
-    if l2:
-        wflat = params[:n_decay]
-        loss += 0.5 * l2 * float(np.dot(wflat, wflat))
-    segments = [(slice(0, n_decay), weight_decay), (slice(n_decay, params.size), 0.0)]
-    for seg, wd in segments:
+    # the weights' update also returns their sum of squares before the step (L2 term)
+    segments = [
+        (slice(0, n_decay), weight_decay, bool(l2)),
+        (slice(n_decay, params.size), 0.0, False),
+    ]
+    for seg, wd, sq_norm in segments:
         if seg.stop <= seg.start:
             continue
         if optimizer == 0:
             # an empty velocity (no momentum) slices to an empty array
-            sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum, nesterov,
-                       wd, False)  # fmt: skip
+            sq = sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum,
+                            nesterov, wd, sq_norm)  # fmt: skip
         else:
-            adam_update(params[seg], grads[seg], state_a[seg], state_b[seg], lr, beta1,
-                        beta2, eps, step, wd, decoupled, False)  # fmt: skip
+            sq = adam_update(params[seg], grads[seg], state_a[seg], state_b[seg], lr,
+                             beta1, beta2, eps, step, wd, decoupled, sq_norm)  # fmt: skip
+        if sq_norm:
+            loss += 0.5 * l2 * sq
     return loss, correct

@@ -47,20 +47,21 @@ cdef Py_ssize_t _argmax_hits(const floating* z, const Py_ssize_t* labels, Py_ssi
     return hits
 
 
-cdef void _update(floating* params, floating* grads, floating* sa, floating* sb,
-                  Py_ssize_t lo, Py_ssize_t hi, double wd, int optimizer, double lr,
-                  double momentum, bint nesterov, double beta1, double beta2,
-                  double eps, bint decoupled, long step) noexcept nogil:
-    """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update."""
+cdef double _update(floating* params, floating* grads, floating* sa, floating* sb,
+                    Py_ssize_t lo, Py_ssize_t hi, double wd, int optimizer, double lr,
+                    double momentum, bint nesterov, double beta1, double beta2,
+                    double eps, bint decoupled, long step,
+                    double* partials) noexcept nogil:
+    """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update; with
+    ``partials`` returns the segment's sum p^2 before the step, else 0."""
     if hi <= lo:
-        return
+        return 0
     if optimizer == 0:
-        _sgd_core(params + lo, grads + lo,
-                  sa + lo if momentum != 0 and sa != NULL else NULL, hi - lo, lr,
-                  momentum, nesterov, wd, NULL)
-    else:
-        _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, lr, beta1, beta2,
-                   eps, step, wd, decoupled, NULL)
+        return _sgd_core(params + lo, grads + lo,
+                         sa + lo if momentum != 0 and sa != NULL else NULL, hi - lo, lr,
+                         momentum, nesterov, wd, partials)
+    return _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, lr, beta1,
+                      beta2, eps, step, wd, decoupled, partials)
 
 
 cdef double _train_core(const floating* x, const Py_ssize_t* labels,
@@ -71,15 +72,15 @@ cdef double _train_core(const floating* x, const Py_ssize_t* labels,
                         int optimizer, double lr, double momentum, bint nesterov,
                         double weight_decay, double beta1, double beta2, double eps,
                         bint decoupled, long step, floating* sa, floating* sb,
-                        Py_ssize_t* offs, double* rows,
+                        Py_ssize_t* offs, double* rows, double* partials,
                         Py_ssize_t* correct) noexcept nogil:
-    cdef Py_ssize_t i, q, k, m, K, off = 0, d_off
+    cdef Py_ssize_t i, k, m, K, off = 0, d_off
     cdef const int64_t* row
     cdef const floating* a
     cdef floating* y
     cdef floating* dy
     cdef floating* dx
-    cdef double loss, sq, v
+    cdef double loss, sq
     # BLAS to one thread once for the whole step (each GEMM would switch it back and
     # forth); the GEMM blocks are single-threaded calls either way
     cdef int prev = _blas_single_begin()
@@ -123,18 +124,14 @@ cdef double _train_core(const floating* x, const Py_ssize_t* labels,
                               grads + row[1] if row[1] >= 0 else NULL, dx, n, row[2],
                               row[3], <int>row[4], <floating>alphas[i], <floating>l2)
         dy = dx
-    # the L2 term (float64, index order), on the weights before the update
-    if l2 != 0:
-        sq = 0
-        for q in range(n_decay):
-            v = params[q]
-            sq += v * v
-        loss += 0.5 * l2 * sq
-    # the update: weights with weight decay, biases without
-    _update(params, grads, sa, sb, 0, n_decay, weight_decay, optimizer, lr, momentum,
-            nesterov, beta1, beta2, eps, decoupled, step)
+    # the update: weights with weight decay, biases without; the L2 term's sum of
+    # squares (float64, fixed chunks) is read by the weights' update, before it steps
+    sq = _update(params, grads, sa, sb, 0, n_decay, weight_decay, optimizer, lr,
+                 momentum, nesterov, beta1, beta2, eps, decoupled, step,
+                 partials if l2 != 0 else NULL)
+    loss += 0.5 * l2 * sq
     _update(params, grads, sa, sb, n_decay, n_params, 0.0, optimizer, lr, momentum,
-            nesterov, beta1, beta2, eps, decoupled, step)
+            nesterov, beta1, beta2, eps, decoupled, step, NULL)
     _blas_single_end(prev)
     return loss
 
@@ -159,6 +156,7 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
     cdef floating* sb = NULL
     cdef Py_ssize_t* offs
     cdef double* rows
+    cdef double* partials
     cdef double loss
     if n == 0 or L == 0:
         return float("nan"), 0
@@ -170,16 +168,19 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
         sb = &state_b[0]
     offs = <Py_ssize_t*>malloc(3 * L * sizeof(Py_ssize_t))
     rows = <double*>malloc(n * sizeof(double))
-    if offs == NULL or rows == NULL:
+    partials = <double*>malloc(((n_decay + _CHUNK - 1) // _CHUNK + 1) * sizeof(double))
+    if offs == NULL or rows == NULL or partials == NULL:
         free(offs)
         free(rows)
+        free(partials)
         raise MemoryError()
     with nogil:
         loss = _train_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
                            params.shape[0], &layout[0, 0], L, &alphas[0], &work[0], n,
                            label_smoothing, l2, n_decay, optimizer, lr, momentum,
                            nesterov, weight_decay, beta1, beta2, eps, decoupled, step,
-                           sa, sb, offs, rows, &correct)
+                           sa, sb, offs, rows, partials, &correct)
     free(offs)
     free(rows)
+    free(partials)
     return loss, correct

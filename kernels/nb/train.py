@@ -25,7 +25,13 @@ from ._options import JIT
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
 from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
-from .optim import _adam_parallel, _adam_slice, _sgd_parallel, _sgd_slice
+from .optim import (
+    _adam_parallel,
+    _adam_slice,
+    _sgd_parallel,
+    _sgd_slice,
+    _sq_sum_chunks,
+)
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
 
@@ -115,11 +121,12 @@ def _argmax_hits(logits, labels):
 
 @njit(**JIT)
 def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum,
-            nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+            nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size, sq_norm,
             tune):  # fmt: skip
-    """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update."""
+    """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update
+    (sum p^2 before the step returned when sq_norm, else 0)."""
     if hi <= lo:
-        return
+        return 0.0
     t = params.dtype.type
     min_work, chunk = tune[0], tune[1]
     p = params[lo:hi]
@@ -127,22 +134,24 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
     a = state_a[lo:hi]  # an empty buffer (SGD without momentum) slices to empty
     if optimizer == 0:
         if p.size * tune[5] >= min_work:
-            _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                          momentum != 0.0, False, chunk)  # fmt: skip
-        else:
-            _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                       momentum != 0.0, False)  # fmt: skip
-    else:
-        b = state_b[lo:hi]
-        if p.size * tune[6] >= min_work:
-            _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
-                           t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
-                           t(eps), t(step_size), wd != 0.0, decoupled, False,
-                           chunk)  # fmt: skip
-        else:
-            _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
-                        t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps),
-                        t(step_size), wd != 0.0, decoupled, False)  # fmt: skip
+            return _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd),
+                                 wd != 0.0, momentum != 0.0, sq_norm,
+                                 chunk)  # fmt: skip
+        sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
+        _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
+                   momentum != 0.0, False)  # fmt: skip
+        return sq
+    b = state_b[lo:hi]
+    if p.size * tune[6] >= min_work:
+        return _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
+                              t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
+                              t(eps), t(step_size), wd != 0.0, decoupled, sq_norm,
+                              chunk)  # fmt: skip
+    sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
+    _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
+                t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps), t(step_size),
+                wd != 0.0, decoupled, False)  # fmt: skip
+    return sq
 
 
 @njit(**JIT)
@@ -190,20 +199,15 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
         dy = work[offs[i, 2] : offs[i, 2] + n * k].reshape((n, k))
     _backward_layer(x, params, grads, work, layout, alphas, offs, 0, n, dy, l2, tune,
                     cfg)  # fmt: skip
-    # the L2 term (float64, index order), on the weights before the update
-    if l2 != 0.0:
-        sq = 0.0
-        for q in range(n_decay):
-            v = float(params[q])
-            sq += v * v
-        loss += 0.5 * l2 * sq
-    # the update: weights with weight decay, biases without
-    _update(params, grads, state_a, state_b, 0, n_decay, weight_decay, optimizer, lr,
-            momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-            tune)  # fmt: skip
+    # the update: weights with weight decay, biases without; the L2 term's sum of
+    # squares (float64, fixed chunks) is read by the weights' update, before it steps
+    sq = _update(params, grads, state_a, state_b, 0, n_decay, weight_decay, optimizer,
+                 lr, momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt,
+                 step_size, l2 != 0.0, tune)  # fmt: skip
+    loss += 0.5 * l2 * sq
     _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
             momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-            tune)  # fmt: skip
+            False, tune)  # fmt: skip
     blas_single_end(cfg, prev)
     return loss, correct
 
