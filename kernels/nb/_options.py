@@ -13,12 +13,23 @@ affected (a fresh install starts with a fresh cache).
 
 from __future__ import annotations
 
+import numpy as np
+
 # fastmath: off. The explicit safe set {'nsz', 'arcp', 'contract', 'afn', 'reassoc'}
 # (never 'nnan'/'ninf') was not needed: the hot loops vectorise without it (the float32
 # exp/tanh are our own branch-free polynomials), and without 'contract'/'reassoc' the
 # serial and parallel variants of a kernel round identically, so results are bitwise
 # the same for any thread count and match the NumPy oracle's rounding where possible.
 FASTMATH: bool | set[str] = False
+
+# Jitted code passes these, never a bare 0 / False / True, to another jitted function: Numba
+# types a literal argument as Literal[int](0) / Literal[bool](False) and compiles the
+# callee (and every parallel kernel it calls) once more for it; ~14 s of a cold
+# train_step compile went to such duplicates. np.int64 / np.bool_ globals are not
+# literals.
+ZERO = np.int64(0)
+FALSE = np.bool_(False)
+TRUE = np.bool_(True)
 
 # error_model="numpy": division by zero gives inf/nan (IEEE), never a Python exception.
 JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)

@@ -9,10 +9,11 @@ count), then dw = x^T dz (+ wd w) and dx = dz w^T by BLAS.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from . import _options as opt
-from ._options import JIT, PARALLEL
+from ._options import FALSE, JIT, PARALLEL, TRUE, ZERO
 from .activations import _backward_parallel, act_backward_slice, act_forward_slice
 from .matmul import (
     GEMM_CONFIG,
@@ -61,7 +62,7 @@ def _bias_act_cols(y, b, z_out, act, alpha, j0, j1):
 @njit(**JIT)
 def _forward_block(p, size, by_rows, x, w, b, y, z_out, act, alpha, int64):
     """GEMM block p of y = x @ w, then its epilogue while the block is in cache."""
-    _gemm_block(p, size, by_rows, x, w, y, False, False, 1.0, 0.0, int64)
+    _gemm_block(p, size, by_rows, x, w, y, FALSE, FALSE, 1.0, 0.0, int64)
     n, m = y.shape
     lo = p * size
     if by_rows:
@@ -74,7 +75,9 @@ def _forward_block(p, size, by_rows, x, w, b, y, z_out, act, alpha, int64):
 def _forward_blocks_parallel(parts, size, by_rows, x, w, b, y, z_out, act, alpha,
                              int64):  # fmt: skip
     for p in prange(parts):
-        _forward_block(p, size, by_rows, x, w, b, y, z_out, act, alpha, int64)
+        # prange's index is uint64, range's int64: one type, one compiled callee
+        _forward_block(np.int64(p), size, by_rows, x, w, b, y, z_out, act, alpha,
+                       int64)  # fmt: skip
 
 
 @njit(**JIT)
@@ -86,7 +89,7 @@ def _linear_forward(x, w, b, y_out, z_out, act, alpha, cfg):
         return
     if k == 0:  # BLAS rejects ld < 1: the product is zero
         y_out[:] = 0.0
-        _bias_act_rows(y_out.reshape(-1), b, zf, m, act, alpha, 0, n)
+        _bias_act_rows(y_out.reshape(-1), b, zf, m, act, alpha, ZERO, n)
         return
     # the GEMM's own fixed blocks (matmul.gemm_split), each with its epilogue
     parts, size, by_rows = gemm_split(n, m, k, cfg)
@@ -162,7 +165,7 @@ def _linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
         if par_dz:
             _dz_db_parallel(dy, z, y, dz_out, db_out, act, alpha, col_block)
         else:
-            _dz_db_cols(dy, z, y, dz_out, db_out, act, alpha, 0, dy.shape[1])
+            _dz_db_cols(dy, z, y, dz_out, db_out, act, alpha, ZERO, dy.shape[1])
     else:
         dyf = dy.reshape(-1)
         zf = z.reshape(-1)
@@ -173,7 +176,7 @@ def _linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
         else:
             act_backward_slice(dyf, zf, yf, dzf, act, alpha)
     # 2. dw = x^T dz (+ weight_decay w, added after the product like the oracle)
-    gemm(x, dz_out, dw_out, True, False, 1.0, 0.0, cfg)
+    gemm(x, dz_out, dw_out, TRUE, FALSE, 1.0, 0.0, cfg)
     if weight_decay != 0.0:
         wd = dw_out.dtype.type(weight_decay)
         if par_dw:
@@ -183,7 +186,7 @@ def _linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
     # 3. dx = dz w^T
     if dx_out.size:  # (an empty dx_out arrives 1-D: reshape for typing)
         dx = dx_out.reshape((x.shape[0], x.shape[1]))
-        gemm(dz_out, w, dx, False, True, 1.0, 0.0, cfg)
+        gemm(dz_out, w, dx, FALSE, TRUE, 1.0, 0.0, cfg)
 
 
 def linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,

@@ -29,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import _options as opt
-from ._options import JIT, PARALLEL
+from ._options import JIT, PARALLEL, ZERO
 from .activations import exp_t
 
 # Transposed blocks below this many classes. Measured (float32, serial, 2-core VM):
@@ -329,7 +329,7 @@ def _sce_serial(logits, labels, sample_weight, grad_out, row_loss_out, eps,
     partial = np.empty(n, np.float64)
     step = _block_rows(k, rows_per_task)  # blocks bound the scratch; same results
     _sce_range(logits, labels, sample_weight, grad_out, row_loss_out, eps, partial,
-               0, n, step)  # fmt: skip
+               ZERO, n, step)  # fmt: skip
     total = 0.0
     for i in range(n):
         total += partial[i]

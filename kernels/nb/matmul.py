@@ -170,7 +170,9 @@ def _gemm_blocks_parallel(
     parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
 ):
     for p in prange(parts):
-        _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
+        # prange's index is uint64, range's int64: one type, one compiled callee
+        _gemm_block(np.int64(p), size, by_rows, a, b, c, trans_a, trans_b, alpha, beta,
+                    int64)  # fmt: skip
 
 
 @njit(**JIT)

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from . import _options as opt
-from ._options import JIT
+from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
 from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
@@ -139,7 +139,7 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
                                  chunk)  # fmt: skip
         sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
         _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                   momentum != 0.0, False)  # fmt: skip
+                   momentum != 0.0, FALSE)  # fmt: skip
         return sq
     b = state_b[lo:hi]
     if p.size * tune[6] >= min_work:
@@ -150,7 +150,7 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
     sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
     _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
                 t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps), t(step_size),
-                wd != 0.0, decoupled, False)  # fmt: skip
+                wd != 0.0, decoupled, FALSE)  # fmt: skip
     return sq
 
 
@@ -170,7 +170,7 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
     # and forth, ~1 us a time); the blocks are single-threaded calls either way
     prev = blas_single_begin(cfg)
     # forward (layer 0 reads x; the others read the previous y in the workspace)
-    _forward_layer(x, params, work, layout, alphas, offs, 0, n, tune, cfg)
+    _forward_layer(x, params, work, layout, alphas, offs, ZERO, n, tune, cfg)
     for i in range(1, n_layers):
         m_prev = layout[i - 1, 3]
         a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
@@ -197,17 +197,17 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
                         tune, cfg)  # fmt: skip
         k = layout[i, 2]
         dy = work[offs[i, 2] : offs[i, 2] + n * k].reshape((n, k))
-    _backward_layer(x, params, grads, work, layout, alphas, offs, 0, n, dy, l2, tune,
+    _backward_layer(x, params, grads, work, layout, alphas, offs, ZERO, n, dy, l2, tune,
                     cfg)  # fmt: skip
     # the update: weights with weight decay, biases without; the L2 term's sum of
     # squares (float64, fixed chunks) is read by the weights' update, before it steps
-    sq = _update(params, grads, state_a, state_b, 0, n_decay, weight_decay, optimizer,
+    sq = _update(params, grads, state_a, state_b, ZERO, n_decay, weight_decay, optimizer,
                  lr, momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt,
                  step_size, l2 != 0.0, tune)  # fmt: skip
     loss += 0.5 * l2 * sq
     _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
             momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-            False, tune)  # fmt: skip
+            FALSE, tune)  # fmt: skip
     blas_single_end(cfg, prev)
     return loss, correct
 
