@@ -274,8 +274,9 @@ def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
             sq = sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum,
                             nesterov, wd, sq_norm)  # fmt: skip
         else:
-            sq = adam_update(params[seg], grads[seg], state_a[seg], state_b[seg], lr,
-                             beta1, beta2, eps, step, wd, decoupled, sq_norm)  # fmt: skip
+            sq = adam_update(params[seg], grads[seg], state_a[seg], state_b[seg],
+                             lr, beta1, beta2, eps, step, wd, decoupled,
+                             sq_norm)  # fmt: skip
         if sq_norm:
             loss += 0.5 * l2 * sq
     return loss, correct

@@ -15,7 +15,6 @@ from numba import njit, prange
 from . import _options as opt
 from ._options import JIT, PARALLEL
 
-
 # ----------------------------------------------------------------- squared L2 norm
 # _sq_sum's lane count: columns of an element-wise (so vectorised, no fast-math needed)
 # float64 accumulation; the lanes are added in order at the end
@@ -145,8 +144,8 @@ def _adam_parallel(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_
     for c in prange((n + chunk - 1) // chunk):
         lo = c * chunk
         hi = min(lo + chunk, n)
-        partials[c] = _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2, c2,
-                                  wd, decay, bias2_sqrt, eps, step_size, use_wd,
+        partials[c] = _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2,
+                                  c2, wd, decay, bias2_sqrt, eps, step_size, use_wd,
                                   decoupled, sq_norm)  # fmt: skip
     return _sum_in_order(partials)
 

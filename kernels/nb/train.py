@@ -201,9 +201,9 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
                     cfg)  # fmt: skip
     # the update: weights with weight decay, biases without; the L2 term's sum of
     # squares (float64, fixed chunks) is read by the weights' update, before it steps
-    sq = _update(params, grads, state_a, state_b, ZERO, n_decay, weight_decay, optimizer,
-                 lr, momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt,
-                 step_size, l2 != 0.0, tune)  # fmt: skip
+    sq = _update(params, grads, state_a, state_b, ZERO, n_decay, weight_decay,
+                 optimizer, lr, momentum, nesterov, beta1, beta2, eps, decoupled,
+                 bias2_sqrt, step_size, l2 != 0.0, tune)  # fmt: skip
     loss += 0.5 * l2 * sq
     _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
             momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
