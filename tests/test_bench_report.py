@@ -43,7 +43,7 @@ def test_results_json_follows_the_schema(tiny_run):
     out, results = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert schema.errors(on_disk) == []
-    assert on_disk["schema"] == "fastnn-bench/3"
+    assert on_disk["schema"] == "fastnn-bench/4"
     for section in ("ops", "training", "gemm_bound", "scaling", "compile", "memory"):
         assert on_disk[section], f"section {section} is empty"
 
@@ -223,6 +223,46 @@ def test_gemm_bound_per_training_workload(tiny_run):
     assert "| 784-256-128-10 | 128 | 8 (3 + 3 + 2) |" in section
     assert "| 64-32-10 | 32 | 5 (2 + 2 + 1) |" in section
     assert "GEMMs alone allow" in text.split("## Targets")[1].split("## ")[0]
+
+
+def test_estimator_fits_against_sklearn(tiny_run):
+    """Issue 4's comparison: every solver x (sklearn, each backend, the GEMM-only
+    products), interleaved; speed-ups paired by round from the stored samples."""
+    from fastnn.bench.runner import pair_ratios, stat
+    from fastnn.bench.workloads import GEMM_ONLY
+
+    out, r = tiny_run
+    spec = r["config"]["preset"]["estimator"]
+    systems = {"sklearn", GEMM_ONLY, *(f"fastnn-{b}" for b in r["config"]["backends"])}
+    rows = r["estimator"]
+    assert {(e["solver"], e["system"]) for e in rows} == {
+        (s, name) for s in ("sgd", "adam") for name in systems
+    }
+    for e in rows:
+        assert e["layers"] == [spec["features"], *spec["hidden"], spec["classes"]]
+        assert e["epochs"] == spec["epochs"]
+        assert e["fit_time"]["n"] == len(e["samples_s"]) == spec["rounds"]
+        assert min(e["samples_s"]) > 0
+        sk = next(
+            x for x in rows if (x["solver"], x["system"]) == (e["solver"], "sklearn")
+        )
+        expected = stat(pair_ratios(sk["samples_s"], e["samples_s"]), "x")
+        assert e["speedup_vs_sklearn"] == expected
+    by_id = {t["id"]: t for t in r["targets"]}
+    for solver in ("sgd", "adam"):
+        tg = by_id[f"estimator-{solver}"]
+        assert tg["threshold"] == 3.0 and tg["gemm_bound"] is None
+        for name, value in tg["values"].items():
+            row = next(x for x in rows if (x["solver"], x["system"]) == (solver, name))
+            assert value == row["speedup_vs_sklearn"]["median"]
+        gemm = next(
+            x for x in rows if (x["solver"], x["system"]) == (solver, GEMM_ONLY)
+        )
+        assert f"{gemm['speedup_vs_sklearn']['median']:.3g}x" in tg["note"]
+    section = (
+        (out / "report.md").read_text().split("## MLPClassifier vs scikit-learn")[1]
+    )
+    assert f"| adam | {GEMM_ONLY} |" in section.split("## ")[0]
 
 
 def test_needed_bytes_from_the_model_shapes():

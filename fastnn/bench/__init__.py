@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["PRESETS", "Options", "run"]
 
-SCHEMA = "fastnn-bench/3"
+SCHEMA = "fastnn-bench/4"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
@@ -42,6 +42,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_samples=40_000,  # 784 float32 features: 126 MB of X
         memory_epochs=2,
         memory_jobs=1,
+        # issue 4's comparison: fit time, fastnn.MLPClassifier vs scikit-learn's
+        estimator=dict(
+            n_samples=20_000,
+            features=784,
+            classes=10,
+            hidden=[256, 128],
+            epochs=3,
+            rounds=3,
+        ),
     ),
     "full": dict(
         rounds=15,
@@ -58,6 +67,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_samples=60_000,  # 188 MB of X
         memory_epochs=2,
         memory_jobs=1,
+        estimator=dict(
+            n_samples=20_000,
+            features=784,
+            classes=10,
+            hidden=[256, 128],
+            epochs=3,
+            rounds=7,
+        ),
     ),
     # the smallest configuration that still fills every section (tests)
     "tiny": dict(
@@ -75,6 +92,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_samples=1024,  # 3.2 MB: exercises the measurement, not the target
         memory_epochs=1,
         memory_jobs=3,  # the backends' processes side by side (nothing is timed)
+        estimator=dict(
+            n_samples=400, features=32, classes=4, hidden=[16, 8], epochs=1, rounds=2
+        ),
         op_only=[
             "linear_forward_relu|32x784->256",
             "softmax_cross_entropy|128x10",
@@ -84,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 PEERS = ("numpy", "torch", "sklearn")
-SECTIONS = ("peak", "ops", "training", "scaling", "compile", "memory")
+SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "compile", "memory")
 
 
 @dataclass
@@ -196,6 +216,7 @@ def run(opts: Options) -> dict[str, Any]:
         + n_scaling
         + n_compile
         + len(opts.backends)  # memory
+        + 2  # estimator: one per solver
     )
     bar = _progress(opts, total)
     tick = bar.update
@@ -243,6 +264,14 @@ def run(opts: Options) -> dict[str, Any]:
         scaling_rows = section(
             "scaling", "thread scaling", sections.scaling, opts, skipped, tick
         )
+        estimator_rows = section(
+            "estimator",
+            "MLPClassifier vs scikit-learn",
+            sections.estimator,
+            opts,
+            skipped,
+            tick,
+        )
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -274,6 +303,7 @@ def run(opts: Options) -> dict[str, Any]:
             "training": train_rows,
             "gemm_bound": gemm_bound_rows,
             "scaling": scaling_rows,
+            "estimator": estimator_rows,
             "compile": compile_rows,
             "memory": memory_rows,
             "skipped": skipped,

@@ -1,4 +1,4 @@
-"""The results.json schema ("fastnn-bench/3"), as data, and a validator for it.
+"""The results.json schema ("fastnn-bench/4"), as data, and a validator for it.
 
 A small subset of JSON Schema (type, required, properties, items, enum, minimum) so
 no extra dependency is needed; docs/benchmark-schema.md describes every field.
@@ -214,6 +214,31 @@ SCALING_ROW = {
         "efficiency": NUM,
     },
 }
+ESTIMATOR_ROW = {
+    "type": "object",
+    "required": [
+        "dataset",
+        "layers",
+        "epochs",
+        "solver",
+        "system",
+        "threads",
+        "fit_time",
+        "samples_s",
+        "speedup_vs_sklearn",
+    ],
+    "properties": {
+        "dataset": STR,
+        "layers": {"type": "array", "items": INT},
+        "epochs": {"type": "integer", "minimum": 1},
+        "solver": {"enum": ["sgd", "adam"]},
+        "system": STR,
+        "threads": {"type": "integer", "minimum": 1},
+        "fit_time": STAT,
+        "samples_s": SAMPLES,
+        "speedup_vs_sklearn": STAT_OR_NULL,
+    },
+}
 COMPILE_ROW = {
     "type": "object",
     "required": [
@@ -382,6 +407,7 @@ RESULTS = {
         "training",
         "gemm_bound",
         "scaling",
+        "estimator",
         "compile",
         "memory",
         "skipped",
@@ -390,7 +416,7 @@ RESULTS = {
         "plots_note",
     ],
     "properties": {
-        "schema": {"enum": ["fastnn-bench/3"]},
+        "schema": {"enum": ["fastnn-bench/4"]},
         "created": STR,
         "duration_s": {"type": "number", "minimum": 0},
         "section_times_s": {"type": "object", "additional": NUM},
@@ -429,6 +455,7 @@ RESULTS = {
         "training": {"type": "array", "items": TRAIN_ROW},
         "gemm_bound": {"type": "array", "items": GEMM_BOUND_ROW},
         "scaling": {"type": "array", "items": SCALING_ROW},
+        "estimator": {"type": "array", "items": ESTIMATOR_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
         "memory": {"type": "array", "items": MEMORY_ROW},
         "skipped": {
@@ -522,5 +549,5 @@ def validate(results: dict[str, Any]) -> None:
     errs = errors(results)
     if errs:
         raise ValueError(
-            "results.json does not follow fastnn-bench/3:\n" + "\n".join(errs[:50])
+            "results.json does not follow fastnn-bench/4:\n" + "\n".join(errs[:50])
         )

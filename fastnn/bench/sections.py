@@ -20,11 +20,13 @@ from . import _suite
 from . import peak as _peak
 from .runner import interleave, pair_ratios, scaled, stat
 from .workloads import (
+    ESTIMATOR_SOLVERS,
     GEMM_ONLY,
     Skip,
     Workload,
     gemm_step,
     make_data,
+    make_estimator_fit,
     make_gemm_only,
     make_system,
     op_cases,
@@ -253,6 +255,58 @@ def _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows) -> dict[str, 
         "pct_of_sgemm_peak": 100 * gflops / sgemm,
         "systems": systems,
     }
+
+
+# --------------------------------------------------------------- estimator
+def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Whole fits of fastnn.MLPClassifier (every backend) and scikit-learn's, same
+    data, solver and epochs, interleaved round by round; the speed-up over
+    scikit-learn paired by round. The matrix products of the same steps alone
+    (``GEMM_ONLY``) run in the same rounds: the ratio no fit whose products run at
+    NumPy's BLAS speed can beat."""
+    t = max(opts.threads)
+    spec = opts.preset["estimator"]
+    hidden, epochs = tuple(spec["hidden"]), spec["epochs"]
+    sizes = (spec["features"], *hidden, spec["classes"])
+    X, y = make_data(sizes, spec["n_samples"])
+    dataset = f"synthetic-{spec['n_samples']}x{spec['features']}"
+    names = ["sklearn", *(f"fastnn-{b}" for b in opts.backends), GEMM_ONLY]
+    rows = []
+    for solver in ESTIMATOR_SOLVERS:
+        fns = {}
+        for name in names:
+            try:
+                fns[name] = make_estimator_fit(name, solver, hidden, epochs, X, y, t)
+            except Skip as exc:
+                _skip(skipped, "estimator", name, str(exc), solver=solver)
+        # warm-up on a slice (imports, JIT caches, thread pools), then full fits only
+        small = slice(0, min(len(X), 1000))
+        for name in names:
+            if name in fns and name != GEMM_ONLY:
+                make_estimator_fit(name, solver, hidden, 1, X[small], y[small], t)()
+        times = interleave(fns, spec["rounds"], warmup=0, self_timed=True)
+        for name, ts in times.items():
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "layers": list(sizes),
+                    "epochs": epochs,
+                    "solver": solver,
+                    "system": name,
+                    "threads": t,
+                    "fit_time": stat(ts, "s"),
+                    "samples_s": ts,
+                    "speedup_vs_sklearn": (
+                        stat(pair_ratios(times["sklearn"], ts), "x")
+                        if "sklearn" in times
+                        else None
+                    ),
+                }
+            )
+        tick()
+    del X, y
+    gc.collect()
+    return rows
 
 
 # ----------------------------------------------------------------- scaling

@@ -357,3 +357,51 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
 
         return epoch
     raise ValueError(f"unknown system {name!r}")
+
+
+# ------------------------------------------------------- MLPClassifier vs sklearn
+ESTIMATOR_SOLVERS = ("sgd", "adam")
+
+
+def make_estimator_fit(
+    name: str, solver: str, hidden: tuple[int, ...], epochs: int, X, y, threads: int
+) -> Callable[[], float]:
+    """A zero-argument callable fitting a fresh MLPClassifier (``"sklearn"`` or
+    ``"fastnn-<backend>"``) for ``epochs`` epochs, defaults otherwise (batch "auto":
+    200), and returning the fit's seconds; ``GEMM_ONLY``: the matrix products of the
+    same steps alone. Raises :class:`Skip` when the system is unavailable here."""
+    from .. import threads as _threads
+
+    if name == GEMM_ONLY:
+        classes = int(y.max()) + 1
+        wl = Workload((X.shape[1], *hidden, classes), min(200, len(X)), len(X))
+        epoch, _ = make_gemm_only(wl, threads)
+        return lambda: sum(epoch() for _ in range(epochs))
+    params = dict(hidden_layer_sizes=hidden, solver=solver, max_iter=epochs, tol=0.0,
+                  n_iter_no_change=10**9, random_state=0)  # fmt: skip
+    if name == "sklearn":
+        try:
+            from sklearn.neural_network import MLPClassifier as Estimator
+        except ImportError as exc:
+            raise Skip(f"scikit-learn not importable ({exc})") from None
+    elif name.startswith("fastnn-"):
+        import fastnn
+
+        backend = name.removeprefix("fastnn-")
+        if backend not in fastnn.available_backends():
+            raise Skip(fastnn.kernels.backend_status().get(backend, "unknown backend"))
+        Estimator = fastnn.MLPClassifier
+        params.update(backend=backend, n_threads=threads)
+    else:
+        raise ValueError(f"unknown system {name!r}")
+    from sklearn.exceptions import ConvergenceWarning
+
+    def fit() -> float:
+        est = Estimator(**params)
+        with _threads.num_threads(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t0 = time.perf_counter()
+            est.fit(X, y)
+            return time.perf_counter() - t0
+
+    return fit
