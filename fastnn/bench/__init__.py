@@ -25,6 +25,11 @@ __all__ = ["PRESETS", "Options", "run"]
 
 SCHEMA = "fastnn-bench/4"
 
+# issue 4's comparison (fit time, fastnn.MLPClassifier vs scikit-learn's): its data set
+_ESTIMATOR = dict(
+    n_samples=20_000, features=784, classes=10, hidden=[256, 128], epochs=3
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
     "quick": dict(
@@ -42,15 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_samples=40_000,  # 784 float32 features: 126 MB of X
         memory_epochs=2,
         memory_jobs=1,
-        # issue 4's comparison: fit time, fastnn.MLPClassifier vs scikit-learn's
-        estimator=dict(
-            n_samples=20_000,
-            features=784,
-            classes=10,
-            hidden=[256, 128],
-            epochs=3,
-            rounds=3,
-        ),
+        estimator={**_ESTIMATOR, "rounds": 3},
     ),
     "full": dict(
         rounds=15,
@@ -67,14 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_samples=60_000,  # 188 MB of X
         memory_epochs=2,
         memory_jobs=1,
-        estimator=dict(
-            n_samples=20_000,
-            features=784,
-            classes=10,
-            hidden=[256, 128],
-            epochs=3,
-            rounds=7,
-        ),
+        estimator={**_ESTIMATOR, "rounds": 7},
     ),
     # the smallest configuration that still fills every section (tests)
     "tiny": dict(
