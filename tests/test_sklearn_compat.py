@@ -55,7 +55,7 @@ def test_not_applicable_checks_exist():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("estimator, check", _applicable_checks())
+@pytest.mark.parametrize("estimator, check", list(_applicable_checks()))
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
