@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLP
 
 import fastnn
-from fastnn.bench.workloads import Workload, make_gemm_only
+from fastnn.bench.workloads import estimator_params, make_gemm_only_fit
 from fastnn.estimator import MLPClassifier
 
 EPOCHS = 3
@@ -61,17 +61,12 @@ class _GemmOnly:
         self.n_iter_ = epochs
 
     def fit(self, X, y):
-        sizes = (X.shape[1], *HIDDEN, len(np.unique(y)))
-        batch = min(200, X.shape[0])
-        epoch, _ = make_gemm_only(Workload(sizes, batch, X.shape[0]), threads=None)
-        for _ in range(self.epochs):
-            epoch()
+        make_gemm_only_fit(HIDDEN, self.epochs, X, y, threads=None)()
         return self
 
 
 def _estimator(impl: str, solver: str, epochs: int):
-    params = dict(hidden_layer_sizes=HIDDEN, solver=solver, max_iter=epochs, tol=0.0,
-                  n_iter_no_change=10**9, random_state=0)  # fmt: skip
+    params = estimator_params(solver, HIDDEN, epochs)
     if impl == "sklearn":
         return SkMLP(**params)
     if impl == "gemm-only":

@@ -919,9 +919,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if i == 0 and sparse:
                 kernels.backend.activation_backward(dy, y_i, y_i, act, out=dy)
                 np.copyto(ws.coef_grads[i], x.T @ dy)
-                ws.coef_grads[i] += (
-                    ws.coef_grads[i].dtype.type(weight_decay) * (self.coefs_[i])
-                )
+                if weight_decay:  # 0: the stochastic solvers' update adds it
+                    ws.coef_grads[i] += (
+                        ws.coef_grads[i].dtype.type(weight_decay) * (self.coefs_[i])
+                    )
                 np.sum(dy, axis=0, out=ws.intercept_grads[i])
                 continue
             kernels.linear_backward(

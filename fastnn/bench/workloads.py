@@ -363,6 +363,25 @@ def make_system(name: str, wl: Workload, X, y, threads: int) -> Callable[[], flo
 ESTIMATOR_SOLVERS = ("sgd", "adam")
 
 
+def estimator_params(solver: str, hidden: tuple[int, ...], epochs: int) -> dict:
+    """MLPClassifier parameters (scikit-learn's and fastnn's) for a fixed-length fit:
+    ``epochs`` epochs all run (tol=0, n_iter_no_change never reached), defaults
+    otherwise (batch "auto": 200)."""
+    return dict(hidden_layer_sizes=hidden, solver=solver, max_iter=epochs, tol=0.0,
+                n_iter_no_change=10**9, random_state=0)  # fmt: skip
+
+
+def make_gemm_only_fit(
+    hidden: tuple[int, ...], epochs: int, X, y, threads: int | None
+) -> Callable[[], float]:
+    """The matrix products of an ``epochs``-epoch MLPClassifier fit of (X, y) with
+    ``hidden`` layers, alone (buffers made now); the callable returns its seconds."""
+    n_classes = int(y.max()) + 1
+    wl = Workload((X.shape[1], *hidden, n_classes), min(200, len(X)), len(X))
+    epoch, _ = make_gemm_only(wl, threads)
+    return lambda: sum(epoch() for _ in range(epochs))
+
+
 def make_estimator_fit(
     name: str, solver: str, hidden: tuple[int, ...], epochs: int, X, y, threads: int
 ) -> Callable[[], float]:
@@ -373,12 +392,8 @@ def make_estimator_fit(
     from .. import threads as _threads
 
     if name == GEMM_ONLY:
-        classes = int(y.max()) + 1
-        wl = Workload((X.shape[1], *hidden, classes), min(200, len(X)), len(X))
-        epoch, _ = make_gemm_only(wl, threads)
-        return lambda: sum(epoch() for _ in range(epochs))
-    params = dict(hidden_layer_sizes=hidden, solver=solver, max_iter=epochs, tol=0.0,
-                  n_iter_no_change=10**9, random_state=0)  # fmt: skip
+        return make_gemm_only_fit(hidden, epochs, X, y, threads)
+    params = estimator_params(solver, hidden, epochs)
     if name == "sklearn":
         try:
             from sklearn.neural_network import MLPClassifier as Estimator

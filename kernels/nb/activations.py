@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
@@ -23,15 +22,21 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-@intrinsic
-def _int32_as_float32(typingctx, bits):
-    """Reinterpret the bits of an int32 as a float32 (no conversion)."""
-    sig = types.float32(types.int32)
+def bitcast(src, dst):
+    """An intrinsic reinterpreting the bits of a ``src`` value (a Numba type) as a
+    ``dst`` value of the same width: no conversion, one LLVM bitcast."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
+    @intrinsic
+    def reinterpret(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
 
-    return sig, codegen
+        return dst(src), codegen
+
+    return reinterpret
+
+
+_int32_as_float32 = bitcast(types.int32, types.float32)
 
 
 @njit(**JIT)

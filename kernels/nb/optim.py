@@ -50,7 +50,8 @@ def _sum_in_order(partials):
 
 @njit(**JIT)
 def _sq_sum_chunks(p, chunk):
-    """The parallel kernels' sum p^2 (per chunk, chunks in order), serially."""
+    """sum p^2 per ``chunk`` elements, chunks added in order: the same sum whether
+    the chunks run in one call or one per parallel task."""
     s = 0.0
     for lo in range(0, p.size, chunk):
         s += _sq_sum(p[lo : lo + chunk])
@@ -59,11 +60,11 @@ def _sq_sum_chunks(p, chunk):
 
 # -------------------------------------------------------------------------------- SGD
 @njit(**JIT)
-def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm):
+def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):
     """g' = g + wd p; v = mu v + g'; p -= lr (g' + mu v if nesterov else v).
-    Returns sum p^2 before the step when sq_norm, else 0."""
+    Returns sum p^2 before the step (summed per ``chunk``) when sq_norm, else 0."""
     # IN  g (n,), lr, mu, wd (param dtype), flags   IN/OUT p (n,), v (n,) or empty
-    sq = _sq_sum(p) if sq_norm else 0.0
+    sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
         if use_wd:
@@ -87,7 +88,7 @@ def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk)
         hi = min(lo + chunk, n)
         # an empty velocity (momentum 0) slices to an empty view
         partials[c] = _sgd_slice(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd,
-                                 use_wd, use_mu, sq_norm)  # fmt: skip
+                                 use_wd, use_mu, sq_norm, chunk)  # fmt: skip
     return _sum_in_order(partials)
 
 
@@ -105,20 +106,18 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_n
             t(weight_decay), use_wd, use_mu)  # fmt: skip
     if param.size * opt.SGD_COST >= opt.PARALLEL_MIN_WORK:
         return _sgd_parallel(*args, bool(sq_norm), opt.CHUNK)
-    sq = _sq_sum_chunks(param, opt.CHUNK) if sq_norm else 0.0
-    _sgd_slice(*args, False)
-    return sq
+    return _sgd_slice(*args, bool(sq_norm), opt.CHUNK)
 
 
 # ------------------------------------------------------------------------------- Adam
 @njit(**JIT)
 def _adam_slice(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_size,
-                use_wd, decoupled, sq_norm):  # fmt: skip
+                use_wd, decoupled, sq_norm, chunk):  # fmt: skip
     """Adam: g' = g + wd p; AdamW: p *= decay. m = b1 m + c1 g'; v = b2 v + c2 g'^2;
     p -= (m / (sqrt(v) / bias2_sqrt + eps)) * step_size. Returns sum p^2 before the
-    step when sq_norm, else 0."""
+    step (summed per ``chunk``) when sq_norm, else 0."""
     # IN  g (n,), scalars (param dtype), flags   IN/OUT p, m, v (n,)
-    sq = _sq_sum(p) if sq_norm else 0.0
+    sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
         pi = p[i]
@@ -146,7 +145,7 @@ def _adam_parallel(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_
         hi = min(lo + chunk, n)
         partials[c] = _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2,
                                   c2, wd, decay, bias2_sqrt, eps, step_size, use_wd,
-                                  decoupled, sq_norm)  # fmt: skip
+                                  decoupled, sq_norm, chunk)  # fmt: skip
     return _sum_in_order(partials)
 
 
@@ -166,6 +165,4 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
             t(lr / bias1), weight_decay != 0.0, bool(decoupled))  # fmt: skip
     if param.size * opt.ADAM_COST >= opt.PARALLEL_MIN_WORK:
         return _adam_parallel(*args, bool(sq_norm), opt.CHUNK)
-    sq = _sq_sum_chunks(param, opt.CHUNK) if sq_norm else 0.0
-    _adam_slice(*args, False)
-    return sq
+    return _adam_slice(*args, bool(sq_norm), opt.CHUNK)

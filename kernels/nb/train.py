@@ -25,13 +25,7 @@ from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
 from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
-from .optim import (
-    _adam_parallel,
-    _adam_slice,
-    _sgd_parallel,
-    _sgd_slice,
-    _sq_sum_chunks,
-)
+from .optim import _adam_parallel, _adam_slice, _sgd_parallel, _sgd_slice
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
 
@@ -137,21 +131,17 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
             return _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd),
                                  wd != 0.0, momentum != 0.0, sq_norm,
                                  chunk)  # fmt: skip
-        sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
-        _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                   momentum != 0.0, FALSE)  # fmt: skip
-        return sq
+        return _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
+                          momentum != 0.0, sq_norm, chunk)  # fmt: skip
     b = state_b[lo:hi]
     if p.size * tune[6] >= min_work:
         return _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                               t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
                               t(eps), t(step_size), wd != 0.0, decoupled, sq_norm,
                               chunk)  # fmt: skip
-    sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
-    _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
-                t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps), t(step_size),
-                wd != 0.0, decoupled, FALSE)  # fmt: skip
-    return sq
+    return _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
+                       t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps),
+                       t(step_size), wd != 0.0, decoupled, sq_norm, chunk)  # fmt: skip
 
 
 @njit(**JIT)
