@@ -6,7 +6,6 @@ this package holds the settings and the model API built on them.
 
 from __future__ import annotations
 
-from . import _runtime_env  # noqa: F401  (must run before numba / the extension load)
 from ._config import show_config
 from .callbacks import Callback, EarlyStopping, History
 from .checkpoint import CheckpointError, load

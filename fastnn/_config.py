@@ -12,10 +12,11 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from . import _runtime_env, kernels, threads
+from . import kernels, threads
 
 _SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
-               "neon", "asimd", "sve")  # fmt: skip
+               "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd",
+               "sve")  # fmt: skip
 _PACKAGES = ("numpy", "scipy", "numba", "llvmlite", "Cython", "threadpoolctl",
              "scikit-learn")  # fmt: skip
 
@@ -48,6 +49,21 @@ def cpu_info() -> dict[str, Any]:
         "cores": threads.cpu_count(),
         "simd": [f for f in _SIMD_FLAGS if f in flags],
     }
+
+
+#: Environment variables that decide how the thread pools behave: reported (never
+#: set) by fastnn, so a report says which settings its numbers were measured under.
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "OPENBLAS_CORETYPE",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+)
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -87,12 +103,7 @@ def config() -> dict[str, Any]:
         "default_backend": kernels.get_default_backend(),
         "auto_backend": kernels.get_backend("auto").name,
         "threads": threads.get_num_threads(),
-        "runtime_env": {
-            "set_by_fastnn": dict(_runtime_env.APPLIED),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-            "numpy_loaded_before_fastnn": _runtime_env.NUMPY_LOADED_FIRST,
-        },
+        "thread_env": {name: os.environ.get(name) for name in THREAD_ENV},
         "blas": blas_info(),
         "cpu": cpu_info(),
         "distributed": distributed_info(),
@@ -138,14 +149,18 @@ def show_config(file: Any = None) -> None:
         details = "; ".join(f"{k} {_format_value(v)}" for k, v in extra.items())
         lines.append(f"  {name:7s} available" + (f": {details}" if details else ""))
     lines.append(
-        f"threads:   {cfg['threads']} (fastnn.set_num_threads governs all pools)"
+        f"threads:   {cfg['threads']} (fastnn.set_num_threads: fastnn's own calls)"
     )
-    env = cfg["runtime_env"]
-    for name in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"):
-        origin = "set by fastnn" if name in env["set_by_fastnn"] else "user's setting"
-        if name.startswith("OPENBLAS") and env["numpy_loaded_before_fastnn"]:
-            origin += "; no effect: NumPy was imported before fastnn"
-        lines.append(f"pools:     {name}={env[name]} ({origin})")
+    user_set = {k: v for k, v in cfg["thread_env"].items() if v is not None}
+    lines.append(
+        "pools:     "
+        + (
+            "the runtimes' defaults (no thread variable set; fastnn sets none)"
+            if not user_set
+            else ", ".join(f"{k}={v}" for k, v in user_set.items())
+            + " (set in the environment; fastnn sets none)"
+        )
+    )
     for blas in cfg["blas"]:
         lines.append(
             f"BLAS:      {blas['library']} {blas['version']} ({blas['architecture']}), "

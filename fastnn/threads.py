@@ -1,8 +1,14 @@
-"""One thread count for every pool fastnn uses: Numba, OpenMP and BLAS.
+"""fastnn's thread count, applied to fastnn's own work only.
 
-``set_num_threads(n)`` applies ``n`` to Numba's threads, the Cython extension's OpenMP
-threads and the BLAS libraries (through threadpoolctl); ``num_threads(n)`` does the same
-for a ``with`` block and restores the previous setting afterwards.
+fastnn runs its kernels in its own pools (the Cython extension's OpenMP threads,
+Numba's threads) and calls BLAS single-threaded from inside them. The thread count is
+a setting of fastnn: ``set_num_threads(n)`` changes what fastnn's later calls use;
+``num_threads(n)`` (a ``with`` block, and what every fit/predict runs inside) applies
+it to Numba's threads of the calling thread and to the BLAS libraries (for the NumPy
+backend, whose products run on BLAS's own threads) and puts back exactly what was
+there before when the block ends. Nothing here outlives fastnn's call: NumPy, SciPy,
+scikit-learn or PyTorch code beside fastnn keeps the thread settings it had, and no
+environment variable is ever set.
 """
 
 from __future__ import annotations
@@ -10,12 +16,20 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import sys
+import threading
 from collections.abc import Iterator
 
 from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
-_current: int | None = None
+_current: int | None = None  # set_num_threads' value (None: the core count)
+_block = threading.local()  # .n: the count of the innermost num_threads block
+# BLAS thread counts are process-wide: the first of several overlapping blocks (in
+# any threads) saves them, the last one out restores them.
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_saved: list[tuple[object, int]] = []
 
 
 def cpu_count() -> int:
@@ -36,47 +50,91 @@ def _blas_controller() -> ThreadpoolController:
     return _controller
 
 
-def _apply(n: int) -> None:
-    from . import kernels
-
-    for name in kernels.available_backends():
-        setter = kernels.get_backend(name).raw.__dict__.get("set_num_threads")
-        if setter is not None:
-            setter(n)
-    _blas_controller().select(user_api="blas").limit(limits=n)
+def _blas_libraries() -> list:
+    return [c for c in _blas_controller().lib_controllers if c.user_api == "blas"]
 
 
 def set_num_threads(n: int) -> int:
-    """Use ``n`` threads in Numba, OpenMP and BLAS; return the previous setting."""
+    """Use ``n`` threads in fastnn's later calls; return the previous setting.
+
+    Only fastnn's own work is affected: other libraries' thread pools keep their
+    settings (fastnn applies ``n`` to BLAS and Numba inside its own calls and puts
+    their settings back afterwards).
+    """
     global _current
+    n = _check(n)
+    previous = get_num_threads()
+    _current = n
+    return previous
+
+
+def get_num_threads() -> int:
+    """The thread count of fastnn's calls: the innermost ``num_threads`` block's in
+    this thread, else ``set_num_threads``' value, else the number of usable cores."""
+    n = getattr(_block, "n", None)
+    if n is not None:
+        return n
+    return _current if _current is not None else cpu_count()
+
+
+def _check(n) -> int:
     try:
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n_threads must be an int, got {type(n).__name__}") from None
     if n < 1:
         raise ValueError(f"n_threads must be >= 1, got {n}")
-    previous = get_num_threads()
-    _apply(n)
-    _current = n
-    return previous
+    return n
 
 
-def get_num_threads() -> int:
-    """The thread count in force (the number of usable cores unless set)."""
-    return _current if _current is not None else cpu_count()
+@contextlib.contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    global _blas_depth, _blas_saved
+    with _blas_lock:
+        libraries = _blas_libraries()
+        if _blas_depth == 0:
+            _blas_saved = [(lib, lib.num_threads) for lib in libraries]
+        _blas_depth += 1
+        for lib in libraries:
+            if lib.num_threads != n:
+                lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for lib, count in _blas_saved:
+                    if lib.num_threads != count:
+                        lib.set_num_threads(count)
+                _blas_saved = []
 
 
 @contextlib.contextmanager
 def num_threads(n: int | None) -> Iterator[int]:
-    """Run a block with ``n`` threads (None: leave as is); restore afterwards."""
-    global _current
-    if n is None:
-        yield get_num_threads()
-        return
-    previous_setting = _current
-    previous = set_num_threads(n)
+    """Run a block with ``n`` threads (None: fastnn's setting) in fastnn's kernels,
+    Numba and BLAS; afterwards each has exactly the setting it had before.
+
+    The block's count is this thread's: blocks in other threads keep theirs.
+    """
+    from . import kernels
+
+    target = get_num_threads() if n is None else _check(n)
+    outer = getattr(_block, "n", None)
+    numba = sys.modules.get("numba")
+    numba_before = numba.get_num_threads() if numba is not None else None
+    _block.n = target
+    kernels.set_num_threads(target)
     try:
-        yield n
+        with _blas_threads(target):
+            yield target
     finally:
-        _apply(previous)
-        _current = previous_setting
+        _block.n = outer
+        kernels.set_num_threads(get_num_threads())
+        # Numba's count (thread-local) goes back to what this thread had; Numba
+        # loaded inside the block goes back to its default
+        numba = sys.modules.get("numba")
+        if numba is not None:
+            numba.set_num_threads(
+                numba.config.NUMBA_NUM_THREADS if numba_before is None else numba_before
+            )

@@ -23,6 +23,7 @@ __all__ = [
     "get_backend",
     "get_default_backend",
     "set_backend",
+    "set_num_threads",
 ]
 
 # Registry name -> module (relative to this package) holding the raw kernels.
@@ -35,6 +36,7 @@ _loaded: dict[str, Backend] = {}
 _errors: dict[str, str] = {}
 _lock = threading.Lock()
 _default = "auto"
+_threads: int | None = None  # the kernels' thread count (None: each backend's own)
 
 
 def _load(name: str) -> Backend | None:
@@ -46,13 +48,30 @@ def _load(name: str) -> Backend | None:
         try:
             module = importlib.import_module(_MODULES[name], __name__)
             info = dict(getattr(module, "BACKEND_INFO", {}))
-            _loaded[name] = Backend(name, module, info)
-            return _loaded[name]
+            _loaded[name] = backend = Backend(name, module, info)
+            if _threads is not None:
+                _apply_threads(backend, _threads)
+            return backend
         except (
             Exception
         ) as exc:  # missing numba, unbuilt or broken extension: report it
             _errors[name] = f"{type(exc).__name__}: {exc}"
             return None
+
+
+def _apply_threads(backend: Backend, n: int) -> None:
+    setter = backend.raw.__dict__.get("set_num_threads")
+    if setter is not None:
+        setter(n)
+
+
+def set_num_threads(n: int) -> None:
+    """Run the kernels of every backend, loaded now or later, on ``n`` threads
+    (fastnn's thread setting; for Numba, in the calling thread)."""
+    global _threads
+    _threads = n
+    for backend in list(_loaded.values()):
+        _apply_threads(backend, n)
 
 
 def backend_status() -> dict[str, str]:

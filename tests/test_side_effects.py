@@ -1,0 +1,131 @@
+"""fastnn is a good neighbour: importing it and training leave the environment and
+other libraries' thread settings as they were (each case in a fresh process, since
+what a library reads at load time can only be seen there)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import fastnn
+
+_PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas_threads = int(sys.argv[1])
+    if blas_threads:  # a user's own setting, made before fastnn is imported
+        threadpool_limits(blas_threads, user_api="blas")
+
+    def state():
+        numba = sys.modules.get("numba")
+        return {
+            "environ": dict(os.environ),
+            "blas": sorted(
+                (i["filepath"], i["num_threads"])
+                for i in threadpool_info()
+                if i["user_api"] == "blas"
+            ),
+            "numba": None if numba is None else numba.get_num_threads(),
+        }
+
+    before = state()
+    import fastnn
+    after_import = state()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    y = np.arange(64) % 3
+    for backend in fastnn.available_backends():
+        for n in (None, 1, 2):
+            m = fastnn.MLP((5, 8, 3), backend=backend, n_threads=n)
+            m.fit(X, y, epochs=1, batch_size=16, verbose=0)
+            m.predict_proba(X)
+        with fastnn.num_threads(1):
+            m.evaluate(X, y)
+    fastnn.set_num_threads(1)
+    m.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    numba_loaded = "numba" in sys.modules
+    after_fit = state()
+    # Numba was loaded by fastnn: what a later import by the user would see
+    before["numba"] = after_import["numba"] = None
+    if numba_loaded:
+        import numba
+
+        after_fit["numba_default"] = numba.config.NUMBA_NUM_THREADS
+    print(json.dumps([before, after_import, after_fit]))
+    """
+)
+
+
+@pytest.mark.parametrize("blas_threads", [0, 1], ids=["default", "user-set-1"])
+def test_import_and_fit_leave_environment_and_blas_threads_alone(blas_threads):
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(blas_threads)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    before, after_import, after_fit = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after_import["environ"] == before["environ"]
+    assert after_fit["environ"] == before["environ"]
+    assert before["blas"], "no BLAS library seen: the probe checks nothing"
+    # the BLAS libraries loaded before fastnn keep their thread counts
+    seen = dict(after_fit["blas"])
+    for path, count in before["blas"]:
+        assert seen[path] == count, (path, count, seen[path])
+    if blas_threads:
+        assert {c for _, c in before["blas"]} == {blas_threads}
+    if "numba_default" in after_fit:  # fastnn's Numba calls put the count back
+        assert after_fit["numba"] == after_fit["numba_default"]
+
+
+def test_num_threads_block_restores_blas_threads_it_found():
+    import scipy.linalg  # noqa: F401  (both BLAS libraries loaded before the limit)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas():
+        return sorted(
+            (i["filepath"], i["num_threads"])
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        )
+
+    with threadpool_limits(1, user_api="blas"):
+        found = blas()
+        with fastnn.num_threads(2):
+            assert {c for _, c in blas()} == {2}
+        assert blas() == found
+        previous = fastnn.set_num_threads(2)  # fastnn's setting, not a pool change
+        try:
+            assert blas() == found
+        finally:
+            fastnn.set_num_threads(previous)
+
+
+def test_thread_count_of_a_block_is_per_thread():
+    import threading
+
+    outside = fastnn.get_num_threads()
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def run(n):
+        with fastnn.num_threads(n):
+            barrier.wait(timeout=30)
+            seen[n] = fastnn.get_num_threads()
+            barrier.wait(timeout=30)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in (1, 2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert seen == {1: 1, 2: 2}
+    assert fastnn.get_num_threads() == outside
