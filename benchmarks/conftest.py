@@ -1,8 +1,7 @@
-"""Benchmarks run float32 with fastnn's thread setting (2 threads on the CI machine).
+"""Per-op kernel benchmarks: fastnn's backends against its own NumPy backend, float32,
+with fastnn's thread setting (2 threads on the CI machine).
 
-fastnn is imported before anything loads NumPy, so its pool settings
-(OPENBLAS_THREAD_TIMEOUT, OMP_WAIT_POLICY: fastnn/_runtime_env.py) are in force for
-every implementation alike, as in the ``fastnn`` command.
+Whole-training and MLPClassifier comparisons against other libraries are not here:
+`fastnn bench` runs them, every system in a fresh process of its own
+(fastnn/bench/isolated.py), which an in-process pytest benchmark cannot do.
 """
-
-import fastnn  # noqa: F401  (first: see above)

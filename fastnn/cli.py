@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         type=_names,
         default=None,
-        help="numpy,torch,sklearn (default: all; missing ones are skipped)",
+        help="numpy,torch,jax,sklearn (default: all; missing ones are skipped)",
     )
     b.add_argument("--json", action="store_true", help="print results.json to stdout")
     return parser

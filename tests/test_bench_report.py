@@ -18,14 +18,15 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmark-schema.md"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    # torch is listed on purpose: where it is missing it must show up as skipped
+    # torch and jax are listed on purpose: where one is missing it must show up as
+    # skipped
     results = run(
         Options(
             mode="tiny",
             out=out,
             threads=[1, 2],
             backends=["numpy", "cython", "numba"],
-            peers=["numpy", "torch", "sklearn"],
+            peers=["numpy", "torch", "jax", "sklearn"],
             progress=False,
         )
     )
@@ -43,8 +44,11 @@ def test_results_json_follows_the_schema(tiny_run):
     out, results = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert schema.errors(on_disk) == []
-    assert on_disk["schema"] == "fastnn-bench/4"
-    for section in ("ops", "training", "gemm_bound", "scaling", "compile", "memory"):
+    assert on_disk["schema"] == "fastnn-bench/5"
+    for section in (
+        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect",
+        "compile", "memory",
+    ):  # fmt: skip
         assert on_disk[section], f"section {section} is empty"
 
 
@@ -133,7 +137,8 @@ def test_memory_is_measured_per_backend(tiny_run):
 def test_gemm_step_is_exactly_the_products_of_an_sgd_step():
     import numpy as np
 
-    from fastnn.bench.workloads import Workload, gemm_step, make_gemm_only
+    from fastnn.bench._worker import _gemm_only_epoch
+    from fastnn.bench.workloads import Workload, gemm_step
 
     products, calls = gemm_step((64, 32, 10), 4)
     got = [(p["pass"], p["layer"], p["m"], p["k"], p["n"]) for p in products]
@@ -152,14 +157,16 @@ def test_gemm_step_is_exactly_the_products_of_an_sgd_step():
     # the layers chain through the buffers as in training
     assert calls[1][0] is calls[0][2] and calls[2][0].base is calls[0][2]
     assert calls[4][1] is calls[3][2]
-    epoch, steps = make_gemm_only(wl, 1)
-    assert steps == 2 and epoch() > 0
+    epoch = _gemm_only_epoch({"sizes": wl.sizes, "batch_size": 4, "n_samples": 8})
+    assert epoch() > 0
     A, B, C = calls[0]
     np.matmul(A, B, out=C)
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
 
 
 def test_gemm_bound_per_training_workload(tiny_run):
+    from fastnn.bench.runner import stat
+
     out, r = tiny_run
     rows = r["gemm_bound"]
     train = {(t["workload"], t["batch_size"]) for t in r["training"]}
@@ -186,10 +193,12 @@ def test_gemm_bound_per_training_workload(tiny_run):
             t = next(t for t in tr if t["system"] == s["system"])
             assert s["samples_per_s"] == t["samples_per_s"]["median"]
             assert s["pct_of_bound"]["n"] == rounds and s["pct_of_bound"]["unit"] == "%"
-            # paired per round: same order of magnitude as the ratio of the medians
-            assert s["pct_of_bound"]["median"] == pytest.approx(
-                100 * s["samples_per_s"] / bound, rel=2
-            )
+            # paired per round, from the stored samples of both processes
+            share = [
+                100.0 * step * t["n_samples"] / g["batch_size"] / epoch
+                for step, epoch in zip(g["samples_s"], t["samples_s"], strict=True)
+            ]
+            assert s["pct_of_bound"] == stat(share, "%")
     by_id = {t["id"]: t for t in r["targets"]}
     mlp = {
         (t["workload"], t["batch_size"]): t["samples_per_s"]["median"]
@@ -300,12 +309,95 @@ def test_at_most_targets():
 
 
 def test_missing_peer_is_skipped_not_an_error(tiny_run):
+    import importlib.util
+
     _, r = tiny_run
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        assert any(s["system"] == "torch-eager" for s in r["skipped"])
-        assert "torch-eager" not in {t["system"] for t in r["training"]}
+    for module, system in (("torch", "torch-eager"), ("jax", "jax-jit")):
+        if importlib.util.find_spec(module) is None:
+            assert any(s["system"] == system for s in r["skipped"])
+            assert system not in {t["system"] for t in r["training"]}
+        else:
+            assert system in {t["system"] for t in r["training"]}
+
+
+def _timed_rows(r):
+    for section in ("training", "gemm_bound", "scaling", "estimator", "side_effect"):
+        for row in r[section]:
+            yield section, row
+
+
+def test_every_system_is_timed_in_a_process_of_its_own(tiny_run):
+    """The method, not the numbers: each baseline and each fastnn backend ran in a
+    fresh process (not this one, a different one per system in a table), with this
+    process's environment, and only fastnn's processes imported fastnn."""
+    import os
+
+    _, r = tiny_run
+    rows = list(_timed_rows(r))
+    assert {section for section, _ in rows} == {
+        "training", "gemm_bound", "scaling", "estimator", "side_effect"
+    }  # fmt: skip
+    for section, row in rows:
+        p = row["process"]
+        system = row.get("system", "numpy-gemm-only")
+        assert p["pid"] != os.getpid(), (section, system)
+        assert p["same_environment"], (section, system)
+        fastnn_system = system.startswith("fastnn-") or row.get("variant") not in (
+            None,
+            "plain",
+        )
+        assert p["imported_fastnn"] == fastnn_system, (section, system)
+    # one process per system within a table (a workload, a solver, a thread set)
+    for key in ("workload", "solver"):
+        groups: dict = {}
+        for section, row in rows:
+            if key in row and section != "gemm_bound":
+                group = (section, row[key], row.get("batch_size"))
+                groups.setdefault(group, []).append(row["process"]["pid"])
+        for group, pids in groups.items():
+            assert len(pids) == len(set(pids)), group
+    # at the core count every process got the environment as it is; one thread for
+    # a baseline adds the variables its users set, fastnn takes n_threads instead
+    cores = max(r["config"]["threads"])
+    for _, row in rows:
+        added = row["process"]["environment_added"]
+        system = row.get("system", "numpy-gemm-only")
+        if row["threads"] == cores or system.startswith("fastnn-"):
+            assert added == {}
+        else:
+            assert added["OPENBLAS_NUM_THREADS"] == str(row["threads"])
+    assert any(
+        s["process"]["environment_added"] for s in r["scaling"] if s["threads"] == 1
+    )
+
+
+def test_side_effect_row_is_paired_from_the_stored_samples(tiny_run):
+    from fastnn.bench.runner import pair_ratios, stat
+
+    out, r = tiny_run
+    rows = r["side_effect"]
+    rounds = r["config"]["preset"]["side_effect_rounds"]
+    workloads = {row["workload"] for row in rows}
+    assert workloads == {"784-256-128-10", "64-32-10"}
+    for w in workloads:
+        by = {row["variant"]: row for row in rows if row["workload"] == w}
+        assert set(by) == {"plain", "import fastnn", "fastnn fit"}
+        plain = by["plain"]["samples_s"]
+        for row in by.values():
+            assert len(row["samples_s"]) == rounds and min(row["samples_s"]) > 0
+            assert row["ratio_vs_plain"] == stat(
+                pair_ratios(plain, row["samples_s"]), "x"
+            )
+        assert by["plain"]["ratio_vs_plain"]["median"] == pytest.approx(1.0)
+    target = next(t for t in r["targets"] if t["id"] == "side-effect")
+    assert target["threshold"] == 0.97
+    for variant in ("import fastnn", "fastnn fit"):
+        worst = min(
+            row["ratio_vs_plain"]["median"] for row in rows if row["variant"] == variant
+        )
+        assert target["values"][f"after {variant}"] == worst
+    section = (out / "report.md").read_text().split("## fastnn beside a NumPy MLP")[1]
+    assert "| 784-256-128-10 | 32 | import fastnn |" in section.split("## ")[0]
 
 
 def test_pngs_exist_and_are_valid(tiny_run):

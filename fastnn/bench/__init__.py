@@ -7,9 +7,12 @@ writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PN
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
 over NumPy, training throughput against batch size, the GEMM-only bound of each
 training workload (its step's matrix products alone, with NumPy), thread scaling, % of
-peak, JIT compile time and training peak memory (fresh processes). Method: warm-up, then
-repeated samples interleaved across the systems compared (round-robin, rotated start),
-medians with quartiles, ratios round by round.
+peak, MLPClassifier against scikit-learn, fastnn's effect on a NumPy neighbour, JIT
+compile time and training peak memory. Method: every training system (each baseline
+and each fastnn backend) in a fresh process of its own with this environment as it is
+(isolated.py), warmed up, then one sample per process per round, the processes
+alternated (rotated start) with a pause between samples; medians with quartiles,
+ratios paired round by round.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 
 __all__ = ["PRESETS", "Options", "run"]
 
-SCHEMA = "fastnn-bench/4"
+SCHEMA = "fastnn-bench/5"
 
-# issue 4's comparison (fit time, fastnn.MLPClassifier vs scikit-learn's): its data set
+# fit time, fastnn.MLPClassifier vs scikit-learn's: the data set
 _ESTIMATOR = dict(
     n_samples=20_000, features=784, classes=10, hidden=[256, 128], epochs=3
 )
@@ -48,6 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_epochs=2,
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 3},
+        settle_s=0.15,  # > OpenBLAS's ~0.1 s of spinning after its last GEMM
+        side_effect_rounds=9,
     ),
     "full": dict(
         rounds=15,
@@ -65,6 +70,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_epochs=2,
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 7},
+        settle_s=0.15,
+        side_effect_rounds=21,
     ),
     # the smallest configuration that still fills every section (tests)
     "tiny": dict(
@@ -85,6 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         estimator=dict(
             n_samples=400, features=32, classes=4, hidden=[16, 8], epochs=1, rounds=2
         ),
+        settle_s=0.0,  # nothing in the tests reads the numbers
+        side_effect_rounds=3,
         op_only=[
             "linear_forward_relu|32x784->256",
             "softmax_cross_entropy|128x10",
@@ -93,8 +102,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
     ),
 }
-PEERS = ("numpy", "torch", "sklearn")
-SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "compile", "memory")
+PEERS = ("numpy", "torch", "jax", "sklearn")
+SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "side_effect",
+            "compile", "memory")  # fmt: skip
 
 
 @dataclass
@@ -207,6 +217,7 @@ def run(opts: Options) -> dict[str, Any]:
         + n_compile
         + len(opts.backends)  # memory
         + 2  # estimator: one per solver
+        + 1  # side effect
     )
     bar = _progress(opts, total)
     tick = bar.update
@@ -262,6 +273,14 @@ def run(opts: Options) -> dict[str, Any]:
             skipped,
             tick,
         )
+        side_effect_rows = section(
+            "side_effect",
+            "fastnn beside a NumPy MLP",
+            sections.side_effect,
+            opts,
+            skipped,
+            tick,
+        )
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -294,6 +313,7 @@ def run(opts: Options) -> dict[str, Any]:
             "gemm_bound": gemm_bound_rows,
             "scaling": scaling_rows,
             "estimator": estimator_rows,
+            "side_effect": side_effect_rows,
             "compile": compile_rows,
             "memory": memory_rows,
             "skipped": skipped,

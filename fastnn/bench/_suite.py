@@ -30,6 +30,21 @@ def _candidates() -> list[Path]:
     return out
 
 
+def folder() -> Path:
+    """The folder holding the suite's files (for processes that load them by path)."""
+    spec = importlib.util.find_spec("fastnn.benchmarks")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    for candidate in _candidates():
+        if (candidate / "numpy_mlp.py").is_file():
+            return candidate
+    raise SuiteNotFound(
+        "benchmarks/ not found (looked in "
+        + ", ".join(str(p) for p in _candidates())
+        + "); run from a source checkout or set FASTNN_BENCHMARKS_DIR"
+    )
+
+
 def load(name: str) -> ModuleType:
     """Import ``benchmarks/<name>.py`` (registered as ``fastnn_benchmarks.<name>``)."""
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._config import _version
 
-_EXTRA_PACKAGES = ("torch", "matplotlib", "tqdm", "pytest-benchmark")
+_EXTRA_PACKAGES = ("torch", "jax", "matplotlib", "tqdm", "pytest-benchmark")
 _ENV_PREFIXES = ("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "NUMBA_", "KMP_", "FASTNN_")
 
 

@@ -1,4 +1,4 @@
-"""The results.json schema ("fastnn-bench/4"), as data, and a validator for it.
+"""The results.json schema ("fastnn-bench/5"), as data, and a validator for it.
 
 A small subset of JSON Schema (type, required, properties, items, enum, minimum) so
 no extra dependency is needed; docs/benchmark-schema.md describes every field.
@@ -31,6 +31,19 @@ STAT = {
 }
 STAT_OR_NULL = {**STAT, "type": ["object", "null"]}
 SAMPLES = {"type": "array", "items": NUM}
+#: The process a system was timed in (fastnn/bench/isolated.py).
+PROCESS = {
+    "type": "object",
+    "required": ["pid", "same_environment", "environment_added", "imported_fastnn",
+                 "setup_s"],
+    "properties": {
+        "pid": {"type": "integer", "minimum": 1},
+        "same_environment": {"type": "boolean"},
+        "environment_added": {"type": "object", "additional": STR},
+        "imported_fastnn": {"type": "boolean"},
+        "setup_s": NUM,
+    },
+}  # fmt: skip
 
 OP_ROW = {
     "type": "object",
@@ -78,6 +91,7 @@ OP_ROW = {
 TRAIN_ROW = {
     "type": "object",
     "required": [
+        "process",
         "workload",
         "layers",
         "batch_size",
@@ -94,6 +108,7 @@ TRAIN_ROW = {
         "pct_of_sgemm_peak",
     ],
     "properties": {
+        "process": PROCESS,
         "workload": STR,
         "layers": {"type": "array", "items": INT},
         "batch_size": {"type": "integer", "minimum": 1},
@@ -113,6 +128,7 @@ TRAIN_ROW = {
 GEMM_BOUND_ROW = {
     "type": "object",
     "required": [
+        "process",
         "workload",
         "layers",
         "batch_size",
@@ -128,6 +144,7 @@ GEMM_BOUND_ROW = {
         "systems",
     ],
     "properties": {
+        "process": PROCESS,
         "workload": STR,
         "layers": {"type": "array", "items": INT},
         "batch_size": {"type": "integer", "minimum": 1},
@@ -194,6 +211,7 @@ TARGET_GEMM_BOUND = {
 SCALING_ROW = {
     "type": "object",
     "required": [
+        "process",
         "system",
         "workload",
         "batch_size",
@@ -204,6 +222,7 @@ SCALING_ROW = {
         "efficiency",
     ],
     "properties": {
+        "process": PROCESS,
         "system": STR,
         "workload": STR,
         "batch_size": INT,
@@ -217,6 +236,7 @@ SCALING_ROW = {
 ESTIMATOR_ROW = {
     "type": "object",
     "required": [
+        "process",
         "dataset",
         "layers",
         "epochs",
@@ -228,6 +248,7 @@ ESTIMATOR_ROW = {
         "speedup_vs_sklearn",
     ],
     "properties": {
+        "process": PROCESS,
         "dataset": STR,
         "layers": {"type": "array", "items": INT},
         "epochs": {"type": "integer", "minimum": 1},
@@ -239,6 +260,23 @@ ESTIMATOR_ROW = {
         "speedup_vs_sklearn": STAT_OR_NULL,
     },
 }
+SIDE_EFFECT_ROW = {
+    "type": "object",
+    "required": ["workload", "batch_size", "n_samples", "system", "variant", "threads",
+                 "process", "samples_s", "samples_per_s", "ratio_vs_plain"],
+    "properties": {
+        "workload": STR,
+        "batch_size": {"type": "integer", "minimum": 1},
+        "n_samples": {"type": "integer", "minimum": 1},
+        "system": STR,
+        "variant": {"enum": ["plain", "import fastnn", "fastnn fit"]},
+        "threads": {"type": "integer", "minimum": 1},
+        "process": PROCESS,
+        "samples_s": SAMPLES,
+        "samples_per_s": STAT,
+        "ratio_vs_plain": STAT,
+    },
+}  # fmt: skip
 COMPILE_ROW = {
     "type": "object",
     "required": [
@@ -367,7 +405,7 @@ ENVIRONMENT = {
         "packages",
         "backends",
         "threads",
-        "runtime_env",
+        "thread_env",
         "blas",
         "cpu",
         "openmp",
@@ -408,6 +446,7 @@ RESULTS = {
         "gemm_bound",
         "scaling",
         "estimator",
+        "side_effect",
         "compile",
         "memory",
         "skipped",
@@ -416,7 +455,7 @@ RESULTS = {
         "plots_note",
     ],
     "properties": {
-        "schema": {"enum": ["fastnn-bench/4"]},
+        "schema": {"enum": ["fastnn-bench/5"]},
         "created": STR,
         "duration_s": {"type": "number", "minimum": 0},
         "section_times_s": {"type": "object", "additional": NUM},
@@ -441,7 +480,7 @@ RESULTS = {
                 "backends": {"type": "array", "items": STR},
                 "peers": {
                     "type": "array",
-                    "items": {"enum": ["numpy", "torch", "sklearn"]},
+                    "items": {"enum": ["numpy", "torch", "jax", "sklearn"]},
                 },
                 "systems": {"type": "array", "items": STR},
                 "dtype": {"enum": ["float32"]},
@@ -456,6 +495,7 @@ RESULTS = {
         "gemm_bound": {"type": "array", "items": GEMM_BOUND_ROW},
         "scaling": {"type": "array", "items": SCALING_ROW},
         "estimator": {"type": "array", "items": ESTIMATOR_ROW},
+        "side_effect": {"type": "array", "items": SIDE_EFFECT_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
         "memory": {"type": "array", "items": MEMORY_ROW},
         "skipped": {
@@ -549,5 +589,5 @@ def validate(results: dict[str, Any]) -> None:
     errs = errors(results)
     if errs:
         raise ValueError(
-            "results.json does not follow fastnn-bench/4:\n" + "\n".join(errs[:50])
+            "results.json does not follow fastnn-bench/5:\n" + "\n".join(errs[:50])
         )

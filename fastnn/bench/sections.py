@@ -16,21 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import threads as _threads
-from . import _suite
+from . import _suite, isolated
 from . import peak as _peak
 from .runner import interleave, pair_ratios, scaled, stat
-from .workloads import (
-    ESTIMATOR_SOLVERS,
-    GEMM_ONLY,
-    Skip,
-    Workload,
-    gemm_step,
-    make_data,
-    make_estimator_fit,
-    make_gemm_only,
-    make_system,
-    op_cases,
-)
+from .workloads import ESTIMATOR_SOLVERS, GEMM_ONLY, Workload, gemm_step, op_cases
 
 
 def _skip(skipped: list, section: str, system: str, reason: str, **where) -> None:
@@ -94,6 +83,7 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                 opts.preset["rounds"],
                 warmup=1,
                 min_time=opts.preset["op_min_time"],
+                settle_s=opts.preset["settle_s"],
             )
             level = None
             if case.kind == "memory":
@@ -145,38 +135,42 @@ def _workloads(opts) -> list[Workload]:
     return out
 
 
-def training(opts, peaks, skipped, tick) -> tuple[list[dict], list[dict]]:
-    """Whole epochs of every system on each workload, interleaved; throughput and
-    the ratio to the NumPy MLP (or, without it, to fastnn's numpy backend).
+def _epoch_specs(opts, wl: Workload, names, threads: int) -> dict[str, dict]:
+    spec = {"task": "epoch", "sizes": list(wl.sizes), "batch_size": wl.batch_size,
+            "n_samples": wl.n_samples, "threads": threads,
+            "warmup": opts.preset["warmup"]}  # fmt: skip
+    return {name: {**spec, "system": name} for name in names}
 
-    The GEMM-only step (:func:`workloads.make_gemm_only`: the matrix products of the
-    same SGD steps with NumPy, nothing else) runs in the same rounds, so each
-    system's share of that bound is paired round by round. Returns
-    ``(training rows, gemm_bound rows)``.
+
+def _run_isolated(opts, specs, rounds, skipped, section, tick=None, **where):
+    """isolated.run with the section's skips recorded."""
+    times, processes, skips = isolated.run(
+        specs, rounds, settle_s=opts.preset["settle_s"], tick=tick
+    )
+    for name, why in skips.items():
+        _skip(skipped, section, specs[name]["system"], why, **where)
+    return times, processes
+
+
+def training(opts, peaks, skipped, tick) -> tuple[list[dict], list[dict]]:
+    """Whole epochs of every system on each workload, each system in its own
+    process (isolated.py), alternated round by round; throughput and the ratio to
+    the NumPy MLP (or, without it, to fastnn's numpy backend), paired by round.
+
+    The GEMM-only step (the matrix products of the same SGD steps with NumPy,
+    nothing else) is one more process in the same rounds, so each system's share of
+    that bound is paired round by round. Returns ``(training rows, gemm_bound rows)``.
     """
     t = max(opts.threads)
     sgemm = peaks["ceilings"][str(t)]["sgemm_gflops"]
     rows, bound_rows = [], []
     for wl in _workloads(opts):
-        X, y = make_data(wl.sizes, wl.n_samples)
-        fns = {}
-        for name in opts.systems:
-            try:
-                fns[name] = make_system(name, wl, X, y, t)
-            except Skip as exc:
-                _skip(
-                    skipped,
-                    "training",
-                    name,
-                    str(exc),
-                    workload=wl.name,
-                    batch_size=wl.batch_size,
-                )
-        fns[GEMM_ONLY], steps = make_gemm_only(wl, t)
-        times = interleave(
-            fns, opts.preset["rounds"], warmup=opts.preset["warmup"], self_timed=True
-        )
-        gemm_epochs = times.pop(GEMM_ONLY)
+        specs = _epoch_specs(opts, wl, [*opts.systems, GEMM_ONLY], t)
+        times, processes = _run_isolated(
+            opts, specs, opts.preset["rounds"], skipped, "training",
+            workload=wl.name, batch_size=wl.batch_size,
+        )  # fmt: skip
+        gemm_epochs = times.pop(GEMM_ONLY, None)
         base = "numpy-mlp" if "numpy-mlp" in times else "fastnn-numpy"
         for name, ts in times.items():
             sps = scaled(stat(ts, "s"), wl.n_samples, "samples/s")
@@ -188,6 +182,7 @@ def training(opts, peaks, skipped, tick) -> tuple[list[dict], list[dict]]:
                     "n_samples": wl.n_samples,
                     "system": name,
                     "threads": t,
+                    "process": processes[name],
                     "epoch_time": stat(ts, "s"),
                     "samples_s": ts,
                     "samples_per_s": sps,
@@ -206,19 +201,21 @@ def training(opts, peaks, skipped, tick) -> tuple[list[dict], list[dict]]:
                     / sgemm,
                 }
             )
-        bound_rows.append(
-            _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows)
-        )
-        del fns, X, y
-        gc.collect()
+        if gemm_epochs is not None:
+            bound_rows.append(
+                _gemm_bound_row(
+                    wl, t, sgemm, gemm_epochs, processes[GEMM_ONLY], times, rows
+                )
+            )
         tick()
     return rows, bound_rows
 
 
-def _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows) -> dict[str, Any]:
+def _gemm_bound_row(wl, t, sgemm, gemm_epochs, process, times, rows) -> dict:
     """The GEMM-only time of one step of ``wl``, the samples/s it allows, and every
     system's samples/s as a share of it (paired by round)."""
     products, _ = gemm_step(wl.sizes, wl.batch_size)
+    steps = max(1, wl.n_samples // wl.batch_size)
     flops = sum(p["flops"] for p in products)
     step_s = [e / steps for e in gemm_epochs]
     step = stat(step_s, "s")
@@ -245,6 +242,7 @@ def _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows) -> dict[str, 
         "layers": list(wl.sizes),
         "batch_size": wl.batch_size,
         "threads": t,
+        "process": process,
         "products": products,
         "flops_per_step": flops,
         "steps": steps,
@@ -260,31 +258,26 @@ def _gemm_bound_row(wl, t, sgemm, gemm_epochs, steps, times, rows) -> dict[str, 
 # --------------------------------------------------------------- estimator
 def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
     """Whole fits of fastnn.MLPClassifier (every backend) and scikit-learn's, same
-    data, solver and epochs, interleaved round by round; the speed-up over
-    scikit-learn paired by round. The matrix products of the same steps alone
-    (``GEMM_ONLY``) run in the same rounds: the ratio no fit whose products run at
-    NumPy's BLAS speed can beat."""
+    data, solver and epochs, each in its own process, alternated round by round;
+    the speed-up over scikit-learn paired by round. The matrix products of the same
+    steps alone (``GEMM_ONLY``) run in the same rounds: the ratio no fit whose
+    products run at NumPy's BLAS speed can beat."""
     t = max(opts.threads)
     spec = opts.preset["estimator"]
-    hidden, epochs = tuple(spec["hidden"]), spec["epochs"]
+    hidden, epochs = list(spec["hidden"]), spec["epochs"]
     sizes = (spec["features"], *hidden, spec["classes"])
-    X, y = make_data(sizes, spec["n_samples"])
     dataset = f"synthetic-{spec['n_samples']}x{spec['features']}"
     names = ["sklearn", *(f"fastnn-{b}" for b in opts.backends), GEMM_ONLY]
     rows = []
     for solver in ESTIMATOR_SOLVERS:
-        fns = {}
-        for name in names:
-            try:
-                fns[name] = make_estimator_fit(name, solver, hidden, epochs, X, y, t)
-            except Skip as exc:
-                _skip(skipped, "estimator", name, str(exc), solver=solver)
-        # warm-up on a slice (imports, JIT caches, thread pools), then full fits only
-        small = slice(0, min(len(X), 1000))
-        for name in names:
-            if name in fns and name != GEMM_ONLY:
-                make_estimator_fit(name, solver, hidden, 1, X[small], y[small], t)()
-        times = interleave(fns, spec["rounds"], warmup=0, self_timed=True)
+        # warm-up in each process on a 1000-row slice (imports, JIT caches, pools)
+        fit = {"task": "fit", "solver": solver, "hidden": hidden, "epochs": epochs,
+               "features": spec["features"], "classes": spec["classes"],
+               "n_samples": spec["n_samples"], "threads": t, "warmup": 0}  # fmt: skip
+        specs = {name: {**fit, "system": name} for name in names}
+        times, processes = _run_isolated(
+            opts, specs, spec["rounds"], skipped, "estimator", solver=solver
+        )
         for name, ts in times.items():
             rows.append(
                 {
@@ -294,6 +287,7 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
                     "solver": solver,
                     "system": name,
                     "threads": t,
+                    "process": processes[name],
                     "fit_time": stat(ts, "s"),
                     "samples_s": ts,
                     "speedup_vs_sklearn": (
@@ -304,40 +298,28 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
                 }
             )
         tick()
-    del X, y
-    gc.collect()
     return rows
 
 
 # ----------------------------------------------------------------- scaling
 def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
-    """Each system at every thread count, interleaved; speed-up over one thread
-    round by round; parallel efficiency = speed-up / threads."""
+    """Each system at every thread count, each count in its own process,
+    alternated; speed-up over one thread round by round; parallel efficiency =
+    speed-up / threads."""
     rows = []
     counts = sorted(set(opts.threads) | {1})
     names = [n for n in opts.systems if n.startswith("fastnn-") or n == "numpy-mlp"]
     for batch in opts.preset["scaling_batches"]:
         wl = Workload((784, 256, 128, 10), batch, opts.preset["n_big"])
-        X, y = make_data(wl.sizes, wl.n_samples)
         for name in names:
-            try:
-                fns = {c: make_system(name, wl, X, y, c) for c in counts}
-            except Skip as exc:
-                _skip(
-                    skipped,
-                    "scaling",
-                    name,
-                    str(exc),
-                    workload=wl.name,
-                    batch_size=batch,
-                )
+            specs = {c: {**_epoch_specs(opts, wl, [name], c)[name]} for c in counts}
+            times, processes = _run_isolated(
+                opts, specs, opts.preset["rounds"], skipped, "scaling",
+                workload=wl.name, batch_size=batch,
+            )  # fmt: skip
+            if len(times) < len(counts):
+                tick()
                 continue
-            times = interleave(
-                fns,
-                opts.preset["rounds"],
-                warmup=opts.preset["warmup"],
-                self_timed=True,
-            )
             for c in counts:
                 sp = stat(pair_ratios(times[1], times[c]), "x")
                 rows.append(
@@ -346,6 +328,7 @@ def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
                         "workload": wl.name,
                         "batch_size": batch,
                         "threads": c,
+                        "process": processes[c],
                         "samples_per_s": scaled(
                             stat(times[c], "s"), wl.n_samples, "samples/s"
                         ),
@@ -355,6 +338,59 @@ def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
                     }
                 )
             tick()
+    return rows
+
+
+# ------------------------------------------------------------- side effects
+#: The NumPy MLP's process: as its users run it, after ``import fastnn``, and after
+#: one small fastnn fit in the same process.
+SIDE_EFFECT_VARIANTS = {"plain": None, "import fastnn": "import",
+                        "fastnn fit": "fit"}  # fmt: skip
+
+
+def side_effect(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Does fastnn slow down its neighbours? The NumPy MLP in a fresh process as
+    its users run it, and in fresh processes that first imported fastnn or ran a
+    fastnn fit; throughput relative to the plain process, paired by round."""
+    if "numpy" not in opts.peers:
+        _skip(skipped, "side_effect", "numpy-mlp", "the numpy peer was not selected")
+        tick()
+        return []
+    t = max(opts.threads)
+    p = opts.preset
+    rows = []
+    for wl in (
+        Workload((784, 256, 128, 10), 32, p["n_big"]),
+        Workload((64, 32, 10), 32, p["n_small"]),
+    ):
+        base = _epoch_specs(opts, wl, ["numpy-mlp"], t)["numpy-mlp"]
+        specs = {
+            variant: {**base, "preload": preload}
+            for variant, preload in SIDE_EFFECT_VARIANTS.items()
+        }
+        times, processes = _run_isolated(
+            opts, specs, p["side_effect_rounds"], skipped, "side_effect",
+            workload=wl.name, batch_size=wl.batch_size,
+        )  # fmt: skip
+        if "plain" not in times:
+            continue
+        for variant, ts in times.items():
+            rows.append(
+                {
+                    "workload": wl.name,
+                    "batch_size": wl.batch_size,
+                    "n_samples": wl.n_samples,
+                    "system": "numpy-mlp",
+                    "variant": variant,
+                    "threads": t,
+                    "process": processes[variant],
+                    "samples_s": ts,
+                    "samples_per_s": scaled(stat(ts, "s"), wl.n_samples, "samples/s"),
+                    # throughput / the plain process's = plain time / this time
+                    "ratio_vs_plain": stat(pair_ratios(times["plain"], ts), "x"),
+                }
+            )
+    tick()
     return rows
 
 

@@ -1,0 +1,326 @@
+"""One benchmarked system in a fresh process of its own.
+
+``fastnn bench`` starts this file as a script (by path, never ``-m``, which would
+import fastnn) once per system, so every baseline runs the way its own users run it:
+a process that never imported fastnn, with the environment it was given and the
+library's default thread settings (only a thread count below the core count is set,
+the way a user of that library sets it). The parent alternates the processes round by
+round (fastnn/bench/isolated.py).
+
+Protocol, one JSON object per line on the original stdout (library output that
+reaches file descriptor 1 is sent to stderr instead):
+
+* argv[1] is the spec: ``system``, ``task`` ("epoch": one training epoch per sample;
+  "fit": one whole MLPClassifier fit per sample), ``sizes``, ``batch_size``,
+  ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``suite``
+  (the folder of numpy_mlp.py / torch_mlp.py / jax_mlp.py), ``preload`` (None,
+  "import": ``import fastnn`` first, "fit": also one small fastnn fit first), and for
+  "fit" ``solver``, ``hidden``, ``epochs``.
+* first line: ``{"ready": true, "pid", "environ_sha256", "fastnn_imported", ...}``
+  or ``{"skip": reason}`` (the system cannot run here; exit 0).
+* each ``run`` line on stdin is answered by ``{"seconds": s}`` (the system's own
+  timer: fit's epoch time, the baseline's ``fit_epoch`` time, a fit's wall clock);
+  ``quit`` or end of input ends the process.
+
+Importable for its pure helpers (``make_data``, ``gemm_step``, ``estimator_params``):
+nothing here imports fastnn unless a spec asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Hyper-parameters shared by every training system: SGD with momentum, softmax
+# cross-entropy + L2 on the weights, ReLU.
+LR, MOMENTUM, L2 = 0.01, 0.9, 1e-4
+GEMM_ONLY = "numpy-gemm-only"
+
+
+class Unavailable(Exception):
+    """The system cannot run here (the reason is reported, never an error)."""
+
+
+def environ_digest(environ: dict[str, str]) -> str:
+    """A fingerprint of an environment (to show a process got the one it was given)."""
+    text = "\0".join(f"{k}={v}" for k, v in sorted(environ.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_data(sizes, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic float32 inputs and labels from a random linear teacher."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
+    teacher = rng.standard_normal((sizes[0], sizes[-1]), dtype=np.float32)
+    y = np.ascontiguousarray((X @ teacher).argmax(axis=1).astype(np.intp))
+    return X, y
+
+
+def gemm_step(
+    sizes, batch: int, seed: int = 2
+) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The matrix products of one SGD step of an MLP, and nothing else.
+
+    Returns ``(products, calls)`` in execution order (the NumPy MLP's): forward
+    ``x_l @ W_l`` for every layer, then backward from the last layer, per layer the
+    weight gradient ``a_l^T @ dZ_l`` and, for every layer but the first, the input
+    gradient ``dZ_l @ W_l^T``. ``products``: ``{pass, layer, m, k, n, flops}`` of an
+    (m x k) @ (k x n) product, 2mkn FLOP. ``calls``: ``(A, B, C)`` for
+    ``np.matmul(A, B, out=C)`` on float32 buffers allocated here once; the layers
+    chain through them as in training (layer l's output is layer l+1's input, the
+    input gradient of layer l is dZ of layer l-1). No bias, activation, loss or update.
+    """
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    x = rng.standard_normal((batch, sizes[0]), dtype=f32)
+    W = []
+    for fan_in, fan_out in pairs:  # He-uniform, as the NumPy MLP: values stay O(1)
+        lim = (6.0 / fan_in) ** 0.5
+        W.append(rng.uniform(-lim, lim, (fan_in, fan_out)).astype(f32))
+    dW = [np.empty_like(w) for w in W]
+    a = [np.empty((batch, n), f32) for _, n in pairs]
+    dz = [rng.standard_normal((batch, n), dtype=f32) for _, n in pairs]
+    products: list[dict[str, Any]] = []
+    calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(kind: str, layer: int, A, B, C) -> None:
+        m, k = A.shape
+        n = B.shape[1]
+        products.append(
+            {"pass": kind, "layer": layer, "m": m, "k": k, "n": n,
+             "flops": 2.0 * m * k * n}
+        )  # fmt: skip
+        calls.append((A, B, C))
+
+    inp = x
+    for i in range(len(pairs)):
+        add("forward", i, inp, W[i], a[i])
+        inp = a[i]
+    for i in range(len(pairs) - 1, -1, -1):
+        prev = x if i == 0 else a[i - 1]
+        add("weight_grad", i, prev.T, dz[i], dW[i])
+        if i > 0:
+            add("input_grad", i, dz[i], W[i].T, dz[i - 1])
+    return products, calls
+
+
+def estimator_params(solver: str, hidden, epochs: int) -> dict:
+    """MLPClassifier parameters (scikit-learn's and fastnn's) for a fixed-length fit:
+    ``epochs`` epochs all run (tol=0, n_iter_no_change never reached), defaults
+    otherwise (batch "auto": 200)."""
+    return dict(hidden_layer_sizes=tuple(hidden), solver=solver, max_iter=epochs,
+                tol=0.0, n_iter_no_change=10**9, random_state=0)  # fmt: skip
+
+
+def _load_suite(folder: str, name: str):
+    """benchmarks/<name>.py by path, under a name outside the fastnn package."""
+    path = Path(folder) / f"{name}.py"
+    if not path.is_file():
+        raise Unavailable(f"{path} not found")
+    spec = importlib.util.spec_from_file_location(f"_fastnn_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gemm_only_epoch(spec: dict) -> Callable[[], float]:
+    _, calls = gemm_step(spec["sizes"], spec["batch_size"])
+    steps = max(1, spec["n_samples"] // spec["batch_size"])
+    matmul = np.matmul
+
+    def epoch() -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for A, B, C in calls:
+                matmul(A, B, out=C)
+        return time.perf_counter() - t0
+
+    return epoch
+
+
+def _epoch_system(spec: dict, X, y) -> Callable[[], float]:
+    """A callable running one training epoch and returning its seconds."""
+    name, b, sizes = spec["system"], spec["batch_size"], tuple(spec["sizes"])
+    threads = spec["threads"]
+    if name == GEMM_ONLY:
+        return _gemm_only_epoch(spec)
+    if name.startswith("fastnn-"):
+        import fastnn
+
+        backend = name.removeprefix("fastnn-")
+        if backend not in fastnn.available_backends():
+            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+        model = fastnn.MLP(
+            sizes,
+            activation="relu",
+            optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
+            loss=fastnn.SoftmaxCrossEntropy(l2=L2),
+            dtype=np.float32,
+            backend=backend,
+            n_threads=threads,
+        )
+        classes = np.arange(sizes[-1])
+
+        def epoch() -> float:
+            # fit's own epoch timer: shuffle, gather and steps, without fit's one-time
+            # input validation and data hashing
+            h = model.fit(X, y, epochs=1, batch_size=b, verbose=0, classes=classes)
+            return h["time"][-1]
+
+        return epoch
+    rng = np.random.default_rng(1)
+    if name == "numpy-mlp":
+        net = _load_suite(spec["suite"], "numpy_mlp").NumpyMLP(
+            sizes, lr=LR, momentum=MOMENTUM, l2=L2
+        )
+        return lambda: net.fit_epoch(X, y, b, rng)["time"]
+    if name in ("torch-eager", "jax-jit"):
+        module = _load_suite(spec["suite"], name.split("-")[0] + "_mlp")
+        ok, why = module.available()
+        if not ok:
+            raise Unavailable(why)
+        # threads: the environment the parent gave this process (as users set it)
+        net = (module.TorchMLP if name == "torch-eager" else module.JaxMLP)(
+            sizes, lr=LR, momentum=MOMENTUM, l2=L2
+        )
+        return lambda: net.fit_epoch(X, y, b, rng)["time"]
+    if name == "sklearn":
+        try:
+            from sklearn.exceptions import ConvergenceWarning
+            from sklearn.neural_network import MLPClassifier
+        except ImportError as exc:
+            raise Unavailable(f"scikit-learn not importable ({exc})") from None
+        # sklearn's alpha is scaled by 1/batch inside its loss; the cost is the same
+        sk = MLPClassifier(
+            hidden_layer_sizes=sizes[1:-1], activation="relu", solver="sgd",
+            alpha=L2, batch_size=b, learning_rate_init=LR, momentum=MOMENTUM,
+            nesterovs_momentum=False, shuffle=True, random_state=0,
+        )  # fmt: skip
+        classes = np.arange(sizes[-1])
+
+        def sk_epoch() -> float:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                t0 = time.perf_counter()
+                sk.partial_fit(X, y, classes=classes)
+                return time.perf_counter() - t0
+
+        return sk_epoch
+    raise ValueError(f"unknown system {name!r}")
+
+
+def _fit_system(spec: dict, X, y) -> Callable[[], float]:
+    """A callable fitting a fresh MLPClassifier and returning the fit's seconds."""
+    name, solver = spec["system"], spec["solver"]
+    hidden, epochs = tuple(spec["hidden"]), spec["epochs"]
+    if name == GEMM_ONLY:
+        epoch = _gemm_only_epoch(
+            {"sizes": (X.shape[1], *hidden, int(y.max()) + 1),
+             "batch_size": min(200, len(X)), "n_samples": len(X)}
+        )  # fmt: skip
+        return lambda: sum(epoch() for _ in range(epochs))
+    params = estimator_params(solver, hidden, epochs)
+    if name == "sklearn":
+        try:
+            from sklearn.neural_network import MLPClassifier as Estimator
+        except ImportError as exc:
+            raise Unavailable(f"scikit-learn not importable ({exc})") from None
+    elif name.startswith("fastnn-"):
+        import fastnn
+
+        backend = name.removeprefix("fastnn-")
+        if backend not in fastnn.available_backends():
+            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+        Estimator = fastnn.MLPClassifier
+        params.update(backend=backend, n_threads=spec["threads"])
+    else:
+        raise ValueError(f"unknown system {name!r}")
+    from sklearn.exceptions import ConvergenceWarning
+
+    def fit() -> float:
+        est = Estimator(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t0 = time.perf_counter()
+            est.fit(X, y)
+            return time.perf_counter() - t0
+
+    return fit
+
+
+def _preload(kind: str | None) -> None:
+    """Side-effect probes: what a NumPy user's process looks like next to fastnn."""
+    if kind is None:
+        return
+    import fastnn
+
+    if kind == "fit":
+        X, y = make_data((64, 32, 10), 2048, seed=5)
+        fastnn.MLP((64, 32, 10)).fit(X, y, epochs=1, batch_size=32, verbose=0)
+    elif kind != "import":
+        raise ValueError(f"unknown preload {kind!r}")
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    # the protocol keeps the real stdout; anything printed by a library goes to stderr
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(obj: dict) -> None:
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    environ = dict(os.environ)
+    t0 = time.perf_counter()
+    _preload(spec.get("preload"))
+    if spec["task"] == "fit":
+        sizes = (spec["features"], *spec["hidden"], spec["classes"])
+        X, y = make_data(sizes, spec["n_samples"])
+        make = _fit_system
+    else:
+        X, y = make_data(spec["sizes"], spec["n_samples"])
+        make = _epoch_system
+    try:
+        sample = make(spec, X, y)
+    except Unavailable as exc:
+        send({"skip": str(exc)})
+        return 0
+    if spec["task"] == "fit":  # warm-up: imports, JIT caches, pools on a slice
+        small = slice(0, min(len(X), 1000))
+        make({**spec, "epochs": 1}, X[small], y[small])()
+    for _ in range(spec.get("warmup", 1)):
+        sample()
+    send(
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "environ_sha256": environ_digest(environ),
+            "fastnn_imported": "fastnn" in sys.modules,
+            "setup_s": time.perf_counter() - t0,
+        }
+    )
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "run":
+            send({"seconds": float(sample())})
+        elif command == "quit":
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.pop(0)  # this folder: nothing in it may shadow a top-level module
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Every system in its own fresh process, alternated round by round.
+
+A baseline is worth what its process is worth: timed inside a process that imported
+fastnn, NumPy or PyTorch would run next to fastnn's pools and settings, which is not
+how their users run them. So each system (fastnn's backends included) gets a process
+of its own (fastnn/bench/_worker.py), started with this process's environment as it
+is (only a thread count below the core count is added, the way users of that library
+set it), warmed up, and then asked for one sample per round. The rounds rotate which
+system goes first, and after each sample the harness waits ``settle_s`` so that no
+process's idle threads (OpenBLAS spins ~0.1 s after its last GEMM) still hold a core
+when the next one starts. Ratios are then paired round by round (runner.pair_ratios).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import threads as _threads
+from . import _suite
+from ._worker import environ_digest
+
+WORKER = Path(__file__).with_name("_worker.py")
+
+#: Variables a user sets to run a library on fewer threads than cores.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+def thread_environment(system: str, threads: int) -> dict[str, str]:
+    """The variables added to a baseline's environment for ``threads`` threads:
+    none at the core count (every library's default); below it, what its users set.
+    fastnn's own processes take ``n_threads=`` instead."""
+    if system.startswith("fastnn-") or threads >= _threads.cpu_count():
+        return {}
+    env = {name: str(threads) for name in _THREAD_VARS}
+    if system == "jax-jit":
+        env["XLA_FLAGS"] = (
+            f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        )
+    return env
+
+
+class Worker:
+    """One system's process: started and warmed up on construction."""
+
+    def __init__(self, spec: dict[str, Any], timeout: float = 900.0) -> None:
+        self.added = thread_environment(spec["system"], spec["threads"])
+        self.environ = {**os.environ, **self.added}
+        self.timeout = timeout
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        full = {**spec, "suite": str(_suite.folder()), "cores": _threads.cpu_count()}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps(full)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=self.environ,
+            text=True,
+            start_new_session=hasattr(os, "killpg"),
+        )
+        try:
+            self.info = self._read()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> dict[str, Any]:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            why = "no answer" if not ready else f"exit status {self.proc.poll()}"
+            self._stderr.seek(0)
+            tail = self._stderr.read().strip().splitlines()[-1:] or ["no output"]
+            raise WorkerError(f"{why}: {tail[0]}")
+        return json.loads(line)
+
+    def sample(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(self._read()["seconds"])
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, AttributeError):
+                self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()
+
+
+def run(
+    specs: Mapping[str, dict[str, Any]],
+    rounds: int,
+    settle_s: float = 0.0,
+    tick: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]], dict[str, str]]:
+    """Start one process per spec, then ``rounds`` rounds of one sample each.
+
+    Returns ``(times, processes, skipped)``: seconds per sample by system; per system
+    the process facts (pid, whether its environment is this one's, what was added,
+    whether it imported fastnn, its setup time); and the systems that could not run,
+    with the reason.
+    """
+    workers: dict[str, Worker] = {}
+    skipped: dict[str, str] = {}
+    try:
+        for name, spec in specs.items():
+            try:
+                w = Worker({**spec, "system": spec.get("system", name)})
+            except (WorkerError, OSError, ValueError) as exc:
+                skipped[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            if "skip" in w.info:
+                skipped[name] = w.info["skip"]
+                w.close()
+                continue
+            workers[name] = w
+        names = list(workers)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            k = r % len(names) if names else 0
+            for name in names[k:] + names[:k]:
+                times[name].append(workers[name].sample())
+                if settle_s:
+                    time.sleep(settle_s)
+            if tick is not None:
+                tick()
+        processes = {
+            name: {
+                "pid": w.info["pid"],
+                "same_environment": w.info["environ_sha256"]
+                == environ_digest(w.environ),
+                "environment_added": w.added,
+                "imported_fastnn": w.info["fastnn_imported"],
+                "setup_s": w.info["setup_s"],
+            }
+            for name, w in workers.items()
+        }
+        return times, processes, skipped
+    finally:
+        for w in workers.values():
+            w.close()
