@@ -102,8 +102,26 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "decoupled",
         "sq_norm",
     ),  # fmt: skip
+    # Loss and gradients of a Linear(+activation) stack with softmax cross-entropy:
+    # forward, loss (+ the L2 term), backward into grads and, when input_grad is
+    # non-empty, d loss / d x. No update. See Backend.loss_grad. Returns
+    # (loss, n_correct).
+    "loss_grad": (
+        "x",
+        "labels",
+        "sample_weight",
+        "params",
+        "grads",
+        "layout",
+        "alphas",
+        "work",
+        "label_smoothing",
+        "l2",
+        "n_decay",
+        "input_grad",
+    ),  # fmt: skip
     # One whole optimizer step of a Linear(+activation) stack with softmax
-    # cross-entropy: forward, loss, backward, update. See Backend.train_step and
+    # cross-entropy: loss_grad, then the update. See Backend.train_step and
     # TRAIN_LAYOUT_COLUMNS / train_workspace_layout below. Returns (loss, n_correct).
     "train_step": (
         "x",
@@ -731,34 +749,11 @@ class Backend:
         directly (parameters in :data:`RAW_KERNELS` order, optional arrays as empty
         arrays, optimizer as its code): that skips ~10 us of checks per step.
         """
-        _array("x", x, 2)
+        net = self._check_network(
+            "train_step", x, labels, params, grads, layout, alphas, work,
+            sample_weight, label_smoothing, l2, n_decay,
+        )  # fmt: skip
         dtype = x.dtype
-        n, k0 = x.shape
-        if n == 0:
-            raise ValueError("train_step needs a non-empty batch")
-        for name, arr in (("params", params), ("grads", grads)):
-            _array(name, arr, 1)
-            if not arr.flags.writeable:
-                raise ValueError(f"{name} is updated in place and must be writeable")
-        _same_dtype(x=x, params=params, grads=grads)
-        n_params = params.shape[0]
-        if grads.shape != params.shape:
-            raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
-        layout = self._train_layout(layout, n_params, k0)
-        n_layers = layout.shape[0]
-        if not isinstance(alphas, np.ndarray) or alphas.dtype != np.float64:
-            raise TypeError("alphas must be a float64 numpy.ndarray")
-        if alphas.shape != (n_layers,) or not alphas.flags.c_contiguous:
-            raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
-        if not np.all(np.isfinite(alphas)):
-            raise ValueError("alphas must be finite")
-        n_classes = int(layout[-1, 3])
-        labels = _labels(labels, n, n_classes)
-        ls = _loss_options(sample_weight, label_smoothing, n, x=x)
-        l2 = _finite_float("l2", l2, 0.0)
-        n_decay = n_params if n_decay is None else operator.index(n_decay)
-        if not 0 <= n_decay <= n_params:
-            raise ValueError(f"n_decay must lie in [0, {n_params}], got {n_decay}")
         if isinstance(optimizer, str):
             name = optimizer.lower()
             if name not in ("sgd", "adam", "adamw"):
@@ -802,47 +797,26 @@ class Backend:
                 raise ValueError(
                     f"{sname} must be a writeable array shaped like params"
                 )
-        _, _, total = train_workspace_layout(layout, n)
-        if work is None:
-            work = np.empty(total, dtype=dtype)
-        else:
-            _array("work", work, 1)
-            _same_dtype(x=x, work=work)
-            if work.shape[0] < total or not work.flags.writeable:
-                raise ValueError(
-                    f"work must be writeable with at least {total} elements, got "
-                    f"{work.shape[0]}"
-                )
         outputs = {
             "params": params,
             "grads": grads,
-            "work": work,
+            "work": net["work"],
             "state_a": states["state_a"],
             "state_b": states["state_b"],
         }
-        inputs = {"x": x, "sample_weight": sample_weight, "labels": labels, **outputs}
-        for oname, out in outputs.items():
-            for iname, arr in inputs.items():
-                if (
-                    iname != oname
-                    and arr is not None
-                    and arr.size
-                    and out.size
-                    and np.may_share_memory(out, arr)
-                ):
-                    raise ValueError(f"{oname} must not overlap {iname}")
+        _no_overlap(outputs, x=x, sample_weight=sample_weight, labels=net["labels"])
         loss, correct = self.raw.train_step(
             x,
-            labels,
+            net["labels"],
             empty if sample_weight is None else sample_weight,
             params,
             grads,
-            layout,
+            net["layout"],
             alphas,
-            work,
-            ls,
-            l2,
-            n_decay,
+            net["work"],
+            net["label_smoothing"],
+            net["l2"],
+            net["n_decay"],
             code,
             lr,
             momentum,
@@ -857,6 +831,116 @@ class Backend:
             states["state_b"],
         )
         return float(loss), int(correct)
+
+    # ---------------------------------------------------- loss and gradients
+    def loss_grad(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        params: np.ndarray,
+        grads: np.ndarray,
+        layout: np.ndarray,
+        alphas: np.ndarray,
+        work: np.ndarray | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
+        label_smoothing: float = 0.0,
+        l2: float = 0.0,
+        n_decay: int | None = None,
+        input_grad: np.ndarray | None = None,
+    ) -> tuple[float, int]:
+        """Loss and gradients of a Linear(+activation) stack, as one compiled call.
+
+        The forward, softmax cross-entropy and backward of :meth:`train_step`, with
+        no update: ``grads`` receives d loss / d params (``dW`` includes ``l2 * W``)
+        and, when ``input_grad`` (an array shaped like ``x``) is given, d loss / d x.
+        The loss includes the (l2 / 2) ||W||^2 term over ``params[:n_decay]``, summed
+        in float64 in the same fixed chunks as :meth:`train_step`, so both return
+        the same loss. Parameters as :meth:`train_step`; ``params`` is only read.
+
+        Returns ``(loss, n_correct)``.
+        """
+        net = self._check_network(
+            "loss_grad", x, labels, params, grads, layout, alphas, work,
+            sample_weight, label_smoothing, l2, n_decay, writes_params=False,
+        )  # fmt: skip
+        empty = _EMPTY[x.dtype]
+        if input_grad is None:
+            input_grad = np.empty((0, x.shape[1]), x.dtype)  # 2-D, as the kernels
+        else:
+            _array("input_grad", input_grad, 2)
+            _same_dtype(x=x, input_grad=input_grad)
+            if input_grad.shape != x.shape or not input_grad.flags.writeable:
+                raise ValueError(
+                    f"input_grad must be a writeable array of shape {x.shape}"
+                )
+        outputs = {"grads": grads, "work": net["work"], "input_grad": input_grad}
+        _no_overlap(
+            outputs, x=x, sample_weight=sample_weight, labels=net["labels"],
+            params=params,
+        )  # fmt: skip
+        loss, correct = self.raw.loss_grad(
+            x,
+            net["labels"],
+            empty if sample_weight is None else sample_weight,
+            params,
+            grads,
+            net["layout"],
+            alphas,
+            net["work"],
+            net["label_smoothing"],
+            net["l2"],
+            net["n_decay"],
+            input_grad,
+        )
+        return float(loss), int(correct)
+
+    def _check_network(
+        self, op, x, labels, params, grads, layout, alphas, work, sample_weight,
+        label_smoothing, l2, n_decay, writes_params=True,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The checks train_step and loss_grad share; the normalised arguments."""
+        _array("x", x, 2)
+        dtype = x.dtype
+        n, k0 = x.shape
+        if n == 0:
+            raise ValueError(f"{op} needs a non-empty batch")
+        for name, arr in (("params", params), ("grads", grads)):
+            _array(name, arr, 1)
+            if (name == "grads" or writes_params) and not arr.flags.writeable:
+                raise ValueError(f"{name} is updated in place and must be writeable")
+        _same_dtype(x=x, params=params, grads=grads)
+        n_params = params.shape[0]
+        if grads.shape != params.shape:
+            raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
+        layout = self._train_layout(layout, n_params, k0)
+        n_layers = layout.shape[0]
+        if not isinstance(alphas, np.ndarray) or alphas.dtype != np.float64:
+            raise TypeError("alphas must be a float64 numpy.ndarray")
+        if alphas.shape != (n_layers,) or not alphas.flags.c_contiguous:
+            raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
+        if not np.all(np.isfinite(alphas)):
+            raise ValueError("alphas must be finite")
+        n_classes = int(layout[-1, 3])
+        labels = _labels(labels, n, n_classes)
+        ls = _loss_options(sample_weight, label_smoothing, n, x=x)
+        l2 = _finite_float("l2", l2, 0.0)
+        n_decay = n_params if n_decay is None else operator.index(n_decay)
+        if not 0 <= n_decay <= n_params:
+            raise ValueError(f"n_decay must lie in [0, {n_params}], got {n_decay}")
+        _, _, total = train_workspace_layout(layout, n)
+        if work is None:
+            work = np.empty(total, dtype=dtype)
+        else:
+            _array("work", work, 1)
+            _same_dtype(x=x, work=work)
+            if work.shape[0] < total or not work.flags.writeable:
+                raise ValueError(
+                    f"work must be writeable with at least {total} elements, got "
+                    f"{work.shape[0]}"
+                )
+        return {"labels": labels, "layout": layout, "label_smoothing": ls, "l2": l2,
+                "n_decay": n_decay, "work": work}  # fmt: skip
 
     @staticmethod
     def _train_layout(layout: Any, n_params: int, n_features: int) -> np.ndarray:
@@ -891,6 +975,21 @@ class Backend:
                 )
             end = hi
         return layout
+
+
+def _no_overlap(outputs: dict[str, np.ndarray], **inputs: np.ndarray | None) -> None:
+    """ValueError when an output buffer shares memory with any other argument."""
+    everything = {**inputs, **outputs}
+    for oname, out in outputs.items():
+        for iname, arr in everything.items():
+            if (
+                iname != oname
+                and arr is not None
+                and arr.size
+                and out.size
+                and np.may_share_memory(out, arr)
+            ):
+                raise ValueError(f"{oname} must not overlap {iname}")
 
 
 def raw_signature(func: Any) -> tuple[str, ...]:

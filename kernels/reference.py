@@ -221,15 +221,10 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     return sq
 
 
-def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
-               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
-               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
-               state_b):  # fmt: skip
-    """One optimizer step of a Linear stack: a plain loop over the raw kernels above.
-
-    The oracle of the compiled backends' fused train_step (same calls, same order).
-    Returns ``(loss incl. the L2 term, n_correct)``.
-    """
+def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
+               label_smoothing, l2, input_grad):  # fmt: skip
+    """Forward, softmax-CE and backward (the L2 term of the loss not added):
+    ``(loss, n_correct)``. input_grad non-empty: d loss / d x written there."""
     n = x.shape[0]
     offsets, d_off, _ = train_workspace_layout(layout, n)
     empty = work[:0]
@@ -250,17 +245,46 @@ def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
     dy = work[d_off : d_off + n * n_classes].reshape(n, n_classes)
     loss = softmax_cross_entropy(logits, labels, sample_weight, dy, empty,
                                  label_smoothing)  # fmt: skip
-    loss = float(loss)
     correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
     for i in range(len(rows) - 1, -1, -1):
         w_off, b_off, k, m, act, keep = rows[i]
-        dx = work[offsets[i, 2] : offsets[i, 2] + n * k].reshape(n, k) if i else empty
+        if i:
+            dx = work[offsets[i, 2] : offsets[i, 2] + n * k].reshape(n, k)
+        else:
+            dx = input_grad.reshape(n, k) if input_grad.size else empty
         linear_backward(
             dy, x if i == 0 else ys[i - 1], params[w_off : w_off + k * m].reshape(k, m),
             zs[i], ys[i], dy, grads[w_off : w_off + k * m].reshape(k, m),
             grads[b_off : b_off + m] if b_off >= 0 else empty, dx, act, alphas[i], l2,
         )  # fmt: skip
         dy = dx
+    return float(loss), correct
+
+
+def loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
+              label_smoothing, l2, n_decay, input_grad):  # fmt: skip
+    """Loss (L2 term included) and gradients of a Linear stack, no update: the
+    oracle of the compiled backends' loss_grad. Returns ``(loss, n_correct)``."""
+    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
+                               alphas, work, label_smoothing, l2,
+                               input_grad)  # fmt: skip
+    if l2 and n_decay:
+        loss += 0.5 * l2 * _sq_norm(params[:n_decay])
+    return loss, correct
+
+
+def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
+               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
+               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
+               state_b):  # fmt: skip
+    """One optimizer step of a Linear stack: loss_grad's calls, then the update.
+
+    The oracle of the compiled backends' fused train_step (same calls, same order).
+    Returns ``(loss incl. the L2 term, n_correct)``.
+    """
+    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
+                               alphas, work, label_smoothing, l2,
+                               work[:0])  # fmt: skip
     # the weights' update also returns their sum of squares before the step (L2 term)
     segments = [
         (slice(0, n_decay), weight_decay, bool(l2)),

@@ -19,7 +19,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy
 from .matmul import matmul  # the kernel shadows the module of the same name
 from .optim import adam_update, sgd_update
-from .train import train_step
+from .train import loss_grad, train_step
 
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
 _GEMM_MODULES = (_matmul_module, linear, train)
@@ -32,6 +32,7 @@ __all__ = [
     "adam_update",
     "linear_backward",
     "linear_forward",
+    "loss_grad",
     "matmul",
     "set_num_threads",
     "sgd_update",

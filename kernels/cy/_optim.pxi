@@ -38,6 +38,18 @@ cdef inline double _sum_partials(const double* partials, Py_ssize_t n) noexcept 
     return s
 
 
+cdef double _sq_norm_core(const floating* pp, Py_ssize_t n,
+                         double* partials) noexcept nogil:
+    """sum p^2 over n >= 1 flat elements in float64: per _CHUNK (in parallel above
+    the threshold), the chunks added in order, as _sgd_core / _adam_core return it."""
+    cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
+    cdef int nt = _threads_for(<double>n, _OPT_PAR_WORK)
+    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+        lo = c * _CHUNK
+        partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
+    return _sum_partials(partials, nchunks)
+
+
 cdef inline void _sgd_span(floating* p, const floating* g, floating* v, Py_ssize_t n,
                            floating lr, floating mu, bint nesterov,
                            floating wd) noexcept nogil:

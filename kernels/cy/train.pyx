@@ -1,7 +1,9 @@
-"""The whole training step of a Linear(+activation) stack as one nogil call.
+"""Loss and gradients, and the whole training step, of a Linear(+activation) stack as
+one nogil call each.
 
-``train_step`` runs forward, fused softmax cross-entropy, backward and the optimizer
-update without touching Python: the very cores of linear.pyx, loss.pyx and optim.pyx
+``loss_grad`` runs forward, fused softmax cross-entropy and backward (to every
+parameter and, on request, to the input); ``train_step`` runs the same and then the
+optimizer update, without touching Python: the very cores of linear.pyx, loss.pyx and optim.pyx
 (shared through _linear.pxi, _loss.pxi, _optim.pxi), with the same thresholds, so the
 weights are bitwise those of the layer-by-layer path and independent of the thread
 count. One specialisation per dtype serves every depth: the network is the int64 layout
@@ -64,26 +66,22 @@ cdef double _update(floating* params, floating* grads, floating* sa, floating* s
                       beta2, eps, step, wd, decoupled, partials)
 
 
-cdef double _train_core(const floating* x, const Py_ssize_t* labels,
-                        const floating* sw, floating* params, floating* grads,
-                        Py_ssize_t n_params, const int64_t* layout, Py_ssize_t L,
-                        const double* alphas, floating* work, Py_ssize_t n,
-                        double label_smoothing, double l2, Py_ssize_t n_decay,
-                        int optimizer, double lr, double momentum, bint nesterov,
-                        double weight_decay, double beta1, double beta2, double eps,
-                        bint decoupled, long step, floating* sa, floating* sb,
-                        Py_ssize_t* offs, double* rows, double* partials,
-                        Py_ssize_t* correct) noexcept nogil:
-    cdef Py_ssize_t i, k, m, K, off = 0, d_off
+cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
+                           const floating* sw, const floating* params,
+                           floating* grads, const int64_t* layout, Py_ssize_t L,
+                           const double* alphas, floating* work, Py_ssize_t n,
+                           double label_smoothing, double l2, floating* input_grad,
+                           Py_ssize_t* offs, double* rows,
+                           Py_ssize_t* correct) noexcept nogil:
+    """Forward, softmax-CE and backward (dW gets l2 W; d loss / d x into input_grad
+    unless NULL); returns the loss without its L2 term. BLAS is single-threaded."""
+    cdef Py_ssize_t i, K, off = 0, d_off
     cdef const int64_t* row
     cdef const floating* a
     cdef floating* y
     cdef floating* dy
     cdef floating* dx
-    cdef double loss, sq
-    # BLAS to one thread once for the whole step (each GEMM would switch it back and
-    # forth); the GEMM blocks are single-threaded calls either way
-    cdef int prev = _blas_single_begin()
+    cdef double loss
     # carve the workspace (the contract's rule): y, z (keep_z), dx (not layer 0) per
     # layer, then the gradient of the logits
     for i in range(L):
@@ -117,23 +115,79 @@ cdef double _train_core(const floating* x, const Py_ssize_t* labels,
     for i in range(L - 1, -1, -1):
         row = layout + _NCOL * i
         y = work + offs[3 * i]
-        dx = work + offs[3 * i + 2] if i > 0 else NULL
+        dx = work + offs[3 * i + 2] if i > 0 else input_grad
         _linear_backward_core(dy, x if i == 0 else work + offs[3 * (i - 1)],
                               params + row[0], work + offs[3 * i + 1] if row[5] else y,
                               y, dy, grads + row[0],
                               grads + row[1] if row[1] >= 0 else NULL, dx, n, row[2],
                               row[3], <int>row[4], <floating>alphas[i], <floating>l2)
         dy = dx
-    # the update: weights with weight decay, biases without; the L2 term's sum of
-    # squares (float64, fixed chunks) is read by the weights' update, before it steps
-    sq = _update(params, grads, sa, sb, 0, n_decay, weight_decay, optimizer, lr,
-                 momentum, nesterov, beta1, beta2, eps, decoupled, step,
-                 partials if l2 != 0 else NULL)
-    loss += 0.5 * l2 * sq
-    _update(params, grads, sa, sb, n_decay, n_params, 0.0, optimizer, lr, momentum,
-            nesterov, beta1, beta2, eps, decoupled, step, NULL)
-    _blas_single_end(prev)
     return loss
+
+
+cdef struct _Scratch:
+    Py_ssize_t* offs     # 3 per layer: the y, z, dx offsets in work
+    double* rows         # one per row: softmax-CE row losses
+    double* partials     # one per _CHUNK of the weights: sum p^2 per chunk
+
+
+cdef int _scratch_alloc(_Scratch* s, Py_ssize_t L, Py_ssize_t n,
+                        Py_ssize_t n_decay) except -1:
+    s.offs = <Py_ssize_t*>malloc(3 * L * sizeof(Py_ssize_t))
+    s.rows = <double*>malloc(n * sizeof(double))
+    s.partials = <double*>malloc(((n_decay + _CHUNK - 1) // _CHUNK + 1) * sizeof(double))
+    if s.offs == NULL or s.rows == NULL or s.partials == NULL:
+        _scratch_free(s)
+        raise MemoryError()
+    return 0
+
+
+cdef void _scratch_free(_Scratch* s) noexcept:
+    free(s.offs)
+    free(s.rows)
+    free(s.partials)
+    s.offs = NULL
+    s.rows = NULL
+    s.partials = NULL
+
+
+def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
+              const Py_ssize_t[::1] labels,       # IN  (n,) in [0, out_last)
+              const floating[::1] sample_weight,  # IN  (n,) or empty
+              const floating[::1] params,         # IN  flat weights and biases
+              floating[::1] grads,                # OUT flat gradients
+              const int64_t[:, ::1] layout,       # IN  (L, 6) TRAIN_LAYOUT_COLUMNS
+              const double[::1] alphas,           # IN  (L,) leaky_relu slopes
+              floating[::1] work,                 # OUT carved workspace
+              double label_smoothing, double l2, Py_ssize_t n_decay,
+              floating[:, ::1] input_grad):       # OUT (n, in_0) or empty
+    """Forward, softmax-CE (+ (l2/2)||W||^2) and backward; (loss, n_correct)."""
+    cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
+    cdef const floating* swp = NULL
+    cdef floating* dxp = NULL
+    cdef _Scratch s
+    cdef double loss
+    cdef int prev
+    if n == 0 or L == 0:
+        return float("nan"), 0
+    if sample_weight.shape[0]:
+        swp = &sample_weight[0]
+    if input_grad.shape[0]:
+        dxp = &input_grad[0, 0]
+    _scratch_alloc(&s, L, n, n_decay)
+    with nogil:
+        # BLAS to one thread once for the whole pass (each GEMM would switch it back
+        # and forth); the GEMM blocks are single-threaded calls either way
+        prev = _blas_single_begin()
+        loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
+                               &layout[0, 0], L, &alphas[0], &work[0], n,
+                               label_smoothing, l2, dxp, s.offs, s.rows, &correct)
+        _blas_single_end(prev)
+        # the L2 term's sum of squares in the chunks train_step's update reads it in
+        if l2 != 0 and n_decay > 0:
+            loss += 0.5 * l2 * _sq_norm_core(&params[0], n_decay, s.partials)
+    _scratch_free(&s)
+    return loss, correct
 
 
 def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
@@ -151,13 +205,13 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
                floating[::1] state_b):            # IN/OUT v, or empty
     """Forward, softmax-CE, backward and the optimizer update; (loss, n_correct)."""
     cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
+    cdef Py_ssize_t n_params = params.shape[0]
     cdef const floating* swp = NULL
     cdef floating* sa = NULL
     cdef floating* sb = NULL
-    cdef Py_ssize_t* offs
-    cdef double* rows
-    cdef double* partials
-    cdef double loss
+    cdef _Scratch s
+    cdef double loss, sq
+    cdef int prev
     if n == 0 or L == 0:
         return float("nan"), 0
     if sample_weight.shape[0]:
@@ -166,21 +220,21 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
         sa = &state_a[0]
     if state_b.shape[0]:
         sb = &state_b[0]
-    offs = <Py_ssize_t*>malloc(3 * L * sizeof(Py_ssize_t))
-    rows = <double*>malloc(n * sizeof(double))
-    partials = <double*>malloc(((n_decay + _CHUNK - 1) // _CHUNK + 1) * sizeof(double))
-    if offs == NULL or rows == NULL or partials == NULL:
-        free(offs)
-        free(rows)
-        free(partials)
-        raise MemoryError()
+    _scratch_alloc(&s, L, n, n_decay)
     with nogil:
-        loss = _train_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
-                           params.shape[0], &layout[0, 0], L, &alphas[0], &work[0], n,
-                           label_smoothing, l2, n_decay, optimizer, lr, momentum,
-                           nesterov, weight_decay, beta1, beta2, eps, decoupled, step,
-                           sa, sb, offs, rows, partials, &correct)
-    free(offs)
-    free(rows)
-    free(partials)
+        prev = _blas_single_begin()
+        loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
+                               &layout[0, 0], L, &alphas[0], &work[0], n,
+                               label_smoothing, l2, NULL, s.offs, s.rows, &correct)
+        # the update: weights with weight decay, biases without; the L2 term's sum
+        # of squares (float64, fixed chunks) is read by the weights' update, before
+        # it steps
+        sq = _update(&params[0], &grads[0], sa, sb, 0, n_decay, weight_decay,
+                     optimizer, lr, momentum, nesterov, beta1, beta2, eps, decoupled,
+                     step, s.partials if l2 != 0 else NULL)
+        loss += 0.5 * l2 * sq
+        _update(&params[0], &grads[0], sa, sb, n_decay, n_params, 0.0, optimizer, lr,
+                momentum, nesterov, beta1, beta2, eps, decoupled, step, NULL)
+        _blas_single_end(prev)
+    _scratch_free(&s)
     return loss, correct

@@ -23,7 +23,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy
 from .matmul import matmul
 from .optim import adam_update, sgd_update
-from .train import train_step
+from .train import loss_grad, train_step
 
 __all__ = [
     "BACKEND_INFO",
@@ -33,6 +33,7 @@ __all__ = [
     "backend_info",
     "linear_backward",
     "linear_forward",
+    "loss_grad",
     "matmul",
     "set_num_threads",
     "sgd_update",

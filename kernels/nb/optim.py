@@ -58,6 +58,17 @@ def _sq_sum_chunks(p, chunk):
     return s
 
 
+@njit(**PARALLEL)
+def _sq_sum_parallel(p, chunk):
+    """_sq_sum_chunks with one prange task per chunk (the same sum)."""
+    n = p.size
+    partials = np.empty((n + chunk - 1) // chunk)
+    for c in prange((n + chunk - 1) // chunk):
+        lo = np.int64(c) * chunk
+        partials[c] = _sq_sum(p[lo : min(lo + chunk, n)])
+    return _sum_in_order(partials)
+
+
 # -------------------------------------------------------------------------------- SGD
 @njit(**JIT)
 def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):

@@ -1,7 +1,10 @@
-"""The whole training step of a Linear(+activation) stack as one compiled call.
+"""Loss and gradients, and the whole training step, of a Linear(+activation) stack as
+one compiled call each.
 
-``train_step`` runs forward, fused softmax cross-entropy, backward and the optimizer
-update in one @njit function (``_train_step``) that calls the very cores the separate
+``loss_grad`` runs forward, fused softmax cross-entropy and backward (to every
+parameter and, on request, to the input) in one @njit function (``_loss_grad``);
+``train_step`` runs the same and then the optimizer update (``_train_step``). They
+call the very cores the separate
 raw kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the
 softmax-CE row loops, the SGD / Adam slices), with the same serial-or-parallel
 decisions, so the weights come out bitwise equal to the layer-by-layer path and do not
@@ -25,7 +28,14 @@ from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
 from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
-from .optim import _adam_parallel, _adam_slice, _sgd_parallel, _sgd_slice
+from .optim import (
+    _adam_parallel,
+    _adam_slice,
+    _sgd_parallel,
+    _sgd_slice,
+    _sq_sum_chunks,
+    _sq_sum_parallel,
+)
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
 
@@ -68,9 +78,10 @@ def _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg):
 
 
 @njit(**JIT)
-def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, tune,
-                    cfg):  # fmt: skip
-    """dz over dy; dW (+ l2 W), db, dx (not for layer 0), as linear_backward."""
+def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, dx0,
+                    tune, cfg):  # fmt: skip
+    """dz over dy; dW (+ l2 W), db, dx (layer 0: into dx0 unless empty), as
+    linear_backward."""
     w_off, b_off, k = layout[i, 0], layout[i, 1], layout[i, 2]
     m, act, keep = layout[i, 3], layout[i, 4], layout[i, 5]
     w = params[w_off : w_off + k * m].reshape((k, m))
@@ -78,7 +89,7 @@ def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, 
     db = grads[b_off : b_off + m] if b_off >= 0 else grads[0:0]
     y = work[offs[i, 0] : offs[i, 0] + n * m].reshape((n, m))
     z = work[offs[i, 1] : offs[i, 1] + n * m].reshape((n, m)) if keep else y
-    dx = work[offs[i, 2] : offs[i, 2] + n * k] if i > 0 else work[0:0]
+    dx = work[offs[i, 2] : offs[i, 2] + n * k] if i > 0 else dx0
     min_work, chunk, col_block = tune[0], tune[1], tune[2]
     act_work = n * m * tune[7 + act]
     if db.size:
@@ -145,20 +156,16 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
 
 
 @njit(**JIT)
-def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
-                label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
-                weight_decay, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-                state_a, state_b, tune, cfg):  # fmt: skip
-    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, layout (L, 6),
-    #     alphas (L,), scalars, tune = (min work, chunk, col block, softmax task,
-    #     softmax cost, sgd cost, adam cost, act costs x6), cfg = GEMM_CONFIG
-    # IN/OUT params, grads, state_a, state_b (flat), work (carved, see _carve)
+def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
+               label_smoothing, l2, input_grad, tune, cfg):  # fmt: skip
+    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, params (flat),
+    #     layout (L, 6), alphas (L,), scalars, tune = (min work, chunk, col block,
+    #     softmax task, softmax cost, sgd cost, adam cost, act costs x6), cfg
+    # OUT grads (flat), work (carved, see _carve), input_grad (n * k0,) or empty
+    # Forward, softmax-CE and backward; returns (loss without its L2 term, correct).
     n = x.shape[0]
     n_layers = layout.shape[0]
     offs, d_off = _carve(layout, n)
-    # BLAS to one thread once for the whole step (each gemm would switch it back
-    # and forth, ~1 us a time); the blocks are single-threaded calls either way
-    prev = blas_single_begin(cfg)
     # forward (layer 0 reads x; the others read the previous y in the workspace)
     _forward_layer(x, params, work, layout, alphas, offs, ZERO, n, tune, cfg)
     for i in range(1, n_layers):
@@ -184,11 +191,46 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
         m_prev = layout[i - 1, 3]
         a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
         _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2,
-                        tune, cfg)  # fmt: skip
+                        input_grad, tune, cfg)  # fmt: skip
         k = layout[i, 2]
         dy = work[offs[i, 2] : offs[i, 2] + n * k].reshape((n, k))
-    _backward_layer(x, params, grads, work, layout, alphas, offs, ZERO, n, dy, l2, tune,
-                    cfg)  # fmt: skip
+    _backward_layer(x, params, grads, work, layout, alphas, offs, ZERO, n, dy, l2,
+                    input_grad, tune, cfg)  # fmt: skip
+    return loss, correct
+
+
+@njit(**JIT)
+def _loss_grad_l2(x, labels, sample_weight, params, grads, layout, alphas, work,
+                  label_smoothing, l2, n_decay, input_grad, tune,
+                  cfg):  # fmt: skip
+    """_loss_grad plus the L2 term, summed in the chunks train_step's update uses."""
+    prev = blas_single_begin(cfg)
+    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
+                               alphas, work, label_smoothing, l2, input_grad, tune,
+                               cfg)  # fmt: skip
+    blas_single_end(cfg, prev)
+    if l2 != 0.0 and n_decay > 0:
+        w = params[:n_decay]
+        if n_decay * tune[5] >= tune[0]:
+            loss += 0.5 * l2 * _sq_sum_parallel(w, tune[1])
+        else:
+            loss += 0.5 * l2 * _sq_sum_chunks(w, tune[1])
+    return loss, correct
+
+
+@njit(**JIT)
+def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
+                label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
+                weight_decay, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
+                state_a, state_b, tune, cfg):  # fmt: skip
+    # IN  as _loss_grad, and the optimizer's scalars
+    # IN/OUT params, grads, state_a, state_b (flat), work (carved, see _carve)
+    # BLAS to one thread once for the whole step (each gemm would switch it back
+    # and forth, ~1 us a time); the blocks are single-threaded calls either way
+    prev = blas_single_begin(cfg)
+    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
+                               alphas, work, label_smoothing, l2, work[0:0], tune,
+                               cfg)  # fmt: skip
     # the update: weights with weight decay, biases without; the L2 term's sum of
     # squares (float64, fixed chunks) is read by the weights' update, before it steps
     sq = _update(params, grads, state_a, state_b, ZERO, n_decay, weight_decay,
@@ -205,6 +247,19 @@ def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
 def _tune():
     return (opt.PARALLEL_MIN_WORK, opt.CHUNK, opt.COL_BLOCK, opt.SOFTMAX_TASK,
             opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST)  # fmt: skip
+
+
+def loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
+              label_smoothing, l2, n_decay, input_grad):  # fmt: skip
+    """Forward, softmax-CE (+ the L2 term) and backward in one compiled call."""
+    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, params (flat),
+    #     layout (L, 6) int64, alphas (L,) float64, scalars (see contract)
+    # OUT grads, work, input_grad (n, k0) or empty; returns (loss, n_correct)
+    return _loss_grad_l2(
+        x, labels, sample_weight, params, grads, layout, alphas, work,
+        float(label_smoothing), float(l2), int(n_decay), input_grad.reshape(-1),
+        _tune(), GEMM_CONFIG,
+    )  # fmt: skip
 
 
 def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
