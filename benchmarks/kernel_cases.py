@@ -16,6 +16,8 @@ DTYPE = np.float32
 # (batch, in_features, out_features) of the MLP layers users train
 LINEAR_SHAPES = [(32, 784, 256), (128, 784, 256), (128, 256, 128), (1024, 128, 10)]
 LOSS_SHAPES = [(128, 10), (1024, 10)]
+# regression: 8 outputs (one pass of subtract, square, scale per element)
+SQUARED_ERROR_SHAPES = [(1024, 8)]
 ELEMENTWISE_SHAPES = [(1024, 1024)]
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 PARAM_SIZES = [(784 * 256,), (1024 * 1024,)]
@@ -61,6 +63,13 @@ def softmax_cross_entropy(be: Backend, shape) -> Callable[[], object]:
     logits, labels = _rand(rng, shape, 3.0), rng.integers(0, k, n)
     grad = np.empty(shape, DTYPE)
     return lambda: be.softmax_cross_entropy(logits, labels, grad_out=grad)
+
+
+def squared_error(be: Backend, shape) -> Callable[[], object]:
+    rng = np.random.default_rng(0)
+    pred, target = _rand(rng, shape), _rand(rng, shape)
+    grad = np.empty(shape, DTYPE)
+    return lambda: be.squared_error(pred, target, grad_out=grad)
 
 
 def activation_forward(be: Backend, shape, act: str) -> Callable[[], object]:
@@ -110,6 +119,10 @@ def cases() -> list[tuple[str, str, Callable[[Backend], Callable[[], object]]]]:
                 f"{s[0]}x{s[1]}",
                 lambda be, s=s: softmax_cross_entropy(be, s),
             )
+        )
+    for s in SQUARED_ERROR_SHAPES:
+        out.append(
+            ("squared_error", f"{s[0]}x{s[1]}", lambda be, s=s: squared_error(be, s))
         )
     for s in ELEMENTWISE_SHAPES:
         for act in ACTIVATIONS:

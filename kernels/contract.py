@@ -71,6 +71,16 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "row_loss_out",
         "label_smoothing",
     ),  # fmt: skip
+    # mean loss (1/n) sum_i w_i l_i with l_i = 0.5 ||pred_i - target_i||^2 (summed in
+    # float64); grad = w_i (pred_i - target_i) / n (skipped when grad_out is empty);
+    # row_loss_out[i] = l_i when non-empty. Returns the mean loss.
+    "squared_error": (
+        "pred",
+        "target",
+        "sample_weight",
+        "grad_out",
+        "row_loss_out",
+    ),  # fmt: skip
     # out = softmax(logits), per row, max-shifted
     "softmax": ("logits", "out"),
     # PyTorch SGD: g = grad + wd*p; v = mu*v + g; p -= lr*(g + mu*v if nesterov else v).
@@ -567,6 +577,49 @@ class Backend:
             grad_out if compute_grad else empty,
             empty if row_loss_out is None else row_loss_out,
             eps,
+        )
+        return float(loss), grad_out if compute_grad else None
+
+    def squared_error(
+        self,
+        pred: np.ndarray,
+        target: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+        grad_out: np.ndarray | None = None,
+        compute_grad: bool = True,
+        row_loss_out: np.ndarray | None = None,
+    ) -> tuple[float, np.ndarray | None]:
+        """Fused squared error: mean loss and its gradient w.r.t. the predictions.
+
+        Per row l_i = 0.5 ||pred_i - target_i||^2 (summed over the outputs in
+        float64); loss = (1/n) sum_i w_i l_i and grad_i = w_i (pred_i - target_i) / n.
+        NaN or inf in a row gives that row's loss and gradient NaN/inf. An empty batch
+        gives a NaN loss. Returns ``(loss, grad)`` (grad None when not computed).
+        """
+        _array("pred", pred, 2)
+        _array("target", target, 2)
+        _same_dtype(pred=pred, target=target)
+        n, k = pred.shape
+        dtype = pred.dtype
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"target has shape {target.shape}, expected {pred.shape} (as pred)"
+            )
+        if k == 0:
+            raise ValueError("pred must have at least one output column")
+        _loss_options(sample_weight, 0.0, n, pred=pred)
+        empty = _EMPTY[dtype]
+        if compute_grad:
+            grad_out = _out("grad_out", grad_out, (n, k), dtype, pred, target)
+        if row_loss_out is not None:
+            row_loss_out = _out("row_loss_out", row_loss_out, (n,), dtype, pred, target)
+        loss = self.raw.squared_error(
+            pred,
+            target,
+            empty if sample_weight is None else sample_weight,
+            grad_out if compute_grad else empty,
+            empty if row_loss_out is None else row_loss_out,
         )
         return float(loss), grad_out if compute_grad else None
 

@@ -163,6 +163,25 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
     return loss.sum() / n
 
 
+def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
+    """loss = (1/n) sum_i w_i 0.5 ||pred_i - target_i||^2; grad = w_i (pred_i -
+    target_i) / n."""
+    n = pred.shape[0]
+    if n == 0:
+        return math.nan
+    dt = pred.dtype.type
+    d = pred - target
+    rows = 0.5 * np.square(d.astype(np.float64)).sum(axis=1)
+    if row_loss_out.size:
+        row_loss_out[...] = rows
+    if grad_out.size:
+        scale = sample_weight / dt(n) if sample_weight.size else dt(1.0 / n)
+        np.multiply(d, scale[:, None] if sample_weight.size else scale, out=grad_out)
+    if sample_weight.size:
+        rows = rows * sample_weight
+    return float(rows.sum() / n)
+
+
 def softmax(logits, out):
     """out = exp(z - lse(z)) per row."""
     if logits.shape[0] == 0:

@@ -80,6 +80,15 @@ def op_cost(
             "labels read, grad written",
         )
     elems = float(np.prod(d))
+    if op == "squared_error":
+        return (
+            "fused",
+            None,
+            3 * F32 * elems,
+            3 * F32 * elems,
+            "cache-resident: no ceiling applies; bytes = pred + target read, grad "
+            "written",
+        )
     if op.endswith("_forward"):
         return (
             "memory",

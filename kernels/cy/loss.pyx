@@ -1,6 +1,7 @@
-"""Fused softmax cross-entropy (loss + gradient in one pass per row) and softmax.
+"""Fused softmax cross-entropy and squared error (loss + gradient in one pass per row),
+and softmax.
 
-The cross-entropy cores live in _loss.pxi (shared with train.pyx).
+The loss cores live in _loss.pxi (shared with train.pyx).
 """
 
 include "_common.pxi"
@@ -36,6 +37,37 @@ def softmax_cross_entropy(const floating[:, ::1] logits,    # IN  (n, K)
     with nogil:
         total = _sce_core(&logits[0, 0], &labels[0], wp, gp, rp, rows, n, K,
                           label_smoothing)
+    free(rows)
+    return total
+
+
+def squared_error(const floating[:, ::1] pred,          # IN  (n, K)
+                  const floating[:, ::1] target,        # IN  (n, K)
+                  const floating[::1] sample_weight,    # IN  (n,) or empty
+                  grad_out,                 # OUT (n, K) or empty: not requested
+                  floating[::1] row_loss_out):          # OUT (n,) or empty
+    """loss = (1/n) sum_i w_i 0.5 ||p_i - t_i||^2; grad = w_i (p_i - t_i) / n."""
+    cdef Py_ssize_t n = pred.shape[0], K = pred.shape[1]
+    cdef floating[:, ::1] gv
+    cdef floating* gp = NULL
+    cdef floating* rp = NULL
+    cdef const floating* wp = NULL
+    cdef double total
+    cdef double* rows
+    if n == 0:
+        return float("nan")
+    if grad_out.size:
+        gv = grad_out
+        gp = &gv[0, 0]
+    if row_loss_out.shape[0]:
+        rp = &row_loss_out[0]
+    if sample_weight.shape[0]:
+        wp = &sample_weight[0]
+    rows = <double*>malloc(n * sizeof(double))
+    if rows == NULL:
+        raise MemoryError()
+    with nogil:
+        total = _se_core(&pred[0, 0], &target[0, 0], wp, gp, rp, rows, n, K)
     free(rows)
     return total
 

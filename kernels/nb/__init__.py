@@ -20,7 +20,7 @@ from . import _options, activations
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
-from .loss import softmax, softmax_cross_entropy
+from .loss import softmax, softmax_cross_entropy, squared_error
 from .matmul import matmul
 from .optim import adam_update, sgd_update
 from .train import loss_grad, train_step
@@ -39,6 +39,7 @@ __all__ = [
     "sgd_update",
     "softmax",
     "softmax_cross_entropy",
+    "squared_error",
     "train_step",
 ]
 

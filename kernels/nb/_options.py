@@ -54,6 +54,8 @@ SGD_COST = 2
 ADAM_COST = 4
 # softmax / softmax-CE: per logit (an exp plus a few passes over a short row).
 SOFTMAX_COST = 8
+# squared error: per output (a subtract, a square, a multiply).
+SQUARED_ERROR_COST = 2
 
 # linear_backward computes dz and db by column blocks of this many columns (one prange
 # task each; every column is summed over the rows in order, whatever the block size).

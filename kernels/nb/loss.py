@@ -351,6 +351,70 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
                        _rows_per_task(k))  # fmt: skip
 
 
+# ---------------------------------------------------------------------- squared error
+@njit(**JIT)
+def _se_range(pred, target, sample_weight, grad_flat, row_loss_out, partial, r0, r1):
+    """Rows r0..r1: l_i = 0.5 sum_j d_ij^2 (float64), d = pred - target; grad = d
+    w_i / n when grad_flat is non-empty."""
+    n, k = pred.shape
+    t = pred.dtype.type
+    inv_n = t(1.0 / n)
+    for i in range(r0, r1):
+        scale = sample_weight[i] / t(n) if sample_weight.size else inv_n
+        s = 0.0
+        for j in range(k):
+            d = pred[i, j] - target[i, j]
+            s += np.float64(d) * np.float64(d)
+            if grad_flat.size:
+                grad_flat[i * k + j] = d * scale
+        partial[i] = 0.5 * s
+        if row_loss_out.size:
+            row_loss_out[i] = 0.5 * s
+
+
+@njit(**JIT)
+def _weighted_mean(partial, sample_weight):
+    """(1/n) sum_i w_i l_i, added in row order: independent of the thread count."""
+    total = 0.0
+    for i in range(partial.size):
+        total += partial[i] * sample_weight[i] if sample_weight.size else partial[i]
+    return total / partial.size
+
+
+@njit(**JIT)
+def _se_serial(pred, target, sample_weight, grad_out, row_loss_out):
+    partial = np.empty(pred.shape[0], np.float64)
+    _se_range(pred, target, sample_weight, grad_out.reshape(-1), row_loss_out,
+              partial, ZERO, pred.shape[0])  # fmt: skip
+    return _weighted_mean(partial, sample_weight)
+
+
+@njit(**PARALLEL)
+def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task):
+    n = pred.shape[0]
+    partial = np.empty(n, np.float64)
+    grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
+    for c in prange((n + rows_per_task - 1) // rows_per_task):
+        r0 = np.int64(c) * rows_per_task
+        _se_range(pred, target, sample_weight, grad_flat, row_loss_out, partial, r0,
+                  min(r0 + rows_per_task, n))  # fmt: skip
+    return _weighted_mean(partial, sample_weight)
+
+
+def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
+    """Mean weighted loss (1/n) sum_i w_i 0.5 ||pred_i - target_i||^2; grad_out = w
+    (pred - target) / n."""
+    # IN  pred, target (n, K), sample_weight (n,) or empty
+    # OUT grad_out (n, K) or empty, row_loss_out (n,) or empty; returns the mean loss
+    n, k = pred.shape
+    if n == 0:
+        return math.nan
+    if n * k * opt.SQUARED_ERROR_COST >= opt.PARALLEL_MIN_WORK and n > 1:
+        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out,
+                            _rows_per_task(k))  # fmt: skip
+    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out)
+
+
 # ---------------------------------------------------------------------------- softmax
 @njit(**JIT)
 def _softmax_rows(logits, out, r0, r1):
