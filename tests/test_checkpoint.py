@@ -305,7 +305,24 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path):
     assert again.get_flat_parameters().tobytes() == ref.get_flat_parameters().tobytes()
 
 
-def test_ctrl_c_saves_checkpoint_then_resumes_exactly(tmp_path):
+def _ignore_sigint(signum, frame):  # a handler of the caller's, to be put back
+    pass
+
+
+@pytest.fixture(params=["as_found", "ignored", "custom"])
+def sigint_on_entry(request):
+    """The SIGINT handler in force when fit starts: whatever the test runner left
+    (SIG_IGN from a background job), ignored, or a handler of the caller's."""
+    found = signal.getsignal(signal.SIGINT)
+    entry = {"as_found": found, "ignored": signal.SIG_IGN, "custom": _ignore_sigint}
+    signal.signal(signal.SIGINT, entry[request.param])
+    try:
+        yield entry[request.param]
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
+def test_ctrl_c_saves_checkpoint_then_resumes_exactly(tmp_path, sigint_on_entry):
     X, y = data()
     ref = _model()
     _fit(ref, X, y, tmp_path / "ref.npz", checkpoint_every="epoch")
@@ -325,7 +342,7 @@ def test_ctrl_c_saves_checkpoint_then_resumes_exactly(tmp_path):
         _fit(model, X, y, path, checkpoint_every="epoch")
     meta, _ = checkpoint.read(path)
     assert meta["train_state"]["step"] == 7  # saved right after the interrupted step
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint_on_entry  # put back as found
     resumed = _model()
     _fit(resumed, X, y, path, checkpoint_every="epoch")
     assert (
