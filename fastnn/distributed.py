@@ -680,7 +680,7 @@ def _fit(
     model.optimizer.bind(kb, model._params, model._grads, model._n_decay)
     _broadcast_state(comm, model)
     model.stop_training = state.stopped
-    if state.finished:
+    if state.nothing_left(epochs):
         return history
     if not saved:
         for cb in callbacks:

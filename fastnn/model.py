@@ -113,6 +113,17 @@ class _TrainState:
     finished: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def nothing_left(self, epochs: int) -> bool:
+        """Whether a (resumed) fit of ``epochs`` epochs has no epoch left to run.
+
+        A fit that finished its epochs is continued when asked for more (the
+        checkpoint of its last epoch is the starting point); one stopped by a
+        callback (early stopping) stays stopped.
+        """
+        if self.finished and self.epoch < epochs and not self.stopped:
+            self.finished = False
+        return self.finished
+
 
 class Sequential:
     """A stack of layers trained with softmax cross-entropy.
@@ -681,7 +692,8 @@ class Sequential:
             Labels of any hashable, mutually comparable type (mapped through
             ``classes_``).
         epochs : int, default=10
-            Total epochs; a resumed fit continues up to this count.
+            Total epochs; a resumed fit continues up to this count, also when the
+            checkpoint's fit had finished with fewer (unless a callback stopped it).
         batch_size : int, default=32
             Rows per step (clipped to n_samples); the last, smaller batch is used.
         shuffle : bool, default=True
@@ -797,7 +809,7 @@ class Sequential:
             self.initialize(np.random.Generator(np.random.PCG64(init_ss)))
         self.optimizer.bind(kb, self._params, self._grads, self._n_decay)
         self.stop_training = state.stopped
-        if state.finished:
+        if state.nothing_left(epochs):
             return history
         if not saved:
             for cb in callbacks:

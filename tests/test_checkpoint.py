@@ -472,3 +472,30 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_equal(tmp_path, backend
         _run_worker(tmp_path, ckpt, out, backend, delay)
     assert kills >= 1
     assert np.load(out).tobytes() == np.load(ref_out).tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_of_a_finished_fit_extends_to_the_new_epoch_count(tmp_path, backend):
+    X, y = data()
+    straight = make_model(backend=backend)
+    straight.fit(X, y, epochs=5, batch_size=8, seed=3, verbose=0)
+    path = tmp_path / "c.npz"
+    first = make_model(backend=backend)
+    first.fit(X, y, epochs=3, batch_size=8, seed=3, verbose=0, checkpoint=path)
+    resumed = make_model(backend=backend)
+    history = resumed.fit(
+        X, y, epochs=5, batch_size=8, seed=3, verbose=0, checkpoint=path, resume=True
+    )
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert resumed.get_flat_parameters().tobytes() == (
+        straight.get_flat_parameters().tobytes()
+    )
+    ts = checkpoint.read(path)[0]["train_state"]
+    assert ts["epoch"] == 5 and ts["finished"]
+    # asking for no more epochs than were run leaves everything as it is
+    again = make_model(backend=backend)
+    assert len(again.fit(X, y, epochs=4, batch_size=8, seed=3, verbose=0,
+                         checkpoint=path, resume=True)) == 5  # fmt: skip
+    assert again.get_flat_parameters().tobytes() == (
+        straight.get_flat_parameters().tobytes()
+    )

@@ -320,3 +320,15 @@ def test_default_train_reaches_97_percent_on_digits():
     assert result["dataset"] == "digits"
     assert result["test_accuracy"] >= 0.97
     assert wall < 60  # acceptance is 30 s on a quiet machine; CI machines are shared
+
+
+def test_resume_with_more_epochs_trains_the_extra_epochs(tmp_path, npz_data, capsys):
+    path, _, _ = npz_data
+    ckpt = tmp_path / "c.npz"
+    common = ["train", "--data", str(path), "--hidden", "8", "--backend", "numpy"]
+    common += ["--checkpoint", str(ckpt), "--json"]
+    assert main([*common, "--epochs", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 3
+    assert main([*common, "--epochs", "5", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 5
+    assert checkpoint.read(ckpt)[0]["train_state"]["epoch"] == 5
