@@ -29,6 +29,13 @@ def aligned_zeros(shape: int | tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return out
 
 
+def aligned_copy(a: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """A 64-byte aligned C-contiguous copy of ``a`` (cast to ``dtype`` if given)."""
+    out = aligned_empty(np.shape(a), a.dtype if dtype is None else dtype)
+    out[...] = a
+    return out
+
+
 def padded_size(n: int, dtype: np.dtype) -> int:
     """``n`` rounded up so that ``n`` elements fill whole 64-byte lines."""
     per_line = max(1, ALIGN // np.dtype(dtype).itemsize)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from ._buffers import aligned_empty, aligned_zeros, padded_size
+from ._buffers import aligned_copy, aligned_empty, aligned_zeros, padded_size
 from ._validation import (
     check_int,
     check_n_features,
@@ -60,7 +60,8 @@ __all__ = ["MLP", "NotFittedError", "Sequential"]
 
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 _INFERENCE_ROWS = 4096  # rows per forward chunk in predict / evaluate
-_WORKSPACE_CACHE = 4  # batch shapes kept: train full + partial, inference x2
+_WORKSPACE_CACHE = 4  # training batch shapes kept (full, partial, a few more)
+_INFERENCE_CACHE = 2  # inference shapes kept per thread: full chunk + the last
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in _DTYPES.values()}
 
 
@@ -207,6 +208,8 @@ class Sequential:
         self._train_layout, self._train_alphas = self._compiled_layout()
         self._initialized = False
         self._workspaces: OrderedDict[tuple[int, bool], _Workspace] = OrderedDict()
+        # inference buffers per thread: concurrent predict calls never share one
+        self._inference = threading.local()
         self._interrupted = False
 
     # ------------------------------------------------------------ structure
@@ -283,14 +286,43 @@ class Sequential:
         self._grads = aligned_zeros(total, self.dtype)
         self._n_decay = n_decay
         self._param_specs = []
-        for (name, lin, attr, shape), off in zip(specs, offsets, strict=True):
-            sl = slice(off, off + math.prod(shape))
-            self._param_specs.append((name, sl, shape))
-            setattr(lin, attr, self._params[sl].reshape(shape))
-            setattr(lin, "grad_" + attr, self._grads[sl].reshape(shape))
+        for (name, _, _, shape), off in zip(specs, offsets, strict=True):
+            self._param_specs.append((name, slice(off, off + math.prod(shape)), shape))
+        self._bind_layer_views()
         for lin in self.linears:
             if not lin.use_bias:
                 lin.bias = None
+
+    def _bind_layer_views(self) -> None:
+        """Point every Linear's weight / bias (and their gradients) into the flat
+        buffers; parameter names are "<layer index>.<attribute>"."""
+        for name, sl, shape in self._param_specs:
+            index, attr = name.split(".")
+            lin = self.layers[int(index)]
+            setattr(lin, attr, self._params[sl].reshape(shape))
+            setattr(lin, "grad_" + attr, self._grads[sl].reshape(shape))
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Buffers are rebuilt on demand and the thread-local cache cannot be
+        # pickled; the backend stays a name (self.backend), resolved on use.
+        state = self.__dict__.copy()
+        state["_workspaces"] = OrderedDict()
+        state["_step_checked"] = set()
+        del state["_inference"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._inference = threading.local()
+        # pickle copies each view on its own and drops the 64-byte alignment:
+        # realign the flat buffers, then point the layers and optimizer at them
+        self._params = aligned_copy(self._params, self.dtype)
+        self._grads = aligned_copy(self._grads, self.dtype)
+        self._bind_layer_views()
+        if self.optimizer._params is not None:
+            self.optimizer._params = self._params
+            self.optimizer._grads = self._grads
 
     def _compiled_layout(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """train_step's layout table and alphas, or (None, None) when a stage is a
@@ -364,17 +396,26 @@ class Sequential:
 
     # ------------------------------------------------------------ workspaces
     def _workspace(self, n: int, train: bool) -> _Workspace:
+        """Buffers for a batch of ``n`` rows: training ones shared by the model
+        (one fit at a time), inference ones per thread."""
         key = (n, train)
-        ws = self._workspaces.get(key)
+        if train:
+            cache, size = self._workspaces, _WORKSPACE_CACHE
+        else:
+            cache = getattr(self._inference, "cache", None)
+            if cache is None:
+                cache = self._inference.cache = OrderedDict()
+            size = _INFERENCE_CACHE
+        ws = cache.get(key)
         if ws is not None:
-            self._workspaces.move_to_end(key)
+            cache.move_to_end(key)
             return ws
         dt = self.dtype
         if train and self._train_layout is not None:
             ws = self._train_workspace(n)
-            self._workspaces[key] = ws
-            while len(self._workspaces) > _WORKSPACE_CACHE:
-                self._workspaces.popitem(last=False)
+            cache[key] = ws
+            while len(cache) > size:
+                cache.popitem(last=False)
             return ws
         outs, zs, dxs = [], [], []
         width = self.n_features_in_
@@ -395,9 +436,9 @@ class Sequential:
             dx=dxs,
             dlogits=aligned_empty((n, width), dt) if train else None,
         )
-        self._workspaces[key] = ws
-        while len(self._workspaces) > _WORKSPACE_CACHE:
-            self._workspaces.popitem(last=False)
+        cache[key] = ws
+        while len(cache) > size:
+            cache.popitem(last=False)
         return ws
 
     def _train_workspace(self, n: int) -> _Workspace:
@@ -1410,13 +1451,6 @@ def _layers_signature(model: Sequential) -> list[tuple]:
 
 def _needs_z(activation: str, alpha: float) -> bool:
     return activation == "gelu" or (activation == "leaky_relu" and alpha < 0)
-
-
-def aligned_copy(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A 64-byte aligned C-contiguous copy of ``a`` cast to ``dtype``."""
-    out = aligned_empty(a.shape, dtype)
-    out[...] = a
-    return out
 
 
 def _fingerprint(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> str:

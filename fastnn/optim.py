@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._buffers import aligned_zeros
+from . import kernels
+from ._buffers import aligned_copy, aligned_zeros
 from ._validation import check_int
 
 __all__ = [
@@ -250,6 +251,20 @@ class Optimizer:
         self._params: np.ndarray | None = None
         self._grads: np.ndarray | None = None
         self._n_decay = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the backend holds modules, which do not pickle: keep its name
+        state = self.__dict__.copy()
+        if self._backend is not None:
+            state["_backend"] = self._backend.name
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self._backend, str):
+            self._backend = kernels.get_backend(self._backend)
+        # pickle drops the 64-byte alignment of the state buffers
+        self.state = {name: aligned_copy(buf) for name, buf in self.state.items()}
 
     def bind(
         self, backend, params: np.ndarray, grads: np.ndarray, n_decay: int

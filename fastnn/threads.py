@@ -9,6 +9,9 @@ backend, whose products run on BLAS's own threads) and puts back exactly what wa
 there before when the block ends. Nothing here outlives fastnn's call: NumPy, SciPy,
 scikit-learn or PyTorch code beside fastnn keeps the thread settings it had, and no
 environment variable is ever set.
+
+In a process forked from one that imported fastnn every kernel runs serially and the
+thread count reads 1 (kernels/_fork.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import threading
 from collections.abc import Iterator
 
 from threadpoolctl import ThreadpoolController
+
+from .kernels._fork import in_forked_child, on_fork_child
 
 _controller: ThreadpoolController | None = None
 _current: int | None = None  # set_num_threads' value (None: the core count)
@@ -70,7 +75,10 @@ def set_num_threads(n: int) -> int:
 
 def get_num_threads() -> int:
     """The thread count of fastnn's calls: the innermost ``num_threads`` block's in
-    this thread, else ``set_num_threads``' value, else the number of usable cores."""
+    this thread, else ``set_num_threads``' value, else the number of usable cores
+    (1 in a forked child)."""
+    if in_forked_child():
+        return 1
     n = getattr(_block, "n", None)
     if n is not None:
         return n
@@ -138,3 +146,12 @@ def num_threads(n: int | None) -> Iterator[int]:
             numba.set_num_threads(
                 numba.config.NUMBA_NUM_THREADS if numba_before is None else numba_before
             )
+
+
+def _after_fork_in_child() -> None:
+    # another thread may have held the lock at fork time; it does not exist here
+    global _blas_lock
+    _blas_lock = threading.Lock()
+
+
+on_fork_child(_after_fork_in_child)

@@ -525,3 +525,88 @@ def test_verbose_output(capsys):
     )
     MLP((3, 4, 3)).fit(X, y, epochs=2, verbose=0)
     assert capsys.readouterr() == ("", "")
+
+
+# ------------------------------------------------- concurrency and pickling
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("serial", [True, False], ids=["1-thread", "threads"])
+def test_concurrent_inference_on_one_model_matches_calls_made_alone(backend, serial):
+    """8 threads calling predict_proba / evaluate on one fitted model get what the
+    same call gets alone: bitwise when the process runs one thread; with several,
+    the process-wide BLAS thread count (which each call pins to 1 around its GEMM
+    blocks) can change under a running call and move the last bit."""
+    import threading
+
+    rng = np.random.default_rng(1)
+    y = np.arange(600) % 4
+    X = rng.normal(size=(600, 64))
+    model = MLP((64, 256, 4), backend=backend)
+    model.fit(X, y, epochs=1, batch_size=64, seed=0, verbose=0)
+    # a few inputs per batch size: calls of one size share a workspace shape
+    inputs = [rng.normal(size=(n, 64)) for n in (300, 300, 300, 17, 17)]
+    labels = [np.arange(a.shape[0]) % 4 for a in inputs]
+
+    def call(k):
+        i = k % len(inputs)
+        if k % 2:
+            return model.predict_proba(inputs[i])
+        return np.array(list(model.evaluate(inputs[i], labels[i]).values()))
+
+    results = []
+    start = threading.Barrier(8)
+
+    def worker(t):
+        start.wait()
+        for c in range(30):
+            k = (t + c) % 10
+            results.append((k, call(k)))
+
+    with fastnn.num_threads(1 if serial else None):
+        alone = {k: call(k) for k in range(10)}
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert len(results) == 240
+    for k, got in results:
+        if serial:
+            assert got.tobytes() == alone[k].tobytes()
+        else:
+            np.testing.assert_allclose(got, alone[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fitted_model_pickles_deep_copies_and_joblib_dumps(tmp_path, backend):
+    import copy
+    import pickle
+
+    import joblib
+
+    X, y = blobs(n=90)
+    model = MLP((5, 16, 3), optimizer=Adam(lr=0.01), backend=backend)
+    model.fit(X, y, epochs=2, batch_size=8, seed=0, verbose=0)
+    joblib.dump(model, tmp_path / "m.joblib")
+    copies = [
+        pickle.loads(pickle.dumps(model)),
+        copy.deepcopy(model),
+        joblib.load(tmp_path / "m.joblib"),
+    ]
+    expected = model.predict_proba(X).tobytes()
+    for other in copies:
+        assert type(other) is MLP and other.backend == backend
+        assert other.predict_proba(X).tobytes() == expected
+        np.testing.assert_array_equal(other.classes_, model.classes_)
+        # the layers and the optimizer use the copy's own (aligned) flat buffers
+        assert np.shares_memory(other.layers[0].weight, other._params)
+        assert not np.shares_memory(other._params, model._params)
+        assert other._params.ctypes.data % 64 == 0
+        assert other.optimizer._params is other._params
+    # training on continues exactly as the original does (optimizer state kept)
+    for other in copies:
+        other.fit(X, y, epochs=1, batch_size=8, seed=1, verbose=0)
+    model.fit(X, y, epochs=1, batch_size=8, seed=1, verbose=0)
+    for other in copies:
+        assert other.get_flat_parameters().tobytes() == (
+            model.get_flat_parameters().tobytes()
+        )

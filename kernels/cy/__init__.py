@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
+from .._fork import in_forked_child, on_fork_child
 from . import _openmp, activations, linear, loss, optim, train
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
@@ -44,8 +45,13 @@ __all__ = [
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` OpenMP threads in every Cython kernel (BLAS is set by fastnn)."""
-    n = int(n)
+    """Use ``n`` OpenMP threads in every Cython kernel (BLAS is set by fastnn).
+
+    In a forked child always 1 (kernels/_fork.py): every parallel loop then runs
+    as a team of one, which libgomp starts without its thread pool, so the
+    parent's workers (absent in the child) are never waited for.
+    """
+    n = 1 if in_forked_child() else int(n)
     _openmp.set_num_threads(n)
     for module in _KERNEL_MODULES + (_matmul_module,):
         module._set_threads(n)
@@ -58,6 +64,7 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+on_fork_child(lambda: set_num_threads(1))
 _CORES = _cpu_count()
 for _module in _GEMM_MODULES:
     _module._configure_gemm(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._fork import in_forked_child, on_fork_child
 from . import _options, activations
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
@@ -45,15 +46,31 @@ __all__ = [
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` Numba threads (capped at NUMBA_NUM_THREADS, fixed when Numba loads)."""
+    """Use ``n`` Numba threads (capped at NUMBA_NUM_THREADS, fixed when Numba loads;
+    no effect in a forked child, where every kernel runs serially)."""
+    if in_forked_child():
+        return
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _serial_only() -> None:
+    """The forked-child switch (see kernels/_fork.py): no prange kernel runs again.
+
+    Every raw kernel compares its work with PARALLEL_MIN_WORK at call time, and the
+    GEMMs split into at most GEMM_CONFIG[0] blocks (one block: no parallel loop).
+    """
+    _options.PARALLEL_MIN_WORK = _options.SERIAL_ONLY
+    _matmul_module.GEMM_CONFIG = (1, *_matmul_module.GEMM_CONFIG[1:])
+
+
 def _threading_layer() -> str:
-    """The layer in use; known only after a parallel kernel ran, so run a tiny one."""
+    """The layer in use; known only after a parallel kernel ran, so run a tiny one
+    (never in a forked child, where no parallel kernel may run)."""
     try:
         return numba.threading_layer()
     except ValueError:
+        if in_forked_child():
+            return "none started (forked process: kernels run serially)"
         z = np.zeros(1, np.float32)
         activations._forward_parallel(z, z, 1, np.float32(0.0), 1)
         return numba.threading_layer()
@@ -80,4 +97,5 @@ def backend_info() -> dict:
     }
 
 
+on_fork_child(_serial_only)
 BACKEND_INFO = backend_info()

@@ -46,6 +46,8 @@ CHUNK = 16384
 # elements (25 vs 8.5 us) and only broke even around 256k-1M (memory-bound). The
 # per-activation costs below are estimates from serial timings, not tuned one by one.
 PARALLEL_MIN_WORK = 262144
+# PARALLEL_MIN_WORK in a forked child (kernels/_fork.py): no work is large enough.
+SERIAL_ONLY = 2**62
 
 # Cost of one element, in work units, per activation code (identity, relu, leaky_relu,
 # sigmoid, tanh, gelu) and for the other element-wise kernels.

@@ -9,6 +9,8 @@ count), then dw = x^T dz (+ wd w) and dx = dz w^T by BLAS.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 from numba import njit, prange
 
@@ -16,13 +18,16 @@ from . import _options as opt
 from ._options import FALSE, JIT, PARALLEL, TRUE, ZERO
 from .activations import _backward_parallel, act_backward_slice, act_forward_slice
 from .matmul import (
-    GEMM_CONFIG,
     _gemm_block,
     blas_single_begin,
     blas_single_end,
     gemm,
     gemm_split,
 )
+
+# the module, read at call time (the package's "matmul" is the kernel of that name);
+# GEMM_CONFIG changes in a forked child (see __init__._serial_only)
+_matmul = importlib.import_module(".matmul", __package__)
 
 
 # ---------------------------------------------------------------------------- forward
@@ -107,7 +112,9 @@ def linear_forward(x, w, b, y_out, z_out, act, alpha):
     """z = x @ w + b; y_out = f(z); z_out = z when non-empty."""
     # IN  x (n, k), w (k, m), b (m,) or empty, act, alpha
     # OUT y_out (n, m), z_out (n, m) or empty
-    _linear_forward(x, w, b, y_out, z_out, act, y_out.dtype.type(alpha), GEMM_CONFIG)
+    _linear_forward(
+        x, w, b, y_out, z_out, act, y_out.dtype.type(alpha), _matmul.GEMM_CONFIG
+    )
 
 
 # --------------------------------------------------------------------------- backward
@@ -205,5 +212,5 @@ def linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
     _linear_backward(
         dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act,
         dy.dtype.type(alpha), float(weight_decay), par_dz, par_dw,
-        opt.CHUNK, opt.COL_BLOCK, GEMM_CONFIG,
+        opt.CHUNK, opt.COL_BLOCK, _matmul.GEMM_CONFIG,
     )  # fmt: skip

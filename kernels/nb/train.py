@@ -18,6 +18,7 @@ passed in as arguments (no dynamic globals: ``cache=True`` keeps working).
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -27,7 +28,7 @@ from . import _options as opt
 from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial
-from .matmul import GEMM_CONFIG, blas_single_begin, blas_single_end
+from .matmul import blas_single_begin, blas_single_end
 from .optim import (
     _adam_parallel,
     _adam_slice,
@@ -38,6 +39,10 @@ from .optim import (
 )
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
+
+# the module, read at call time (the package's "matmul" is the kernel of that name);
+# GEMM_CONFIG changes in a forked child (see __init__._serial_only)
+_matmul = importlib.import_module(".matmul", __package__)
 
 
 @njit(**JIT)
@@ -258,7 +263,7 @@ def loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
     return _loss_grad_l2(
         x, labels, sample_weight, params, grads, layout, alphas, work,
         float(label_smoothing), float(l2), int(n_decay), input_grad.reshape(-1),
-        _tune(), GEMM_CONFIG,
+        _tune(), _matmul.GEMM_CONFIG,
     )  # fmt: skip
 
 
@@ -278,5 +283,5 @@ def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
         float(label_smoothing), float(l2), int(n_decay), int(optimizer), float(lr),
         float(momentum), bool(nesterov), float(weight_decay), float(beta1),
         float(beta2), float(eps), bool(decoupled), bias2_sqrt, lr / bias1,
-        state_a, state_b, _tune(), GEMM_CONFIG,
+        state_a, state_b, _tune(), _matmul.GEMM_CONFIG,
     )  # fmt: skip

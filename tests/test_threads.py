@@ -1,0 +1,125 @@
+"""The process-wide thread setting: overlapping blocks in several threads, fork."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.model import MLP
+
+
+def test_overlapping_blocks_of_two_threads_restore_the_setting_found():
+    """Two fits in two threads, n_threads=1 and 2, ending in the order they began
+    (the interleaving that left the count at 1): the count is the one from before."""
+    before = fastnn.get_num_threads()
+    first_in, second_in, first_out = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def first():
+        with fastnn.num_threads(1):
+            first_in.set()
+            second_in.wait(10)
+            seen["first"] = fastnn.get_num_threads()
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with fastnn.num_threads(2):
+            second_in.set()
+            first_out.wait(10)
+            seen["second"] = fastnn.get_num_threads()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert first_out.is_set() and len(seen) == 2
+    assert seen["second"] == 2  # the block still running keeps its count
+    assert fastnn.get_num_threads() == before
+
+
+def test_concurrent_fits_leave_the_thread_count_as_found():
+    X = np.random.default_rng(0).normal(size=(200, 8))
+    y = np.arange(200) % 2
+    before = fastnn.get_num_threads()
+
+    def fit(n):
+        for _ in range(5):
+            MLP((8, 16, 2), n_threads=n).fit(X, y, epochs=1, verbose=0)
+
+    threads = [threading.Thread(target=fit, args=(n,)) for n in (1, 2, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fastnn.get_num_threads() == before
+
+
+# ------------------------------------------------------------------ fork
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing as mp, sys
+    import numpy as np
+    import fastnn
+    from fastnn.model import MLP
+
+    backend = sys.argv[1]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1024, 256))
+    y = np.arange(1024) % 4
+    # big enough for every kernel's parallel path, with the default threads
+    model = MLP((256, 512, 4), backend=backend)
+    model.fit(X, y, epochs=1, batch_size=512, seed=0, verbose=0)
+
+    def work(seed):
+        fastnn.set_num_threads(2)  # no effect in a forked child
+        m = MLP((256, 512, 4), backend=backend)
+        m.fit(X, y, epochs=1, batch_size=512, seed=seed, verbose=0)
+        return (fastnn.get_num_threads(), model.predict(X).tobytes(),
+                m.get_flat_parameters().tobytes())
+
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map(work, [0, 1])
+    assert [g[0] for g in got] == [1, 1], got
+    assert all(g[1] == model.predict(X).tobytes() for g in got)
+    with fastnn.num_threads(1):
+        again = MLP((256, 512, 4), backend=backend)
+        again.fit(X, y, epochs=1, batch_size=512, seed=0, verbose=0)
+    # the same training as in the parent (numba's GEMMs run as one block there)
+    child = np.frombuffer(got[0][2], dtype=np.float32)
+    np.testing.assert_allclose(child, again.get_flat_parameters(), rtol=1e-5, atol=1e-6)
+    # joblib's "multiprocessing" backend forks too (GridSearchCV over the estimator)
+    import warnings
+    from joblib import parallel_backend
+    from sklearn.model_selection import GridSearchCV
+    warnings.simplefilter("ignore")  # ConvergenceWarning of the short fits
+    est = fastnn.MLPClassifier(hidden_layer_sizes=(512,), max_iter=2, backend=backend)
+    est.fit(X, y)  # compiled in the parent, as the fit above
+    with parallel_backend("multiprocessing", n_jobs=2):
+        search = GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_fork_pool_after_a_fit_runs_serially_in_the_children(tmp_path, backend):
+    """A fork Pool after a multi-threaded fit: the children train and predict
+    (serially, one thread) instead of hanging or being killed by libgomp."""
+    script = tmp_path / "fork_after_fit.py"
+    script.write_text(FORK_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=240,  # a hang fails the test instead of the suite
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
