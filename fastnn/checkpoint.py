@@ -9,7 +9,18 @@ checksum over the metadata and every array.
 
 Writing: a temporary file in the destination folder, flushed and fsynced, then
 ``os.replace``d over the destination and the folder fsynced: the path holds either
-the old complete file or the new complete file, whenever the process dies.
+the old complete file or the new complete file, whenever the process dies. A new
+file gets the permissions ``open()`` would give it (0666 less the umask), a replaced
+file keeps its own; a symlink is written through (its target is replaced). Temp
+files are named ``.<name>.<pid>.<random>.tmp``; those a killed process left behind
+are removed by the next save to the same path.
+
+Checksum: a SHA-256 over the metadata and every array detects damage (a truncated or
+corrupted file, an edited value), not tampering: anyone who edits a file can
+recompute it. Loading never runs code from a file (no pickle), and the metadata's
+meaning is validated (unique classes, counters >= 0, layer sizes matching the arrays
+stored) before anything is allocated; still, load checkpoints only from sources you
+trust, as with any model file.
 
 Reading: ``np.load(allow_pickle=False)``; every member, the checksum, dtypes, shapes
 and finiteness are checked before anything touches a model.
@@ -21,7 +32,9 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -29,7 +42,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "read", "save"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "check_output_path",
+    "load",
+    "read",
+    "save",
+    "write_atomic",
+]
 
 FORMAT = "fastnn-checkpoint"
 VERSION = 1
@@ -85,21 +107,82 @@ def save(
 
 
 def write_atomic(path: str | os.PathLike, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, then move it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    """Call ``write(file)`` on a temp file beside ``path``, then move it into place.
+
+    A symlink at ``path`` is written through; a replaced file keeps its permission
+    bits, a new one gets 0666 less the umask. Temp files of ``path`` left by a
+    process that died mid-save are removed first.
+    """
+    target = Path(os.path.realpath(path))
+    folder = target.parent
+    _remove_stale_temps(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    tmp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete the temp files of ``target`` whose writing process no longer runs."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # exists (another user's), or cannot tell: keep the file
+    return True
+
+
+def check_output_path(
+    path: str | os.PathLike, what: str, suffix: str | None = None
+) -> None:
+    """Raise ValueError unless a file can be written to ``path``: its folder exists
+    and is writable, it is not a folder, and it ends in ``suffix`` when given.
+
+    Called before long work (training) so that a typo does not cost the result.
+    """
+    given = str(path)
+    if suffix is not None and Path(given).suffix.lower() != suffix:
+        raise ValueError(f"{what} {given!r} must be a {suffix} file")
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise ValueError(f"{what} {given!r} is a folder, not a file")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"{what} {given!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {given!r}: folder {str(folder)!r} is not writable")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -172,7 +255,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
         )
     stored = meta.pop("checksum", None)
     if stored != _checksum(meta, arrays):
-        raise CheckpointError(f"{where} failed its checksum: the file was modified")
+        raise CheckpointError(
+            f"{where} failed its checksum: the file is damaged or was modified"
+        )
     meta["checksum"] = stored
     for key in ("model", "dtype", "params", "optimizer", "fitted"):
         if key not in meta:

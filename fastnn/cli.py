@@ -226,6 +226,12 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------ commands
 def _train(args: argparse.Namespace, session: Any = None) -> int:
+    from .checkpoint import check_output_path
+
+    # before any training: a typo must not cost the trained model
+    for what, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
+        if path:
+            check_output_path(path, what, ".npz")
     if args.distributed and session is None:
         # one rank of `mpiexec -n N fastnn train --distributed` (fastnn.distributed)
         from .distributed import run_cli_train
@@ -386,8 +392,11 @@ def _load_model(args):
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_path, write_atomic
     from .data import load_dataset
 
+    if args.out:
+        check_output_path(args.out, "--out")
     model = _load_model(args)
     X, _ = load_dataset(args.data, args.label_column, require_y=False)
     labels = model.predict(X)
@@ -400,8 +409,6 @@ def _predict(args: argparse.Namespace) -> int:
     rows = zip(*[c.tolist() for c in columns], strict=True)
     text = ",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
     if args.out:
-        from .checkpoint import write_atomic
-
         write_atomic(args.out, lambda f: f.write(text.encode()))
     else:
         sys.stdout.write(text)

@@ -784,6 +784,8 @@ class Sequential:
             )
         from . import checkpoint as ckpt_io
 
+        if checkpoint is not None:  # fail now, not after the epochs
+            ckpt_io.check_output_path(checkpoint, "checkpoint")
         X_all = check_X(X, self.dtype, type(self).__name__)
         check_n_features(X_all, self.n_features_in_, type(self).__name__)
         y_raw = check_y(y, X_all.shape[0])

@@ -499,3 +499,86 @@ def test_resume_of_a_finished_fit_extends_to_the_new_epoch_count(tmp_path, backe
     assert again.get_flat_parameters().tobytes() == (
         straight.get_flat_parameters().tobytes()
     )
+
+
+# ------------------------------------------------------------ files
+def _fitted():
+    X, y = data()
+    model = make_model()
+    model.fit(X, y, epochs=1, seed=0, verbose=0)
+    return model, X
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_honour_the_umask_and_keep_an_existing_files_mode(tmp_path, umask):
+    model, _ = _fitted()
+    old = os.umask(umask)
+    try:
+        model.save(tmp_path / "new.npz")
+        checkpoint.write_atomic(tmp_path / "p.csv", lambda f: f.write(b"a\n"))
+    finally:
+        os.umask(old)
+    for name in ("new.npz", "p.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    existing = tmp_path / "existing.npz"
+    existing.write_bytes(b"old")
+    existing.chmod(0o640)
+    model.save(existing)
+    assert existing.stat().st_mode & 0o777 == 0o640
+    assert checkpoint.read(existing)  # replaced by the new, complete file
+
+
+def test_saving_to_a_symlink_writes_its_target(tmp_path):
+    model, X = _fitted()
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "m.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    model.save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    loaded = fastnn.checkpoint.load(target)
+    assert loaded.predict_proba(X).tobytes() == model.predict_proba(X).tobytes()
+
+
+KILLED_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from fastnn import checkpoint
+    from fastnn.model import MLP
+    model = MLP((6, 10, 3))
+    model.initialize(0)
+    def die(fd):  # the temp file is complete, the move not yet done
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.fsync = die
+    checkpoint.save(model, sys.argv[1])
+    """
+)
+
+
+def test_temp_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    target = tmp_path / "c.npz"
+    script = tmp_path / "killed_save.py"
+    script.write_text(KILLED_SAVE)
+    proc = subprocess.run([sys.executable, str(script), str(target)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    stale = list(tmp_path.glob(".c.npz.*.tmp"))
+    assert len(stale) == 1 and not target.exists()
+    # a temp file of a process still running is not touched, nor other files
+    live = tmp_path / f".c.npz.{os.getppid()}.0123abcd.tmp"
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".d.npz.999999999.0123abcd.tmp"
+    other.write_bytes(b"another target's")
+    model, _ = _fitted()
+    model.save(target)
+    assert not stale[0].exists() and live.exists() and other.exists()
+    assert checkpoint.read(target)
+
+
+def test_fit_checks_the_checkpoint_folder_before_training(tmp_path):
+    X, y = data()
+    model = make_model()
+    with pytest.raises(ValueError, match="does not exist"):
+        model.fit(X, y, epochs=1, verbose=0, checkpoint=tmp_path / "nodir" / "c.npz")
+    assert not hasattr(model, "classes_")  # nothing trained

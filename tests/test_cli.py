@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -332,3 +333,31 @@ def test_resume_with_more_epochs_trains_the_extra_epochs(tmp_path, npz_data, cap
     assert main([*common, "--epochs", "5", "--resume"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 5
     assert checkpoint.read(ckpt)[0]["train_state"]["epoch"] == 5
+
+
+@pytest.mark.parametrize(
+    "option, path, message",
+    [
+        ("--out", "nodir/m.npz", "folder .* does not exist"),
+        ("--checkpoint", "nodir/c.npz", "folder .* does not exist"),
+        ("--out", "m.txt", "must be a .npz file"),
+        ("--checkpoint", ".", "must be a .npz file"),
+        ("--out", "sub.npz", "is a folder"),
+    ],
+)
+def test_train_checks_output_paths_before_training(
+    tmp_path, npz_data, capsys, monkeypatch, option, path, message
+):
+    from fastnn.model import MLP
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output paths")
+
+    monkeypatch.setattr(MLP, "fit", no_training)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub.npz").mkdir()
+    data_path, _, _ = npz_data
+    code = main(["train", "--data", str(data_path), option, path])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("fastnn: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
