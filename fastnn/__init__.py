@@ -7,7 +7,7 @@ this package holds the settings and the model API built on them.
 from __future__ import annotations
 
 from ._config import show_config
-from .callbacks import Callback, EarlyStopping, History
+from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
 from .checkpoint import CheckpointError, load
 from .data import load_dataset, load_digits_split
 from .kernels import available_backends, get_backend, set_backend
@@ -64,6 +64,7 @@ __all__ = [
     "ConstantLR",
     "CosineAnnealingLR",
     "EarlyStopping",
+    "TerminateOnNaN",
     "History",
     "Identity",
     "LeakyReLU",

@@ -1,4 +1,4 @@
-"""Training history and callbacks (early stopping)."""
+"""Training history and callbacks (early stopping, stopping on a non-finite loss)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .model import Sequential
 
-__all__ = ["Callback", "EarlyStopping", "History"]
+__all__ = ["Callback", "EarlyStopping", "History", "TerminateOnNaN"]
 
 
 class History:
@@ -224,3 +224,40 @@ class EarlyStopping(Callback):
         self.wait = int(meta.get("wait", 0))
         best = arrays.get("best_params")
         self._best_params = None if best is None else np.array(best)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when an epoch's loss (or validation loss) is NaN or infinite.
+
+    A learning rate that is too large makes training diverge: the loss becomes
+    NaN or infinite and so do the weights, after which ``predict`` has no
+    meaningful answer. Like Keras, ``fit`` keeps going by default; with this
+    callback it stops after the first epoch whose loss is not finite (fit's
+    callbacks run once per epoch), and :attr:`stopped_epoch` tells which. A
+    checkpointed fit never writes the non-finite state: its checkpoint keeps the
+    last finite one. ``fastnn train`` uses this callback and exits with status 1.
+
+    Attributes
+    ----------
+    stopped_epoch : int or None
+        The epoch whose loss was not finite (None while training is sound).
+    """
+
+    def __init__(self) -> None:
+        self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, model):
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs, model):
+        if any(
+            key in logs and not math.isfinite(logs[key]) for key in ("loss", "val_loss")
+        ):
+            self.stopped_epoch = int(epoch)
+            model.stop_training = True
+
+    def get_state(self):
+        return {"stopped_epoch": self.stopped_epoch}, {}
+
+    def set_state(self, meta, arrays):
+        self.stopped_epoch = meta.get("stopped_epoch")

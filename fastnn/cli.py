@@ -274,6 +274,7 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
     )
     verbose = 0 if (args.json or args.quiet) else 1
     fit = model.fit if session is None else session.fit_function(model)
+    divergence = fastnn.TerminateOnNaN()
     history = fit(
         X_train,
         y_train,
@@ -286,7 +287,9 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         classes=np.unique(y_train),
+        callbacks=[divergence],
     )
+    diverged = divergence.stopped_epoch is not None
     train_time = float(sum(history["time"])) if len(history) else 0.0
     seen = (
         sum(
@@ -312,24 +315,42 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         "samples_per_sec": seen / train_time if train_time > 0 else None,
         "train_time_s": train_time,
         "first_step_s": history.first_step_time,
+        "status": "diverged" if diverged else "ok",
     }
-    if X_test is not None:
+    if X_test is not None and not diverged:
         result.update(
             {f"test_{k}": v for k, v in model.evaluate(X_test, y_test).items()}
         )
     if session is not None:
         result.update(session.summary(history))
-    if args.out and (session is None or session.is_root):
+    if args.out and (session is None or session.is_root) and not diverged:
         model.save(args.out)
         result["model"] = args.out
     result["wall_time_s"] = time.perf_counter() - t_start
     if session is not None and not session.is_root:
-        return 0  # rank 0 reports
+        return EXIT_ERROR if diverged else 0  # rank 0 reports
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
     else:
         _report(result)
+    if diverged:
+        kept = "; the checkpoint holds the last finite epoch" if args.checkpoint else ""
+        sys.stderr.write(
+            f"fastnn: error: training diverged: the loss is not finite after epoch "
+            f"{divergence.stopped_epoch + 1} (try a smaller --lr); no model "
+            f"saved{kept}\n"
+        )
+        return EXIT_ERROR
     return 0
+
+
+def _json(result: dict[str, Any]) -> str:
+    """Strict JSON: a NaN or infinite number becomes null (the "status" says why)."""
+
+    def finite(v):
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    return json.dumps({k: finite(v) for k, v in result.items()}, allow_nan=False)
 
 
 def _split(X, y, test_size: float, seed: int):
@@ -422,7 +443,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     X, y = load_dataset(args.data, args.label_column)
     result = model.evaluate(X, y)
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
     else:
         print(
             f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   "

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -745,6 +746,11 @@ class Sequential:
             Hold out this stratified fraction of (X, y) for validation (ignored when
             ``validation_data`` is given).
         callbacks : iterable of Callback
+            E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`.
+            Without the latter a diverging fit (loss NaN or infinite, e.g. from
+            too large a learning rate) runs all its epochs, as in Keras, and
+            ``predict`` then raises; its checkpoint is never overwritten with
+            non-finite weights.
         seed : int, optional
             Seeds the weight initialisation (first fit only), the validation split
             and the shuffling: same seed, backend, dtype and thread count give
@@ -859,6 +865,17 @@ class Sequential:
                 cb.on_train_begin(self)
 
         def save_checkpoint() -> None:
+            if not np.isfinite(self._params).all():
+                # diverged: the checkpoint keeps the last finite state
+                if not self.stop_training:
+                    warnings.warn(
+                        "training diverged (non-finite weights): the checkpoint is "
+                        "no longer updated; pass callbacks=[fastnn.TerminateOnNaN()]"
+                        " to stop at the first non-finite epoch loss",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                return
             ts = {
                 "seed_entropy": seed_seq.entropy,
                 "rng": rng.bit_generator.state,

@@ -361,3 +361,38 @@ def test_train_checks_output_paths_before_training(
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("fastnn: error: ") and err.count("\n") == 1
     assert re.search(message, err), err
+
+
+def test_divergence_stops_training_with_exit_1_and_strict_json(
+    tmp_path, npz_data, capsys
+):
+    path, _, _ = npz_data
+    out, ckpt = tmp_path / "m.npz", tmp_path / "c.npz"
+    argv = ["train", "--data", str(path), "--hidden", "8", "--backend", "numpy"]
+    argv += ["--optimizer", "sgd", "--lr", "1000", "--epochs", "20"]
+    argv += ["--out", str(out), "--checkpoint", str(ckpt), "--checkpoint-every", "1"]
+    with np.errstate(all="ignore"):
+        code = main([*argv, "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "training diverged" in captured.err and captured.err.count("\n") == 1
+
+    def no_nan(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    result = json.loads(captured.out, parse_constant=no_nan)
+    assert result["status"] == "diverged" and result["train_loss"] is None
+    assert result["epochs"] < 20 and "test_loss" not in result
+    assert not out.exists()  # no model from a diverged fit
+    saved = checkpoint.read(ckpt)[1]  # the last finite state, readable
+    assert all(np.isfinite(a).all() for a in saved.values() if a.dtype.kind == "f")
+    with np.errstate(all="ignore"):
+        assert main([*argv, "--resume", "--quiet"]) == 1  # text report, same status
+    assert "training diverged" in capsys.readouterr().err
+
+
+def test_train_json_reports_status_ok(npz_data, capsys):
+    path, _, _ = npz_data
+    argv = ["train", "--data", str(path), "--hidden", "8", "--backend", "numpy"]
+    assert main([*argv, "--epochs", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"

@@ -610,3 +610,29 @@ def test_fitted_model_pickles_deep_copies_and_joblib_dumps(tmp_path, backend):
         assert other.get_flat_parameters().tobytes() == (
             model.get_flat_parameters().tobytes()
         )
+
+
+def test_terminate_on_nan_stops_a_diverging_fit_and_keeps_a_finite_checkpoint(
+    tmp_path,
+):
+    X, y = blobs()
+    path = tmp_path / "c.npz"
+    stop = fastnn.TerminateOnNaN()
+    model = MLP((5, 16, 3), optimizer=SGD(lr=1e4))
+    with np.errstate(all="ignore"):
+        history = model.fit(X, y, epochs=30, batch_size=8, verbose=0, seed=0,
+                            callbacks=[stop], checkpoint=path,
+                            checkpoint_every=1)  # fmt: skip
+    assert stop.stopped_epoch == len(history) - 1 < 29
+    assert not np.isfinite(history["loss"][-1])
+    from fastnn import checkpoint
+
+    meta, arrays = checkpoint.read(path)
+    assert not meta["train_state"]["finished"]
+    # without the callback fit runs on (as Keras does), saying why the
+    # checkpoint stops following
+    model = MLP((5, 16, 3), optimizer=SGD(lr=1e4))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="diverged"):
+        history = model.fit(X, y, epochs=5, batch_size=8, verbose=0, seed=0,
+                            checkpoint=tmp_path / "d.npz")  # fmt: skip
+    assert len(history) == 5
