@@ -508,9 +508,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        where = getattr(args, "checkpoint", None)
-        note = f"; checkpoint saved to {where}" if where else ""
+    except KeyboardInterrupt as exc:
+        # fit names the checkpoint it saved on the way out (none before a step)
+        saved = getattr(exc, "checkpoint", None)
+        if saved:
+            note = f"; checkpoint saved to {saved}"
+        elif getattr(args, "checkpoint", None):
+            note = "; no checkpoint saved"
+        else:
+            note = ""
         sys.stderr.write(f"fastnn: interrupted{note}\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # one line for the user; FASTNN_DEBUG=1 shows all

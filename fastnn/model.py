@@ -864,7 +864,8 @@ class Sequential:
             for cb in callbacks:
                 cb.on_train_begin(self)
 
-        def save_checkpoint() -> None:
+        def save_checkpoint() -> bool:
+            """Write the checkpoint; False when skipped (diverged)."""
             if not np.isfinite(self._params).all():
                 # diverged: the checkpoint keeps the last finite state
                 if not self.stop_training:
@@ -875,7 +876,7 @@ class Sequential:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-                return
+                return False
             ts = {
                 "seed_entropy": seed_seq.entropy,
                 "rng": rng.bit_generator.state,
@@ -901,6 +902,7 @@ class Sequential:
                 for k, v in arrays_i.items():
                     arrays[f"callback.{i}.{k}"] = v
             ckpt_io.save(self, checkpoint, train_state=ts, extra_arrays=arrays)
+            return True
 
         n_batches = -(-n // batch_size)
         with (
@@ -946,10 +948,9 @@ class Sequential:
                         ):
                             state.elapsed += time.perf_counter() - t0
                             t0 = time.perf_counter()
-                            if checkpoint is not None:
-                                save_checkpoint()
+                            saved = checkpoint is not None and save_checkpoint()
                             if guard.interrupted:
-                                raise KeyboardInterrupt
+                                raise _interrupted(checkpoint if saved else None)
                 finally:
                     if bar is not None:
                         bar.close()
@@ -973,12 +974,13 @@ class Sequential:
                 state.perm = None
                 if verbose >= 2:
                     print(_epoch_line(state.epoch, epochs, logs), flush=True)
-                if checkpoint is not None and (
-                    checkpoint_every == "epoch" or guard.interrupted
-                ):
-                    save_checkpoint()
+                saved = (
+                    checkpoint is not None
+                    and (checkpoint_every == "epoch" or guard.interrupted)
+                    and save_checkpoint()
+                )
                 if guard.interrupted:
-                    raise KeyboardInterrupt
+                    raise _interrupted(checkpoint if saved else None)
             for cb in callbacks:
                 cb.on_train_end(self)
             state.finished = True
@@ -1575,6 +1577,14 @@ def _epoch_line(done: int, epochs: int, logs: dict[str, float]) -> str:
             parts.append(f"{key}={logs[key]:.4f}")
     parts.append(f"{logs['samples_per_sec']:,.0f} samples/s")
     return "  ".join(parts)
+
+
+def _interrupted(saved_to: str | Path | None) -> KeyboardInterrupt:
+    """The KeyboardInterrupt that ends an interrupted fit; its ``checkpoint`` is the
+    path just written, or None when no checkpoint was saved."""
+    exc = KeyboardInterrupt()
+    exc.checkpoint = saved_to
+    return exc
 
 
 class _SigintGuard:

@@ -338,8 +338,9 @@ def test_ctrl_c_saves_checkpoint_then_resumes_exactly(tmp_path, sigint_on_entry)
         return original(xb, yb, sw)
 
     model._train_step = step
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         _fit(model, X, y, path, checkpoint_every="epoch")
+    assert interrupted.value.checkpoint == path  # named for the CLI's message
     meta, _ = checkpoint.read(path)
     assert meta["train_state"]["step"] == 7  # saved right after the interrupted step
     assert signal.getsignal(signal.SIGINT) is sigint_on_entry  # put back as found

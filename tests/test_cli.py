@@ -396,3 +396,20 @@ def test_train_json_reports_status_ok(npz_data, capsys):
     argv = ["train", "--data", str(path), "--hidden", "8", "--backend", "numpy"]
     assert main([*argv, "--epochs", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+
+def test_ctrl_c_before_any_checkpoint_does_not_claim_one(
+    tmp_path, npz_data, capsys, monkeypatch
+):
+    from fastnn.model import MLP
+
+    def interrupted_at_once(*args, **kwargs):  # e.g. while the first step compiles
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MLP, "fit", interrupted_at_once)
+    path, _, _ = npz_data
+    ckpt = tmp_path / "c.npz"
+    code = main(["train", "--data", str(path), "--checkpoint", str(ckpt)])
+    assert code == 130
+    assert capsys.readouterr().err == "fastnn: interrupted; no checkpoint saved\n"
+    assert not ckpt.exists()
