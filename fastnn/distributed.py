@@ -857,7 +857,7 @@ def _evaluate_sharded(model, X, y_idx, comm, prefix: str) -> dict[str, float]:
     lo, hi = shard_bounds(n, comm.Get_rank(), comm.Get_size())
     loss_sum, correct = 0.0, 0
     if hi > lo:
-        for i, j, logits in model._logits_chunks(X[lo:hi]):
+        for i, j, logits in model._logits_chunks(X[lo:hi], False):
             yb = y_idx[lo + i : lo + j]
             loss, _ = kb.softmax_cross_entropy(
                 logits,

@@ -961,7 +961,9 @@ class Sequential:
                     "accuracy": state.correct / state.seen,
                 }
                 if X_val is not None:
-                    logs.update(self._evaluate_encoded(X_val, y_val, None, "val_"))
+                    logs.update(
+                        self._evaluate_encoded(X_val, y_val, None, "val_", False)
+                    )
                 logs["lr"] = self.optimizer.current_lr
                 logs["time"] = state.elapsed
                 logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
@@ -1001,14 +1003,37 @@ class Sequential:
         check_n_features(Xc, self.n_features_in_, type(self).__name__)
         return Xc
 
-    def _logits_chunks(self, X: np.ndarray):
-        """Yield (start, stop, logits buffer) over row chunks of validated X."""
+    def _logits_chunks(self, X: np.ndarray, check: bool = True):
+        """Yield (start, stop, logits buffer) over row chunks of validated X.
+
+        ``check``: raise ValueError on a non-finite score (X is finite, so the
+        weights are not, or the arithmetic overflowed) rather than answer with NaN.
+        fit's validation passes False: a diverging fit runs on, as in Keras.
+        """
         kb = self._kernels()
         n = X.shape[0]
         for i in range(0, n, _INFERENCE_ROWS):
             j = min(n, i + _INFERENCE_ROWS)
             ws = self._workspace(j - i, False)
-            yield i, j, self._forward(kb, X[i:j], ws)
+            logits = self._forward(kb, X[i:j], ws)
+            if check and not np.isfinite(logits).all():
+                self._raise_non_finite(X[i:j], logits, i)
+            yield i, j, logits
+
+    def _raise_non_finite(self, X: np.ndarray, logits: np.ndarray, start: int):
+        if not np.isfinite(self._params).all():
+            raise ValueError(
+                "the model's weights hold NaN or infinity (training diverged); "
+                "retrain with a smaller learning rate (fastnn.TerminateOnNaN stops "
+                "such a fit at once)"
+            )
+        row = int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0])
+        big = float(np.abs(X[row]).max())
+        raise ValueError(
+            f"X row {start + row} gives non-finite scores: its values (up to "
+            f"{big:.3g}) overflow {self.dtype.name} arithmetic in the network; "
+            "scale the features (e.g. StandardScaler) or use dtype=float64"
+        )
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits (pre-softmax scores), shape (n_samples, n_classes)."""
@@ -1076,10 +1101,12 @@ class Sequential:
         with num_threads(self.n_threads):
             return self._evaluate_encoded(Xc, y_idx, sw, "")
 
-    def _evaluate_encoded(self, X, y_idx, sw, prefix: str) -> dict[str, float]:
+    def _evaluate_encoded(
+        self, X, y_idx, sw, prefix: str, check: bool = True
+    ) -> dict[str, float]:
         kb = self._kernels()
         loss_sum, correct = 0.0, 0
-        for i, j, logits in self._logits_chunks(X):
+        for i, j, logits in self._logits_chunks(X, check):
             loss, _ = kb.softmax_cross_entropy(
                 logits,
                 y_idx[i:j],

@@ -636,3 +636,33 @@ def test_terminate_on_nan_stops_a_diverging_fit_and_keeps_a_finite_checkpoint(
         history = model.fit(X, y, epochs=5, batch_size=8, verbose=0, seed=0,
                             checkpoint=tmp_path / "d.npz")  # fmt: skip
     assert len(history) == 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_that_overflow_float32_get_an_error_not_nan(backend):
+    X, y = blobs()
+    model = MLP((5, 16, 3), backend=backend)
+    model.fit(X, y, epochs=2, seed=0, verbose=0)
+    huge = np.full((3, 5), 3e38)
+    huge[0] = X[0]
+    for method in (model.predict_proba, model.predict, model.decision_function):
+        with pytest.raises(ValueError, match="X row 1 .* overflow float32"):
+            method(huge)
+    with pytest.raises(ValueError, match="overflow float32"):
+        model.evaluate(huge, y[:3])
+    wide = MLP((5, 16, 3), backend=backend, dtype=np.float64)
+    wide.fit(X, y, epochs=2, seed=0, verbose=0)
+    proba = wide.predict_proba(huge)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_predict_with_diverged_weights_says_so():
+    X, y = blobs()
+    model = MLP((5, 16, 3), optimizer=SGD(lr=1e4))
+    with np.errstate(all="ignore"):
+        history = model.fit(X, y, epochs=3, batch_size=8, seed=0, verbose=0,
+                            validation_split=0.2)  # fmt: skip
+    assert len(history) == 3 and not np.isfinite(history["val_loss"][-1])
+    with pytest.raises(ValueError, match="training diverged"):
+        model.predict(X)
