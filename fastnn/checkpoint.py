@@ -288,9 +288,10 @@ def load(
         The model (an ``MLP`` when one was saved), with weights, classes and
         optimizer state restored.
     """
-    from .model import model_from_config
+    from .model import check_meta, model_from_config
 
     meta, arrays = read(path)
+    check_meta(meta, arrays)  # before the model is built (allocated)
     try:
         model = model_from_config(
             meta["model"]["class"],

@@ -1188,6 +1188,7 @@ class Sequential:
         """Raise ValueError unless (meta, arrays) fit this model exactly."""
         from .checkpoint import CheckpointError
 
+        check_meta(meta, arrays)
         mine = self.get_config()
         theirs = meta["model"]["config"]
         if meta["model"]["class"] in ("Sequential", "MLP"):
@@ -1471,6 +1472,90 @@ def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_eve
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     return epochs, batch_size, verbose, checkpoint_every, callbacks
+
+
+def check_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Raise CheckpointError unless a read checkpoint's metadata makes sense, before
+    anything is built from it: every weight and bias its architecture implies is an
+    array stored in the file with that shape (a claimed 10^9-wide layer is refused,
+    not allocated), classes are unique and sorted, and every counter is >= 0."""
+    from .checkpoint import CheckpointError
+
+    try:
+        claimed = _claimed_shapes(meta["model"]["class"], meta["model"]["config"])
+        dtype = _DTYPES[meta["dtype"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint architecture is invalid: {exc}") from None
+    for name, shape in claimed:  # every claimed layer is an array actually stored
+        _expect_array(arrays, f"param.{name}", shape, dtype)
+    if not isinstance(meta["fitted"], bool):
+        raise CheckpointError("checkpoint 'fitted' flag is not a boolean")
+    classes = arrays.get("classes")
+    if meta["fitted"] and classes is not None:
+        try:
+            ordered = classes.ndim == 1 and np.array_equal(np.unique(classes), classes)
+        except TypeError:
+            ordered = False
+        if not ordered:
+            raise CheckpointError("checkpoint classes are not unique and sorted")
+    counters = {}
+    opt_meta = meta["optimizer"]
+    opt_state = opt_meta.get("state") if isinstance(opt_meta, dict) else None
+    if isinstance(opt_state, dict):
+        counters["optimizer steps"] = opt_state.get("steps", 0)
+        counters["learning rate"] = opt_state.get("current_lr", 0.0)
+    ts = meta.get("train_state")
+    if isinstance(ts, dict):
+        for key in ("epoch", "batch", "step", "correct", "seen"):
+            counters[key] = ts.get(key, 0)
+        for key in ("loss_sum", "elapsed"):
+            counters[key] = ts.get(key, 0.0)
+    for name, value in counters.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise CheckpointError(f"checkpoint {name} is invalid: {value!r}")
+    if isinstance(ts, dict) and ts.get("correct", 0) > ts.get("seen", 0):
+        raise CheckpointError("checkpoint counts more correct rows than rows seen")
+
+
+def _claimed_shapes(
+    class_name: str, config: dict[str, Any]
+) -> list[tuple[str, tuple[int, ...]]]:
+    """(parameter name, shape) of every weight and bias of the architecture in a
+    config, without building it."""
+
+    def width(v: Any) -> int:
+        if isinstance(v, bool) or operator.index(v) < 1:
+            raise ValueError(f"layer width {v!r} is not a positive int")
+        return operator.index(v)
+
+    if class_name == "MLP":
+        sizes = [width(v) for v in config["sizes"]]
+        # Linear, activation, Linear, ...: the Linears sit at even positions
+        linears = [
+            (2 * i, k, m, bool(config["bias"]))
+            for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+        ]
+    elif class_name == "Sequential":
+        linears = [
+            (i, width(spec["config"]["in_features"]),
+             width(spec["config"]["out_features"]),
+             bool(spec["config"].get("bias", True)))
+            for i, spec in enumerate(config["layers"])
+            if spec["type"] == "Linear"
+        ]  # fmt: skip
+    else:
+        raise ValueError(f"unknown model class {class_name!r}")
+    shapes = []
+    for i, k, m, bias in linears:
+        shapes.append((f"{i}.weight", (k, m)))
+        if bias:
+            shapes.append((f"{i}.bias", (m,)))
+    return shapes
 
 
 def model_from_config(class_name: str, config: dict[str, Any], **kwargs) -> Sequential:

@@ -583,3 +583,59 @@ def test_fit_checks_the_checkpoint_folder_before_training(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         model.fit(X, y, epochs=1, verbose=0, checkpoint=tmp_path / "nodir" / "c.npz")
     assert not hasattr(model, "classes_")  # nothing trained
+
+
+# ------------------------------------------------- metadata meaning
+def _edit(path, meta_edit=None, arrays_edit=None):
+    """Change a checkpoint and recompute its checksum, as a deliberate edit would
+    (the checksum detects damage, not tampering)."""
+    meta, arrays = checkpoint.read(path)
+    meta.pop("checksum")
+    if meta_edit:
+        meta_edit(meta)
+    if arrays_edit:
+        arrays_edit(arrays)
+    meta["checksum"] = checkpoint._checksum(meta, arrays)
+    payload = dict(arrays)
+    payload["__meta__"] = np.frombuffer(checkpoint._canonical(meta), dtype=np.uint8)
+    np.savez(path, **payload)
+
+
+def _set(*keys, value):
+    def edit(meta):
+        d = meta
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+
+    return edit
+
+
+def _duplicate_classes(arrays):
+    arrays["classes"] = np.array(["ant", "ant", "cow"])
+
+
+@pytest.mark.parametrize(
+    "meta_edit, arrays_edit, message",
+    [
+        (None, _duplicate_classes, "classes are not unique"),
+        (_set("train_state", "step", value=-1), None, "step is invalid"),
+        (_set("train_state", "epoch", value=-3), None, "epoch is invalid"),
+        (_set("optimizer", "state", "steps", value=-5), None, "steps is invalid"),
+        (_set("model", "config", "sizes", value=[6, 10**12, 3]), None,
+         "has shape"),
+    ],
+)  # fmt: skip
+def test_edited_checkpoint_with_a_valid_checksum_is_validated(
+    tmp_path, meta_edit, arrays_edit, message
+):
+    X, y = data()
+    labels = np.array(["ant", "bee", "cow"])[y]
+    path = tmp_path / "c.npz"
+    make_model().fit(X, labels, epochs=1, seed=0, verbose=0, checkpoint=path)
+    _edit(path, meta_edit, arrays_edit)
+    with pytest.raises(CheckpointError, match=message):
+        fastnn.checkpoint.load(path)
+    with pytest.raises(CheckpointError, match=message):
+        make_model().fit(X, labels, epochs=2, seed=0, verbose=0, checkpoint=path,
+                         resume=True)  # fmt: skip
