@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from . import kernels, threads
+from . import _mpi_probe, kernels, threads
 
 _SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
                "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd",
@@ -111,16 +111,60 @@ def config() -> dict[str, Any]:
 
 
 def distributed_info() -> dict[str, Any]:
-    """What ``fastnn train --distributed`` needs, without initialising MPI: mpi4py
-    (importing ``mpi4py.MPI`` would start MPI) and an ``mpiexec`` launcher."""
+    """What ``fastnn train --distributed`` needs, without initialising MPI here:
+    mpi4py, the MPI library it loads (asked in a child process), an ``mpiexec``
+    launcher, and whether the two match ("mismatch": why not, or None)."""
     import importlib.util
     import shutil
 
     found = importlib.util.find_spec("mpi4py") is not None
-    return {
+    exe = shutil.which("mpiexec")
+    info: dict[str, Any] = {
         "mpi4py": _version("mpi4py") if found else None,
-        "mpiexec": shutil.which("mpiexec"),
+        "mpiexec": exe,
+        "library": _mpi_probe.library_info() if found else None,
+        "launcher": _mpi_probe.launcher_info(exe) if exe else None,
     }
+    info["mismatch"] = (
+        _mpi_probe.compare(info["library"], info["launcher"])
+        if info["library"] and info["launcher"]
+        else None
+    )
+    return info
+
+
+def _mpi_lines(mpi: dict[str, Any]) -> list[str]:
+    lib = mpi["library"]
+    if lib and "error" in lib:
+        return [
+            f"MPI:       mpi4py {mpi['mpi4py']} cannot load an MPI library: "
+            f'{lib["error"]} (pip install "fastnn[mpi]" brings Open MPI)'
+        ]
+    if mpi["mpi4py"] and mpi["mpiexec"]:
+        launcher = mpi["launcher"] or {}
+        state = (
+            f"ready: mpi4py {mpi['mpi4py']} loads {lib['name']} ({lib['path']}); "
+            f"mpiexec {mpi['mpiexec']}"
+            + (f" ({launcher['version']})" if launcher.get("version") else "")
+        )
+    else:
+        missing = [
+            what
+            for what, ok in (
+                ('mpi4py (pip install "fastnn[mpi]")', mpi["mpi4py"]),
+                (
+                    'an mpiexec on the PATH (pip install "fastnn[mpi]" brings Open '
+                    "MPI's, or use the system's MPI)",
+                    mpi["mpiexec"],
+                ),
+            )
+            if not ok
+        ]
+        state = "unavailable: needs " + " and ".join(missing)
+    lines = [f"MPI:       {state} (fastnn train --distributed)"]
+    if mpi["mismatch"]:
+        lines.append(f"MPI:       warning: {mpi['mismatch']}")
+    return lines
 
 
 def _format_value(value: Any) -> str:
@@ -171,21 +215,5 @@ def show_config(file: Any = None) -> None:
         f"CPU:       {cpu['model']} ({cpu['machine']}), {cpu['cores']} cores, "
         f"SIMD {_format_value(cpu['simd'])}"
     )
-    mpi = cfg["distributed"]
-    if mpi["mpi4py"] and mpi["mpiexec"]:
-        state = f"ready: mpi4py {mpi['mpi4py']}, {mpi['mpiexec']}"
-    else:
-        missing = [
-            what
-            for what, ok in (
-                ('mpi4py (pip install "fastnn[mpi]")', mpi["mpi4py"]),
-                (
-                    "an MPI runtime with mpiexec (e.g. apt install openmpi-bin)",
-                    mpi["mpiexec"],
-                ),
-            )
-            if not ok
-        ]
-        state = "unavailable: needs " + " and ".join(missing)
-    lines.append(f"MPI:       {state} (fastnn train --distributed)")
+    lines += _mpi_lines(cfg["distributed"])
     print("\n".join(lines), file=file if file is not None else sys.stdout)

