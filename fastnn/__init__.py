@@ -6,6 +6,19 @@ this package holds the settings and the model API built on them.
 
 from __future__ import annotations
 
+import importlib.util as _importlib_util
+
+# kernels/ becomes fastnn.kernels only through an install (pyproject's package-dir):
+# a checkout's fastnn/ folder that shadows the installed package (Python started in
+# the repository root) has none. Say so in one line instead of a circular import.
+if _importlib_util.find_spec(f"{__name__}.kernels") is None:
+    raise ImportError(
+        f"fastnn was imported from the source folder {__path__[0]}, which lacks "
+        "fastnn.kernels (only an install maps kernels/ there): run Python outside "
+        "the repository root to use the installed fastnn, or install this checkout "
+        'in editable mode: pip install -e ".[test]"'
+    )
+
 from ._config import show_config
 from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
 from .checkpoint import CheckpointError, load
