@@ -8,7 +8,6 @@ errors (one line, exit status 1; usage errors 2) and runtime options are those o
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import math
@@ -53,7 +52,9 @@ def _fraction(text: str) -> float:
     return v
 
 
-def add_parsers(sub: Any, runtime_options: Any, int_at_least: Any) -> None:
+def add_parsers(
+    sub: Any, runtime_options: Any, int_at_least: Any, data_options: Any
+) -> None:
     """Add the ``explain`` and ``ood`` subparsers to ``sub`` (argparse helpers passed
     in by cli.py, which imports this module lazily)."""
     positive_int, count = int_at_least(1), int_at_least(0)
@@ -66,7 +67,7 @@ def add_parsers(sub: Any, runtime_options: Any, int_at_least: Any) -> None:
     )
     x.add_argument("--model", required=True, help="a model saved by 'fastnn train'")
     x.add_argument("--data", required=True, help=".npz with X (and y), or .csv")
-    x.add_argument("--label-column", help="CSV label column, if the file has one")
+    data_options(x, predict=True)
     x.add_argument("--out", required=True, help="output folder (created if missing)")
     x.add_argument(
         "--method",
@@ -133,7 +134,7 @@ def add_parsers(sub: Any, runtime_options: Any, int_at_least: Any) -> None:
         required=True,
         help="out-of-distribution data (.npz or .csv)",
     )
-    o.add_argument("--label-column", help="CSV label column to drop, if any")
+    data_options(o, predict=True)
     t = o.add_mutually_exclusive_group()
     t.add_argument(
         "--temperature",
@@ -166,28 +167,6 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _feature_names(path: str, label_column: Any, d: int) -> list[str] | None:
-    """Names of the feature columns: a CSV header or an npz ``feature_names``."""
-    from .data import _is_number, _label_index
-
-    p = Path(path)
-    if p.suffix.lower() == ".npz":
-        with np.load(p, allow_pickle=False) as npz:
-            if "feature_names" in npz.files:
-                names = npz["feature_names"]
-                if names.shape == (d,):
-                    return [str(v) for v in names]
-        return None
-    with open(p, newline="", encoding="utf-8") as f:
-        first = next((r for r in csv.reader(f) if r and any(c.strip() for c in r)), [])
-    if not first or all(_is_number(c) for c in first):
-        return None
-    header = [c.strip() for c in first]
-    label = _label_index(label_column, header, True, len(header), p)
-    names = [h for i, h in enumerate(header) if i != label]
-    return names if len(names) == d else None
-
-
 def _class_label(text: str, classes: np.ndarray) -> Any:
     for c in classes.tolist():
         if str(c) == text:
@@ -215,10 +194,11 @@ def _load_model(args: argparse.Namespace):
 # ------------------------------------------------------------------ explain
 def explain_command(args: argparse.Namespace) -> int:
     from . import explain
-    from .data import load_dataset
+    from .cli import read_data
 
     model = _load_model(args)
-    X, y = load_dataset(args.data, args.label_column, require_y=False)
+    table = read_data(args, args.data, False, model.n_features_in_)
+    X, y = table.X, table.y
     Xc = model._check_predict_X(X)
     n, d = Xc.shape
     if args.image_shape is not None and math.prod(args.image_shape) != d:
@@ -253,9 +233,7 @@ def explain_command(args: argparse.Namespace) -> int:
         h, w = args.image_shape
         names = [f"pixel[{r},{c}]" for r in range(h) for c in range(w)]
     else:
-        names = _feature_names(args.data, args.label_column, d) or [
-            f"x{j}" for j in range(d)
-        ]
+        names = table.feature_names or [f"x{j}" for j in range(d)]
     reliance = None
     if args.reliance:
         reliance = explain.feature_reliance(
@@ -340,11 +318,13 @@ def explain_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- ood
 def ood_command(args: argparse.Namespace) -> int:
     from . import calibration as cal
-    from .data import load_dataset
+    from .cli import read_data
 
     model = _load_model(args)
-    X_in, y_in = load_dataset(args.in_data, args.label_column, require_y=False)
-    X_out, _ = load_dataset(args.out_data, args.label_column, require_y=False)
+    d = model.n_features_in_
+    in_table = read_data(args, args.in_data, False, d)
+    X_in, y_in = in_table.X, in_table.y
+    X_out = read_data(args, args.out_data, False, d).X
     X_in = model._check_predict_X(X_in)
     X_out = model._check_predict_X(X_out)
     scored: Any = model
@@ -353,7 +333,8 @@ def ood_command(args: argparse.Namespace) -> int:
         "n_out": int(X_out.shape[0]),
     }
     if args.calibrate:
-        X_val, y_val = load_dataset(args.calibrate, args.label_column)
+        val = read_data(args, args.calibrate)
+        X_val, y_val = val.X, val.y
         scored = cal.calibrate(model, X_val, y_val)
         result["temperature"] = scored.temperature_
         result["calibration_nll"] = [scored.nll_before_, scored.nll_after_]

@@ -81,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train an MLP (default: the built-in digits)")
-    t.add_argument("--data", help=".npz with arrays X and y, or .csv (default: digits)")
     t.add_argument(
-        "--label-column", help="CSV label column: name or index (default: last)"
+        "--data",
+        help=".npz with arrays X and y, .csv/.tsv, .parquet, or - for stdin "
+        "(default: the built-in digits)",
     )
+    data_options(t)
     t.add_argument(
         "--test-size",
         type=float,
@@ -143,22 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", required=True, help="a model saved by 'fastnn train --out'"
     )
-    p.add_argument("--data", required=True, help=".npz with X, or .csv")
-    p.add_argument("--label-column", help="CSV column to drop (the labels), if any")
+    p.add_argument(
+        "--data", required=True, help=".npz with X, .csv/.tsv, .parquet, or - (stdin)"
+    )
+    data_options(p, predict=True)
     p.add_argument("--out", help="write predictions to this CSV (default: stdout)")
     p.add_argument("--proba", action="store_true", help="also write probabilities")
     _runtime_options(p)
 
     e = sub.add_parser("evaluate", help="accuracy and loss of a saved model on data")
     e.add_argument("--model", required=True)
-    e.add_argument("--data", required=True, help=".npz with X and y, or .csv")
-    e.add_argument("--label-column", help="CSV label column (default: last)")
+    e.add_argument(
+        "--data",
+        required=True,
+        help=".npz with X and y, .csv/.tsv, .parquet, or - (stdin)",
+    )
+    data_options(e)
     e.add_argument("--json", action="store_true")
     _runtime_options(e)
 
     from ._cli_insight import add_parsers  # explain, ood
 
-    add_parsers(sub, _runtime_options, _int_at_least)
+    add_parsers(sub, _runtime_options, _int_at_least, data_options)
 
     sub.add_parser("info", help="backends, threads and build configuration")
 
@@ -210,6 +218,60 @@ def _names(text: str) -> list[str]:
     return [part.strip().lower() for part in text.split(",") if part.strip()]
 
 
+def _delimiter(text: str) -> str:
+    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(
+            f"expected one character (or tab / \\t), got {text!r}"
+        )
+    return text
+
+
+def data_options(p: argparse.ArgumentParser, predict: bool = False) -> None:
+    """--label-column, --header, --delimiter: how a data file is read."""
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="label column: header name or 0-based index, or none (default: the "
+        "last column"
+        + ("; predict drops it when the file has one column more than the model's "
+        "features)" if predict else ")"),
+    )  # fmt: skip
+    p.add_argument(
+        "--header",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="CSV: is the first row column names? auto: yes when a cell is not a "
+        "number above a number, or the row is 0,1,...,k-1 (default: auto)",
+    )
+    p.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="CSV field separator, one character or tab (default: tab for .tsv, "
+        "else ,)",
+    )
+
+
+def read_data(
+    args: argparse.Namespace,
+    path: str,
+    require_y: bool = True,
+    n_features: int | None = None,
+):
+    """load_dataset with the command's --label-column, --header and --delimiter."""
+    from .data import read_table
+
+    return read_table(
+        path,
+        args.label_column,
+        require_y,
+        header=args.header,
+        delimiter=args.delimiter,
+        n_features=n_features,
+    )
+
+
 def _runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
@@ -239,17 +301,22 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         return run_cli_train(_train, args)
     import fastnn
 
-    from .data import load_dataset, load_digits_split
+    from .data import load_digits_split
     from .model import MLP
     from .optim import make_optimizer
 
     t_start = time.perf_counter()
     backend = fastnn.get_backend(args.backend)
+    if not 0.0 <= args.test_size < 1.0:
+        raise ValueError(f"--test-size must lie in [0, 1), got {args.test_size}")
     if args.data is None:
-        X_train, X_test, y_train, y_test = load_digits_split()
+        X_train, X_test, y_train, y_test = load_digits_split(args.test_size, args.seed)
+        if args.test_size == 0:
+            X_test = y_test = None
         dataset = "digits"
     else:
-        X, y = load_dataset(args.data, args.label_column)
+        table = read_data(args, args.data)
+        X, y = table.X, table.y
         dataset = args.data
         X_train, X_test, y_train, y_test = _split(X, y, args.test_size, args.seed)
     n_classes = len(np.unique(y_train))
@@ -354,8 +421,6 @@ def _json(result: dict[str, Any]) -> str:
 
 
 def _split(X, y, test_size: float, seed: int):
-    if not 0.0 <= test_size < 1.0:
-        raise ValueError(f"--test-size must lie in [0, 1), got {test_size}")
     if test_size == 0:
         return X, None, y, None
     from sklearn.model_selection import train_test_split
@@ -414,12 +479,11 @@ def _load_model(args):
 
 def _predict(args: argparse.Namespace) -> int:
     from .checkpoint import check_output_path, write_atomic
-    from .data import load_dataset
 
     if args.out:
         check_output_path(args.out, "--out")
     model = _load_model(args)
-    X, _ = load_dataset(args.data, args.label_column, require_y=False)
+    X = read_data(args, args.data, False, model.n_features_in_).X
     labels = model.predict(X)
     header = ["prediction"]
     columns = [labels]
@@ -437,10 +501,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-
     model = _load_model(args)
-    X, y = load_dataset(args.data, args.label_column)
+    table = read_data(args, args.data)
+    X, y = table.X, table.y
     result = model.evaluate(X, y)
     if args.json:
         print(_json(result))

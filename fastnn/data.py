@@ -1,18 +1,72 @@
-"""Datasets: the built-in digits split and loaders for .npz and .csv files."""
+"""Datasets: the built-in digits split and loaders for .npz, CSV and Parquet files.
+
+CSV goes through pandas' C parser when pandas is installed and through
+``numpy.loadtxt`` otherwise (both parse whole columns, no Python loop per cell);
+Parquet needs pandas and pyarrow. ``-`` reads standard input (an .npz, a Parquet
+file or CSV text, told apart by their first bytes).
+
+What is guessed, and said when it is:
+
+* A header row (``header="auto"``): the first row is a header when one of its cells is
+  not a number where the second row has a number, or when it is exactly ``0, 1, ...,
+  k-1`` (the integer column names pandas writes; a note says so). ``header="yes"`` /
+  ``"no"`` decide instead.
+* A leading, unnamed column of distinct integers under a header (the index that
+  ``DataFrame.to_csv()`` writes by default) is dropped, with a note.
+* The label column is the last one unless named (by header name or 0-based index);
+  ``"none"``: no label column. When labels are optional (prediction) and the number of
+  features is known, the label column is dropped only when the file has one more
+  column than the model has features.
+
+Notes go to the ``fastnn.data`` logger (warning level, so they show without any
+logging set-up).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DataError", "load_dataset", "load_digits_split"]
+__all__ = ["DataError", "Table", "load_dataset", "load_digits_split", "read_table"]
+
+HEADER_MODES = ("auto", "yes", "no")
+_CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """A data file is missing, malformed or lacks what was asked for."""
+
+
+@dataclass
+class Table:
+    """Features, labels and what was read of a data file.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,) or None
+    feature_names : list of str or None
+        The header's names of the feature columns (None without a header).
+    notes : list of str
+        What was guessed (a numeric header, a dropped index column).
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def load_digits_split(
@@ -22,7 +76,7 @@ def load_digits_split(
 
     A stratified train/test split (fixed by ``seed``), standardized with the
     training set's mean and standard deviation (constant pixels are left
-    centred, not divided by zero).
+    centred, not divided by zero). ``test_size=0`` gives empty test arrays.
 
     Returns
     -------
@@ -33,9 +87,12 @@ def load_digits_split(
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_size, stratify=y, random_state=seed
-    )
+    if test_size == 0:
+        X_train, X_test, y_train, y_test = X, X[:0], y, y[:0]
+    else:
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=test_size, stratify=y, random_state=seed
+        )
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std[std == 0] = 1.0
@@ -47,145 +104,453 @@ def load_dataset(
     path: str | os.PathLike,
     label_column: str | int | None = None,
     require_y: bool = True,
+    *,
+    header: str = "auto",
+    delimiter: str | None = None,
+    n_features: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load ``(X, y)`` from a ``.npz`` (arrays ``X`` and ``y``) or a ``.csv`` file.
+    """Load ``(X, y)`` from an .npz (arrays ``X`` and ``y``), CSV or Parquet file.
 
     Parameters
     ----------
-    path : path-like
+    path : path-like or "-"
+        ``.npz``, ``.csv`` / ``.tsv``, ``.parquet``; ``"-"``: stdin.
     label_column : str or int, optional
-        CSV only: the label column, by header name or 0-based index (default: the
-        last column). Every other column must be numeric.
+        CSV / Parquet: the label column, by header name or 0-based index (default:
+        the last column); ``"none"``: the file has no labels.
     require_y : bool, default=True
         When False, a file without labels gives ``y=None`` (for prediction).
+    header : {"auto", "yes", "no"}, default="auto"
+        CSV: whether the first row holds column names (see the module notes).
+    delimiter : str, optional
+        CSV field separator (default: tab for .tsv, else comma).
+    n_features : int, optional
+        With ``require_y=False``: the features a model expects, so that a label
+        column is dropped only when the file has one more column than that.
 
     Raises
     ------
     DataError
-        With a one-line message naming the problem.
+        With a one-line message naming the problem (and row and column of a
+        non-numeric cell).
     """
+    table = read_table(
+        path,
+        label_column,
+        require_y,
+        header=header,
+        delimiter=delimiter,
+        n_features=n_features,
+    )
+    return table.X, table.y
+
+
+def read_table(
+    path: str | os.PathLike,
+    label_column: str | int | None = None,
+    require_y: bool = True,
+    *,
+    header: str = "auto",
+    delimiter: str | None = None,
+    n_features: int | None = None,
+) -> Table:
+    """:func:`load_dataset`, returning a :class:`Table` (feature names and notes
+    too)."""
+    if header not in HEADER_MODES:
+        raise DataError(f"header must be one of {HEADER_MODES}, got {header!r}")
+    if delimiter is not None and len(delimiter) != 1:
+        raise DataError(f"the delimiter must be one character, got {delimiter!r}")
+    spec = _LabelSpec(label_column, require_y, n_features)
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+        name = "<stdin>"
+        if data.startswith(b"PK\x03\x04"):
+            return _load_npz(io.BytesIO(data), name, require_y)
+        if data.startswith(b"PAR1"):
+            return _load_parquet(io.BytesIO(data), name, spec)
+        return _load_csv(data, name, spec, header, delimiter or ",")
     path = Path(path)
+    name = repr(str(path))
     if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist")
+        raise DataError(f"data file {name} does not exist")
     if path.is_dir():
-        raise DataError(f"data path {str(path)!r} is a directory")
+        raise DataError(f"data path {name} is a directory")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _load_npz(path, require_y)
-    if suffix == ".csv":
-        return _load_csv(path, label_column, require_y)
-    raise DataError(f"unsupported data file {str(path)!r}: expected .npz or .csv")
+        return _load_npz(path, name, require_y)
+    if suffix in _PARQUET_SUFFIXES:
+        return _load_parquet(path, name, spec)
+    if suffix in _CSV_SUFFIXES:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {name}: {exc}") from None
+        return _load_csv(data, name, spec, header, delimiter or _CSV_SUFFIXES[suffix])
+    raise DataError(
+        f"unsupported data file {name}: expected .npz, .csv, .tsv or .parquet "
+        "(or - for standard input)"
+    )
 
 
-def _load_npz(path: Path, require_y: bool):
+def _text(data: bytes) -> io.TextIOWrapper:
+    """A text stream over ``data``, decoded as it is read (no copy of the whole)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+
+
+# --------------------------------------------------------------------- npz
+def _load_npz(source: Any, name: str, require_y: bool) -> Table:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(source, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):
-                raise DataError(f"{str(path)!r} is a bare .npy array, expected .npz")
+                raise DataError(f"{name} is a bare .npy array, expected .npz")
             if "X" not in npz.files:
                 raise DataError(
-                    f"{str(path)!r} has arrays {sorted(npz.files)}; "
-                    "expected 'X' and 'y'"
+                    f"{name} has arrays {sorted(npz.files)}; expected 'X' and 'y'"
                 )
             X = npz["X"]
             y = npz["y"] if "y" in npz.files else None
+            names = npz["feature_names"] if "feature_names" in npz.files else None
     except DataError:
         raise
     except ValueError as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from None
+        raise DataError(f"cannot read {name}: {exc}") from None
     except Exception as exc:  # zip errors, truncation
-        raise DataError(
-            f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise DataError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
     if y is None and require_y:
-        raise DataError(f"{str(path)!r} has no array 'y' (labels)")
+        raise DataError(f"{name} has no array 'y' (labels)")
     if X.dtype.kind not in "biuf":
-        raise DataError(f"{str(path)!r}: X must be numeric, got dtype {X.dtype}")
-    return X, y
+        raise DataError(f"{name}: X must be numeric, got dtype {X.dtype}")
+    feature_names = None
+    if names is not None and X.ndim == 2 and names.shape == (X.shape[1],):
+        feature_names = [str(v) for v in names]
+    return Table(X, y, feature_names)
 
 
-def _load_csv(path: Path, label_column, require_y: bool):
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from None
-    if not rows:
-        raise DataError(f"{str(path)!r} is empty")
-    header = None
-    if not all(_is_number(c) for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-    if not rows:
-        raise DataError(f"{str(path)!r} has a header but no data rows")
-    width = len(header) if header else len(rows[0])
-    for i, r in enumerate(rows):
-        if len(r) != width:
-            line = i + (2 if header else 1)
+# ----------------------------------------------------------------- labels
+class _LabelSpec:
+    """Which column holds the labels, once the columns are known."""
+
+    def __init__(self, label_column: Any, require_y: bool, n_features: int | None):
+        if isinstance(label_column, str) and label_column.strip().lower() == "none":
+            if require_y:
+                raise DataError("labels are needed, but the label column is 'none'")
+            label_column = "none"
+        self.column = label_column
+        self.require_y = require_y
+        self.n_features = n_features
+
+    def resolve(self, names: list[str], has_header: bool, name: str) -> int | None:
+        """The label's position among ``names`` (None: no label column)."""
+        width = len(names)
+        if self.column == "none":
+            return None
+        if self.column is None:
+            if self.require_y or self.n_features is None:
+                return width - 1 if self.require_y else None
+            if width == self.n_features:
+                return None
+            if width == self.n_features + 1:
+                return width - 1
             raise DataError(
-                f"{str(path)!r} line {line} has {len(r)} columns, expected {width}"
+                f"{name} has {width} columns; the model expects {self.n_features} "
+                "features (plus, optionally, the label column last)"
             )
-    names = header or [str(i) for i in range(width)]
-    label = _label_index(label_column, names, header is not None, width, path)
-    if label is None and not require_y:
-        feature_idx = list(range(width))
-    else:
-        if label is None:
-            label = width - 1
-        feature_idx = [i for i in range(width) if i != label]
-    if not feature_idx:
-        raise DataError(f"{str(path)!r} has no feature columns besides the labels")
-    X = np.empty((len(rows), len(feature_idx)), dtype=np.float64)
-    for i, r in enumerate(rows):
-        for j, c in enumerate(feature_idx):
-            try:
-                X[i, j] = float(r[c])
-            except ValueError:
-                line = i + (2 if header else 1)
-                raise DataError(
-                    f"{str(path)!r} line {line}: non-numeric value {r[c]!r} in column "
-                    f"{names[c]!r}"
-                ) from None
-    if label is None:
-        return X, None
-    y_text = [r[label].strip() for r in rows]
-    return X, _parse_labels(y_text)
+        if has_header and str(self.column) in names:
+            return names.index(str(self.column))
+        try:
+            idx = int(self.column)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"label column {self.column!r} not found in {name}; columns are {names}"
+            ) from None
+        if not -width <= idx < width:
+            raise DataError(
+                f"label column index {idx} is out of range for {width} columns in "
+                f"{name}"
+            )
+        return idx % width
 
 
-def _label_index(label_column, names, has_header, width, path) -> int | None:
-    if label_column is None:
-        return None
-    if isinstance(label_column, str) and label_column in names and has_header:
-        return names.index(label_column)
-    try:
-        idx = int(label_column)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"label column {label_column!r} not found in {str(path)!r}; columns are "
-            f"{names}"
-        ) from None
-    if not -width <= idx < width:
-        raise DataError(
-            f"label column index {idx} is out of range for {width} columns in "
-            f"{str(path)!r}"
-        )
-    return idx % width
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Integer labels when all are integers, floats when all numeric, else strings
+    (stripped)."""
+    if values.dtype.kind in "biuf":
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            raise DataError("a label is missing")
+        return values
+    text = np.char.strip(np.asarray(values, dtype=str))
+    if (text == "").any():
+        raise DataError(f"row {int(np.argmax(text == '')) + 1}: the label is empty")
+    for kind in (np.int64, np.float64):
+        try:
+            return text.astype(kind)
+        except (ValueError, OverflowError):
+            pass
+    return text
 
 
-def _parse_labels(values: list[str]) -> np.ndarray:
-    """Integer labels when all are integers, floats when all numeric, else strings."""
-    try:
-        return np.array([int(v) for v in values])
-    except ValueError:
-        pass
-    try:
-        return np.array([float(v) for v in values])
-    except ValueError:
-        return np.array(values)
-
-
+# -------------------------------------------------------------------- CSV
 def _is_number(text: str) -> bool:
     try:
         float(text)
         return True
     except ValueError:
         return False
+
+
+def _first_rows(data: bytes, delimiter: str, name: str, k: int = 2) -> list[list[str]]:
+    rows = []
+    try:
+        for row in csv.reader(_text(data), delimiter=delimiter):
+            if row and any(c.strip() for c in row):
+                rows.append([c.strip() for c in row])
+                if len(rows) == k:
+                    break
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {name}: {exc}") from None
+    return rows
+
+
+def _has_header(rows: list[list[str]], mode: str, name: str) -> tuple[bool, str | None]:
+    """Whether the first row is a header, and a note when that was a guess from
+    numbers."""
+    if mode != "auto":
+        return mode == "yes", None
+    first = rows[0]
+    numeric = [_is_number(c) for c in first]
+    if len(rows) == 1:
+        return not all(numeric), None
+    below = [_is_number(c) for c in rows[1]]
+    if any(b and not a for a, b in zip(numeric, below, strict=False)):
+        return True, None
+    if len(first) >= 3 and first == [str(i) for i in range(len(first))]:
+        return True, (
+            f"the first row of {name} ({first[0]}, {first[1]}, ..., {first[-1]}) is "
+            "read as column names (pandas writes integer column names so); pass "
+            "--header no (header='no') to read it as data"
+        )
+    return False, None
+
+
+def _load_csv(data: bytes, name: str, spec: _LabelSpec, header: str, sep: str) -> Table:
+    rows = _first_rows(data, sep, name)
+    if not rows:
+        raise DataError(f"{name} is empty")
+    has_header, note = _has_header(rows, header, name)
+    notes = [note] if note else []
+    width = len(rows[0])
+    names = rows[0] if has_header else [str(i) for i in range(width)]
+    if has_header and len(rows) == 1:
+        raise DataError(f"{name} has a header but no data rows")
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        columns = _NumpyColumns(data, sep, has_header, width, name)
+    else:
+        columns = _PandasColumns(data, sep, has_header, width, name)
+    index_dropped = (
+        has_header
+        and names[0] in ("", "Unnamed: 0")
+        and width > 1
+        and columns.is_unique_integers(0)
+    )
+    first_col = 0
+    if index_dropped:
+        notes.append(
+            f"{name}: the unnamed first column holds distinct integers (an index, "
+            "as DataFrame.to_csv() writes it) and is dropped"
+        )
+        first_col = 1
+    kept = list(range(first_col, width))
+    kept_names = [names[i] for i in kept]
+    label = spec.resolve(kept_names, has_header, name)
+    feature_cols = [c for i, c in enumerate(kept) if i != label]
+    if not feature_cols:
+        raise DataError(f"{name} has no feature columns besides the labels")
+    X = columns.features(feature_cols, names)
+    y = None if label is None else _labels(columns.labels(kept[label]))
+    for message in notes:
+        _log.warning(message)
+    return Table(X, y, [names[c] for c in feature_cols] if has_header else None, notes)
+
+
+def _bad_cell(name: str, row: int, column: str, value: Any) -> DataError:
+    what = "an empty (or NaN) cell" if str(value).strip() in ("", "nan") else (
+        f"non-numeric value {value!r}"
+    )  # fmt: skip
+    return DataError(f"{name} row {row}, column {column!r}: {what}")
+
+
+class _PandasColumns:
+    """The CSV parsed by pandas' C reader, every column at once."""
+
+    def __init__(self, data, sep, has_header, width, name):
+        import pandas as pd
+
+        self.name, self.data, self.sep = name, data, sep
+        self.skip, self.width = (1 if has_header else 0), width
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                self.df = pd.read_csv(
+                    io.BytesIO(data),
+                    encoding="utf-8-sig",
+                    sep=sep,
+                    header=0 if has_header else None,
+                    index_col=False,
+                    skipinitialspace=True,
+                    skip_blank_lines=True,
+                    low_memory=False,
+                )
+        except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+            message = " ".join(str(exc).split())
+            raise DataError(f"cannot read {name}: {message}") from None
+        except (ValueError, pd.errors.EmptyDataError) as exc:  # incl. bad UTF-8
+            raise DataError(f"cannot read {name}: {exc}") from None
+        if self.df.shape[1] != width:
+            raise DataError(
+                f"{name}: rows have {self.df.shape[1]} columns, the first has {width}"
+            )
+
+    def _short_row(self, i: int) -> None:
+        """Raise when data row ``i`` (0-based) has too few cells: pandas pads it with
+        NaN (only called for a row with a missing value)."""
+        rows = (r for r in csv.reader(_text(self.data), delimiter=self.sep) if r)
+        for k, row in enumerate(rows):
+            if k == i + self.skip and len(row) < self.width:
+                raise DataError(
+                    f"{self.name} row {i + 1} has {len(row)} columns, expected "
+                    f"{self.width}"
+                )
+            if k > i + self.skip:
+                return
+
+    def is_unique_integers(self, col: int) -> bool:
+        values = self.df.iloc[:, col]
+        if not np.issubdtype(values.dtype, np.integer):
+            return False
+        return bool(values.is_unique)
+
+    def features(self, cols: list[int], names: list[str]) -> np.ndarray:
+        import pandas as pd
+
+        frame = self.df.iloc[:, cols]
+        for j, col in enumerate(cols):
+            values = frame.iloc[:, j]
+            if not pd.api.types.is_numeric_dtype(values.dtype):
+                numbers = pd.to_numeric(values, errors="coerce")
+                bad = np.flatnonzero(numbers.isna().to_numpy())
+                if bad.size:
+                    i = int(bad[0])
+                    raise _bad_cell(self.name, i + 1, names[col], values.iloc[i])
+        X = frame.apply(pd.to_numeric).to_numpy(dtype=np.float64)
+        missing = np.isnan(X)
+        if missing.any():
+            self._short_row(int(np.argwhere(missing)[0][0]))
+        _check_missing(X, cols, names, self.name)
+        return X
+
+    def labels(self, col: int) -> np.ndarray:
+        values = self.df.iloc[:, col]
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            self._short_row(row)
+            raise DataError(f"{self.name} row {row + 1}: the label is empty")
+        return values.to_numpy()
+
+
+class _NumpyColumns:
+    """The CSV parsed by numpy.loadtxt (pandas not installed)."""
+
+    # numpy's messages: the row is 0-based in the first, 1-based in the second
+    _CELL = re.compile(
+        r"could not convert string '(.*)' to \w+ at row (\d+), column (\d+)"
+    )
+    _SHORT = re.compile(r"at row (\d+) with (\d+) columns")
+
+    def __init__(self, data, sep, has_header, width, name):
+        self.data, self.sep, self.name, self.width = data, sep, name, width
+        self.skip = 1 if has_header else 0
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _load(self, cols: list[int], dtype, names: list[str] | None) -> np.ndarray:
+        try:
+            return np.loadtxt(
+                _text(self.data),
+                delimiter=self.sep,
+                skiprows=self.skip,
+                usecols=cols,
+                dtype=dtype,
+                ndmin=2,
+                comments=None,
+                quotechar='"',
+                encoding=None,
+            )
+        except ValueError as exc:
+            found = self._CELL.search(str(exc))
+            if found and names is not None:
+                value, row, col = found.groups()
+                column = names[cols[int(col) - 1]]
+                raise _bad_cell(self.name, int(row) + 1, column, value) from None
+            short = self._SHORT.search(str(exc))
+            if short:
+                row, n = short.groups()
+                raise DataError(
+                    f"{self.name} row {row} has {n} columns, expected {self.width}"
+                ) from None
+            message = " ".join(str(exc).split())
+            raise DataError(f"cannot read {self.name}: {message}") from None
+
+    def is_unique_integers(self, col: int) -> bool:
+        try:
+            values = self._load([col], np.float64, None)[:, 0]
+        except DataError:
+            return False
+        whole = np.all(np.isfinite(values)) and np.all(values == np.round(values))
+        return bool(whole and np.unique(values).size == values.size)
+
+    def features(self, cols: list[int], names: list[str]) -> np.ndarray:
+        X = self._load(cols, np.float64, names)
+        _check_missing(X, cols, names, self.name)
+        return X
+
+    def labels(self, col: int) -> np.ndarray:
+        return self._load([col], str, None)[:, 0]
+
+
+def _check_missing(X: np.ndarray, cols: list[int], names: list[str], name: str):
+    missing = np.isnan(X)
+    if missing.any():
+        i, j = np.argwhere(missing)[0]
+        raise _bad_cell(name, int(i) + 1, names[cols[j]], "")
+
+
+# ---------------------------------------------------------------- Parquet
+def _load_parquet(source: Any, name: str, spec: _LabelSpec) -> Table:
+    try:
+        import pandas as pd
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise DataError(
+            f"reading Parquet ({name}) needs pandas and pyarrow: pip install pandas "
+            "pyarrow"
+        ) from None
+    try:
+        df = pd.read_parquet(source)
+    except Exception as exc:  # pyarrow's errors: not Parquet, truncated
+        raise DataError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
+    names = [str(c) for c in df.columns]
+    label = spec.resolve(names, True, name)
+    cols = [i for i in range(len(names)) if i != label]
+    if not cols:
+        raise DataError(f"{name} has no feature columns besides the labels")
+    for col in cols:
+        if not pd.api.types.is_numeric_dtype(df.iloc[:, col].dtype):
+            raise DataError(
+                f"{name}: column {names[col]!r} is not numeric "
+                f"({df.iloc[:, col].dtype})"
+            )
+    X = df.iloc[:, cols].to_numpy(dtype=np.float64)
+    _check_missing(X, cols, names, name)
+    y = None if label is None else _labels(df.iloc[:, label].to_numpy())
+    return Table(X, y, [names[c] for c in cols])

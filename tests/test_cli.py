@@ -161,7 +161,7 @@ def test_csv_with_label_column(tmp_path, capsys):
         ),
         (["train", "--data", "{ragged}"], "has 2 columns, expected 3"),
         (["train", "--data", "{noy}"], "no array 'y'"),
-        (["train", "--data", "{txt}"], "expected .npz or .csv"),
+        (["train", "--data", "{txt}"], "unsupported data file"),
         (["train", "--data", "{csv}", "--lr", "-1"], "lr must lie in"),
         (
             ["predict", "--model", "{csv}", "--data", "{csv}"],
