@@ -168,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, _runtime_options, _int_at_least, data_options)
 
+    x = sub.add_parser(
+        "export", help="export a saved model to ONNX (pip install 'fastnn[onnx]')"
+    )
+    x.add_argument(
+        "--model", required=True, help="a model saved by 'fastnn train --out'"
+    )
+    x.add_argument("--onnx", required=True, help="write the ONNX model here (.onnx)")
+
     sub.add_parser("info", help="backends, threads and build configuration")
 
     b = sub.add_parser("bench", help="benchmark report: report.md, results.json, PNGs")
@@ -527,6 +535,18 @@ def _ood(args: argparse.Namespace) -> int:
     return ood_command(args)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+    from .onnx_export import OPSET
+
+    if not args.onnx.lower().endswith(".onnx"):
+        raise ValueError(f"--onnx must name a .onnx file, got {args.onnx!r}")
+    load(args.model).to_onnx(args.onnx)
+    print(f"wrote {args.onnx} (ONNX opset {OPSET}; input 'input', outputs 'label', "
+          "'probabilities')")  # fmt: skip
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import fastnn
 
@@ -561,6 +581,7 @@ _COMMANDS = {
     "evaluate": _evaluate,
     "explain": _explain,
     "ood": _ood,
+    "export": _export,
     "info": _info,
     "bench": _bench,
 }

@@ -647,6 +647,26 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
+    def to_onnx(self, path=None):
+        """Export the fitted estimator's inference graph to ONNX.
+
+        Outputs ``label`` (as :meth:`predict`) and ``probabilities`` (as
+        :meth:`predict_proba`), opset :data:`fastnn.onnx_export.OPSET`. Needs
+        ``pip install "fastnn[onnx]"``.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Also write the model to this file (atomically).
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True

@@ -1135,6 +1135,24 @@ class Sequential:
 
         checkpoint.save(self, path)
 
+    def to_onnx(self, path: str | Path | None = None) -> Any:
+        """Export the fitted model's inference graph to ONNX (opset
+        :data:`fastnn.onnx_export.OPSET`): input ``input``, outputs ``label`` and
+        ``probabilities``. Needs ``pip install "fastnn[onnx]"``.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Also write the model to this file (atomically).
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path)
+
     def get_config(self) -> dict[str, Any]:
         """Architecture, loss, optimizer and dtype as JSON-compatible values."""
         return {

@@ -1,0 +1,229 @@
+"""ONNX export of fastnn models and of ``fastnn.MLPClassifier``.
+
+The graph is the model's forward pass in its own dtype (float32 or float64):
+``MatMul`` + ``Add`` per Linear, the activation (``Relu``, ``LeakyRelu``,
+``Sigmoid``, ``Tanh``; GELU as ``0.5 x (1 + Erf(x / sqrt 2))``, the exact form fastnn
+computes; in a float64 graph the Erf runs in float32, the only precision onnxruntime
+has it in), then ``Softmax`` (or, for a binary MLPClassifier, the logistic unit and
+``[1 - p, p]``). Input ``input`` of shape (N, n_features); outputs ``label`` (the
+class labels, as ``predict`` gives them) and ``probabilities`` (as ``predict_proba``).
+
+Opset 17 (``ai.onnx``), IR version 8: loads in onnxruntime >= 1.12 and any runtime
+that implements opset 17. Needs the ``onnx`` package (``pip install "fastnn[onnx]"``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OPSET", "to_onnx"]
+
+#: The ONNX operator set the exported graphs use.
+OPSET = 17
+_IR_VERSION = 8
+
+
+def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
+    """Export a fitted model's inference graph to ONNX.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential, fastnn.MLP or fastnn.MLPClassifier
+        Fitted (``classes_`` set).
+    path : path-like, optional
+        Write the model here (atomically).
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            'ONNX export needs the onnx package: pip install "fastnn[onnx]"'
+        ) from None
+    stages, output, classes, dtype = _describe(model)
+    graph = _Graph(dtype)
+    x = "input"
+    for i, (w, b, act, alpha) in enumerate(stages):
+        if w is not None:
+            x = graph.node("MatMul", [x, graph.const(f"W{i}", w)])
+            x = graph.node("Add", [x, graph.const(f"b{i}", b)])
+        x = graph.activation(x, act, alpha)
+    if output == "softmax":
+        proba = graph.node("Softmax", [x], axis=1)
+    elif output == "logistic" and len(classes) == 2:  # one logistic unit: [1 - p, p]
+        p = graph.node("Sigmoid", [x])
+        q = graph.node("Sub", [graph.const("one", np.ones((1, 1), dtype)), p])
+        proba = graph.node("Concat", [q, p], axis=1)
+    else:  # multilabel: one logistic unit per label
+        proba = graph.node("Sigmoid", [x])
+    graph.node("Identity", [proba], name="probabilities")
+    if output == "logistic" and len(classes) != 2:
+        half = graph.const("half", np.full((1, 1), 0.5, dtype))
+        above = graph.node("Greater", [proba, half])
+        graph.node("Cast", [above], name="label", to=onnx.TensorProto.INT64)
+        label_type, label_shape = onnx.TensorProto.INT64, ["N", len(classes)]
+    else:
+        index = graph.node("ArgMax", [proba], axis=1, keepdims=0)
+        table, label_type = _class_table(classes)
+        graph.node("Gather", [graph.const("classes", table), index], name="label")
+        label_shape = ["N"]
+    onnx_model = graph.build(
+        n_features=int(model.n_features_in_),
+        n_outputs=len(classes),
+        label=(label_type, label_shape),
+        name=type(model).__name__,
+    )
+    onnx.checker.check_model(onnx_model)
+    if path is not None:
+        from .checkpoint import write_atomic
+
+        buf = io.BytesIO()
+        onnx.save_model(onnx_model, buf)
+        write_atomic(path, lambda f: f.write(buf.getvalue()))
+    return onnx_model
+
+
+def _describe(model: Any):
+    """(stages [(W, b, activation, alpha)], output activation, classes, dtype)."""
+    from .model import Sequential
+
+    if isinstance(model, Sequential):
+        model._require_fitted()
+        stages = [
+            (
+                None if s.linear is None else np.asarray(s.linear.weight),
+                None if s.linear is None else np.asarray(s.linear.bias),
+                s.activation,
+                s.alpha,
+            )
+            for s in model._stages
+        ]
+        return stages, "softmax", np.asarray(model.classes_), np.dtype(model.dtype)
+    if type(model).__name__ == "MLPClassifier" and hasattr(model, "coefs_"):
+        last = len(model.coefs_) - 1
+        acts = {"logistic": "sigmoid"}
+        hidden = acts.get(model.activation, model.activation)
+        stages = [
+            (w, b, hidden if i < last else "identity", 0.01)
+            for i, (w, b) in enumerate(
+                zip(model.coefs_, model.intercepts_, strict=True)
+            )
+        ]
+        dtype = np.dtype(model.coefs_[0].dtype)
+        return stages, model.out_activation_, np.asarray(model.classes_), dtype
+    if type(model).__name__ == "MLPClassifier":
+        raise ValueError("this MLPClassifier is not fitted yet: call fit first")
+    raise TypeError(
+        f"cannot export {type(model).__name__}: expected a fastnn Sequential, MLP "
+        "or MLPClassifier"
+    )
+
+
+def _class_table(classes: np.ndarray) -> tuple[np.ndarray, int]:
+    from onnx import TensorProto
+
+    if classes.dtype.kind in "biu":
+        return classes.astype(np.int64), TensorProto.INT64
+    if classes.dtype.kind == "f":
+        return classes.astype(np.float64), TensorProto.DOUBLE
+    return np.asarray([str(c) for c in classes], dtype=object), TensorProto.STRING
+
+
+class _Graph:
+    """Nodes and initializers of one ONNX graph, with generated names."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        from onnx import TensorProto
+
+        self.dtype = dtype
+        self.elem = {
+            np.dtype(np.float32): TensorProto.FLOAT,
+            np.dtype(np.float64): TensorProto.DOUBLE,
+        }[dtype]
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._count = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        if value.dtype.kind == "f" and name != "classes":  # float class labels stay
+            value = value.astype(self.dtype)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str | None = None, **attrs) -> str:
+        from onnx import helper
+
+        self._count += 1
+        out = name or f"{op.lower()}_{self._count}"
+        self.nodes.append(
+            helper.make_node(op, inputs, [out], name=f"n{self._count}_{op}", **attrs)
+        )
+        return out
+
+    def activation(self, x: str, act: str, alpha: float) -> str:
+        from onnx import TensorProto
+
+        if act == "identity":
+            return x
+        if act == "relu":
+            return self.node("Relu", [x])
+        if act == "leaky_relu":
+            return self.node("LeakyRelu", [x], alpha=float(alpha))
+        if act == "sigmoid":
+            return self.node("Sigmoid", [x])
+        if act == "tanh":
+            return self.node("Tanh", [x])
+        if act == "gelu":  # exact GELU: 0.5 x (1 + erf(x / sqrt(2)))
+            k = self._count
+            scaled = self.node(
+                "Mul", [x, self.const(f"inv_sqrt2_{k}", self._scalar(1 / math.sqrt(2)))]
+            )
+            if self.dtype == np.float64:  # onnxruntime has Erf in float32 only
+                as32 = self.node("Cast", [scaled], to=TensorProto.FLOAT)
+                erf32 = self.node("Erf", [as32])
+                erf = self.node("Cast", [erf32], to=TensorProto.DOUBLE)
+            else:
+                erf = self.node("Erf", [scaled])
+            one_plus = self.node("Add", [erf, self.const(f"one_{k}", self._scalar(1))])
+            half_x = self.node("Mul", [x, self.const(f"half_{k}", self._scalar(0.5))])
+            return self.node("Mul", [half_x, one_plus])
+        raise ValueError(f"no ONNX form for activation {act!r}")
+
+    def _scalar(self, v: float) -> np.ndarray:
+        return np.asarray(v, dtype=self.dtype)
+
+    def build(self, n_features: int, n_outputs: int, label, name: str) -> Any:
+        from onnx import helper
+
+        from . import __version__
+
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info("input", self.elem, ["N", n_features])],
+            [
+                helper.make_tensor_value_info("label", label[0], label[1]),
+                helper.make_tensor_value_info(
+                    "probabilities", self.elem, ["N", n_outputs]
+                ),
+            ],
+            self.initializers,
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="fastnn",
+            producer_version=__version__,
+        )
+        model.ir_version = _IR_VERSION
+        return model

@@ -1,0 +1,103 @@
+"""ONNX export: onnxruntime's probabilities and labels against fastnn's, for every
+activation, both dtypes, MLPClassifier (multiclass, binary) and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.onnx_export import OPSET
+
+onnx = pytest.importorskip("onnx")  # the onnx extra (part of the test extra)
+ort = pytest.importorskip("onnxruntime")
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "identity")
+
+
+def _run(onnx_model, X):
+    session = ort.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    label, proba = session.run(["label", "probabilities"], {"input": X})
+    return label, proba
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 4
+    X = rng.normal(size=(4, 12))[y] * 2 + rng.normal(size=(200, 12))
+    return X, y
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_round_trip_matches_fastnn(activation, dtype, data, tmp_path):
+    X, y = data
+    model = fastnn.MLP((12, 16, 8, 4), activation=activation, dtype=dtype)
+    model.fit(X, y, epochs=3, seed=0, verbose=0)
+    Xd = X.astype(dtype)
+    path = tmp_path / "m.onnx"
+    proto = model.to_onnx(path)
+    assert proto.opset_import[0].version == OPSET
+    label, proba = _run(onnx.load(path), Xd)
+    assert proba.dtype == dtype
+    np.testing.assert_allclose(proba, model.predict_proba(Xd), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(label, model.predict(Xd))
+
+
+def test_string_labels_and_lone_activation_layers(data):
+    X, y = data
+    names = np.array(["ant", "bee", "cat", "dog"])[y]
+    model = fastnn.Sequential(
+        [fastnn.Linear(12, 10), fastnn.Tanh(), fastnn.ReLU(), fastnn.Linear(10, 4)]
+    )
+    model.fit(X, names, epochs=2, seed=0, verbose=0)
+    Xf = X.astype(np.float32)
+    label, proba = _run(model.to_onnx(), Xf)
+    np.testing.assert_allclose(proba, model.predict_proba(Xf), atol=1e-5)
+    assert label.tolist() == model.predict(Xf).tolist()
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_mlpclassifier_round_trip(activation, n_classes, data):
+    X, y = data
+    y = y % n_classes
+    Xf = X.astype(np.float32)
+    clf = fastnn.MLPClassifier(
+        hidden_layer_sizes=(16,), activation=activation, max_iter=5, random_state=0
+    )
+    with pytest.warns(Warning):  # ConvergenceWarning: 5 epochs
+        clf.fit(Xf, y)
+    label, proba = _run(clf.to_onnx(), Xf)
+    np.testing.assert_allclose(proba, clf.predict_proba(Xf), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(label, clf.predict(Xf))
+
+
+def test_unfitted_models_are_refused():
+    with pytest.raises(fastnn.NotFittedError):
+        fastnn.MLP((3, 2)).to_onnx()
+    with pytest.raises(ValueError, match="not fitted"):
+        fastnn.MLPClassifier().to_onnx()
+
+
+def test_cli_export(data, tmp_path):
+    X, y = data
+    model = fastnn.MLP((12, 8, 4), activation="gelu")
+    model.fit(X, y, epochs=2, seed=0, verbose=0)
+    model.save(tmp_path / "m.npz")
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "export", "--model",
+         str(tmp_path / "m.npz"), "--onnx", str(tmp_path / "m.onnx")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "m.onnx" in out.stdout and f"opset {OPSET}" in out.stdout
+    Xf = X.astype(np.float32)
+    _, proba = _run(onnx.load(tmp_path / "m.onnx"), Xf)
+    np.testing.assert_allclose(proba, model.predict_proba(Xf), atol=1e-5)
