@@ -36,6 +36,7 @@ from .optim import (
     ReduceLROnPlateau,
     StepLR,
 )
+from .standard_callbacks import CSVLogger, LambdaCallback, ModelCheckpoint
 from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "CSVLogger",
     "Callback",
     "CheckpointError",
     "ConstantLR",
@@ -80,9 +82,11 @@ __all__ = [
     "TerminateOnNaN",
     "History",
     "Identity",
+    "LambdaCallback",
     "LeakyReLU",
     "Linear",
     "MLPClassifier",
+    "ModelCheckpoint",
     "NotFittedError",
     "ReLU",
     "ReduceLROnPlateau",

@@ -176,7 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--onnx", required=True, help="write the ONNX model here (.onnx)")
 
-    sub.add_parser("info", help="backends, threads and build configuration")
+    i = sub.add_parser(
+        "info", help="backends, threads and build configuration (or a saved model)"
+    )
+    i.add_argument(
+        "--model",
+        default=None,
+        help="describe this saved model instead: layers, output shapes, parameters "
+        "(default: describe the installation)",
+    )
 
     b = sub.add_parser("bench", help="benchmark report: report.md, results.json, PNGs")
     mode = b.add_mutually_exclusive_group()
@@ -550,7 +558,16 @@ def _export(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import fastnn
 
-    fastnn.show_config()
+    if args.model is None:
+        fastnn.show_config()
+        return 0
+    model = fastnn.load(args.model)
+    model.summary()
+    print(
+        f"classes: {model.classes_.tolist()}\n"
+        f"optimizer: {model.optimizer!r}\n"
+        f"backend: {model.backend or 'default'}"
+    )
     return 0
 
 

@@ -66,6 +66,7 @@ from . import _mpi_probe
 from ._validation import check_int, check_n_features, check_y
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError
+from .progress import Progress
 from .threads import cpu_count, num_threads
 
 __all__ = [
@@ -538,7 +539,6 @@ def _fit(
 ) -> History:
     from . import checkpoint as ckpt_io
     from .model import (
-        _epoch_line,
         _fingerprint,
         _stratified_split,
         _TrainState,
@@ -749,7 +749,9 @@ def _fit(
         _on_root(comm, write)
 
     n_batches = -(-n // batch_size)
-    with num_threads(n_threads):
+    # rank 0 shows one line per epoch (no bar: the launcher pipes the output)
+    shown = 2 if verbose >= 1 and is_root else 0
+    with num_threads(n_threads), Progress(shown, epochs, n) as progress:
         t_first = None
         while state.epoch < epochs and not model.stop_training:
             t0 = time.perf_counter()
@@ -821,9 +823,7 @@ def _fit(
             state.epoch += 1
             state.batch = 0
             state.perm = None
-            if verbose >= 1 and is_root:
-                line = _epoch_line(state.epoch, epochs, logs)
-                print(f"{line}  allreduce {comm_time:.2f} s", flush=True)
+            progress.epoch_end(state.epoch, logs, f"  allreduce {comm_time:.2f} s")
             if checkpoint is not None and checkpoint_every == "epoch":
                 save_checkpoint()
         for cb in callbacks:

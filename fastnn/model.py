@@ -29,7 +29,6 @@ import hashlib
 import math
 import operator
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -55,6 +54,8 @@ from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear, activation_layer, layer_from_config
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW, Optimizer, optimizer_from_config
+from .progress import Progress
+from .standard_callbacks import as_callback
 from .threads import num_threads
 
 __all__ = ["MLP", "NotFittedError", "Sequential"]
@@ -745,19 +746,21 @@ class Sequential:
         validation_split : float in [0, 1), default=0.0
             Hold out this stratified fraction of (X, y) for validation (ignored when
             ``validation_data`` is given).
-        callbacks : iterable of Callback
-            E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`.
-            Without the latter a diverging fit (loss NaN or infinite, e.g. from
-            too large a learning rate) runs all its epochs, as in Keras, and
-            ``predict`` then raises; its checkpoint is never overwritten with
-            non-finite weights.
+        callbacks : iterable of Callback or callable
+            E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`;
+            a plain callable ``f(epoch, logs)`` is called after every epoch (as a
+            :class:`fastnn.LambdaCallback`). Without TerminateOnNaN a diverging fit
+            (loss NaN or infinite, e.g. from too large a learning rate) runs all
+            its epochs, as in Keras, and ``predict`` then raises; its checkpoint is
+            never overwritten with non-finite weights.
         seed : int, optional
             Seeds the weight initialisation (first fit only), the validation split
             and the shuffling: same seed, backend, dtype and thread count give
             bitwise-identical weights.
         verbose : int, default=1
-            0: silent; 1: a progress bar when stdout is a terminal; 2: also one line
-            per epoch.
+            As in Keras: 0 silent; 1 one progress bar over the run on a terminal,
+            one line per epoch otherwise; 2 one line per epoch. Lines are INFO
+            records of the ``fastnn.train`` logger (see :mod:`fastnn.progress`).
         checkpoint : path, optional
             Write a resumable checkpoint here (atomically) every
             ``checkpoint_every`` and at the end.
@@ -909,6 +912,7 @@ class Sequential:
             num_threads(self.n_threads),
             _SigintGuard(self) as guard,
             self._fit_step_mode(None if compiled_step is None else bool(compiled_step)),
+            Progress(verbose, epochs, n, state.epoch, state.seen) as progress,
         ):
             t_first = None
             while state.epoch < epochs and not self.stop_training:
@@ -917,43 +921,38 @@ class Sequential:
                     state.perm = rng.permutation(n) if shuffle else None
                     state.loss_sum, state.correct, state.seen = 0.0, 0, 0
                     state.elapsed = 0.0
-                bar = _progress(verbose, n, state.seen, state.epoch, epochs)
-                try:
-                    for b in range(state.batch, n_batches):
-                        i, j = b * batch_size, min(n, (b + 1) * batch_size)
-                        ws = self._workspace(j - i, True)
-                        gather_batch(ws, X_tr, x_rows, y_tr, sw_tr, state.perm, i, j)
-                        if t_first is None:
-                            t_first = time.perf_counter()
-                        loss, correct = self._train_step(
-                            ws.x, ws.y, None if sw_tr is None else ws.sw
-                        )
-                        if history.first_step_time is None:
-                            history.first_step_time = time.perf_counter() - t_first
-                        state.loss_sum += loss * (j - i)
-                        state.correct += correct
-                        state.seen += j - i
-                        state.batch = b + 1
-                        state.step += 1
-                        if bar is not None:
-                            bar.update(j - i)
-                            if b % 16 == 0 or b == n_batches - 1:
-                                bar.set_postfix_str(
-                                    f"loss={state.loss_sum / state.seen:.4f}", False
-                                )
-                        if guard.interrupted or (
-                            checkpoint is not None
-                            and checkpoint_every != "epoch"
-                            and state.step % checkpoint_every == 0
-                        ):
-                            state.elapsed += time.perf_counter() - t0
-                            t0 = time.perf_counter()
-                            saved = checkpoint is not None and save_checkpoint()
-                            if guard.interrupted:
-                                raise _interrupted(checkpoint if saved else None)
-                finally:
-                    if bar is not None:
-                        bar.close()
+                for b in range(state.batch, n_batches):
+                    i, j = b * batch_size, min(n, (b + 1) * batch_size)
+                    ws = self._workspace(j - i, True)
+                    gather_batch(ws, X_tr, x_rows, y_tr, sw_tr, state.perm, i, j)
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    loss, correct = self._train_step(
+                        ws.x, ws.y, None if sw_tr is None else ws.sw
+                    )
+                    if history.first_step_time is None:
+                        history.first_step_time = time.perf_counter() - t_first
+                    state.loss_sum += loss * (j - i)
+                    state.correct += correct
+                    state.seen += j - i
+                    state.batch = b + 1
+                    state.step += 1
+                    progress.step(
+                        j - i,
+                        state.loss_sum / state.seen
+                        if b % 16 == 0 or b == n_batches - 1
+                        else None,
+                    )
+                    if guard.interrupted or (
+                        checkpoint is not None
+                        and checkpoint_every != "epoch"
+                        and state.step % checkpoint_every == 0
+                    ):
+                        state.elapsed += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        saved = checkpoint is not None and save_checkpoint()
+                        if guard.interrupted:
+                            raise _interrupted(checkpoint if saved else None)
                 # ---- end of epoch
                 state.elapsed += time.perf_counter() - t0
                 logs = {
@@ -974,8 +973,7 @@ class Sequential:
                 state.epoch += 1
                 state.batch = 0
                 state.perm = None
-                if verbose >= 2:
-                    print(_epoch_line(state.epoch, epochs, logs), flush=True)
+                progress.epoch_end(state.epoch, logs)
                 saved = (
                     checkpoint is not None
                     and (checkpoint_every == "epoch" or guard.interrupted)
@@ -1134,6 +1132,17 @@ class Sequential:
         from . import checkpoint
 
         checkpoint.save(self, path)
+
+    def summary(self, print_fn: Any = print) -> str:
+        """Print (with ``print_fn``; None: do not print) and return a Keras-style
+        table of the layers: names and types, output shapes, parameter counts,
+        and the totals."""
+        from .summary import model_summary
+
+        text = model_summary(self)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def to_onnx(self, path: str | Path | None = None) -> Any:
         """Export the fitted model's inference graph to ONNX (opset
@@ -1483,10 +1492,7 @@ def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_eve
         )
     if checkpoint_every != "epoch":
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"{cb!r} is not a fastnn.Callback")
+    callbacks = [as_callback(cb) for cb in callbacks]
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     return epochs, batch_size, verbose, checkpoint_every, callbacks
@@ -1673,40 +1679,6 @@ def _callback_state(saved, i: int) -> tuple[dict, dict]:
     prefix = f"callback.{i}."
     cb_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     return cb_meta, cb_arrays
-
-
-def _progress(verbose: int, total: int, initial: int, epoch: int, epochs: int):
-    """A tqdm bar for one epoch, or None when silent / not on a terminal."""
-    if verbose < 1 or not _isatty(sys.stdout):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=f"epoch {epoch + 1}/{epochs}",
-        unit="sample",
-        unit_scale=True,
-        file=sys.stdout,
-        leave=verbose >= 2,
-        dynamic_ncols=True,
-    )
-
-
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _epoch_line(done: int, epochs: int, logs: dict[str, float]) -> str:
-    parts = [f"epoch {done}/{epochs}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if key in logs:
-            parts.append(f"{key}={logs[key]:.4f}")
-    parts.append(f"{logs['samples_per_sec']:,.0f} samples/s")
-    return "  ".join(parts)
 
 
 def _interrupted(saved_to: str | Path | None) -> KeyboardInterrupt:

@@ -1,0 +1,165 @@
+"""What Keras and PyTorch users reach for: summary(), ModelCheckpoint, CSVLogger,
+LambdaCallback, plain callables as callbacks, Keras' verbose levels through logging,
+py.typed."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import subprocess
+import sys
+import textwrap
+from importlib import resources
+
+import numpy as np
+import pytest
+
+import fastnn
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    X = rng.normal(size=(3, 6))[y] * 2 + rng.normal(size=(120, 6))
+    return X, y
+
+
+def _model():
+    return fastnn.MLP((6, 8, 3), backend="numpy")
+
+
+def test_summary_lists_layers_shapes_and_parameters():
+    model = fastnn.Sequential(
+        [fastnn.Linear(784, 256), fastnn.ReLU(), fastnn.Linear(256, 10, bias=False)]
+    )
+    text = model.summary(print_fn=None)
+    lines = text.splitlines()
+    assert lines[0] == 'Model: "Sequential"'
+    assert any(s.split() == ["linear_0", "(Linear)", "(None,", "256)", "200,960"]
+               for s in lines)  # fmt: skip
+    assert any(s.split() == ["relu_0", "(ReLU)", "(None,", "256)", "0"] for s in lines)
+    assert any(s.split() == ["linear_1", "(Linear)", "(None,", "10)", "2,560"]
+               for s in lines)  # fmt: skip
+    assert "Total params: 203,520" in text and "not fitted" in text
+    printed = []
+    assert model.summary(print_fn=printed.append) == text and printed == [text]
+
+
+def test_info_model_prints_the_summary(tmp_path, data):
+    X, y = data
+    model = _model()
+    model.fit(X, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.npz")
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastnn.cli",
+        "info",
+        "--model",
+        str(tmp_path / "m.npz"),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('Model: "MLP"')
+    assert "Total params: 83" in out.stdout and "classes: [0, 1, 2]" in out.stdout
+
+
+def test_plain_callable_and_lambda_callback(data):
+    X, y = data
+    seen, events = [], []
+    cb = fastnn.LambdaCallback(
+        on_train_begin=lambda: events.append("begin"),
+        on_epoch_end=lambda epoch, logs: events.append(epoch),
+        on_train_end=lambda: events.append("end"),
+    )
+
+    def plain(epoch, logs):
+        seen.append((epoch, logs["loss"]))
+
+    _model().fit(X, y, epochs=3, verbose=0, callbacks=[plain, cb])
+    assert [e for e, _ in seen] == [0, 1, 2] and all(v > 0 for _, v in seen)
+    assert events == ["begin", 0, 1, 2, "end"]
+    with pytest.raises(TypeError, match="not a fastnn.Callback or a callable"):
+        _model().fit(X, y, epochs=1, verbose=0, callbacks=[42])
+
+
+def test_model_checkpoint_best_only_and_every_n(tmp_path, data):
+    X, y = data
+    best = fastnn.ModelCheckpoint(tmp_path / "best.npz", monitor="val_loss",
+                                  save_best_only=True)  # fmt: skip
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch:02d}.npz"), every=2)
+    X_val, y_val = X[::4], y[::4]
+    model = fastnn.MLP((6, 8, 3), backend="numpy", optimizer=fastnn.SGD(lr=0.3))
+    history = model.fit(
+        X, y, epochs=8, verbose=0, validation_data=(X_val, y_val), seed=0,
+        callbacks=[best, every],
+    )  # fmt: skip
+    assert every.saved == [str(tmp_path / f"e{k:02d}.npz") for k in (2, 4, 6, 8)]
+    assert all((tmp_path / f"e{k:02d}.npz").exists() for k in (2, 4, 6, 8))
+    losses = history["val_loss"]
+    assert best.best == pytest.approx(min(losses))
+    improvements = [v for i, v in enumerate(losses) if v < min(losses[:i], default=9)]
+    assert len(best.saved) == len(improvements)
+    # the file holds the best epoch's weights
+    saved = fastnn.load(tmp_path / "best.npz")
+    assert saved.evaluate(X_val, y_val)["loss"] == pytest.approx(min(losses), 1e-5)
+    needs_val = fastnn.ModelCheckpoint(tmp_path / "x.npz", save_best_only=True)
+    with pytest.raises(ValueError, match="monitors 'val_loss'"):
+        _model().fit(X, y, epochs=1, verbose=0, callbacks=[needs_val])
+
+
+def test_csv_logger_writes_a_row_per_epoch(tmp_path, data):
+    X, y = data
+    path = tmp_path / "log.csv"
+    path.write_text("old\n")
+    _model().fit(X, y, epochs=3, verbose=0, callbacks=[fastnn.CSVLogger(path)])
+    rows = list(csv.reader(path.open()))
+    assert rows[0][:3] == ["epoch", "loss", "accuracy"]
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"] and len(rows) == 4
+    _model().fit(X, y, epochs=2, verbose=0,
+                 callbacks=[fastnn.CSVLogger(path, append=True)])  # fmt: skip
+    assert len(list(csv.reader(path.open()))) == 6  # appended, no second header
+
+
+_VERBOSE = textwrap.dedent(
+    """
+    import sys, numpy as np, fastnn
+    X = np.random.default_rng(0).normal(size=(60, 4)); y = np.arange(60) % 2
+    fastnn.MLP((4, 5, 2), backend="numpy").fit(
+        X, y, epochs=3, verbose=int(sys.argv[1]), validation_split=0.2, seed=0)
+    """
+)
+
+
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_verbose_lines_when_stdout_is_not_a_terminal(verbose):
+    out = subprocess.run([sys.executable, "-c", _VERBOSE, str(verbose)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    if verbose == 0:
+        assert lines == []
+    else:  # Keras: 1 off a terminal and 2 both give one line per epoch
+        assert [s.split()[:2] for s in lines] == [
+            ["epoch", f"{k}/3"] for k in (1, 2, 3)
+        ]
+        assert all("val_accuracy=" in s and "samples/s" in s for s in lines)
+
+
+def test_verbose_lines_go_through_logging(caplog, data):
+    X, y = data
+    with caplog.at_level(logging.INFO, logger="fastnn.train"):
+        _model().fit(X, y, epochs=2, verbose=2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fastnn.train"]
+    assert [m.split()[:2] for m in messages] == [["epoch", "1/2"], ["epoch", "2/2"]]
+
+
+def test_py_typed_marker_ships():
+    assert resources.files("fastnn").joinpath("py.typed").is_file()
+    from importlib import metadata
+
+    files = metadata.files("fastnn") or []
+    # an editable install lists no package files; a regular one must list py.typed
+    if any(str(f).startswith("fastnn/") and str(f).endswith(".py") for f in files):
+        assert any(str(f) == "fastnn/py.typed" for f in files)
