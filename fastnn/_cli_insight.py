@@ -96,7 +96,8 @@ def add_parsers(
     x.add_argument(
         "--image-shape",
         type=_image_shape,
-        help="HEIGHT,WIDTH of image inputs (e.g. 8,8): write PNG saliency maps",
+        help="HEIGHT,WIDTH of image inputs (e.g. 8,8): write PNG saliency maps "
+        "(default: not images)",
     )
     x.add_argument(
         "--max-images",
@@ -145,7 +146,8 @@ def add_parsers(
     t.add_argument(
         "--calibrate",
         metavar="VAL",
-        help="fit the temperature on held-out labelled data VAL (.npz or .csv)",
+        help="fit the temperature on held-out labelled data VAL (.npz or .csv; "
+        "default: none)",
     )
     o.add_argument(
         "--tpr",
@@ -153,7 +155,9 @@ def add_parsers(
         default=0.95,
         help="true-positive rate of the FPR column (default 0.95)",
     )
-    o.add_argument("--plots", metavar="DIR", help="write PNG plots to this folder")
+    o.add_argument(
+        "--plots", metavar="DIR", help="write PNG plots to this folder (default: none)"
+    )
     o.add_argument("--json", action="store_true", help="print one JSON result object")
     runtime_options(o)
 

@@ -28,6 +28,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _package_version(package: str, status: dict[str, str]) -> str:
+    version = _version(package)
+    if package == "Cython" and version == "not installed":
+        # Cython only builds the extension; the backend runs without it
+        built = status.get("cython") == "available"
+        return "not needed (extension built)" if built else "not installed"
+    return version
+
+
 def cpu_info() -> dict[str, Any]:
     """CPU model and SIMD features (from /proc/cpuinfo where it exists)."""
     model, flags = platform.processor() or platform.machine(), set()
@@ -98,7 +107,7 @@ def config() -> dict[str, Any]:
         "fastnn": _version("fastnn"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {p: _version(p) for p in _PACKAGES},
+        "packages": {p: _package_version(p, status) for p in _PACKAGES},
         "backends": backends,
         "default_backend": kernels.get_default_backend(),
         "auto_backend": kernels.get_backend("auto").name,

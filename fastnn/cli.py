@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -26,8 +27,30 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help texts end with the flag's default unless they already state it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not (
+            action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+        )
+        if shown and "default" not in text and not action.required:
+            value = action.default
+            if isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            text += f" (default: {str(value).replace('%', '%%')})"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error and no usage dump."""
+    """argparse with a one-line error, no usage dump, defaults in the help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"fastnn: error: {message}\n")
@@ -68,6 +91,50 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 _positive_int = _int_at_least(1)
 
 
+def _number(
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+) -> Callable[[str], float]:
+    """An argparse type: a finite number in the given range."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {text!r}"
+            ) from None
+        bounds = []
+        if above is not None:
+            bounds.append(f"> {above:g}")
+        if at_least is not None:
+            bounds.append(f">= {at_least:g}")
+        if below is not None:
+            bounds.append(f"< {below:g}")
+        ok = math.isfinite(v) and not (
+            (above is not None and v <= above)
+            or (at_least is not None and v < at_least)
+            or (below is not None and v >= below)
+        )
+        if not ok:
+            wanted = " and ".join(bounds) or "that is finite"
+            raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text}")
+        return v
+
+    return parse
+
+
+def _installed_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fastnn")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _every(text: str) -> int | str:
     return "epoch" if text == "epoch" else _positive_int(text)
 
@@ -76,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastnn`` command."""
     parser = _Parser(
         prog="fastnn", description="Fast neural-network training on the CPU."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"fastnn {_installed_version()}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -89,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(t)
     t.add_argument(
         "--test-size",
-        type=float,
+        type=_number(at_least=0.0, below=1.0),
         default=0.25,
         help="held-out test fraction of --data (default 0.25; 0: none)",
     )
@@ -106,25 +176,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--epochs", type=_positive_int, default=30, help="default 30")
     t.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    t.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "adamw", "sgd"],
+        help="adam, adamw or sgd (Nesterov momentum)",
+    )
     t.add_argument(
         "--lr",
-        type=float,
+        type=_number(above=0.0),
         default=None,
         help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)",
     )
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument(
+        "--momentum",
+        type=_number(at_least=0.0, below=1.0),
+        default=0.9,
+        help="SGD momentum",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=_number(at_least=0.0),
+        default=0.0,
+        help="L2 weight decay",
+    )
+    t.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="parameter and compute dtype",
+    )
     _runtime_options(t)
     t.add_argument("--seed", type=int, default=0, help="default 0")
     t.add_argument(
         "--validation-split",
-        type=float,
+        type=_number(at_least=0.0, below=1.0),
         default=0.0,
-        help="fraction of the training data to validate on each epoch",
+        help="fraction of the training rows held out to validate on after each "
+        "epoch (its metrics are reported; --patience watches them)",
     )
-    t.add_argument("--checkpoint", help="write a resumable checkpoint here")
+    t.add_argument(
+        "--checkpoint", help="write a resumable checkpoint here (default: none)"
+    )
     t.add_argument(
         "--checkpoint-every",
         type=_every,
@@ -132,9 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="'epoch' (default) or a number of steps",
     )
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    t.add_argument("--out", help="save the trained model here (.npz)")
+    t.add_argument(
+        "--out", help="save the trained model here, .npz (default: not saved)"
+    )
     t.add_argument("--json", action="store_true", help="print one JSON result object")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    shown = t.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no epoch lines"
+    )
+    shown.add_argument(
+        "--verbose",
+        action="store_true",
+        help="one line per epoch (loss, accuracy, validation metrics, time) instead "
+        "of the progress bar",
+    )
+    t.add_argument(
+        "--patience",
+        type=_int_at_least(0),
+        default=None,
+        help="stop when the validation loss (the training loss without "
+        "--validation-split) has not improved for this many epochs, and keep the "
+        "best epoch's weights (default: no early stopping)",
+    )
     t.add_argument(
         "--distributed",
         action="store_true",
@@ -154,14 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(p)
 
     e = sub.add_parser("evaluate", help="accuracy and loss of a saved model on data")
-    e.add_argument("--model", required=True)
+    e.add_argument(
+        "--model", required=True, help="a model saved by 'fastnn train --out'"
+    )
     e.add_argument(
         "--data",
         required=True,
         help=".npz with X and y, .csv/.tsv, .parquet, or - (stdin)",
     )
     data_options(e)
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print one JSON result object")
     _runtime_options(e)
 
     from ._cli_insight import add_parsers  # explain, ood
@@ -323,8 +437,6 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
 
     t_start = time.perf_counter()
     backend = fastnn.get_backend(args.backend)
-    if not 0.0 <= args.test_size < 1.0:
-        raise ValueError(f"--test-size must lie in [0, 1), got {args.test_size}")
     if args.data is None:
         X_train, X_test, y_train, y_test = load_digits_split(args.test_size, args.seed)
         if args.test_size == 0:
@@ -355,7 +467,13 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         backend=backend.name,
         n_threads=args.threads,
     )
-    verbose = 0 if (args.json or args.quiet) else 1
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint PATH")
+    verbose = 2 if args.verbose else 0 if (args.json or args.quiet) else 1
+    early = None
+    if args.patience is not None:
+        monitor = "val_loss" if args.validation_split > 0 else "loss"
+        early = fastnn.EarlyStopping(monitor, args.patience, restore_best_weights=True)
     fit = model.fit if session is None else session.fit_function(model)
     divergence = fastnn.TerminateOnNaN()
     history = fit(
@@ -370,9 +488,12 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         classes=np.unique(y_train),
-        callbacks=[divergence],
+        callbacks=[divergence] + ([early] if early is not None else []),
     )
     diverged = divergence.stopped_epoch is not None
+    from .model import validation_size
+
+    n_val = validation_size(y_train, args.validation_split)
     train_time = float(sum(history["time"])) if len(history) else 0.0
     seen = (
         sum(
@@ -391,7 +512,8 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         "activation": model.activation,
         "optimizer": args.optimizer,
         "epochs": len(history),
-        "n_train": int(X_train.shape[0]),
+        "n_train": int(X_train.shape[0]) - n_val,
+        "n_validation": n_val,
         "n_test": int(X_test.shape[0]) if X_test is not None else 0,
         "train_loss": history["loss"][-1] if len(history) else None,
         "train_accuracy": history["accuracy"][-1] if len(history) else None,
@@ -400,6 +522,15 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         "first_step_s": history.first_step_time,
         "status": "diverged" if diverged else "ok",
     }
+    for key in ("val_loss", "val_accuracy"):
+        if key in history.history:
+            result[key] = history[key][-1]
+    if early is not None and early.stopped_epoch is not None:
+        result["stopped_early"] = {
+            "monitor": early.monitor,
+            "best_epoch": early.best_epoch + 1,
+            "best": early.best,
+        }
     if X_test is not None and not diverged:
         result.update(
             {f"test_{k}": v for k, v in model.evaluate(X_test, y_test).items()}
@@ -465,10 +596,22 @@ def _report(r: dict[str, Any]) -> None:
             f"throughput      {r['samples_per_sec']:,.0f} samples/s "
             f"({r['epochs']} epochs in {r['train_time_s']:.2f} s)"
         )
-    if r["first_step_s"] is not None:
+    if "val_loss" in r:
         lines.append(
-            f"first step      {r['first_step_s']:.3f} s (includes JIT compile)"
+            f"val accuracy    {r['val_accuracy']:.4f}   val loss {r['val_loss']:.4f}"
+            f"   ({r['n_validation']} of {r['n_train'] + r['n_validation']} training "
+            "rows held out)"
         )
+    if "stopped_early" in r:
+        stop = r["stopped_early"]
+        lines.append(
+            f"early stopping  after epoch {r['epochs']}; weights of epoch "
+            f"{stop['best_epoch']} ({stop['monitor']} {stop['best']:.4f})"
+        )
+    if r["first_step_s"] is not None:
+        # only Numba compiles on first use; the cython backend is compiled ahead
+        jit = " (includes JIT compile)" if r["backend"] == "numba" else ""
+        lines.append(f"first step      {r['first_step_s']:.3f} s{jit}")
     lines.append(
         f"backend         {r['backend']}, {r['threads']} thread(s), {r['dtype']}"
     )
@@ -606,9 +749,26 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fastnn`` command; return the exit status."""
+    from ._cli_output import cli_logging, quiet_broken_pipe, warn
+
     args = build_parser().parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if isinstance(threads, int):
+        from .threads import cpu_count
+
+        if threads > cpu_count():
+            warn(
+                f"--threads {threads} is more than the {cpu_count()} cores here: "
+                "threads will take turns on the cores (slower, not faster)"
+            )
     try:
-        return _COMMANDS[args.command](args)
+        with cli_logging(lines_to_stderr=getattr(args, "json", False) is True):
+            status = _COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:  # the reader went away (fastnn info | head -1): done
+        quiet_broken_pipe()
+        return 0
     except KeyboardInterrupt as exc:
         # fit names the checkpoint it saved on the way out (none before a step)
         saved = getattr(exc, "checkpoint", None)

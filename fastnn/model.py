@@ -1619,15 +1619,25 @@ def _fingerprint(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def _holdout_counts(y: np.ndarray, fraction: float) -> tuple[np.ndarray, list[int]]:
+    """(classes, validation rows of each) of a stratified ``fraction`` split."""
+    classes, counts = np.unique(y, return_counts=True)
+    return classes, [int(round(fraction * int(n))) for n in counts]
+
+
+def validation_size(y: Any, fraction: float) -> int:
+    """Rows that ``fit(validation_split=fraction)`` holds out of labels ``y``."""
+    return sum(_holdout_counts(np.asarray(y), fraction)[1]) if fraction > 0 else 0
+
+
 def _stratified_split(
     y: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, validation) indices holding out ``fraction`` of each class."""
     order = rng.permutation(y.shape[0])
     val = []
-    for c in np.unique(y):
-        members = order[y[order] == c]
-        val.append(members[: int(round(fraction * members.shape[0]))])
+    for c, k in zip(*_holdout_counts(y, fraction), strict=True):
+        val.append(order[y[order] == c][:k])
     val_idx = np.sort(np.concatenate(val))
     if val_idx.shape[0] == 0:
         raise ValueError(

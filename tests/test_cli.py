@@ -162,7 +162,10 @@ def test_csv_with_label_column(tmp_path, capsys):
         (["train", "--data", "{ragged}"], "has 2 columns, expected 3"),
         (["train", "--data", "{noy}"], "no array 'y'"),
         (["train", "--data", "{txt}"], "unsupported data file"),
-        (["train", "--data", "{csv}", "--lr", "-1"], "lr must lie in"),
+        (
+            ["train", "--data", "{csv}", "--lr", "-1"],
+            "argument --lr: expected a number",
+        ),
         (
             ["predict", "--model", "{csv}", "--data", "{csv}"],
             "damaged or not a checkpoint",
@@ -231,7 +234,9 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, args, messa
 
 
 def _is_usage_error(message: str) -> bool:
-    return any(s in message for s in ("unrecognized", "required", "integer"))
+    return any(
+        s in message for s in ("unrecognized", "required", "integer", "argument --")
+    )
 
 
 class _nullcontext:
