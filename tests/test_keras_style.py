@@ -163,3 +163,47 @@ def test_py_typed_marker_ships():
     # an editable install lists no package files; a regular one must list py.typed
     if any(str(f).startswith("fastnn/") and str(f).endswith(".py") for f in files):
         assert any(str(f) == "fastnn/py.typed" for f in files)
+
+
+_ON_A_TERMINAL = textwrap.dedent(
+    """
+    import numpy as np, fastnn
+    X = np.random.default_rng(0).normal(size=(64, 4)); y = np.arange(64) % 2
+    fastnn.MLP((4, 5, 2), backend="numpy").fit(X, y, epochs=3, verbose=1,
+                                               batch_size=8)
+    print("done")
+    """
+)
+
+
+def test_verbose_1_on_a_terminal_is_one_bar_over_the_run_that_stays():
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    # a terminal of 24 x 120 (a fresh pseudo-terminal is 0 x 0: no room for a bar)
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL], stdout=child,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    os.close(main)
+    lines = b"".join(chunks).decode().replace("\r\n", "\n").split("\n")
+    # the bar redraws itself with \r; what stays is its final state, on one line
+    final = [s.split("\r")[-1] for s in lines if "sample" in s]
+    assert len(final) == 1, lines
+    assert "epoch 3/3" in final[0] and "100%" in final[0] and "192/192" in final[0]
+    assert "val_" not in final[0] and "loss=" in final[0]
+    assert lines[lines.index(next(s for s in lines if "sample" in s)) + 1] == "done"
