@@ -61,7 +61,6 @@ __all__ = [
 _OUTPUTS = ("logit", "probability")
 _SCORINGS = ("accuracy", "neg_log_loss")
 _BATCH_ROWS = 4096  # rows per kernel call
-_RELIANCE_ROWS = 16384  # rows per stacked batch of permuted copies
 
 
 # ------------------------------------------------------------------ buffers
@@ -472,11 +471,11 @@ def feature_reliance(
 ) -> FeatureReliance:
     """Permutation importance: how much the score drops when a feature is shuffled.
 
-    For every feature j and repeat r, column j of X is permuted (the other columns
+    :func:`sklearn.inspection.permutation_importance` with the model's own scores:
+    for every feature j and repeat r, column j of X is permuted (the other columns
     are kept) and the model is scored again; the importance is the baseline score
     minus that score. A model that leans on a feature loses much when it is
-    shuffled. Many permuted copies are stacked into each call of the model's
-    compiled forward pass.
+    shuffled.
 
     Parameters
     ----------
@@ -493,6 +492,8 @@ def feature_reliance(
     -------
     FeatureReliance
     """
+    from sklearn.inspection import permutation_importance
+
     seq, Xc = _prepare(model, X, "feature_reliance")
     n, d = Xc.shape
     idx = seq._encode(check_y(y, n))
@@ -500,31 +501,19 @@ def feature_reliance(
     if scoring not in _SCORINGS:
         raise ValueError(f"scoring must be one of {_SCORINGS}, got {scoring!r}")
     names = _feature_names(feature_names, d)
-    rng = (
-        random_state
-        if isinstance(random_state, np.random.Generator)
-        else np.random.default_rng(random_state)
-    )
-    per_block = max(1, min(d, _RELIANCE_ROWS // n))  # permuted copies per block
-    block = aligned_empty((per_block * n, d), Xc.dtype)
-    labels = np.tile(idx, per_block)
-    importances = np.empty((d, n_repeats))
+    if isinstance(random_state, np.random.Generator):  # scikit-learn takes a seed
+        random_state = int(random_state.integers(2**32 - 1))
     with num_threads(seq.n_threads):
         kb = seq._kernels()
-        base = _scores(seq, kb, Xc, idx, 1, scoring)[0]
-        for r in range(n_repeats):
-            for j0 in range(0, d, per_block):
-                feats = range(j0, min(d, j0 + per_block))
-                k = len(feats)
-                stacked = block[: k * n]
-                for c, j in enumerate(feats):
-                    rows = stacked[c * n : (c + 1) * n]
-                    rows[...] = Xc
-                    rows[:, j] = Xc[rng.permutation(n), j]
-                importances[j0 : j0 + k, r] = base - _scores(
-                    seq, kb, stacked, labels[: k * n], k, scoring
-                )
-    return FeatureReliance(importances, float(base), scoring, names)
+
+        def score(_estimator, A, labels):
+            return _scores(seq, kb, np.ascontiguousarray(A), labels, 1, scoring)[0]
+
+        base = score(None, Xc, idx)
+        result = permutation_importance(
+            seq, Xc, idx, scoring=score, n_repeats=n_repeats, random_state=random_state
+        )
+    return FeatureReliance(result.importances, float(base), scoring, names)
 
 
 def _scores(seq, kb, A, labels, k, scoring) -> np.ndarray:

@@ -303,8 +303,14 @@ def test_mlpclassifier_is_accepted():
     X = rng.normal(size=(80, 4))
     for n_classes in (3, 2):  # softmax output, and one logistic unit
         y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1) * (n_classes - 2)
+        # a model that has learned the rule (accuracy ~0.9), so that the features
+        # it uses rank first
         clf = fastnn.MLPClassifier(
-            hidden_layer_sizes=(6,), activation="tanh", max_iter=50, random_state=0
+            hidden_layer_sizes=(6,),
+            activation="tanh",
+            max_iter=50,
+            learning_rate_init=0.05,
+            random_state=0,
         )
         clf.fit(X.astype(np.float64), y)
         from fastnn._insight import as_sequential
@@ -358,17 +364,28 @@ def test_feature_reliance_of_an_unused_feature_is_zero():
     np.testing.assert_array_equal(rel.importances[1], 0.0)
 
 
-def test_feature_reliance_many_features_in_blocks(monkeypatch):
-    """Permuted copies are stacked into blocks; block boundaries change nothing."""
+def test_feature_reliance_is_sklearns_permutation_importance():
+    """The same permutations and scores as scikit-learn's permutation_importance
+    on the model's predictions (accuracy), and reproducible by seed."""
+    from sklearn.inspection import permutation_importance
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 9))
     y = (X[:, 4] > 0).astype(int)
     model = fastnn.MLP((9, 8, 2), backend="numpy", dtype=np.float64)
     model.fit(X, y, epochs=5, verbose=0, seed=0)
-    full = explain.feature_reliance(model, X, y, n_repeats=2, random_state=5)
-    monkeypatch.setattr(explain, "_RELIANCE_ROWS", 90)  # 2 copies per block
-    blocks = explain.feature_reliance(model, X, y, n_repeats=2, random_state=5)
-    np.testing.assert_array_equal(full.importances, blocks.importances)
+    ours = explain.feature_reliance(model, X, y, n_repeats=3, random_state=5)
+    again = explain.feature_reliance(model, X, y, n_repeats=3, random_state=5)
+    np.testing.assert_array_equal(ours.importances, again.importances)
+
+    def accuracy(_estimator, A, labels):
+        return float(np.mean(model.predict(A) == labels))
+
+    ref = permutation_importance(
+        model, X, y, scoring=accuracy, n_repeats=3, random_state=5
+    )
+    np.testing.assert_allclose(ours.importances, ref.importances, atol=1e-12)
+    assert ours.ranking[0] == 4
 
 
 def test_feature_reliance_errors():
