@@ -330,17 +330,24 @@ def reliability_curve(
         ``bin_edges`` (n_bins + 1,), ``confidence`` and ``accuracy`` (n_bins,; mean
         per bin, NaN for empty bins), ``count`` (n_bins,; rows per bin).
     """
+    from sklearn.calibration import calibration_curve
+
     from ._validation import check_int
 
     n_bins = check_int("n_bins", n_bins, 1)
     conf, correct = _probabilities(y_true, y_prob, classes)
-    b = np.clip(np.ceil(conf * n_bins).astype(np.intp) - 1, 0, n_bins - 1)
-    count = np.bincount(b, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(b, weights=conf, minlength=n_bins) / count
-        accuracy = np.bincount(b, weights=correct, minlength=n_bins) / count
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # calibration_curve gives the non-empty bins' means only: the counts come from
+    # its own binning rule (right-closed bins, 0 in the first)
+    count = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=n_bins)
+    used = count > 0
+    accuracy = np.full(n_bins, np.nan)
+    mean_conf = np.full(n_bins, np.nan)
+    accuracy[used], mean_conf[used] = calibration_curve(
+        correct.astype(np.int8), conf, n_bins=n_bins, pos_label=1
+    )
     return {
-        "bin_edges": np.linspace(0.0, 1.0, n_bins + 1),
+        "bin_edges": edges,
         "confidence": mean_conf,
         "accuracy": accuracy,
         "count": count,
@@ -369,6 +376,7 @@ def reliability_diagram(
     n_bins: int = 15,
     classes: Any = None,
     title: str = "Reliability diagram",
+    min_count: int = 10,
 ) -> Path:
     """Write a reliability diagram (PNG): accuracy against confidence per bin.
 
@@ -382,6 +390,8 @@ def reliability_diagram(
     n_bins, classes
         As in :func:`reliability_curve`.
     title : str
+    min_count : int, default=10
+        Bins with fewer rows are drawn as hollow markers, off the line.
 
     Returns
     -------
@@ -402,22 +412,39 @@ def reliability_diagram(
         ece = expected_calibration_error(
             y_true, probs[name], n_bins=n_bins, classes=classes
         )
-        used = c["count"] > 0
-        centers = c["bin_edges"][:-1] + width / 2
+        # a bin of a few rows has an accuracy of 0 or 1 by chance: the line joins
+        # the bins with at least min_count rows; the others are hollow markers
+        solid = c["count"] >= min_count
+        sparse = (c["count"] > 0) & ~solid
         ax.plot(
-            c["confidence"][used],
-            c["accuracy"][used],
+            c["confidence"][solid],
+            c["accuracy"][solid],
             marker="o",
             ms=4,
             label=f"{name} (ECE {ece:.3f})",
             color=f"C{k}",
         )
-        ax_n.bar(
+        if sparse.any():
+            ax.plot(
+                c["confidence"][sparse],
+                c["accuracy"][sparse],
+                ls="none",
+                marker="o",
+                ms=4,
+                mfc="none",
+                color=f"C{k}",
+                label=f"{name}: bins of < {min_count} rows",
+            )
+        centers = c["bin_edges"][:-1] + width / 2
+        bars = ax_n.bar(
             centers + (k - (len(curves) - 1) / 2) * width / len(curves),
             c["count"],
             width=width / len(curves),
             color=f"C{k}",
             label=name,
+        )
+        ax_n.bar_label(
+            bars, labels=[str(v) if v else "" for v in c["count"]], fontsize=6
         )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
@@ -428,7 +455,8 @@ def reliability_diagram(
     ax.grid(alpha=0.3)
     ax_n.set_xlim(0, 1)
     ax_n.set_xlabel("confidence (max softmax probability)")
-    ax_n.set_ylabel("samples")
+    ax_n.set_ylabel("samples (log)")
+    ax_n.set_yscale("log")  # a few well-filled bins hold most rows
     ax_n.set_title(f"Samples per bin ({n_bins} bins)", fontsize=9)
     return write_figure(fig, path)
 
@@ -456,29 +484,25 @@ def _two_scores(scores_in: Any, scores_out: Any) -> tuple[np.ndarray, np.ndarray
     return a, b
 
 
+def _labelled(scores_in: Any, scores_out: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) for scikit-learn's ROC functions: in-distribution = 1."""
+    a, b = _two_scores(scores_in, scores_out)
+    labels = np.concatenate([np.ones(a.size, np.int8), np.zeros(b.size, np.int8)])
+    return labels, np.concatenate([a, b])
+
+
 def auroc(scores_in: Any, scores_out: Any) -> float:
     """Area under the ROC curve for telling ``scores_in`` (positives) from others.
 
     The probability that a random in-distribution score exceeds a random
-    out-of-distribution one, ties counting one half (the Mann-Whitney U statistic
-    from mid-ranks); equals ``sklearn.metrics.roc_auc_score`` with the in-scores
-    labelled 1. 1: perfect separation, 0.5: chance.
+    out-of-distribution one, ties counting one half:
+    ``sklearn.metrics.roc_auc_score`` with the in-scores labelled 1. 1: perfect
+    separation, 0.5: chance.
     """
-    a, b = _two_scores(scores_in, scores_out)
-    s = np.concatenate([a, b])
-    order = np.argsort(s, kind="stable")
-    sorted_s = s[order]
-    new = np.empty(s.size, dtype=bool)
-    new[0] = True
-    np.not_equal(sorted_s[1:], sorted_s[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], s.size)
-    mid = (starts + ends + 1) / 2.0  # mean of the 1-based ranks starts+1 .. ends
-    ranks = np.empty(s.size)
-    ranks[order] = np.repeat(mid, ends - starts)
-    n_in, n_out = a.size, b.size
-    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2.0
-    return float(u / (n_in * n_out))
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = _labelled(scores_in, scores_out)
+    return float(roc_auc_score(labels, scores))
 
 
 def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
@@ -487,16 +511,19 @@ def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
     The threshold ``t`` is the largest score with at least a fraction ``tpr`` of
     ``scores_in`` at or above it; the result is the fraction of ``scores_out`` at
     or above ``t`` (out-of-distribution inputs taken for in-distribution ones; lower
-    is better). The same operating point as the first ``sklearn.metrics.roc_curve``
-    point with true-positive rate >= ``tpr``.
+    is better): the first ``sklearn.metrics.roc_curve`` point with true-positive
+    rate >= ``tpr``.
     """
-    a, b = _two_scores(scores_in, scores_out)
+    from sklearn.metrics import roc_curve
+
     tpr = float(tpr)
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
-    need = math.ceil(tpr * a.size - 1e-9)  # positives that must stay above t
-    t = np.sort(a)[a.size - need]
-    return float(np.count_nonzero(b >= t) / b.size)
+    labels, scores = _labelled(scores_in, scores_out)
+    fpr, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
+    # the first operating point (highest threshold) that reaches the asked rate;
+    # the tolerance keeps k/n >= tpr exact when tpr * n is an integer
+    return float(fpr[np.argmax(tprs >= tpr - 1e-12)])
 
 
 def ood_metrics(
@@ -527,6 +554,17 @@ def ood_metrics(
     }
 
 
+def _histogram_bins(values: np.ndarray, n: int = 40) -> np.ndarray:
+    """Bin edges over the 1st-100th percentile of ``values``: max-softmax scores
+    pile up just below 1, so the low tail must not stretch the range."""
+    lo, hi = np.percentile(values, [1.0, 100.0])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, n + 1)
+
+
 def ood_score_histograms(
     scores_in: Mapping[str, Any],
     scores_out: Mapping[str, Any],
@@ -549,19 +587,20 @@ def ood_score_histograms(
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, name in zip(axes, names, strict=False):
         a, b = _two_scores(scores_in[name], scores_out[name])
-        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
-        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        bins = _histogram_bins(np.concatenate([a, b]))
         for scores, label, color in ((a, "in-distribution", "C0"),
                                      (b, "out-of-distribution", "C3")):  # fmt: skip
-            ax.hist(scores, bins=bins, alpha=0.55, label=label, color=color,
-                    histtype="stepfilled")  # fmt: skip
+            # values outside the zoomed range go into the edge bins
+            ax.hist(np.clip(scores, bins[0], bins[-1]), bins=bins, alpha=0.55,
+                    label=label, color=color, histtype="stepfilled")  # fmt: skip
+        ax.set_yscale("log")  # a spike of confident rows must not flatten the rest
         sign = "" if _ORIENTATION.get(name, 1.0) > 0 else "-"
         sub = f"{sign}{name}"
         if metrics is not None and name in metrics:
             sub += f" (AUROC {metrics[name]['auroc']:.3f})"
         ax.set_title(sub, fontsize=10)
         ax.set_xlabel(f"{sign}{name} (higher = more in-distribution)")
-        ax.set_ylabel("samples")
+        ax.set_ylabel("samples (log)")
         ax.legend(fontsize=7)
     for ax in axes[len(names) :]:
         ax.set_visible(False)

@@ -313,3 +313,54 @@ def test_mlpclassifier_confidence_and_calibration():
     )
     scaled = fastnn.calibrate(clf, X_te[::2], y_te[::2])
     np.testing.assert_array_equal(scaled.predict(X_te), clf.predict(X_te))
+
+
+def test_reliability_diagram_draws_no_line_through_sparse_bins(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, cal)
+    model, _, X_te, y_te = _digits_model("numpy")
+    p = model.predict_proba(X_te)
+    cal.reliability_diagram(y_te, p, tmp_path / "rel.png", classes=model.classes_,
+                            min_count=10)  # fmt: skip
+    (fig,) = figures
+    assert_titled_and_labelled(fig)
+    curve = cal.reliability_curve(y_te, p, classes=model.classes_)
+    ax, ax_n = fig.axes
+    line = next(s for s in ax.get_lines() if s.get_label().startswith("model (ECE"))
+    solid = curve["count"] >= 10
+    np.testing.assert_allclose(line.get_xdata(), curve["confidence"][solid])
+    np.testing.assert_allclose(line.get_ydata(), curve["accuracy"][solid])
+    sparse = (curve["count"] > 0) & ~solid
+    if sparse.any():
+        hollow = next(s for s in ax.get_lines() if "bins of < 10 rows" in s.get_label())
+        assert hollow.get_linestyle() == "None"
+        np.testing.assert_allclose(hollow.get_xdata(), curve["confidence"][sparse])
+    # the lower panel: one bar per bin, its height and label the bin's count
+    heights = [bar.get_height() for bar in ax_n.patches]
+    np.testing.assert_array_equal(heights, curve["count"])
+    labels = [t.get_text() for t in ax_n.texts]
+    assert labels == [str(c) if c else "" for c in curve["count"]]
+
+
+def test_ood_histograms_are_zoomed_and_log_scaled(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, cal)
+    model, X_tr, X_te, _ = _digits_model("numpy")
+    noise = _noise_images(X_tr, 100, seed=2)
+    s_in, s_out = cal.ood_scores(model, X_te), cal.ood_scores(model, noise)
+    cal.ood_score_histograms(s_in, s_out, tmp_path / "ood.png")
+    (fig,) = figures
+    for ax, name in zip(fig.axes, cal.SCORES, strict=True):
+        assert ax.get_yscale() == "log"
+        both = np.concatenate([s_in[name], s_out[name]])
+        bins = np.linspace(np.percentile(both, 1.0), both.max(), 41)
+        # one filled step outline per data set: it spans the zoomed bins (from the
+        # 1st percentile, not from an outlier) and its steps are the bin counts,
+        # values below the range counted in the first bin
+        polygons = ax.patches
+        assert len(polygons) == 2
+        for poly, scores in zip(polygons, (s_in[name], s_out[name]), strict=True):
+            xy = poly.get_xy()
+            assert xy[:, 0].min() == pytest.approx(bins[0])
+            assert xy[:, 0].max() == pytest.approx(bins[-1])
+            counts = np.histogram(np.clip(scores, bins[0], bins[-1]), bins)[0]
+            assert counts.sum() == scores.size
+            assert xy[:, 1].max() == counts.max()
