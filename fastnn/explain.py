@@ -668,7 +668,9 @@ def saliency_map(
                 im = ax.imshow(
                     v, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest"
                 )
-            ax.set_title(label, fontsize=10)
+            # the figure's title may already name the quantity: no second copy
+            said = label.lower() in title.lower()
+            ax.set_title("per pixel" if said else label, fontsize=10)
             fig.colorbar(im, ax=ax, shrink=0.8, label=label)
         ax.set_xlabel("column (pixel)")
         ax.set_ylabel("row (pixel)")

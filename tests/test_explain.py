@@ -450,6 +450,27 @@ def test_saliency_map_png_has_title_and_labels(tmp_path, monkeypatch):
         explain.saliency_map(np.ones(10), tmp_path / "x.png", image_shape=(8, 8))
 
 
+def test_saliency_map_title_is_not_repeated(tmp_path, monkeypatch):
+    # the CLI's mean map: the figure's title already names the quantity
+    figures = capture_figures(monkeypatch, explain)
+    for name, title, label in (
+        ("m.png", "Mean |gradient| over 10 rows", "mean |gradient|"),
+        ("r.png", "Row 0: predicted 3", "gradient"),
+    ):
+        explain.saliency_map(
+            np.ones(64), tmp_path / name, image_shape=(8, 8), title=title, label=label
+        )
+    titles = [
+        [fig._suptitle.get_text()]
+        + [ax.get_title() for ax in fig.axes if ax.get_title()]
+        for fig in figures
+    ]
+    assert titles == [
+        ["Mean |gradient| over 10 rows", "per pixel"],
+        ["Row 0: predicted 3", "gradient"],
+    ]
+
+
 def test_lazy_module_access():
     assert fastnn.explain is explain
     assert fastnn.explain.feature_reliance is explain.feature_reliance
