@@ -554,40 +554,57 @@ def _plots(results, out: Path) -> dict[str, str]:
         a2.set_ylim(0, 120)
         save(fig, "thread_scaling")
 
-    # % of peak
-    rows = [
-        (f"{r['backend']}: {r['op']}|{r['shape']}", r["pct_of_peak"], r["kind"])
+    # % of peak: one row per op and shape (training: per network and batch), one
+    # marker per implementation, so the chart stays readable with many backends
+    points = [
+        (f"{r['op']} | {r['shape']}", r["backend"], r["pct_of_peak"], r["kind"])
         for r in results["ops"]
         if r["pct_of_peak"] is not None
     ]
-    rows += [
+    points += [
         (
-            f"{r['system']}: train {r['workload']} b{r['batch_size']}",
+            f"train {r['workload']} | b{r['batch_size']}",
+            r["system"].removeprefix("fastnn-"),
             r["pct_of_sgemm_peak"],
             "training",
         )
         for r in tr
+        if r.get("pct_of_sgemm_peak") is not None
     ]
-    if rows:
-        fig, ax = plt.subplots(figsize=(8, 0.22 * len(rows) + 1.5))
-        colors = {"gemm": "C0", "memory": "C1", "training": "C2"}
-        ax.barh(
-            range(len(rows)), [r[1] for r in rows], color=[colors[r[2]] for r in rows]
-        )
-        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=6)
-        ax.invert_yaxis()
+    if points:
+        rows = list(dict.fromkeys(p[0] for p in points))
+        who = list(dict.fromkeys(p[1] for p in points))
+        markers = {"gemm": "o", "memory": "s", "training": "^"}
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(rows) + 1.8))
+        for k, name in enumerate(who):
+            for kind, marker in markers.items():
+                mine = [p for p in points if p[1] == name and p[3] == kind]
+                if mine:
+                    ax.scatter([p[2] for p in mine], [rows.index(p[0]) for p in mine],
+                               color=f"C{k}", marker=marker, s=28, alpha=0.85,
+                               zorder=3)  # fmt: skip
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.grid(axis="x", alpha=0.3)
         ax.axvline(100, color="k", lw=0.8, ls="--")
         ax.set_xlabel(
             "% of measured ceiling (GEMM/training: sgemm GFLOP/s; "
             "memory-bound: copy GB/s)"
         )
-        ax.set_ylabel("backend: op | shape")
+        ax.set_ylabel("op | shape")
         ax.set_title(f"Share of this machine's measured peak ({t} threads)")
-        from matplotlib.patches import Patch
+        from matplotlib.lines import Line2D
 
-        ax.legend(
-            handles=[Patch(color=c, label=k) for k, c in colors.items()], fontsize=8
-        )
+        handles = [
+            Line2D([], [], ls="none", marker="o", color=f"C{k}", label=name)
+            for k, name in enumerate(who)
+        ] + [
+            Line2D([], [], ls="none", marker=m, color="0.4", label=kind)
+            for kind, m in markers.items()
+            if any(p[3] == kind for p in points)
+        ]
+        ax.legend(handles=handles, fontsize=8, loc="center left",
+                  bbox_to_anchor=(1.01, 0.5))  # fmt: skip
         save(fig, "pct_of_peak")
 
     # compile time
