@@ -610,7 +610,7 @@ def _plots(results, out: Path) -> dict[str, str]:
     # compile time
     cp = results["compile"]
     if cp:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(9, 4))
         labels = [f"{r['backend']} ({r['cache']} cache)" for r in cp]
         parts = [
             ("import fastnn", [r["import_s"] for r in cp]),
@@ -626,8 +626,12 @@ def _plots(results, out: Path) -> dict[str, str]:
         ax.invert_yaxis()
         ax.set_xlabel("seconds from `import fastnn` to the end of the first step (s)")
         ax.set_ylabel("backend (cache state)")
+        for i, total in enumerate(left):
+            ax.annotate(f" {total:.2f} s", (total, i), va="center", fontsize=8)
+        ax.set_xlim(0, 1.15 * max(left))  # room for the totals
         ax.set_title("Cold start: JIT compile vs steady state (fresh process)")
-        ax.legend(fontsize=8)
+        # beside the axes: inside, it hid the short segments
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save(fig, "compile_time")
     return made
 
