@@ -376,6 +376,13 @@ def _s(st, scale=1.0, digits=3):
     )
 
 
+def _loads(values) -> str:
+    """Load averages as the uptime command shows them: two decimals."""
+    if not values or any(v is None for v in values):
+        return "-"
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -654,7 +661,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         L += [
             f"> Warning: the machine was busy (1-minute load average {load[0]:.2f} "
             f"on {env['cpu']['cores']} cores at the start, "
-            f"{(env.get('loadavg_end') or ['?'])[0]} at the end). "
+            f"{_loads((env.get('loadavg_end') or [None])[:1])} at the end). "
             "Multi-threaded BLAS calls suffer most from a busy core; "
             "trust ratios within this run more than absolute numbers, and rerun on an "
             "idle machine before publishing.",
@@ -805,7 +812,8 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
                 ["Python", f"{env['python']} on {env['platform']}"],
                 [
                     "load average (1, 5, 15 min)",
-                    f"start {env.get('loadavg_start')}, end {env.get('loadavg_end')}",
+                    f"start {_loads(env.get('loadavg_start'))}, "
+                    f"end {_loads(env.get('loadavg_end'))}",
                 ],
                 ["date", env["date"]],
             ],
