@@ -469,6 +469,14 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
     )
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")
+    from .model import validation_size
+
+    n_val = validation_size(y_train, args.validation_split)
+    if args.validation_split > 0 and not 0 < n_val < len(y_train):
+        raise ValueError(
+            f"--validation-split {args.validation_split:g} holds out {n_val} of "
+            f"{len(y_train)} training rows: choose a fraction that leaves some in both"
+        )
     verbose = 2 if args.verbose else 0 if (args.json or args.quiet) else 1
     early = None
     if args.patience is not None:
@@ -491,9 +499,6 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         callbacks=[divergence] + ([early] if early is not None else []),
     )
     diverged = divergence.stopped_epoch is not None
-    from .model import validation_size
-
-    n_val = validation_size(y_train, args.validation_split)
     train_time = float(sum(history["time"])) if len(history) else 0.0
     seen = (
         sum(

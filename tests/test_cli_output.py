@@ -163,6 +163,7 @@ def test_more_threads_than_cores_is_warned():
         (["--validation-split", "1"], "argument --validation-split: expected a number"),
         (["--momentum", "nan"], "argument --momentum: expected a number"),
         (["--weight-decay", "-0.1"], "argument --weight-decay: expected a number >= 0"),
+        (["--validation-split", "0.0001"], "--validation-split 0.0001 holds out 0 of"),
     ],
 )
 def test_messages_name_the_flag(args, message):
