@@ -485,3 +485,11 @@ def test_report_without_matplotlib(tiny_run, tmp_path, monkeypatch, capsys):
     assert "matplotlib is not installed" in capsys.readouterr().err
     assert (tmp_path / "report.md").exists() and not list(tmp_path.glob("*.png"))
     assert schema.errors(json.loads((tmp_path / "results.json").read_text())) == []
+
+
+def test_load_averages_have_two_decimals(tiny_run):
+    out, _ = tiny_run
+    text = (out / "report.md").read_text()
+    line = next(s for s in text.splitlines() if s.startswith("| load average"))
+    numbers = re.findall(r"\d+\.\d+", line)
+    assert len(numbers) == 6 and all(len(n.split(".")[1]) == 2 for n in numbers)

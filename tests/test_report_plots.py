@@ -1,11 +1,9 @@
-"""The benchmark report's charts and text, drawn from the committed report's
-results.json: a readable percent-of-peak chart, a compile-time legend that hides
-nothing, load averages as uptime shows them."""
+"""The benchmark report's charts, drawn from the committed report's results.json: a
+readable percent-of-peak chart, a compile-time legend that hides nothing."""
 
 from __future__ import annotations
 
 import json
-import re
 import struct
 from pathlib import Path
 
@@ -72,10 +70,3 @@ def test_compile_time_legend_is_beside_the_bars(drawn):
     assert legend.x0 >= ax.get_window_extent().x1  # outside the plotting area
     assert len(ax.get_legend().get_texts()) == 4
     assert len(ax.texts) == len({t.get_text() for t in ax.texts})  # a total per bar
-
-
-def test_load_averages_are_rounded(results):
-    text = report._markdown(results, {}, "")
-    line = next(s for s in text.splitlines() if s.startswith("| load average"))
-    numbers = re.findall(r"\d+\.\d+", line)
-    assert len(numbers) == 6 and all(len(n.split(".")[1]) == 2 for n in numbers)
