@@ -54,7 +54,8 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
     for i, (w, b, act, alpha) in enumerate(stages):
         if w is not None:
             x = graph.node("MatMul", [x, graph.const(f"W{i}", w)])
-            x = graph.node("Add", [x, graph.const(f"b{i}", b)])
+            if b is not None:  # Linear(bias=False) has none
+                x = graph.node("Add", [x, graph.const(f"b{i}", b)])
         x = graph.activation(x, act, alpha)
     if output == "softmax":
         proba = graph.node("Softmax", [x], axis=1)
@@ -100,7 +101,9 @@ def _describe(model: Any):
         stages = [
             (
                 None if s.linear is None else np.asarray(s.linear.weight),
-                None if s.linear is None else np.asarray(s.linear.bias),
+                None
+                if s.linear is None or s.linear.bias is None
+                else np.asarray(s.linear.bias),
                 s.activation,
                 s.alpha,
             )

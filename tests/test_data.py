@@ -58,21 +58,23 @@ def test_numeric_header_as_pandas_writes_it_is_a_header(
     assert Xn.shape == (91, 4) and yn[0] == 4
 
 
+@pytest.mark.parametrize("names", [["a", "b", "c", "d", "label"], list("01234")])
 def test_index_column_to_csv_writes_is_dropped_with_a_note(
-    tmp_path, blobs, engine, caplog
+    tmp_path, blobs, engine, caplog, names
 ):
+    # names 0..4: what df.to_csv() writes for a frame with integer column names
     X, y = blobs
     order = np.random.default_rng(1).permutation(len(y))  # an index out of order
     path = tmp_path / "d.csv"
     # what DataFrame(...).to_csv() writes by default (index=True, unnamed index)
-    rows = [",a,b,c,d,label"] + [
+    rows = ["," + ",".join(names)] + [
         ",".join([str(i), *map(repr, X[i].tolist()), str(y[i])]) for i in order
     ]
     path.write_text("\n".join(rows) + "\n")
     table = read_table(path)
     np.testing.assert_allclose(table.X, X[order])
     np.testing.assert_array_equal(table.y, y[order])
-    assert table.feature_names == ["a", "b", "c", "d"]
+    assert table.feature_names == names[:4]
     assert any("index" in n and "dropped" in n for n in table.notes)
     assert any("dropped" in r.getMessage() for r in caplog.records)
 

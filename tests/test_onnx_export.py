@@ -50,11 +50,16 @@ def test_round_trip_matches_fastnn(activation, dtype, data, tmp_path):
     np.testing.assert_array_equal(label, model.predict(Xd))
 
 
-def test_string_labels_and_lone_activation_layers(data):
+def test_string_labels_lone_activations_and_no_bias(data):
     X, y = data
     names = np.array(["ant", "bee", "cat", "dog"])[y]
     model = fastnn.Sequential(
-        [fastnn.Linear(12, 10), fastnn.Tanh(), fastnn.ReLU(), fastnn.Linear(10, 4)]
+        [
+            fastnn.Linear(12, 10),
+            fastnn.Tanh(),
+            fastnn.ReLU(),
+            fastnn.Linear(10, 4, bias=False),
+        ]
     )
     model.fit(X, names, epochs=2, seed=0, verbose=0)
     Xf = X.astype(np.float32)
