@@ -699,8 +699,11 @@ def _fit(
     model.stop_training = state.stopped
     if state.nothing_left(epochs):
         return history
+    # callbacks that write files (ModelCheckpoint, CSVLogger) run on rank 0 only,
+    # as checkpoints do; the others run on every rank with the same metrics
+    hooks = [cb for cb in callbacks if is_root or not getattr(cb, "root_only", False)]
     if not saved:
-        for cb in callbacks:
+        for cb in hooks:
             cb.on_train_begin(model)
 
     grads = model._grads
@@ -814,7 +817,7 @@ def _fit(
             logs["allreduce_time"] = comm_time
             history.append(state.epoch, logs)
             model.optimizer.end_epoch(state.epoch + 1, logs)
-            for cb in callbacks:
+            for cb in hooks:
                 cb.on_epoch_end(state.epoch, logs, model)
             # a stop asked for on any rank stops all; the weights must agree
             stops = comm.allgather(bool(model.stop_training))
@@ -826,7 +829,7 @@ def _fit(
             progress.epoch_end(state.epoch, logs, f"  allreduce {comm_time:.2f} s")
             if checkpoint is not None and checkpoint_every == "epoch":
                 save_checkpoint()
-        for cb in callbacks:
+        for cb in hooks:
             cb.on_train_end(model)
         state.finished = True
         _check_in_sync(comm, model)

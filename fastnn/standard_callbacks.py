@@ -116,7 +116,14 @@ class ModelCheckpoint(Callback):
     best : float or None
     saved : list of str
         Paths written by this callback, in order.
+
+    Notes
+    -----
+    Under :func:`fastnn.distributed.fit` only rank 0 runs it (every rank holds the
+    same weights).
     """
+
+    root_only = True  # distributed.fit: one writer
 
     def __init__(
         self,
@@ -183,7 +190,14 @@ class CSVLogger(Callback):
         Keep an existing file and add rows (the header is written only to an empty
         file). Otherwise a fresh fit starts the file anew; a resumed fit always
         appends.
+
+    Notes
+    -----
+    Under :func:`fastnn.distributed.fit` only rank 0 runs it (the metrics are the
+    same on every rank).
     """
+
+    root_only = True  # distributed.fit: one writer
 
     def __init__(
         self, filename: str | os.PathLike, separator: str = ",", append: bool = False

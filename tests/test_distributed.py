@@ -360,3 +360,35 @@ def test_cli_distributed_matches_single_process(tmp_path, capsys):
     _assert_close(got, fastnn.load(single_out).get_flat_parameters(), np.float64, "cli")
     assert result["test_accuracy"] == pytest.approx(single["test_accuracy"])
     assert result["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
+
+
+_FILE_CALLBACKS = """
+import sys
+import numpy as np
+import fastnn
+from fastnn import distributed
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+X = rng.normal(size=(64, 5)); y = np.arange(64) % 2
+seen = []
+distributed.fit(fastnn.MLP((5, 4, 2), backend="numpy"), X, y, epochs=3, verbose=0,
+                seed=0, callbacks=[fastnn.CSVLogger(out + "/log.csv"),
+                                   fastnn.ModelCheckpoint(out + "/m{epoch}.npz"),
+                                   lambda epoch, logs: seen.append(epoch)])
+assert seen == [0, 1, 2]  # a plain callable runs on every rank
+"""
+
+
+@needs_mpi
+def test_file_writing_callbacks_run_on_rank_0_only(tmp_path):
+    out = run_mpiexec(
+        _mpiexec(sys.executable, "-c", _FILE_CALLBACKS, str(tmp_path)), timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("epoch,")  # one writer: no duplicates
+    assert sorted(p.name for p in tmp_path.glob("m*.npz")) == [
+        "m1.npz",
+        "m2.npz",
+        "m3.npz",
+    ]
