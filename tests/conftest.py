@@ -12,6 +12,16 @@ DTYPES = (np.float32, np.float64)
 COMPILED = tuple(n for n in BACKEND_NAMES if n != "numpy")
 
 
+def pytest_report_header(config) -> list[str]:
+    """fastnn.show_config() opens the output: what CI installed (backends, BLAS, MPI
+    library and launcher), whether the tests pass or fail."""
+    import io
+
+    out = io.StringIO()
+    fastnn.show_config(file=out)
+    return out.getvalue().splitlines()
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request):
     """Every backend: an unavailable one fails (numba and the extension are required

@@ -33,8 +33,14 @@ def test_ci_runs_the_readme_test_command_verbatim():
     script = (ROOT / ".ci" / "run").read_text()
     assert COMMAND_2 in script.splitlines()
     assert "set -euo pipefail" in script and "export FASTNN_REQUIRE_MPI=1" in script
-    assert "fastnn.show_config()" in script
     assert "apt-get" not in script and "sudo " not in script
+
+
+def test_pytest_output_opens_with_the_configuration(pytestconfig):
+    from conftest import pytest_report_header
+
+    header = "\n".join(pytest_report_header(pytestconfig))
+    assert "backends:" in header and "BLAS:" in header and "MPI:" in header
 
 
 def test_extras_bring_mpi_and_onnx():
