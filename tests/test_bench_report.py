@@ -321,8 +321,12 @@ def test_missing_peer_is_skipped_not_an_error(tiny_run):
 
 
 def _timed_rows(r):
-    for section in ("training", "gemm_bound", "scaling", "estimator", "side_effect"):
+    for section in (
+        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect"
+    ):  # fmt: skip
         for row in r[section]:
+            if section == "ops":
+                row = {**row, "system": f"fastnn-{row['backend']}"}
             yield section, row
 
 
@@ -335,7 +339,7 @@ def test_every_system_is_timed_in_a_process_of_its_own(tiny_run):
     _, r = tiny_run
     rows = list(_timed_rows(r))
     assert {section for section, _ in rows} == {
-        "training", "gemm_bound", "scaling", "estimator", "side_effect"
+        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect"
     }  # fmt: skip
     for section, row in rows:
         p = row["process"]
@@ -348,11 +352,11 @@ def test_every_system_is_timed_in_a_process_of_its_own(tiny_run):
         )
         assert p["imported_fastnn"] == fastnn_system, (section, system)
     # one process per system within a table (a workload, a solver, a thread set)
-    for key in ("workload", "solver"):
+    for key in ("workload", "solver", "op"):
         groups: dict = {}
         for section, row in rows:
             if key in row and section != "gemm_bound":
-                group = (section, row[key], row.get("batch_size"))
+                group = (section, row[key], row.get("batch_size"), row.get("shape"))
                 groups.setdefault(group, []).append(row["process"]["pid"])
         for group, pids in groups.items():
             assert len(pids) == len(set(pids)), group

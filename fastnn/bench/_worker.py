@@ -11,7 +11,9 @@ Protocol, one JSON object per line on the original stdout (library output that
 reaches file descriptor 1 is sent to stderr instead):
 
 * argv[1] is the spec: ``system``, ``task`` ("epoch": one training epoch per sample;
-  "fit": one whole MLPClassifier fit per sample), ``sizes``, ``batch_size``,
+  "fit": one whole MLPClassifier fit per sample; "ops": the per-op kernel cases of
+  one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``), ``sizes``,
+  ``batch_size``,
   ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``suite``
   (the folder of numpy_mlp.py / torch_mlp.py / jax_mlp.py), ``preload`` (None,
   "import": ``import fastnn`` first, "fit": also one small fastnn fit first), and for
@@ -19,7 +21,8 @@ reaches file descriptor 1 is sent to stderr instead):
 * first line: ``{"ready": true, "pid", "environ_sha256", "fastnn_imported", ...}``
   or ``{"skip": reason}`` (the system cannot run here; exit 0).
 * each ``run`` line on stdin is answered by ``{"seconds": s}`` (the system's own
-  timer: fit's epoch time, the baseline's ``fit_epoch`` time, a fit's wall clock);
+  timer: fit's epoch time, the baseline's ``fit_epoch`` time, a fit's wall clock;
+  for "ops", ``run <case>``: seconds per call, the mean of a calibrated loop);
   ``quit`` or end of input ends the process.
 
 Importable for its pure helpers (``make_data``, ``gemm_step``, ``estimator_params``):
@@ -259,6 +262,40 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
     return fit
 
 
+def _op_system(spec: dict) -> tuple[Callable[[str], float], dict]:
+    """The per-op cases of one fastnn backend: ``(sample(case_id), facts)``, facts
+    holding each case's first-call seconds (JIT compile or cache load)."""
+    import fastnn
+    from fastnn.bench.runner import _run, calibrate
+    from fastnn.bench.workloads import op_cases
+
+    backend = spec["system"].removeprefix("fastnn-")
+    if backend not in fastnn.available_backends():
+        raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+    be = fastnn.get_backend(backend)
+    fns, loops, first = {}, {}, {}
+    with fastnn.num_threads(spec["threads"]):
+        for case in op_cases(spec["stream_ops"], spec["cases"]):
+            key = f"{case.op}|{case.shape}"
+            try:
+                fns[key] = case.setup(be)
+            except Exception as exc:  # a kernel this backend lacks, or a broken one
+                first[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            t0 = time.perf_counter()
+            fns[key]()
+            first[key] = time.perf_counter() - t0
+            fns[key]()  # warm-up
+            loops[key] = calibrate(fns[key], spec["min_time"])
+
+    def sample(key: str) -> float:
+        with fastnn.num_threads(spec["threads"]):
+            fns[key]()  # untimed: wakes the pools after the pause between samples
+            return _run(fns[key], loops[key])
+
+    return sample, {"first_call_s": first}
+
+
 def _preload(kind: str | None) -> None:
     """Side-effect probes: what a NumPy user's process looks like next to fastnn."""
     if kind is None:
@@ -286,6 +323,14 @@ def main() -> int:
     environ = dict(os.environ)
     t0 = time.perf_counter()
     _preload(spec.get("preload"))
+    facts: dict = {}
+    if spec["task"] == "ops":
+        try:
+            sample, facts = _op_system(spec)
+        except Unavailable as exc:
+            send({"skip": str(exc)})
+            return 0
+        return _serve(send, sample, environ, t0, facts)
     if spec["task"] == "fit":
         sizes = (spec["features"], *spec["hidden"], spec["classes"])
         X, y = make_data(sizes, spec["n_samples"])
@@ -303,6 +348,11 @@ def main() -> int:
         make({**spec, "epochs": 1}, X[small], y[small])()
     for _ in range(spec.get("warmup", 1)):
         sample()
+    return _serve(send, lambda *args: sample(), environ, t0, facts)
+
+
+def _serve(send, sample, environ, t0, facts) -> int:
+    """Say ready, then answer ``run [case]`` lines until ``quit`` or end of input."""
     send(
         {
             "ready": True,
@@ -310,12 +360,13 @@ def main() -> int:
             "environ_sha256": environ_digest(environ),
             "fastnn_imported": "fastnn" in sys.modules,
             "setup_s": time.perf_counter() - t0,
+            **facts,
         }
     )
     for line in sys.stdin:
-        command = line.strip()
+        command, *args = line.split(maxsplit=1)
         if command == "run":
-            send({"seconds": float(sample())})
+            send({"seconds": float(sample(*(a.strip() for a in args)))})
         elif command == "quit":
             break
     return 0

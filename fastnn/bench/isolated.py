@@ -13,6 +13,7 @@ when the next one starts. Ratios are then paired round by round (runner.pair_rat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,21 @@ class Worker:
             raise WorkerError(f"{why}: {tail[0]}")
         return json.loads(line)
 
-    def sample(self) -> float:
-        self.proc.stdin.write("run\n")
+    def sample(self, case: str | None = None) -> float:
+        self.proc.stdin.write("run\n" if case is None else f"run {case}\n")
         self.proc.stdin.flush()
         return float(self._read()["seconds"])
+
+    def process(self) -> dict[str, Any]:
+        """The facts of this process a report row records."""
+        return {
+            "pid": self.info["pid"],
+            "same_environment": self.info["environ_sha256"]
+            == environ_digest(self.environ),
+            "environment_added": self.added,
+            "imported_fastnn": self.info["fastnn_imported"],
+            "setup_s": self.info["setup_s"],
+        }
 
     def close(self) -> None:
         try:
@@ -109,19 +121,13 @@ class Worker:
         self._stderr.close()
 
 
-def run(
+@contextlib.contextmanager
+def started(
     specs: Mapping[str, dict[str, Any]],
-    rounds: int,
-    settle_s: float = 0.0,
-    tick: Callable[[], None] | None = None,
-) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]], dict[str, str]]:
-    """Start one process per spec, then ``rounds`` rounds of one sample each.
-
-    Returns ``(times, processes, skipped)``: seconds per sample by system; per system
-    the process facts (pid, whether its environment is this one's, what was added,
-    whether it imported fastnn, its setup time); and the systems that could not run,
-    with the reason.
-    """
+) -> Iterator[tuple[dict[str, Worker], dict[str, str]]]:
+    """One process per spec, started and warmed up one after the other: yields
+    ``(workers, skipped)`` (the systems that could not run, with the reason) and
+    ends every process afterwards."""
     workers: dict[str, Worker] = {}
     skipped: dict[str, str] = {}
     try:
@@ -136,28 +142,46 @@ def run(
                 w.close()
                 continue
             workers[name] = w
-        names = list(workers)
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            k = r % len(names) if names else 0
-            for name in names[k:] + names[:k]:
-                times[name].append(workers[name].sample())
-                if settle_s:
-                    time.sleep(settle_s)
-            if tick is not None:
-                tick()
-        processes = {
-            name: {
-                "pid": w.info["pid"],
-                "same_environment": w.info["environ_sha256"]
-                == environ_digest(w.environ),
-                "environment_added": w.added,
-                "imported_fastnn": w.info["fastnn_imported"],
-                "setup_s": w.info["setup_s"],
-            }
-            for name, w in workers.items()
-        }
-        return times, processes, skipped
+        yield workers, skipped
     finally:
         for w in workers.values():
             w.close()
+
+
+def alternate(
+    workers: Mapping[str, Worker],
+    rounds: int,
+    settle_s: float = 0.0,
+    tick: Callable[[], None] | None = None,
+    case: str | None = None,
+) -> dict[str, list[float]]:
+    """``rounds`` rounds of one sample per process (of ``case``, for op processes),
+    the first one rotated every round, ``settle_s`` of pause after each sample."""
+    names = list(workers)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names) if names else 0
+        for name in names[k:] + names[:k]:
+            times[name].append(workers[name].sample(case))
+            if settle_s:
+                time.sleep(settle_s)
+        if tick is not None:
+            tick()
+    return times
+
+
+def run(
+    specs: Mapping[str, dict[str, Any]],
+    rounds: int,
+    settle_s: float = 0.0,
+    tick: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]], dict[str, str]]:
+    """Start one process per spec, then ``rounds`` rounds of one sample each.
+
+    Returns ``(times, processes, skipped)``: seconds per sample by system; per system
+    the process facts (:meth:`Worker.process`); and the systems that could not run,
+    with the reason.
+    """
+    with started(specs) as (workers, skipped):
+        times = alternate(workers, rounds, settle_s, tick)
+        return times, {n: w.process() for n, w in workers.items()}, skipped

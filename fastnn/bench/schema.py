@@ -48,6 +48,7 @@ PROCESS = {
 OP_ROW = {
     "type": "object",
     "required": [
+        "process",
         "op",
         "shape",
         "backend",
@@ -68,6 +69,7 @@ OP_ROW = {
         "peak_ref",
     ],
     "properties": {
+        "process": PROCESS,
         "op": STR,
         "shape": STR,
         "backend": STR,

@@ -4,7 +4,6 @@ system is recorded under ``skipped`` with its reason."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -15,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import threads as _threads
 from . import _suite, isolated
 from . import peak as _peak
-from .runner import interleave, pair_ratios, scaled, stat
+from .runner import pair_ratios, scaled, stat
 from .workloads import ESTIMATOR_SOLVERS, GEMM_ONLY, Workload, gemm_step, op_cases
 
 
@@ -41,10 +39,11 @@ def peak(opts, env, tick) -> dict[str, Any]:
 
 # --------------------------------------------------------------------- ops
 def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
-    """Every registry case, every backend, interleaved; speed-up over the numpy
-    backend round by round; % of the matching ceiling at the thread count used."""
-    import fastnn
-
+    """Every registry case, every backend, each backend in a process of its own
+    (isolated.py: in one process the NumPy backend's OpenBLAS threads and the
+    compiled backends' OpenMP threads would spin against each other), alternated
+    round by round; speed-up over the numpy backend paired by round; % of the
+    matching ceiling at the thread count used."""
     t = max(opts.threads)
     ceil = peaks["ceilings"][str(t)]
     llc = peaks["llc_bytes"]
@@ -55,36 +54,30 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
     except _suite.SuiteNotFound as exc:
         _skip(skipped, "ops", "all", str(exc))
         return rows
-    with _threads.num_threads(t):
-        for case in cases:
-            fns = {}
-            for b in backends:
-                try:
-                    fns[b] = case.setup(fastnn.get_backend(b))
-                except Exception as exc:  # unavailable backend or broken kernel
-                    _skip(
-                        skipped,
-                        "ops",
-                        f"fastnn-{b}",
-                        f"{type(exc).__name__}: {exc}",
-                        op=case.op,
-                        shape=case.shape,
-                    )
-            if "numpy" not in fns:
+    ids = [f"{c.op}|{c.shape}" for c in cases]
+    spec = {"task": "ops", "cases": ids, "stream_ops": opts.preset["stream_ops"],
+            "min_time": opts.preset["op_min_time"], "threads": t}  # fmt: skip
+    specs = {b: {**spec, "system": f"fastnn-{b}"} for b in backends}
+    with isolated.started(specs) as (workers, skips):
+        for b, why in skips.items():
+            _skip(skipped, "ops", f"fastnn-{b}", why)
+        for case, key in zip(cases, ids, strict=True):
+            ready = {}
+            for b, w in workers.items():
+                first = w.info["first_call_s"][key]
+                if isinstance(first, str):  # the kernel failed to set up or run
+                    _skip(skipped, "ops", f"fastnn-{b}", first, op=case.op,
+                          shape=case.shape)  # fmt: skip
+                else:
+                    ready[b] = w
+            if "numpy" not in ready:
                 tick()
                 continue
-            first = {}
-            for b, fn in fns.items():  # first call: JIT compile or cache load + warm-up
-                t0 = time.perf_counter()
-                fn()
-                first[b] = time.perf_counter() - t0
-            times = interleave(
-                fns,
-                opts.preset["rounds"],
-                warmup=1,
-                min_time=opts.preset["op_min_time"],
-                settle_s=opts.preset["settle_s"],
+            times = isolated.alternate(
+                ready, opts.preset["rounds"], opts.preset["settle_s"], case=key
             )
+            first = {b: w.info["first_call_s"][key] for b, w in ready.items()}
+            processes = {b: w.process() for b, w in ready.items()}
             level = None
             if case.kind == "memory":
                 level = "memory" if case.working_set >= 2 * llc else "cache"
@@ -100,6 +93,7 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                     "working_set_bytes": case.working_set,
                     "level": level,
                     "cost_note": case.note,
+                    "process": processes[b],
                     "first_call_s": first[b],
                     "time": stat(ts, "s"),
                     "samples_s": ts,
@@ -121,8 +115,6 @@ def ops(opts, peaks, skipped, tick) -> list[dict[str, Any]]:
                         row["pct_of_peak"] = 100 * row["gbps"] / ref
                         row["peak_ref"] = f"copy bandwidth ({level}) at {t} threads"
                 rows.append(row)
-            del fns
-            gc.collect()
             tick()
     return rows
 
