@@ -1073,8 +1073,9 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         f"{p['settle_s']:g} s pause after each sample so that no process's idle "
         "threads still spin when the next one runs. Ratios are taken round by round, "
         "then summarised, so drift of the (shared) machine hits both sides alike.",
-        "- Per-op figures compare fastnn's kernels with its own NumPy backend in one "
-        "process, interleaved the same way (same pause).",
+        "- Per-op figures compare fastnn's kernels with its own NumPy backend, each "
+        "backend in a process of its own running every op, alternated the same way "
+        "(one untimed call after each pause).",
         f"- Per-op samples repeat the call until a sample lasts >= "
         f"{p['op_min_time'] * 1e3:g} ms; all allocation happens in the setup.",
         "- Absolute numbers drift 10-30% between runs on a shared machine; compare "

@@ -108,17 +108,14 @@ def interleave(
     min_time: float = 0.0,
     tick: Callable[[], None] | None = None,
     self_timed: bool = False,
-    settle_s: float = 0.0,
 ) -> dict[str, list[float]]:
     """Per-call seconds of every system, ``rounds`` samples each, interleaved.
 
     ``warmup`` untimed samples per system come first (also interleaved). With
     ``min_time > 0`` each sample repeats the call ``loops`` times (calibrated per
     system) and reports the mean per call. ``self_timed``: each call returns its own
-    duration in seconds (used instead of the wall clock around it). ``settle_s``: a
-    pause after every sample, so that the idle threads of one system's pools (which
-    spin for a while before they sleep) are asleep before the next system's sample.
-    ``tick`` is called after every round.
+    duration in seconds (used instead of the wall clock around it). ``tick`` is called
+    after every round. (Systems in processes of their own: isolated.alternate.)
     """
     names = list(systems)
     for _ in range(warmup):
@@ -130,8 +127,6 @@ def interleave(
         k = r % len(names)
         for name in names[k:] + names[:k]:
             times[name].append(_run(systems[name], loops[name], self_timed))
-            if settle_s:
-                time.sleep(settle_s)
         if tick is not None:
             tick()
     return times
