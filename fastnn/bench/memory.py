@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     sizes = tuple(int(s) for s in a.sizes.split(","))
 
     def make_data(n: int, seed: int):
-        # no temporaries: a teacher's X @ W (workloads.make_data) would make
+        # no temporaries: a teacher's X @ W (_worker.make_data) would make
         # multi-threaded OpenBLAS touch ~1.3 KB of buffer per row, kept resident
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
