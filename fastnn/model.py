@@ -50,7 +50,7 @@ from ._validation import (
     check_y,
 )
 from .callbacks import Callback, History
-from .kernels.contract import train_workspace_layout
+from .kernels.contract import pack_config, pack_hyper, train_workspace_layout
 from .layers import Activation, Layer, Linear, activation_layer, layer_from_config
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW, Optimizer, optimizer_from_config
@@ -65,6 +65,7 @@ _INFERENCE_ROWS = 4096  # rows per forward chunk in predict / evaluate
 _WORKSPACE_CACHE = 4  # training batch shapes kept (full, partial, a few more)
 _INFERENCE_CACHE = 2  # inference shapes kept per thread: full chunk + the last
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in _DTYPES.values()}
+_EMPTY_TARGETS = {dt: np.empty((0, 0), dtype=dt) for dt in _DTYPES.values()}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -566,35 +567,42 @@ class Sequential:
         if type(opt) is SGD:
             code, momentum, nesterov = 0, opt.momentum, opt.nesterov
             beta1, beta2, eps, decoupled = 0.9, 0.999, 1e-8, False
-            state_a = opt.state.get("velocity", empty)
-            state_b = empty
+            velocity, m, v = opt.state.get("velocity", empty), empty, empty
         else:
             code, momentum, nesterov = 1, 0.0, False
             beta1, beta2, eps, decoupled = opt.beta1, opt.beta2, opt.eps, opt.decoupled
-            state_a, state_b = opt.state["m"], opt.state["v"]
+            velocity, m, v = empty, opt.state["m"], opt.state["v"]
         step = opt.steps + 1
         check_key = (n, kb.name)
         if check_key in self._step_checked:
             # validated before for this batch shape in this fit: call the raw kernel
             # (parameters in contract.RAW_KERNELS order), ~10 us less per step
+            config = pack_config(
+                weights_end=self._n_decay, optimizer=code, step=step,
+                nesterov=nesterov, decoupled=decoupled,
+            )  # fmt: skip
+            hyper = pack_hyper(
+                label_smoothing=self.loss.label_smoothing, l2=self.loss.l2,
+                lr=opt.current_lr, momentum=momentum, weight_decay=opt.weight_decay,
+                beta1=beta1, beta2=beta2, eps=eps,
+            )  # fmt: skip
             loss, correct = kb.raw.train_step(
-                xb, yb, empty if sample_weight is None else sample_weight,
-                self._params, self._grads, self._train_layout, self._train_alphas,
-                ws.work, self.loss.label_smoothing, self.loss.l2, self._n_decay, code,
-                opt.current_lr, momentum, nesterov, opt.weight_decay, beta1, beta2, eps,
-                decoupled, step, state_a, state_b,
+                xb, yb, _EMPTY_TARGETS[self.dtype],
+                empty if sample_weight is None else sample_weight, self._params,
+                self._grads, self._train_layout, self._train_alphas, ws.work, config,
+                hyper, velocity, m, v,
             )  # fmt: skip
         else:
             loss, correct = kb.train_step(
                 xb, yb, self._params, self._grads, self._train_layout,
                 self._train_alphas, ws.work, sample_weight=sample_weight,
                 label_smoothing=self.loss.label_smoothing, l2=self.loss.l2,
-                n_decay=self._n_decay,
+                weights_end=self._n_decay,
                 optimizer=("sgd", "adamw" if decoupled else "adam")[code],
                 lr=opt.current_lr, momentum=momentum, nesterov=nesterov,
                 weight_decay=opt.weight_decay, beta1=beta1, beta2=beta2, eps=eps,
-                step=step, state_a=state_a if state_a.size else None,
-                state_b=state_b if state_b.size else None,
+                step=step, velocity=velocity if velocity.size else None,
+                m=m if m.size else None, v=v if v.size else None,
             )  # fmt: skip
             self._step_checked.add(check_key)
         opt.steps = step

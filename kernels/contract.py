@@ -112,51 +112,42 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "decoupled",
         "sq_norm",
     ),  # fmt: skip
-    # Loss and gradients of a Linear(+activation) stack with softmax cross-entropy:
-    # forward, loss (+ the L2 term), backward into grads and, when input_grad is
+    # Loss and gradients of a Linear(+activation) stack: forward, the loss named by
+    # config[LOSS] (+ the L2 term), backward into grads and, when input_grad is
     # non-empty, d loss / d x. No update. See Backend.loss_grad. Returns
     # (loss, n_correct).
     "loss_grad": (
         "x",
         "labels",
+        "targets",
         "sample_weight",
         "params",
         "grads",
         "layout",
         "alphas",
         "work",
-        "label_smoothing",
-        "l2",
-        "n_decay",
+        "config",
+        "hyper",
         "input_grad",
     ),  # fmt: skip
-    # One whole optimizer step of a Linear(+activation) stack with softmax
-    # cross-entropy: loss_grad, then the update. See Backend.train_step and
-    # TRAIN_LAYOUT_COLUMNS / train_workspace_layout below. Returns (loss, n_correct).
+    # One whole optimizer step of a Linear(+activation) stack: loss_grad, then the
+    # update. See Backend.train_step, the CONFIG / HYPER slots and
+    # train_workspace_layout below. Returns (loss, n_correct).
     "train_step": (
         "x",
         "labels",
+        "targets",
         "sample_weight",
         "params",
         "grads",
         "layout",
         "alphas",
         "work",
-        "label_smoothing",
-        "l2",
-        "n_decay",
-        "optimizer",
-        "lr",
-        "momentum",
-        "nesterov",
-        "weight_decay",
-        "beta1",
-        "beta2",
-        "eps",
-        "decoupled",
-        "step",
-        "state_a",
-        "state_b",
+        "config",
+        "hyper",
+        "velocity",
+        "m",
+        "v",
     ),  # fmt: skip
 }
 
@@ -168,8 +159,64 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
 #: backward (needed by gelu and leaky_relu with alpha < 0), 0 to let it read y = f(z).
 TRAIN_LAYOUT_COLUMNS = ("w_offset", "b_offset", "in_features", "out_features", "act",
                         "keep_z")  # fmt: skip
-#: train_step's ``optimizer`` codes (AdamW = Adam with decoupled=True).
+#: The losses of loss_grad / train_step (``config[LOSS]``): softmax cross-entropy on
+#: integer labels, or squared error on float targets (the identity output).
+TRAIN_LOSSES = {"softmax_cross_entropy": 0}
+#: train_step's optimizer codes (``config[OPTIMIZER]``; AdamW = Adam with
+#: ``config[DECOUPLED] = 1``).
 TRAIN_OPTIMIZERS = {"sgd": 0, "adam": 1}
+#: Slots of the int64 ``config`` array of loss_grad / train_step, in order:
+#: loss: a TRAIN_LOSSES code; weights_end: params[:weights_end] holds the weights
+#: (decayed, and summed in the L2 term), the rest the biases; optimizer: a
+#: TRAIN_OPTIMIZERS code; step: the optimizer step, from 1; nesterov, decoupled: 0/1.
+#: loss_grad reads the first two.
+CONFIG_SLOTS = ("loss", "weights_end", "optimizer", "step", "nesterov", "decoupled")
+#: Slots of the float64 ``hyper`` array, in order: label_smoothing (softmax
+#: cross-entropy), l2 (the loss's (l2 / 2) ||W||^2 term, l2 W added to dW), then the
+#: update's lr, momentum, weight_decay, beta1, beta2, eps. loss_grad reads the first
+#: two.
+HYPER_SLOTS = ("label_smoothing", "l2", "lr", "momentum", "weight_decay", "beta1",
+               "beta2", "eps")  # fmt: skip
+# slot indices, read by name in every backend
+LOSS, WEIGHTS_END, OPTIMIZER, STEP, NESTEROV, DECOUPLED = range(len(CONFIG_SLOTS))
+LABEL_SMOOTHING, L2, LR, MOMENTUM, WEIGHT_DECAY, BETA1, BETA2, EPS = range(
+    len(HYPER_SLOTS)
+)
+
+
+def pack_config(
+    *,
+    loss: int = 0,
+    weights_end: int,
+    optimizer: int = 0,
+    step: int = 1,
+    nesterov: bool = False,
+    decoupled: bool = False,
+) -> np.ndarray:
+    """The int64 ``config`` array of the raw loss_grad / train_step (CONFIG_SLOTS)."""
+    return np.array(
+        (loss, weights_end, optimizer, step, nesterov, decoupled), dtype=np.int64
+    )
+
+
+def pack_hyper(
+    *,
+    label_smoothing: float = 0.0,
+    l2: float = 0.0,
+    lr: float = 0.0,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> np.ndarray:
+    """The float64 ``hyper`` array of the raw loss_grad / train_step (HYPER_SLOTS)."""
+    return np.array(
+        (label_smoothing, l2, lr, momentum, weight_decay, beta1, beta2, eps),
+        dtype=np.float64,
+    )
+
+
 #: Every piece of the train_step workspace starts on a multiple of this many elements
 #: (64 bytes or more for both dtypes when the workspace itself is 64-byte aligned).
 TRAIN_WORK_ALIGN = 16
@@ -211,6 +258,7 @@ def train_workspace_layout(layout: np.ndarray, n: int) -> tuple[np.ndarray, int,
 
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in FLOAT_DTYPES}
 _EMPTY_LABELS = np.empty(0, dtype=np.intp)
+_EMPTY_TARGETS = {dt: np.empty((0, 0), dtype=dt) for dt in FLOAT_DTYPES}
 
 
 def activation_code(activation: str | int) -> int:
@@ -739,17 +787,18 @@ class Backend:
     def train_step(
         self,
         x: np.ndarray,
-        labels: np.ndarray,
+        y: np.ndarray,
         params: np.ndarray,
         grads: np.ndarray,
         layout: np.ndarray,
         alphas: np.ndarray,
         work: np.ndarray | None = None,
         *,
+        loss: str = "softmax_cross_entropy",
         sample_weight: np.ndarray | None = None,
         label_smoothing: float = 0.0,
         l2: float = 0.0,
-        n_decay: int | None = None,
+        weights_end: int | None = None,
         optimizer: str = "sgd",
         lr: float,
         momentum: float = 0.0,
@@ -759,64 +808,74 @@ class Backend:
         beta2: float = 0.999,
         eps: float = 1e-8,
         step: int = 1,
-        state_a: np.ndarray | None = None,
-        state_b: np.ndarray | None = None,
+        velocity: np.ndarray | None = None,
+        m: np.ndarray | None = None,
+        v: np.ndarray | None = None,
     ) -> tuple[float, int]:
         """One optimizer step of a Linear(+activation) stack, as one compiled call.
 
-        Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), fused softmax
-        cross-entropy on the last output (the logits), backward through every layer
-        (``dW`` gets ``l2 * W``) into ``grads``, then the optimizer update of
-        ``params`` in place: ``params[:n_decay]`` (the weights) with ``weight_decay``,
-        the rest (the biases) without. Exactly the kernel calls of the layer-by-layer
-        path (``linear_forward``, ``softmax_cross_entropy``, ``linear_backward``,
-        ``sgd_update`` / ``adam_update``), in the same order, with no Python between
-        them in the compiled backends.
+        Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), the fused loss
+        on the last output, backward through every layer (``dW`` gets ``l2 * W``)
+        into ``grads``, then the optimizer update of ``params`` in place:
+        ``params[:weights_end]`` (the weights) with ``weight_decay``, the rest (the
+        biases) without. Exactly the kernel calls of the layer-by-layer path
+        (``linear_forward``, ``softmax_cross_entropy`` or ``squared_error``,
+        ``linear_backward``, ``sgd_update`` / ``adam_update``), in the same order,
+        with no Python between them in the compiled backends.
 
         Parameters
         ----------
-        x : (n, in_0) array; labels : (n,) ints in [0, out_last)
-        params, grads : 1-D arrays holding every weight and bias (see ``layout``)
+        x : (n, in_0) array.
+        y : the loss's target: (n,) integer labels in [0, out_last) for
+            ``"softmax_cross_entropy"`` (the last output are the logits); an
+            (n, out_last) array of x's dtype for ``"squared_error"`` (the last output
+            are the predictions, the identity output for plain regression).
+        params, grads : 1-D arrays holding every weight and bias (see ``layout``).
         layout : (L, 6) int64 array, one row per Linear, columns
             :data:`TRAIN_LAYOUT_COLUMNS`.
         alphas : (L,) float64, the leaky_relu slope of each layer.
         work : 1-D array of at least ``train_workspace_layout(layout, n)[2]`` elements
             (allocated when None); carved as documented there, so after the call
-            it holds the activations, the logits and the last gradients.
-        sample_weight, label_smoothing : as :meth:`softmax_cross_entropy`.
+            it holds the activations, the last outputs and the last gradients.
+        loss : a name of :data:`TRAIN_LOSSES`.
+        sample_weight : (n,) array of x's dtype, as :meth:`softmax_cross_entropy` /
+            :meth:`squared_error`.
+        label_smoothing : as :meth:`softmax_cross_entropy` (0 for squared error).
         l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
-            float64 over ``params[:n_decay]`` before the update) and ``l2 * W`` to dW.
-        optimizer : "sgd", "adam" or "adamw" (the raw kernel takes the code of
-            :data:`TRAIN_OPTIMIZERS` and ``decoupled=True`` for AdamW).
+            float64 over ``params[:weights_end]`` before the update) and ``l2 * W``
+            to dW.
+        weights_end : params[:weights_end] are the weights (all of params when None).
+        optimizer : "sgd", "adam" or "adamw".
         lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step : as
             :meth:`sgd_update` / :meth:`adam_update` (``step`` counts from 1).
-        state_a, state_b : SGD: the velocity (when momentum > 0) and nothing; Adam:
-            the moments m and v. Same shape as ``params``, updated in place.
+        velocity : SGD's momentum buffer (required when momentum > 0); m, v : Adam's
+            moments (required for Adam/AdamW). Shaped like ``params``, updated in
+            place.
 
         Returns ``(loss, n_correct)``: the mean batch loss before the update (L2 term
-        included) and the number of rows whose logits' argmax is the label.
+        included) and, for softmax cross-entropy, the number of rows whose logits'
+        argmax is the label (0 for squared error).
 
         Everything is validated here, once per call. A caller that steps many times
         with the same buffers (``fastnn.Sequential.fit``) validates the first call of
         each batch shape through this method and then calls ``self.raw.train_step``
-        directly (parameters in :data:`RAW_KERNELS` order, optional arrays as empty
-        arrays, optimizer as its code): that skips ~10 us of checks per step.
+        directly (parameters in :data:`RAW_KERNELS` order, the scalars packed by
+        :func:`pack_config` / :func:`pack_hyper`, absent arrays empty): that skips
+        ~10 us of checks per step.
         """
         net = self._check_network(
-            "train_step", x, labels, params, grads, layout, alphas, work,
-            sample_weight, label_smoothing, l2, n_decay,
+            "train_step", x, y, params, grads, layout, alphas, work, loss,
+            sample_weight, label_smoothing, l2, weights_end,
         )  # fmt: skip
         dtype = x.dtype
-        if isinstance(optimizer, str):
-            name = optimizer.lower()
-            if name not in ("sgd", "adam", "adamw"):
-                raise ValueError(
-                    f"unknown optimizer {optimizer!r}; expected sgd, adam or adamw"
-                )
-            code = TRAIN_OPTIMIZERS["sgd" if name == "sgd" else "adam"]
-            decoupled = name == "adamw"
-        else:
+        if not isinstance(optimizer, str):
             raise TypeError(f"optimizer must be a name, got {optimizer!r}")
+        name = optimizer.lower()
+        if name not in ("sgd", "adam", "adamw"):
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; expected sgd, adam or adamw"
+            )
+        code = TRAIN_OPTIMIZERS["sgd" if name == "sgd" else "adam"]
         lr = _finite_float("lr", lr, 0.0)
         momentum = _finite_float("momentum", momentum, 0.0)
         weight_decay = _finite_float("weight_decay", weight_decay, 0.0)
@@ -831,18 +890,19 @@ class Backend:
         if code == 0:
             if nesterov and momentum == 0.0:
                 raise ValueError("nesterov momentum requires momentum > 0")
-            needed = ("state_a",) if momentum > 0.0 else ()
+            needed = ("velocity",) if momentum > 0.0 else ()
         else:
-            needed = ("state_a", "state_b")
-        states = {"state_a": state_a, "state_b": state_b}
+            needed = ("m", "v")
+        states = {"velocity": velocity, "m": m, "v": v}
         for sname, buf in states.items():
             if sname not in needed:
                 states[sname] = empty
                 continue
             if buf is None:
                 raise ValueError(
-                    f"{sname} is required ({'velocity' if code == 0 else 'moment'} "
-                    "buffer of the shape of params)"
+                    f"{sname} is required ("
+                    f"{'momentum' if code == 0 else 'moment'} buffer of the shape of "
+                    "params)"
                 )
             _array(sname, buf, 1)
             _same_dtype(params=params, **{sname: buf})
@@ -850,72 +910,68 @@ class Backend:
                 raise ValueError(
                     f"{sname} must be a writeable array shaped like params"
                 )
-        outputs = {
-            "params": params,
-            "grads": grads,
-            "work": net["work"],
-            "state_a": states["state_a"],
-            "state_b": states["state_b"],
-        }
-        _no_overlap(outputs, x=x, sample_weight=sample_weight, labels=net["labels"])
-        loss, correct = self.raw.train_step(
+        outputs = {"params": params, "grads": grads, "work": net["work"], **states}
+        _no_overlap(outputs, x=x, sample_weight=sample_weight, labels=net["labels"],
+                    targets=net["targets"])  # fmt: skip
+        config = pack_config(
+            loss=net["loss"], weights_end=net["weights_end"], optimizer=code,
+            step=step, nesterov=bool(nesterov), decoupled=name == "adamw",
+        )  # fmt: skip
+        hyper = pack_hyper(
+            label_smoothing=net["label_smoothing"], l2=net["l2"], lr=lr,
+            momentum=momentum, weight_decay=weight_decay, beta1=float(beta1),
+            beta2=float(beta2), eps=eps,
+        )  # fmt: skip
+        loss_value, correct = self.raw.train_step(
             x,
             net["labels"],
+            net["targets"],
             empty if sample_weight is None else sample_weight,
             params,
             grads,
             net["layout"],
             alphas,
             net["work"],
-            net["label_smoothing"],
-            net["l2"],
-            net["n_decay"],
-            code,
-            lr,
-            momentum,
-            bool(nesterov),
-            weight_decay,
-            float(beta1),
-            float(beta2),
-            eps,
-            decoupled,
-            step,
-            states["state_a"],
-            states["state_b"],
+            config,
+            hyper,
+            states["velocity"],
+            states["m"],
+            states["v"],
         )
-        return float(loss), int(correct)
+        return float(loss_value), int(correct)
 
     # ---------------------------------------------------- loss and gradients
     def loss_grad(
         self,
         x: np.ndarray,
-        labels: np.ndarray,
+        y: np.ndarray,
         params: np.ndarray,
         grads: np.ndarray,
         layout: np.ndarray,
         alphas: np.ndarray,
         work: np.ndarray | None = None,
         *,
+        loss: str = "softmax_cross_entropy",
         sample_weight: np.ndarray | None = None,
         label_smoothing: float = 0.0,
         l2: float = 0.0,
-        n_decay: int | None = None,
+        weights_end: int | None = None,
         input_grad: np.ndarray | None = None,
     ) -> tuple[float, int]:
         """Loss and gradients of a Linear(+activation) stack, as one compiled call.
 
-        The forward, softmax cross-entropy and backward of :meth:`train_step`, with
-        no update: ``grads`` receives d loss / d params (``dW`` includes ``l2 * W``)
-        and, when ``input_grad`` (an array shaped like ``x``) is given, d loss / d x.
-        The loss includes the (l2 / 2) ||W||^2 term over ``params[:n_decay]``, summed
-        in float64 in the same fixed chunks as :meth:`train_step`, so both return
-        the same loss. Parameters as :meth:`train_step`; ``params`` is only read.
+        The forward, fused loss and backward of :meth:`train_step`, with no update:
+        ``grads`` receives d loss / d params (``dW`` includes ``l2 * W``) and, when
+        ``input_grad`` (an array shaped like ``x``) is given, d loss / d x. The loss
+        includes the (l2 / 2) ||W||^2 term over ``params[:weights_end]``, summed in
+        float64 in the same fixed chunks as :meth:`train_step`, so both return the
+        same loss. Parameters as :meth:`train_step`; ``params`` is only read.
 
-        Returns ``(loss, n_correct)``.
+        Returns ``(loss, n_correct)`` (n_correct 0 for squared error).
         """
         net = self._check_network(
-            "loss_grad", x, labels, params, grads, layout, alphas, work,
-            sample_weight, label_smoothing, l2, n_decay, writes_params=False,
+            "loss_grad", x, y, params, grads, layout, alphas, work, loss,
+            sample_weight, label_smoothing, l2, weights_end, writes_params=False,
         )  # fmt: skip
         empty = _EMPTY[x.dtype]
         if input_grad is None:
@@ -930,27 +986,29 @@ class Backend:
         outputs = {"grads": grads, "work": net["work"], "input_grad": input_grad}
         _no_overlap(
             outputs, x=x, sample_weight=sample_weight, labels=net["labels"],
-            params=params,
+            targets=net["targets"], params=params,
         )  # fmt: skip
-        loss, correct = self.raw.loss_grad(
+        config = pack_config(loss=net["loss"], weights_end=net["weights_end"])
+        hyper = pack_hyper(label_smoothing=net["label_smoothing"], l2=net["l2"])
+        loss_value, correct = self.raw.loss_grad(
             x,
             net["labels"],
+            net["targets"],
             empty if sample_weight is None else sample_weight,
             params,
             grads,
             net["layout"],
             alphas,
             net["work"],
-            net["label_smoothing"],
-            net["l2"],
-            net["n_decay"],
+            config,
+            hyper,
             input_grad,
         )
-        return float(loss), int(correct)
+        return float(loss_value), int(correct)
 
     def _check_network(
-        self, op, x, labels, params, grads, layout, alphas, work, sample_weight,
-        label_smoothing, l2, n_decay, writes_params=True,
+        self, op, x, y, params, grads, layout, alphas, work, loss, sample_weight,
+        label_smoothing, l2, weights_end, writes_params=True,
     ) -> dict[str, Any]:  # fmt: skip
         """The checks train_step and loss_grad share; the normalised arguments."""
         _array("x", x, 2)
@@ -974,13 +1032,30 @@ class Backend:
             raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
         if not np.all(np.isfinite(alphas)):
             raise ValueError("alphas must be finite")
-        n_classes = int(layout[-1, 3])
-        labels = _labels(labels, n, n_classes)
+        n_out = int(layout[-1, 3])
+        if loss not in TRAIN_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of "
+                             f"{sorted(TRAIN_LOSSES)}")  # fmt: skip
+        if loss == "squared_error":
+            _array("y", y, 2)
+            _same_dtype(x=x, y=y)
+            if y.shape != (n, n_out):
+                raise ValueError(
+                    f"y has shape {y.shape}, expected {(n, n_out)} (squared error "
+                    "targets: one row per sample, one column per output)"
+                )
+            labels, targets = _EMPTY_LABELS, y
+        else:
+            labels, targets = _labels(y, n, n_out), _EMPTY_TARGETS[dtype]
         ls = _loss_options(sample_weight, label_smoothing, n, x=x)
+        if ls and loss == "squared_error":
+            raise ValueError("label_smoothing applies to softmax cross-entropy only")
         l2 = _finite_float("l2", l2, 0.0)
-        n_decay = n_params if n_decay is None else operator.index(n_decay)
-        if not 0 <= n_decay <= n_params:
-            raise ValueError(f"n_decay must lie in [0, {n_params}], got {n_decay}")
+        weights_end = n_params if weights_end is None else operator.index(weights_end)
+        if not 0 <= weights_end <= n_params:
+            raise ValueError(
+                f"weights_end must lie in [0, {n_params}], got {weights_end}"
+            )
         _, _, total = train_workspace_layout(layout, n)
         if work is None:
             work = np.empty(total, dtype=dtype)
@@ -992,8 +1067,9 @@ class Backend:
                     f"work must be writeable with at least {total} elements, got "
                     f"{work.shape[0]}"
                 )
-        return {"labels": labels, "layout": layout, "label_smoothing": ls, "l2": l2,
-                "n_decay": n_decay, "work": work}  # fmt: skip
+        return {"labels": labels, "targets": targets, "loss": TRAIN_LOSSES[loss],
+                "layout": layout, "label_smoothing": ls, "l2": l2,
+                "weights_end": weights_end, "work": work}  # fmt: skip
 
     @staticmethod
     def _train_layout(layout: Any, n_params: int, n_features: int) -> np.ndarray:

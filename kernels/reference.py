@@ -12,7 +12,23 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from .contract import train_workspace_layout
+from .contract import (
+    BETA1,
+    BETA2,
+    DECOUPLED,
+    EPS,
+    L2,
+    LABEL_SMOOTHING,
+    LR,
+    MOMENTUM,
+    NESTEROV,
+    OPTIMIZER,
+    STEP,
+    TRAIN_OPTIMIZERS,
+    WEIGHT_DECAY,
+    WEIGHTS_END,
+    train_workspace_layout,
+)
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -240,11 +256,12 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     return sq
 
 
-def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
-               label_smoothing, l2, input_grad):  # fmt: skip
-    """Forward, softmax-CE and backward (the L2 term of the loss not added):
+def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+               config, hyper, input_grad):  # fmt: skip
+    """Forward, the loss and backward (the L2 term of the loss not added):
     ``(loss, n_correct)``. input_grad non-empty: d loss / d x written there."""
     n = x.shape[0]
+    l2 = float(hyper[L2])
     offsets, d_off, _ = train_workspace_layout(layout, n)
     empty = work[:0]
     rows = layout.tolist()
@@ -259,12 +276,12 @@ def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
         ys.append(y)
         zs.append(y if z is None else z)
         a = y
-    logits = ys[-1]
-    n_classes = logits.shape[1]
-    dy = work[d_off : d_off + n * n_classes].reshape(n, n_classes)
-    loss = softmax_cross_entropy(logits, labels, sample_weight, dy, empty,
-                                 label_smoothing)  # fmt: skip
-    correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
+    out = ys[-1]
+    n_out = out.shape[1]
+    dy = work[d_off : d_off + n * n_out].reshape(n, n_out)
+    loss = softmax_cross_entropy(out, labels, sample_weight, dy, empty,
+                                 float(hyper[LABEL_SMOOTHING]))  # fmt: skip
+    correct = int(np.count_nonzero(out.argmax(axis=1) == labels))
     for i in range(len(rows) - 1, -1, -1):
         w_off, b_off, k, m, act, keep = rows[i]
         if i:
@@ -280,46 +297,49 @@ def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
     return float(loss), correct
 
 
-def loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
-              label_smoothing, l2, n_decay, input_grad):  # fmt: skip
+def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+              config, hyper, input_grad):  # fmt: skip
     """Loss (L2 term included) and gradients of a Linear stack, no update: the
     oracle of the compiled backends' loss_grad. Returns ``(loss, n_correct)``."""
-    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
-                               alphas, work, label_smoothing, l2,
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper,
                                input_grad)  # fmt: skip
-    if l2 and n_decay:
-        loss += 0.5 * l2 * _sq_norm(params[:n_decay])
+    l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
+    if l2 and weights_end:
+        loss += 0.5 * l2 * _sq_norm(params[:weights_end])
     return loss, correct
 
 
-def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
-               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
-               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
-               state_b):  # fmt: skip
+def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+               config, hyper, velocity, m, v):  # fmt: skip
     """One optimizer step of a Linear stack: loss_grad's calls, then the update.
 
     The oracle of the compiled backends' fused train_step (same calls, same order).
     Returns ``(loss incl. the L2 term, n_correct)``.
     """
-    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
-                               alphas, work, label_smoothing, l2,
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper,
                                work[:0])  # fmt: skip
+    l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
+    lr, momentum = float(hyper[LR]), float(hyper[MOMENTUM])
+    beta1, beta2, eps = float(hyper[BETA1]), float(hyper[BETA2]), float(hyper[EPS])
+    nesterov, decoupled = bool(config[NESTEROV]), bool(config[DECOUPLED])
+    step = int(config[STEP])
     # the weights' update also returns their sum of squares before the step (L2 term)
     segments = [
-        (slice(0, n_decay), weight_decay, bool(l2)),
-        (slice(n_decay, params.size), 0.0, False),
+        (slice(0, weights_end), float(hyper[WEIGHT_DECAY]), bool(l2)),
+        (slice(weights_end, params.size), 0.0, False),
     ]
     for seg, wd, sq_norm in segments:
         if seg.stop <= seg.start:
             continue
-        if optimizer == 0:
+        if config[OPTIMIZER] == TRAIN_OPTIMIZERS["sgd"]:
             # an empty velocity (no momentum) slices to an empty array
-            sq = sgd_update(params[seg], grads[seg], state_a[seg], lr, momentum,
+            sq = sgd_update(params[seg], grads[seg], velocity[seg], lr, momentum,
                             nesterov, wd, sq_norm)  # fmt: skip
         else:
-            sq = adam_update(params[seg], grads[seg], state_a[seg], state_b[seg],
-                             lr, beta1, beta2, eps, step, wd, decoupled,
-                             sq_norm)  # fmt: skip
+            sq = adam_update(params[seg], grads[seg], m[seg], v[seg], lr, beta1,
+                             beta2, eps, step, wd, decoupled, sq_norm)  # fmt: skip
         if sq_norm:
             loss += 0.5 * l2 * sq
     return loss, correct

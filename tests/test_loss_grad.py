@@ -46,7 +46,7 @@ def _call(kb, x, labels, sw, params, layout, alphas, n_w, ls=0.1, l2=1e-2):
     dx = np.full_like(x, np.nan)
     loss, correct = kb.loss_grad(
         x, labels, params, grads, layout, alphas, sample_weight=sw,
-        label_smoothing=ls, l2=l2, n_decay=n_w, input_grad=dx,
+        label_smoothing=ls, l2=l2, weights_end=n_w, input_grad=dx,
     )  # fmt: skip
     return loss, correct, grads, dx
 
@@ -103,10 +103,10 @@ def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer):
     loss, correct, grads, _ = _call(backend, x, labels, sw, params, layout, alphas, n_w)
     stepped = params.copy()
     step_grads = np.zeros_like(params)
-    states = {"state_a": np.zeros_like(params), "state_b": np.zeros_like(params)}
+    states = {"m": np.zeros_like(params), "v": np.zeros_like(params)}
     step_loss, step_correct = backend.train_step(
         x, labels, stepped, step_grads, layout, alphas, sample_weight=sw,
-        label_smoothing=0.1, l2=1e-2, n_decay=n_w, optimizer=optimizer, lr=0.1,
+        label_smoothing=0.1, l2=1e-2, weights_end=n_w, optimizer=optimizer, lr=0.1,
         momentum=0.0, **(states if optimizer == "adam" else {}),
     )  # fmt: skip
     assert step_loss == loss and step_correct == correct
@@ -132,7 +132,7 @@ def test_one_and_two_threads_bitwise_equal(compiled, dtype):
             grads = np.empty_like(params)
             dx = np.empty_like(x)
             loss, _ = compiled.loss_grad(
-                x, labels, params, grads, layout, alphas, l2=1e-3, n_decay=n_w,
+                x, labels, params, grads, layout, alphas, l2=1e-3, weights_end=n_w,
                 input_grad=dx,
             )  # fmt: skip
             out.append((loss, grads.tobytes(), dx.tobytes()))
@@ -168,3 +168,21 @@ def test_raw_signature_is_the_contracts(backend):
         contract.raw_signature(backend.raw.loss_grad)
         == contract.RAW_KERNELS["loss_grad"]
     )
+
+
+def test_config_and_hyper_put_each_value_in_its_named_slot():
+    """The raw kernels read config / hyper by the contract's slot names: packing by
+    keyword puts every value where its name says."""
+    config = contract.pack_config(
+        **{name: 10 + i for i, name in enumerate(contract.CONFIG_SLOTS)}
+    )
+    hyper = contract.pack_hyper(
+        **{name: 0.5 + i for i, name in enumerate(contract.HYPER_SLOTS)}
+    )
+    assert config.dtype == np.int64 and hyper.dtype == np.float64
+    assert config.tolist() == [10 + i for i in range(len(contract.CONFIG_SLOTS))]
+    assert hyper.tolist() == [0.5 + i for i in range(len(contract.HYPER_SLOTS))]
+    for name in contract.CONFIG_SLOTS:
+        assert getattr(contract, name.upper()) == contract.CONFIG_SLOTS.index(name)
+    for name in contract.HYPER_SLOTS:
+        assert getattr(contract, name.upper()) == contract.HYPER_SLOTS.index(name)

@@ -167,9 +167,9 @@ def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer):
         for step in range(1, 4):
             out.append(kb.train_step(
                 x, labels, params, grads, layout, alphas, work, sample_weight=sw,
-                label_smoothing=0.1, l2=1e-2, n_decay=n_decay, optimizer=optimizer,
+                label_smoothing=0.1, l2=1e-2, weights_end=n_decay, optimizer=optimizer,
                 lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.01, step=step,
-                state_a=sa, state_b=None if optimizer == "sgd" else sb,
+                **({"velocity": sa} if optimizer == "sgd" else {"m": sa, "v": sb}),
             ))  # fmt: skip
         results.append((params, grads, sa, out))
     tol = 1e-5 if dtype == np.float32 else 1e-12
@@ -189,7 +189,7 @@ def test_kernel_validates_before_touching_memory(compiled):
     labels = np.array([0, 1, 2, 1])
     alphas = np.full(3, 0.01)
     before = params.copy()
-    kw = dict(lr=0.1, n_decay=n_decay)
+    kw = dict(lr=0.1, weights_end=n_decay)
     with pytest.raises(ValueError, match="labels must lie"):
         compiled.train_step(x, np.array([0, 1, 3, 0]), params, grads, layout, alphas,
                             **kw)  # fmt: skip
@@ -201,7 +201,7 @@ def test_kernel_validates_before_touching_memory(compiled):
     bad[2, 0] = 0  # weights overlap
     with pytest.raises(ValueError, match="disjoint"):
         compiled.train_step(x, labels, params, grads, bad, alphas, **kw)
-    with pytest.raises(ValueError, match="state_a is required"):
+    with pytest.raises(ValueError, match="velocity is required"):
         compiled.train_step(x, labels, params, grads, layout, alphas, momentum=0.9,
                             **kw)  # fmt: skip
     with pytest.raises(ValueError, match="at least"):

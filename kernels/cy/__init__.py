@@ -13,6 +13,7 @@ import os
 
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
+from ..contract import CONFIG_SLOTS, HYPER_SLOTS
 from . import _openmp, activations, linear, loss, optim, train
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
@@ -22,6 +23,10 @@ from .matmul import matmul  # the kernel shadows the module of the same name
 from .optim import adam_update, sgd_update
 from .train import loss_grad, train_step
 
+train._configure_slots(
+    {name: i for i, name in enumerate(CONFIG_SLOTS)},
+    {name: i for i, name in enumerate(HYPER_SLOTS)},
+)
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
 _GEMM_MODULES = (_matmul_module, linear, train)
 del activations, linear, loss, optim, train

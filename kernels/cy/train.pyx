@@ -1,7 +1,7 @@
 """Loss and gradients, and the whole training step, of a Linear(+activation) stack as
 one nogil call each.
 
-``loss_grad`` runs forward, fused softmax cross-entropy and backward (to every
+``loss_grad`` runs forward, the fused loss and backward (to every
 parameter and, on request, to the input); ``train_step`` runs the same and then the
 optimizer update, without touching Python: the very cores of linear.pyx, loss.pyx and optim.pyx
 (shared through _linear.pxi, _loss.pxi, _optim.pxi), with the same thresholds, so the
@@ -49,21 +49,27 @@ cdef Py_ssize_t _argmax_hits(const floating* z, const Py_ssize_t* labels, Py_ssi
     return hits
 
 
+cdef struct _Update:
+    int optimizer        # contract.TRAIN_OPTIMIZERS code
+    double lr, momentum, beta1, beta2, eps
+    bint nesterov, decoupled
+    long step
+
+
 cdef double _update(floating* params, floating* grads, floating* sa, floating* sb,
-                    Py_ssize_t lo, Py_ssize_t hi, double wd, int optimizer, double lr,
-                    double momentum, bint nesterov, double beta1, double beta2,
-                    double eps, bint decoupled, long step,
+                    Py_ssize_t lo, Py_ssize_t hi, double wd, const _Update* u,
                     double* partials) noexcept nogil:
-    """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update; with
-    ``partials`` returns the segment's sum p^2 before the step, else 0."""
+    """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update (sa: the
+    velocity or m, sb: v); with ``partials`` returns the segment's sum p^2 before the
+    step, else 0."""
     if hi <= lo:
         return 0
-    if optimizer == 0:
+    if u.optimizer == 0:
         return _sgd_core(params + lo, grads + lo,
-                         sa + lo if momentum != 0 and sa != NULL else NULL, hi - lo, lr,
-                         momentum, nesterov, wd, partials)
-    return _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, lr, beta1,
-                      beta2, eps, step, wd, decoupled, partials)
+                         sa + lo if u.momentum != 0 and sa != NULL else NULL, hi - lo,
+                         u.lr, u.momentum, u.nesterov, wd, partials)
+    return _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, u.lr,
+                      u.beta1, u.beta2, u.eps, u.step, wd, u.decoupled, partials)
 
 
 cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
@@ -132,10 +138,11 @@ cdef struct _Scratch:
 
 
 cdef int _scratch_alloc(_Scratch* s, Py_ssize_t L, Py_ssize_t n,
-                        Py_ssize_t n_decay) except -1:
+                        Py_ssize_t weights_end) except -1:
     s.offs = <Py_ssize_t*>malloc(3 * L * sizeof(Py_ssize_t))
     s.rows = <double*>malloc(n * sizeof(double))
-    s.partials = <double*>malloc(((n_decay + _CHUNK - 1) // _CHUNK + 1) * sizeof(double))
+    s.partials = <double*>malloc(((weights_end + _CHUNK - 1) // _CHUNK + 1)
+                                 * sizeof(double))
     if s.offs == NULL or s.rows == NULL or s.partials == NULL:
         _scratch_free(s)
         raise MemoryError()
@@ -151,18 +158,41 @@ cdef void _scratch_free(_Scratch* s) noexcept:
     s.partials = NULL
 
 
+# The slots of the config (int64) and hyper (float64) arrays: set from the contract's
+# CONFIG_SLOTS / HYPER_SLOTS at import (kernels/cy/__init__.py), never restated here.
+cdef Py_ssize_t _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
+cdef Py_ssize_t _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2
+cdef Py_ssize_t _EPS
+
+
+def _configure_slots(dict config, dict hyper):
+    """Slot index by name of the config and hyper arrays (the contract's)."""
+    global _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
+    global _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2, _EPS
+    _LOSS, _WEIGHTS_END = config["loss"], config["weights_end"]
+    _OPTIMIZER, _STEP = config["optimizer"], config["step"]
+    _NESTEROV, _DECOUPLED = config["nesterov"], config["decoupled"]
+    _LABEL_SMOOTHING, _L2, _LR = hyper["label_smoothing"], hyper["l2"], hyper["lr"]
+    _MOMENTUM, _WEIGHT_DECAY = hyper["momentum"], hyper["weight_decay"]
+    _BETA1, _BETA2, _EPS = hyper["beta1"], hyper["beta2"], hyper["eps"]
+
+
 def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
-              const Py_ssize_t[::1] labels,       # IN  (n,) in [0, out_last)
+              const Py_ssize_t[::1] labels,       # IN  (n,) in [0, out_last), or empty
+              const floating[:, ::1] targets,     # IN  (n, out_last), or empty
               const floating[::1] sample_weight,  # IN  (n,) or empty
               const floating[::1] params,         # IN  flat weights and biases
               floating[::1] grads,                # OUT flat gradients
               const int64_t[:, ::1] layout,       # IN  (L, 6) TRAIN_LAYOUT_COLUMNS
               const double[::1] alphas,           # IN  (L,) leaky_relu slopes
               floating[::1] work,                 # OUT carved workspace
-              double label_smoothing, double l2, Py_ssize_t n_decay,
+              const int64_t[::1] config,          # IN  CONFIG_SLOTS
+              const double[::1] hyper,            # IN  HYPER_SLOTS
               floating[:, ::1] input_grad):       # OUT (n, in_0) or empty
-    """Forward, softmax-CE (+ (l2/2)||W||^2) and backward; (loss, n_correct)."""
+    """Forward, the loss (+ (l2/2)||W||^2) and backward; (loss, n_correct)."""
     cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
+    cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
+    cdef double l2 = hyper[_L2]
     cdef const floating* swp = NULL
     cdef floating* dxp = NULL
     cdef _Scratch s
@@ -174,67 +204,84 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
         swp = &sample_weight[0]
     if input_grad.shape[0]:
         dxp = &input_grad[0, 0]
-    _scratch_alloc(&s, L, n, n_decay)
+    _scratch_alloc(&s, L, n, weights_end)
     with nogil:
         # BLAS to one thread once for the whole pass (each GEMM would switch it back
         # and forth); the GEMM blocks are single-threaded calls either way
         prev = _blas_single_begin()
         loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
                                &layout[0, 0], L, &alphas[0], &work[0], n,
-                               label_smoothing, l2, dxp, s.offs, s.rows, &correct)
+                               hyper[_LABEL_SMOOTHING], l2, dxp, s.offs, s.rows,
+                               &correct)
         _blas_single_end(prev)
         # the L2 term's sum of squares in the chunks train_step's update reads it in
-        if l2 != 0 and n_decay > 0:
-            loss += 0.5 * l2 * _sq_norm_core(&params[0], n_decay, s.partials)
+        if l2 != 0 and weights_end > 0:
+            loss += 0.5 * l2 * _sq_norm_core(&params[0], weights_end, s.partials)
     _scratch_free(&s)
     return loss, correct
 
 
 def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
-               const Py_ssize_t[::1] labels,      # IN  (n,) in [0, out_last)
+               const Py_ssize_t[::1] labels,      # IN  (n,) in [0, out_last), or empty
+               const floating[:, ::1] targets,    # IN  (n, out_last), or empty
                const floating[::1] sample_weight,  # IN  (n,) or empty
                floating[::1] params,              # IN/OUT flat weights and biases
                floating[::1] grads,               # OUT    flat gradients
                const int64_t[:, ::1] layout,      # IN  (L, 6) TRAIN_LAYOUT_COLUMNS
                const double[::1] alphas,          # IN  (L,) leaky_relu slopes
                floating[::1] work,                # OUT    carved workspace
-               double label_smoothing, double l2, Py_ssize_t n_decay, int optimizer,
-               double lr, double momentum, bint nesterov, double weight_decay,
-               double beta1, double beta2, double eps, bint decoupled, long step,
-               floating[::1] state_a,             # IN/OUT velocity or m, or empty
-               floating[::1] state_b):            # IN/OUT v, or empty
-    """Forward, softmax-CE, backward and the optimizer update; (loss, n_correct)."""
+               const int64_t[::1] config,         # IN  CONFIG_SLOTS
+               const double[::1] hyper,           # IN  HYPER_SLOTS
+               floating[::1] velocity,            # IN/OUT SGD momentum, or empty
+               floating[::1] m,                   # IN/OUT Adam first moment, or empty
+               floating[::1] v):                  # IN/OUT Adam second moment, or empty
+    """Forward, the loss, backward and the optimizer update; (loss, n_correct)."""
     cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
     cdef Py_ssize_t n_params = params.shape[0]
+    cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
+    cdef double l2 = hyper[_L2]
     cdef const floating* swp = NULL
     cdef floating* sa = NULL
     cdef floating* sb = NULL
     cdef _Scratch s
     cdef double loss, sq
     cdef int prev
+    cdef _Update u
     if n == 0 or L == 0:
         return float("nan"), 0
     if sample_weight.shape[0]:
         swp = &sample_weight[0]
-    if state_a.shape[0]:
-        sa = &state_a[0]
-    if state_b.shape[0]:
-        sb = &state_b[0]
-    _scratch_alloc(&s, L, n, n_decay)
+    u.optimizer = <int>config[_OPTIMIZER]
+    if u.optimizer == 0:
+        if velocity.shape[0]:
+            sa = &velocity[0]
+    else:
+        if m.shape[0]:
+            sa = &m[0]
+        if v.shape[0]:
+            sb = &v[0]
+    u.lr = hyper[_LR]
+    u.momentum = hyper[_MOMENTUM]
+    u.nesterov = config[_NESTEROV] != 0
+    u.beta1 = hyper[_BETA1]
+    u.beta2 = hyper[_BETA2]
+    u.eps = hyper[_EPS]
+    u.decoupled = config[_DECOUPLED] != 0
+    u.step = <long>config[_STEP]
+    _scratch_alloc(&s, L, n, weights_end)
     with nogil:
         prev = _blas_single_begin()
         loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
                                &layout[0, 0], L, &alphas[0], &work[0], n,
-                               label_smoothing, l2, NULL, s.offs, s.rows, &correct)
+                               hyper[_LABEL_SMOOTHING], l2, NULL, s.offs, s.rows,
+                               &correct)
         # the update: weights with weight decay, biases without; the L2 term's sum
         # of squares (float64, fixed chunks) is read by the weights' update, before
         # it steps
-        sq = _update(&params[0], &grads[0], sa, sb, 0, n_decay, weight_decay,
-                     optimizer, lr, momentum, nesterov, beta1, beta2, eps, decoupled,
-                     step, s.partials if l2 != 0 else NULL)
+        sq = _update(&params[0], &grads[0], sa, sb, 0, weights_end,
+                     hyper[_WEIGHT_DECAY], &u, s.partials if l2 != 0 else NULL)
         loss += 0.5 * l2 * sq
-        _update(&params[0], &grads[0], sa, sb, n_decay, n_params, 0.0, optimizer, lr,
-                momentum, nesterov, beta1, beta2, eps, decoupled, step, NULL)
+        _update(&params[0], &grads[0], sa, sb, weights_end, n_params, 0.0, &u, NULL)
         _blas_single_end(prev)
     _scratch_free(&s)
     return loss, correct

@@ -24,6 +24,21 @@ import math
 import numpy as np
 from numba import njit
 
+from ..contract import (
+    BETA1,
+    BETA2,
+    DECOUPLED,
+    EPS,
+    L2,
+    LABEL_SMOOTHING,
+    LR,
+    MOMENTUM,
+    NESTEROV,
+    OPTIMIZER,
+    STEP,
+    WEIGHT_DECAY,
+    WEIGHTS_END,
+)
 from . import _options as opt
 from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
@@ -71,7 +86,7 @@ def _carve(layout, n):
 
 
 @njit(**JIT)
-def _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg):
+def _forward_layer(a, params, work, layout, alphas, offs, i, n, cfg):
     """y_i = f(a @ W_i + b_i) (z_i kept when asked), as nb.linear.linear_forward."""
     w_off, b_off, k = layout[i, 0], layout[i, 1], layout[i, 2]
     m, act, keep = layout[i, 3], layout[i, 4], layout[i, 5]
@@ -130,26 +145,30 @@ def _argmax_hits(logits, labels):
 
 
 @njit(**JIT)
-def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum,
-            nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size, sq_norm,
-            tune):  # fmt: skip
+def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt,
+            step_size, sq_norm, tune):  # fmt: skip
     """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update
     (sum p^2 before the step returned when sq_norm, else 0)."""
     if hi <= lo:
         return 0.0
     t = params.dtype.type
     min_work, chunk = tune[0], tune[1]
+    lr, momentum = hyper[LR], hyper[MOMENTUM]
+    beta1, beta2, eps = hyper[BETA1], hyper[BETA2], hyper[EPS]
+    nesterov = config[NESTEROV] != 0
+    decoupled = config[DECOUPLED] != 0
     p = params[lo:hi]
     g = grads[lo:hi]
-    a = state_a[lo:hi]  # an empty buffer (SGD without momentum) slices to empty
-    if optimizer == 0:
+    if config[OPTIMIZER] == 0:
+        a = velocity[lo:hi]  # an empty buffer (no momentum) slices to empty
         if p.size * tune[5] >= min_work:
             return _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd),
                                  wd != 0.0, momentum != 0.0, sq_norm,
                                  chunk)  # fmt: skip
         return _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
                           momentum != 0.0, sq_norm, chunk)  # fmt: skip
-    b = state_b[lo:hi]
+    a = m[lo:hi]
+    b = v[lo:hi]
     if p.size * tune[6] >= min_work:
         return _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                               t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
@@ -161,23 +180,25 @@ def _update(params, grads, state_a, state_b, lo, hi, wd, optimizer, lr, momentum
 
 
 @njit(**JIT)
-def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
-               label_smoothing, l2, input_grad, tune, cfg):  # fmt: skip
-    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, params (flat),
-    #     layout (L, 6), alphas (L,), scalars, tune = (min work, chunk, col block,
-    #     softmax task, softmax cost, sgd cost, adam cost, act costs x6), cfg
+def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+               config, hyper, input_grad, tune, cfg):  # fmt: skip
+    # IN  x (n, k0), labels (n,) intp, targets (n, K) or empty, sample_weight (n,) or
+    #     empty, params (flat), layout (L, 6), alphas (L,), config, hyper (contract
+    #     slots), tune = (min work, chunk, col block, softmax task, softmax cost,
+    #     sgd cost, adam cost, act costs x6), cfg
     # OUT grads (flat), work (carved, see _carve), input_grad (n * k0,) or empty
-    # Forward, softmax-CE and backward; returns (loss without its L2 term, correct).
+    # Forward, the loss and backward; returns (loss without its L2 term, correct).
     n = x.shape[0]
     n_layers = layout.shape[0]
+    l2 = hyper[L2]
     offs, d_off = _carve(layout, n)
     # forward (layer 0 reads x; the others read the previous y in the workspace)
-    _forward_layer(x, params, work, layout, alphas, offs, ZERO, n, tune, cfg)
+    _forward_layer(x, params, work, layout, alphas, offs, ZERO, n, cfg)
     for i in range(1, n_layers):
         m_prev = layout[i - 1, 3]
         a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
-        _forward_layer(a, params, work, layout, alphas, offs, i, n, tune, cfg)
-    # loss and its gradient w.r.t. the logits
+        _forward_layer(a, params, work, layout, alphas, offs, i, n, cfg)
+    # loss and its gradient w.r.t. the last output
     n_classes = layout[n_layers - 1, 3]
     last = offs[n_layers - 1, 0]
     logits = work[last : last + n * n_classes].reshape((n, n_classes))
@@ -185,10 +206,10 @@ def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
     rows_per_task = max(1, tune[3] // n_classes)
     if n * n_classes * tune[4] >= tune[0] and n > 1:
         loss = _sce_parallel(logits, labels, sample_weight, dlogits, work[0:0],
-                             label_smoothing, rows_per_task)  # fmt: skip
+                             hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
     else:
         loss = _sce_serial(logits, labels, sample_weight, dlogits, work[0:0],
-                           label_smoothing, rows_per_task)  # fmt: skip
+                           hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
     correct = _argmax_hits(logits, labels)
     # backward, last layer first; dz overwrites the incoming gradient in place
     dy = dlogits
@@ -205,18 +226,19 @@ def _loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
 
 
 @njit(**JIT)
-def _loss_grad_l2(x, labels, sample_weight, params, grads, layout, alphas, work,
-                  label_smoothing, l2, n_decay, input_grad, tune,
-                  cfg):  # fmt: skip
+def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alphas,
+                  work, config, hyper, input_grad, tune, cfg):  # fmt: skip
     """_loss_grad plus the L2 term, summed in the chunks train_step's update uses."""
     prev = blas_single_begin(cfg)
-    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
-                               alphas, work, label_smoothing, l2, input_grad, tune,
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper, input_grad, tune,
                                cfg)  # fmt: skip
     blas_single_end(cfg, prev)
-    if l2 != 0.0 and n_decay > 0:
-        w = params[:n_decay]
-        if n_decay * tune[5] >= tune[0]:
+    l2 = hyper[L2]
+    weights_end = config[WEIGHTS_END]
+    if l2 != 0.0 and weights_end > 0:
+        w = params[:weights_end]
+        if weights_end * tune[5] >= tune[0]:
             loss += 0.5 * l2 * _sq_sum_parallel(w, tune[1])
         else:
             loss += 0.5 * l2 * _sq_sum_chunks(w, tune[1])
@@ -224,27 +246,26 @@ def _loss_grad_l2(x, labels, sample_weight, params, grads, layout, alphas, work,
 
 
 @njit(**JIT)
-def _train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
-                label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
-                weight_decay, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-                state_a, state_b, tune, cfg):  # fmt: skip
-    # IN  as _loss_grad, and the optimizer's scalars
-    # IN/OUT params, grads, state_a, state_b (flat), work (carved, see _carve)
+def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
+                work, config, hyper, velocity, m, v, bias2_sqrt, step_size, tune,
+                cfg):  # fmt: skip
+    # IN  as _loss_grad; bias2_sqrt, step_size: Adam's bias corrections
+    # IN/OUT params, grads, velocity / m, v (flat), work (carved, see _carve)
     # BLAS to one thread once for the whole step (each gemm would switch it back
     # and forth, ~1 us a time); the blocks are single-threaded calls either way
     prev = blas_single_begin(cfg)
-    loss, correct = _loss_grad(x, labels, sample_weight, params, grads, layout,
-                               alphas, work, label_smoothing, l2, work[0:0], tune,
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper, work[0:0], tune,
                                cfg)  # fmt: skip
     # the update: weights with weight decay, biases without; the L2 term's sum of
     # squares (float64, fixed chunks) is read by the weights' update, before it steps
-    sq = _update(params, grads, state_a, state_b, ZERO, n_decay, weight_decay,
-                 optimizer, lr, momentum, nesterov, beta1, beta2, eps, decoupled,
-                 bias2_sqrt, step_size, l2 != 0.0, tune)  # fmt: skip
+    l2 = hyper[L2]
+    weights_end = config[WEIGHTS_END]
+    sq = _update(params, grads, velocity, m, v, ZERO, weights_end, hyper[WEIGHT_DECAY],
+                 hyper, config, bias2_sqrt, step_size, l2 != 0.0, tune)  # fmt: skip
     loss += 0.5 * l2 * sq
-    _update(params, grads, state_a, state_b, n_decay, params.size, 0.0, optimizer, lr,
-            momentum, nesterov, beta1, beta2, eps, decoupled, bias2_sqrt, step_size,
-            FALSE, tune)  # fmt: skip
+    _update(params, grads, velocity, m, v, weights_end, params.size, 0.0, hyper,
+            config, bias2_sqrt, step_size, FALSE, tune)  # fmt: skip
     blas_single_end(cfg, prev)
     return loss, correct
 
@@ -254,34 +275,31 @@ def _tune():
             opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST)  # fmt: skip
 
 
-def loss_grad(x, labels, sample_weight, params, grads, layout, alphas, work,
-              label_smoothing, l2, n_decay, input_grad):  # fmt: skip
-    """Forward, softmax-CE (+ the L2 term) and backward in one compiled call."""
-    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, params (flat),
-    #     layout (L, 6) int64, alphas (L,) float64, scalars (see contract)
+def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+              config, hyper, input_grad):  # fmt: skip
+    """Forward, the loss (+ the L2 term) and backward in one compiled call."""
+    # IN  x (n, k0), labels (n,) intp or empty, targets (n, K) or empty,
+    #     sample_weight (n,) or empty, params (flat), layout (L, 6) int64,
+    #     alphas (L,) float64, config int64 / hyper float64 (contract slots)
     # OUT grads, work, input_grad (n, k0) or empty; returns (loss, n_correct)
     return _loss_grad_l2(
-        x, labels, sample_weight, params, grads, layout, alphas, work,
-        float(label_smoothing), float(l2), int(n_decay), input_grad.reshape(-1),
-        _tune(), _matmul.GEMM_CONFIG,
+        x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+        config, hyper, input_grad.reshape(-1), _tune(), _matmul.GEMM_CONFIG,
     )  # fmt: skip
 
 
-def train_step(x, labels, sample_weight, params, grads, layout, alphas, work,
-               label_smoothing, l2, n_decay, optimizer, lr, momentum, nesterov,
-               weight_decay, beta1, beta2, eps, decoupled, step, state_a,
-               state_b):  # fmt: skip
-    """Forward, softmax-CE, backward and the optimizer update in one compiled call."""
-    # IN  x (n, k0), labels (n,) intp, sample_weight (n,) or empty, layout (L, 6) int64,
-    #     alphas (L,) float64, scalars (see contract.Backend.train_step)
-    # IN/OUT params, grads, work, state_a, state_b; returns (loss, n_correct)
+def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+               config, hyper, velocity, m, v):  # fmt: skip
+    """Forward, the loss, backward and the optimizer update in one compiled call."""
+    # IN  as loss_grad   IN/OUT params, grads, work, velocity (SGD, or empty), m, v
+    # (Adam, or empty); returns (loss, n_correct)
     # Adam's bias corrections in Python float64, exactly as nb.optim.adam_update
+    step = int(config[STEP])
+    lr, beta1, beta2 = float(hyper[LR]), float(hyper[BETA1]), float(hyper[BETA2])
     bias1 = 1.0 - beta1**step
     bias2_sqrt = math.sqrt(1.0 - beta2**step)
     return _train_step(
-        x, labels, sample_weight, params, grads, layout, alphas, work,
-        float(label_smoothing), float(l2), int(n_decay), int(optimizer), float(lr),
-        float(momentum), bool(nesterov), float(weight_decay), float(beta1),
-        float(beta2), float(eps), bool(decoupled), bias2_sqrt, lr / bias1,
-        state_a, state_b, _tune(), _matmul.GEMM_CONFIG,
+        x, labels, targets, sample_weight, params, grads, layout, alphas, work,
+        config, hyper, velocity, m, v, bias2_sqrt, lr / bias1, _tune(),
+        _matmul.GEMM_CONFIG,
     )  # fmt: skip
