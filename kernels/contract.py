@@ -161,7 +161,7 @@ TRAIN_LAYOUT_COLUMNS = ("w_offset", "b_offset", "in_features", "out_features", "
                         "keep_z")  # fmt: skip
 #: The losses of loss_grad / train_step (``config[LOSS]``): softmax cross-entropy on
 #: integer labels, or squared error on float targets (the identity output).
-TRAIN_LOSSES = {"softmax_cross_entropy": 0}
+TRAIN_LOSSES = {"softmax_cross_entropy": 0, "squared_error": 1}
 #: train_step's optimizer codes (``config[OPTIMIZER]``; AdamW = Adam with
 #: ``config[DECOUPLED] = 1``).
 TRAIN_OPTIMIZERS = {"sgd": 0, "adam": 1}
@@ -276,10 +276,15 @@ def activation_code(activation: str | int) -> int:
 
 
 # --------------------------------------------------------------------------- checks
+_F32, _F64 = FLOAT_DTYPES
+
+
 def _array(name: str, a: Any, ndim: int | None = None) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in FLOAT_DTYPES:
+    dt = a.dtype
+    # identity first: the checks run on every call of every kernel
+    if dt is not _F32 and dt is not _F64 and dt not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
@@ -289,11 +294,19 @@ def _array(name: str, a: Any, ndim: int | None = None) -> np.ndarray:
 
 
 def _same_dtype(**arrays: np.ndarray | None) -> np.dtype:
-    dtypes = {n: a.dtype for n, a in arrays.items() if a is not None}
-    first = next(iter(dtypes.values()))
-    if any(d != first for d in dtypes.values()):
-        listing = ", ".join(f"{n}={d}" for n, d in dtypes.items())
-        raise TypeError(f"mixed dtypes ({listing}): all arrays must share one dtype")
+    first = None
+    for a in arrays.values():
+        if a is None:
+            continue
+        if first is None:
+            first = a.dtype
+        elif a.dtype != first:
+            listing = ", ".join(
+                f"{n}={a.dtype}" for n, a in arrays.items() if a is not None
+            )
+            raise TypeError(
+                f"mixed dtypes ({listing}): all arrays must share one dtype"
+            )
     return first
 
 

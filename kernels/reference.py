@@ -19,11 +19,13 @@ from .contract import (
     EPS,
     L2,
     LABEL_SMOOTHING,
+    LOSS,
     LR,
     MOMENTUM,
     NESTEROV,
     OPTIMIZER,
     STEP,
+    TRAIN_LOSSES,
     TRAIN_OPTIMIZERS,
     WEIGHT_DECAY,
     WEIGHTS_END,
@@ -258,7 +260,8 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
 
 def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
                config, hyper, input_grad):  # fmt: skip
-    """Forward, the loss and backward (the L2 term of the loss not added):
+    """Forward, the loss (softmax cross-entropy on labels or squared error on
+    targets, by config[LOSS]) and backward (the L2 term of the loss not added):
     ``(loss, n_correct)``. input_grad non-empty: d loss / d x written there."""
     n = x.shape[0]
     l2 = float(hyper[L2])
@@ -279,9 +282,13 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     out = ys[-1]
     n_out = out.shape[1]
     dy = work[d_off : d_off + n * n_out].reshape(n, n_out)
-    loss = softmax_cross_entropy(out, labels, sample_weight, dy, empty,
-                                 float(hyper[LABEL_SMOOTHING]))  # fmt: skip
-    correct = int(np.count_nonzero(out.argmax(axis=1) == labels))
+    if config[LOSS] == TRAIN_LOSSES["squared_error"]:
+        loss = squared_error(out, targets, sample_weight, dy, empty)
+        correct = 0
+    else:
+        loss = softmax_cross_entropy(out, labels, sample_weight, dy, empty,
+                                     float(hyper[LABEL_SMOOTHING]))  # fmt: skip
+        correct = int(np.count_nonzero(out.argmax(axis=1) == labels))
     for i in range(len(rows) - 1, -1, -1):
         w_off, b_off, k, m, act, keep = rows[i]
         if i:

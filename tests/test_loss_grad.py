@@ -1,5 +1,6 @@
 """The fused loss-and-gradient kernel (``loss_grad``): against the NumPy oracle, against
-finite differences (float64), against ``train_step``'s own gradients, every backend."""
+finite differences (float64), against ``train_step``'s own gradients, every backend,
+for both losses (softmax cross-entropy on labels, squared error on float targets)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ NETWORKS = {
     "tanh-leaky-sigmoid": [(4, 0, 0.0), (2, 1, -0.2), (3, 0, 0.0)],
 }
 SIZES = (6, 9, 7, 4)
+LOSSES = ("softmax_cross_entropy", "squared_error")
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
 
@@ -34,31 +36,38 @@ def _network(rng, dtype, acts, bias=True):
     return params, layout, alphas, n_w
 
 
-def _batch(rng, dtype, n=11):
+def _batch(rng, dtype, n=11, loss="softmax_cross_entropy"):
+    """x, the loss's target (labels, or float targets for squared error), weights."""
     x = rng.normal(size=(n, SIZES[0])).astype(dtype)
-    labels = np.arange(n) % SIZES[-1]
+    if loss == "squared_error":
+        y = rng.normal(size=(n, SIZES[-1])).astype(dtype)
+    else:
+        y = np.arange(n) % SIZES[-1]
     sw = rng.uniform(0.2, 2.0, size=n).astype(dtype)
-    return x, labels, sw
+    return x, y, sw
 
 
-def _call(kb, x, labels, sw, params, layout, alphas, n_w, ls=0.1, l2=1e-2):
+def _call(kb, x, y, sw, params, layout, alphas, n_w, loss="softmax_cross_entropy",
+          l2=1e-2):  # fmt: skip
     grads = np.full_like(params, np.nan)
     dx = np.full_like(x, np.nan)
-    loss, correct = kb.loss_grad(
-        x, labels, params, grads, layout, alphas, sample_weight=sw,
-        label_smoothing=ls, l2=l2, weights_end=n_w, input_grad=dx,
+    loss_value, correct = kb.loss_grad(
+        x, y, params, grads, layout, alphas, loss=loss, sample_weight=sw,
+        label_smoothing=0.1 if loss == "softmax_cross_entropy" else 0.0, l2=l2,
+        weights_end=n_w, input_grad=dx,
     )  # fmt: skip
-    return loss, correct, grads, dx
+    return loss_value, correct, grads, dx
 
 
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-def test_matches_the_oracle(backend, oracle, dtype, rng, net, bias):
+def test_matches_the_oracle(backend, oracle, dtype, rng, net, bias, loss):
     params, layout, alphas, n_w = _network(rng, dtype, NETWORKS[net], bias)
-    x, labels, sw = _batch(rng, dtype)
+    x, y, sw = _batch(rng, dtype, loss=loss)
     before = params.copy()
-    got = _call(backend, x, labels, sw, params, layout, alphas, n_w)
-    want = _call(oracle, x, labels, sw, params, layout, alphas, n_w)
+    got = _call(backend, x, y, sw, params, layout, alphas, n_w, loss)
+    want = _call(oracle, x, y, sw, params, layout, alphas, n_w, loss)
     tol = TOL[dtype]
     assert got[0] == pytest.approx(want[0], rel=tol, abs=tol)
     assert got[1] == want[1]
@@ -67,17 +76,18 @@ def test_matches_the_oracle(backend, oracle, dtype, rng, net, bias):
     assert params.tobytes() == before.tobytes()  # loss_grad never updates
 
 
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("net", sorted(NETWORKS))
-def test_gradients_match_finite_differences(backend, rng, net):
+def test_gradients_match_finite_differences(backend, rng, net, loss):
     """Central differences in float64 of the loss loss_grad itself returns (the
     L2 term, sample weights and label smoothing included)."""
     dtype = np.dtype(np.float64)
     params, layout, alphas, n_w = _network(rng, dtype, NETWORKS[net])
-    x, labels, sw = _batch(rng, dtype, n=5)
-    _, _, grads, dx = _call(backend, x, labels, sw, params, layout, alphas, n_w)
+    x, y, sw = _batch(rng, dtype, n=5, loss=loss)
+    _, _, grads, dx = _call(backend, x, y, sw, params, layout, alphas, n_w, loss)
 
     def loss_at(p, xx):
-        return _call(backend, xx, labels, sw, p, layout, alphas, n_w)[0]
+        return _call(backend, xx, y, sw, p, layout, alphas, n_w, loss)[0]
 
     h = 1e-6
     for idx in rng.choice(params.size, size=25, replace=False):
@@ -94,27 +104,31 @@ def test_gradients_match_finite_differences(backend, rng, net):
         assert dx[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-8), (i, j)
 
 
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer):
+def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer, loss):
     """train_step is loss_grad followed by the update: the same loss (its L2 term
     summed in the same chunks) and bitwise the same gradients."""
     params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
-    x, labels, sw = _batch(rng, dtype)
-    loss, correct, grads, _ = _call(backend, x, labels, sw, params, layout, alphas, n_w)
+    x, y, sw = _batch(rng, dtype, loss=loss)
+    loss_value, correct, grads, _ = _call(backend, x, y, sw, params, layout, alphas,
+                                          n_w, loss)  # fmt: skip
     stepped = params.copy()
     step_grads = np.zeros_like(params)
     states = {"m": np.zeros_like(params), "v": np.zeros_like(params)}
     step_loss, step_correct = backend.train_step(
-        x, labels, stepped, step_grads, layout, alphas, sample_weight=sw,
-        label_smoothing=0.1, l2=1e-2, weights_end=n_w, optimizer=optimizer, lr=0.1,
-        momentum=0.0, **(states if optimizer == "adam" else {}),
+        x, y, stepped, step_grads, layout, alphas, loss=loss, sample_weight=sw,
+        label_smoothing=0.1 if loss == "softmax_cross_entropy" else 0.0, l2=1e-2,
+        weights_end=n_w, optimizer=optimizer, lr=0.1, momentum=0.0,
+        **(states if optimizer == "adam" else {}),
     )  # fmt: skip
-    assert step_loss == loss and step_correct == correct
+    assert step_loss == loss_value and step_correct == correct
     assert step_grads.tobytes() == grads.tobytes()
     assert not np.array_equal(stepped, params)
 
 
-def test_one_and_two_threads_bitwise_equal(compiled, dtype):
+@pytest.mark.parametrize("loss", LOSSES)
+def test_one_and_two_threads_bitwise_equal(compiled, dtype, loss):
     """Wide enough for parallel GEMM blocks, epilogues, the loss and the L2 sum."""
     rng = np.random.default_rng(7)
     sizes = (300, 512, 10)
@@ -125,17 +139,20 @@ def test_one_and_two_threads_bitwise_equal(compiled, dtype):
                       dtype=np.int64)  # fmt: skip
     alphas = np.zeros(2)
     x = rng.normal(size=(256, k0)).astype(dtype)
-    labels = np.arange(256) % m1
+    if loss == "squared_error":
+        y = rng.normal(size=(256, m1)).astype(dtype)
+    else:
+        y = np.arange(256) % m1
     out = []
     for n_threads in (1, 2):
         with fastnn.num_threads(n_threads):
             grads = np.empty_like(params)
             dx = np.empty_like(x)
-            loss, _ = compiled.loss_grad(
-                x, labels, params, grads, layout, alphas, l2=1e-3, weights_end=n_w,
-                input_grad=dx,
+            loss_value, _ = compiled.loss_grad(
+                x, y, params, grads, layout, alphas, loss=loss, l2=1e-3,
+                weights_end=n_w, input_grad=dx,
             )  # fmt: skip
-            out.append((loss, grads.tobytes(), dx.tobytes()))
+            out.append((loss_value, grads.tobytes(), dx.tobytes()))
     assert out[0] == out[1]
 
 
@@ -186,3 +203,75 @@ def test_config_and_hyper_put_each_value_in_its_named_slot():
         assert getattr(contract, name.upper()) == contract.CONFIG_SLOTS.index(name)
     for name in contract.HYPER_SLOTS:
         assert getattr(contract, name.upper()) == contract.HYPER_SLOTS.index(name)
+
+
+def test_squared_error_is_the_standalone_kernels_loss(backend, dtype, rng):
+    """One identity Linear: the fused loss is (1/n) sum_i w_i 0.5 ||yhat_i - y_i||^2
+    (the standalone squared_error kernel's convention) + (l2 / 2) ||W||^2, and
+    dW = x^T (yhat - y) w / n + l2 W."""
+    n, k, m, l2 = 13, 5, 3, 0.03
+    params = rng.normal(size=k * m + m).astype(dtype)
+    layout = np.array([(0, k * m, k, m, 0, 0)], dtype=np.int64)
+    x = rng.normal(size=(n, k)).astype(dtype)
+    y = rng.normal(size=(n, m)).astype(dtype)
+    sw = rng.uniform(0.2, 2.0, size=n).astype(dtype)
+    grads = np.empty_like(params)
+    loss, correct = backend.loss_grad(
+        x, y, params, grads, layout, np.zeros(1), loss="squared_error",
+        sample_weight=sw, l2=l2, weights_end=k * m,
+    )  # fmt: skip
+    w, b = params[: k * m].reshape(k, m), params[k * m :]
+    pred = x @ w + b
+    alone, g = backend.squared_error(pred, y, sample_weight=sw)
+    w64 = w.astype(np.float64)
+    d = pred.astype(np.float64) - y
+    by_hand = np.mean(sw * 0.5 * (d * d).sum(axis=1))
+    tol = TOL[dtype]
+    assert correct == 0
+    assert loss == pytest.approx(alone + 0.5 * l2 * np.sum(w64 * w64), rel=tol)
+    assert loss == pytest.approx(by_hand + 0.5 * l2 * np.sum(w64 * w64), rel=tol)
+    np.testing.assert_allclose(grads[: k * m].reshape(k, m), x.T @ g + l2 * w,
+                               rtol=tol, atol=tol)  # fmt: skip
+    np.testing.assert_allclose(grads[k * m :], g.sum(axis=0), rtol=tol, atol=tol)
+
+
+def test_squared_error_targets_are_checked(backend, rng):
+    dtype = np.dtype(np.float64)
+    params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
+    x, y, _ = _batch(rng, dtype, loss="squared_error")
+    grads = np.zeros_like(params)
+    args = (params, grads, layout, alphas)
+    with pytest.raises(ValueError, match="y has shape"):
+        backend.loss_grad(x, y[:, :2].copy(), *args, loss="squared_error")
+    with pytest.raises(TypeError, match="y must be float32 or float64"):
+        backend.loss_grad(x, np.zeros(y.shape, np.int64), *args, loss="squared_error")
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        backend.loss_grad(x, y.astype(np.float32), *args, loss="squared_error")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        backend.loss_grad(x, y, *args, loss="squared_error", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="unknown loss"):
+        backend.loss_grad(x, y, *args, loss="hinge")
+    shared = np.zeros(y.size + x.size)  # targets and input_grad in one buffer
+    shared[: y.size] = y.reshape(-1)
+    with pytest.raises(ValueError, match="input_grad must not overlap targets"):
+        backend.loss_grad(
+            x,
+            shared[: y.size].reshape(y.shape),
+            *args,
+            loss="squared_error",
+            input_grad=shared[4 : 4 + x.size].reshape(x.shape),
+        )
+    assert not grads.any()  # nothing was written
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's matmul
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_squared_error_nan_and_inf_targets_propagate(backend, dtype, rng, bad):
+    """A NaN/inf target gives a non-finite loss and gradients, never a silent 0."""
+    params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
+    x, y, sw = _batch(rng, dtype, loss="squared_error")
+    y[3, 1] = bad
+    loss, _, grads, _ = _call(backend, x, y, sw, params, layout, alphas, n_w,
+                              "squared_error")  # fmt: skip
+    assert not np.isfinite(loss)
+    assert not np.all(np.isfinite(grads))

@@ -149,13 +149,17 @@ def _net(dtype, rng):
     return np.array(rows, dtype=np.int64), params, n_decay
 
 
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared_error"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
-def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer):
+def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer, loss):
     rng = np.random.default_rng(7)
     layout, p0, n_decay = _net(dtype, rng)
     x = rng.normal(size=(11, 6)).astype(dtype)
-    labels = rng.integers(0, 3, size=11)
+    if loss == "squared_error":  # float targets, one column per output
+        labels, smoothing = rng.normal(size=(11, 3)).astype(dtype), 0.0
+    else:
+        labels, smoothing = rng.integers(0, 3, size=11), 0.1
     sw = rng.uniform(0.5, 1.5, size=11).astype(dtype)
     alphas = np.array([0.01, -0.1, 0.01])
     results = []
@@ -166,8 +170,9 @@ def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer):
         out = []
         for step in range(1, 4):
             out.append(kb.train_step(
-                x, labels, params, grads, layout, alphas, work, sample_weight=sw,
-                label_smoothing=0.1, l2=1e-2, weights_end=n_decay, optimizer=optimizer,
+                x, labels, params, grads, layout, alphas, work, loss=loss,
+                sample_weight=sw, label_smoothing=smoothing, l2=1e-2,
+                weights_end=n_decay, optimizer=optimizer,
                 lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.01, step=step,
                 **({"velocity": sa} if optimizer == "sgd" else {"m": sa, "v": sb}),
             ))  # fmt: skip

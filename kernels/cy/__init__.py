@@ -13,7 +13,7 @@ import os
 
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
-from ..contract import CONFIG_SLOTS, HYPER_SLOTS
+from ..contract import CONFIG_SLOTS, HYPER_SLOTS, TRAIN_LOSSES
 from . import _openmp, activations, linear, loss, optim, train
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
@@ -26,6 +26,7 @@ from .train import loss_grad, train_step
 train._configure_slots(
     {name: i for i, name in enumerate(CONFIG_SLOTS)},
     {name: i for i, name in enumerate(HYPER_SLOTS)},
+    TRAIN_LOSSES["squared_error"],
 )
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
 _GEMM_MODULES = (_matmul_module, linear, train)

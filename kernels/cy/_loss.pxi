@@ -124,43 +124,51 @@ cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floatin
     return total / n
 
 
-cdef inline void _se_rows(const floating* p, const floating* t, const floating* w,
-                          floating* g, floating* row_out, double* rows,
-                          Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n,
-                          Py_ssize_t K) noexcept nogil:
-    """Rows [i0, i1) of the fused squared error: l_i = 0.5 sum_j d_ij^2 (float64),
-    d = p - t; g = d w_i / n when g != NULL."""
-    cdef Py_ssize_t i, j
-    cdef floating d, scale
+cdef inline double _se_block(const floating* p, const floating* t, const floating* w,
+                            floating* g, floating* row_out, Py_ssize_t i0,
+                            Py_ssize_t i1, Py_ssize_t n, Py_ssize_t K) noexcept nogil:
+    """Rows [i0, i1) of the fused squared error: l_i = 0.5 sum_j d_ij^2 (float64, j in
+    order), d = p - t; g = d w_i / n when g != NULL. Returns sum_i w_i l_i over the
+    rows, added in row order."""
+    cdef Py_ssize_t i, j, b
+    cdef floating scale
     cdef floating inv_n = <floating>(1.0 / n)
-    cdef double s
+    cdef double s, d, row, total = 0
+    # the loss pass carries no stores and no branch per element (a float64 chain per
+    # row; rows overlap), the gradient pass below is a plain vector loop
     for i in range(i0, i1):
-        scale = w[i] / <floating>n if w != NULL else inv_n
+        b = i * K
         s = 0
         for j in range(K):
-            d = p[i * K + j] - t[i * K + j]
-            s += <double>d * <double>d
-            if g != NULL:
-                g[i * K + j] = d * scale
-        rows[i] = 0.5 * s
+            d = <double>(p[b + j] - t[b + j])
+            s += d * d
+        row = 0.5 * s
         if row_out != NULL:
-            row_out[i] = <floating>(0.5 * s)
+            row_out[i] = <floating>row
+        total += row * w[i] if w != NULL else row
+    if g != NULL:
+        for i in range(i0, i1):
+            scale = w[i] / <floating>n if w != NULL else inv_n
+            b = i * K
+            for j in range(K):
+                g[b + j] = (p[b + j] - t[b + j]) * scale
+    return total
 
 
 cdef double _se_core(const floating* p, const floating* t, const floating* w,
                      floating* g, floating* row_out, double* rows, Py_ssize_t n,
                      Py_ssize_t K) noexcept nogil:
-    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_rows); rows: n doubles
-    of scratch."""
-    cdef Py_ssize_t c, i, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
+    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_block): blocks of
+    _CE_ROWS rows, their sums added in order; rows: n doubles of scratch."""
+    cdef Py_ssize_t c, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
     cdef double total = 0
     cdef int nt = _threads_for(<double>n * K, _CE_PAR_WORK)
     if nt > nchunks:
         nt = <int>nchunks
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        _se_rows(p, t, w, g, row_out, rows, c * _CE_ROWS,
-                 min(c * _CE_ROWS + _CE_ROWS, n), n, K)
-    # mean in row order: independent of the thread count
-    for i in range(n):
-        total += rows[i] * w[i] if w != NULL else rows[i]
+        rows[c] = _se_block(p, t, w, g, row_out, c * _CE_ROWS,
+                            min(c * _CE_ROWS + _CE_ROWS, n), n, K)
+    # in block order: independent of the thread count
+    for c in range(nchunks):
+        total += rows[c]
     return total / n

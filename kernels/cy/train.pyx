@@ -73,14 +73,17 @@ cdef double _update(floating* params, floating* grads, floating* sa, floating* s
 
 
 cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
+                           const floating* targets, int loss_code,
                            const floating* sw, const floating* params,
                            floating* grads, const int64_t* layout, Py_ssize_t L,
                            const double* alphas, floating* work, Py_ssize_t n,
                            double label_smoothing, double l2, floating* input_grad,
                            Py_ssize_t* offs, double* rows,
                            Py_ssize_t* correct) noexcept nogil:
-    """Forward, softmax-CE and backward (dW gets l2 W; d loss / d x into input_grad
-    unless NULL); returns the loss without its L2 term. BLAS is single-threaded."""
+    """Forward, the loss (softmax-CE on labels, or squared error on targets when
+    loss_code is _SQUARED_ERROR) and backward (dW gets l2 W; d loss / d x into
+    input_grad unless NULL); returns the loss without its L2 term. BLAS is
+    single-threaded."""
     cdef Py_ssize_t i, K, off = 0, d_off
     cdef const int64_t* row
     cdef const floating* a
@@ -112,10 +115,15 @@ cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
                              work + offs[3 * i + 1] if row[5] else NULL, n, row[2],
                              row[3], <int>row[4], <floating>alphas[i])
         a = work + offs[3 * i]
-    # loss, its gradient w.r.t. the logits, hits
+    # loss, its gradient w.r.t. the last output, hits
     K = layout[_NCOL * (L - 1) + 3]
-    loss = _sce_core(a, labels, sw, work + d_off, NULL, rows, n, K, label_smoothing)
-    correct[0] = _argmax_hits(a, labels, n, K)
+    if loss_code == _SQUARED_ERROR:
+        loss = _se_core(a, targets, sw, work + d_off, NULL, rows, n, K)
+        correct[0] = 0
+    else:
+        loss = _sce_core(a, labels, sw, work + d_off, NULL, rows, n, K,
+                         label_smoothing)
+        correct[0] = _argmax_hits(a, labels, n, K)
     # backward, last layer first; dz overwrites the incoming gradient in place
     dy = work + d_off
     for i in range(L - 1, -1, -1):
@@ -133,7 +141,7 @@ cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
 
 cdef struct _Scratch:
     Py_ssize_t* offs     # 3 per layer: the y, z, dx offsets in work
-    double* rows         # one per row: softmax-CE row losses
+    double* rows         # one per row: the row losses of the loss
     double* partials     # one per _CHUNK of the weights: sum p^2 per chunk
 
 
@@ -163,12 +171,16 @@ cdef void _scratch_free(_Scratch* s) noexcept:
 cdef Py_ssize_t _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
 cdef Py_ssize_t _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2
 cdef Py_ssize_t _EPS
+cdef int _SQUARED_ERROR = -1  # contract.TRAIN_LOSSES["squared_error"]
 
 
-def _configure_slots(dict config, dict hyper):
-    """Slot index by name of the config and hyper arrays (the contract's)."""
+def _configure_slots(dict config, dict hyper, int squared_error):
+    """Slot index by name of the config and hyper arrays, and the squared-error loss
+    code (the contract's)."""
     global _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
     global _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2, _EPS
+    global _SQUARED_ERROR
+    _SQUARED_ERROR = squared_error
     _LOSS, _WEIGHTS_END = config["loss"], config["weights_end"]
     _OPTIMIZER, _STEP = config["optimizer"], config["step"]
     _NESTEROV, _DECOUPLED = config["nesterov"], config["decoupled"]
@@ -194,6 +206,8 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
     cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
     cdef double l2 = hyper[_L2]
     cdef const floating* swp = NULL
+    cdef const Py_ssize_t* lp = NULL
+    cdef const floating* tp = NULL
     cdef floating* dxp = NULL
     cdef _Scratch s
     cdef double loss
@@ -202,6 +216,10 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
         return float("nan"), 0
     if sample_weight.shape[0]:
         swp = &sample_weight[0]
+    if labels.shape[0]:
+        lp = &labels[0]
+    if targets.shape[0]:
+        tp = &targets[0, 0]
     if input_grad.shape[0]:
         dxp = &input_grad[0, 0]
     _scratch_alloc(&s, L, n, weights_end)
@@ -209,7 +227,8 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
         # BLAS to one thread once for the whole pass (each GEMM would switch it back
         # and forth); the GEMM blocks are single-threaded calls either way
         prev = _blas_single_begin()
-        loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
+        loss = _loss_grad_core(&x[0, 0], lp, tp, <int>config[_LOSS], swp,
+                               &params[0], &grads[0],
                                &layout[0, 0], L, &alphas[0], &work[0], n,
                                hyper[_LABEL_SMOOTHING], l2, dxp, s.offs, s.rows,
                                &correct)
@@ -241,6 +260,8 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
     cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
     cdef double l2 = hyper[_L2]
     cdef const floating* swp = NULL
+    cdef const Py_ssize_t* lp = NULL
+    cdef const floating* tp = NULL
     cdef floating* sa = NULL
     cdef floating* sb = NULL
     cdef _Scratch s
@@ -251,6 +272,10 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
         return float("nan"), 0
     if sample_weight.shape[0]:
         swp = &sample_weight[0]
+    if labels.shape[0]:
+        lp = &labels[0]
+    if targets.shape[0]:
+        tp = &targets[0, 0]
     u.optimizer = <int>config[_OPTIMIZER]
     if u.optimizer == 0:
         if velocity.shape[0]:
@@ -271,7 +296,8 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
     _scratch_alloc(&s, L, n, weights_end)
     with nogil:
         prev = _blas_single_begin()
-        loss = _loss_grad_core(&x[0, 0], &labels[0], swp, &params[0], &grads[0],
+        loss = _loss_grad_core(&x[0, 0], lp, tp, <int>config[_LOSS], swp,
+                               &params[0], &grads[0],
                                &layout[0, 0], L, &alphas[0], &work[0], n,
                                hyper[_LABEL_SMOOTHING], l2, NULL, s.offs, s.rows,
                                &correct)

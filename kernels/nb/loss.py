@@ -353,52 +353,76 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
 
 # ---------------------------------------------------------------------- squared error
 @njit(**JIT)
-def _se_range(pred, target, sample_weight, grad_flat, row_loss_out, partial, r0, r1):
-    """Rows r0..r1: l_i = 0.5 sum_j d_ij^2 (float64), d = pred - target; grad = d
-    w_i / n when grad_flat is non-empty."""
-    n, k = pred.shape
+def _se_block(pred, target, sample_weight, grad_flat, row_loss_out, n):
+    """One block of rows (every argument sliced to it; n the whole batch):
+    l_i = 0.5 sum_j d_ij^2 (float64, j in order), d = pred - target; grad = d w_i / n
+    when grad_flat is non-empty. Returns sum_i w_i l_i, added in row order."""
+    # IN  pred, target (rows, K), sample_weight (rows,) or empty
+    # OUT grad_flat (rows*K,) or empty, row_loss_out (rows,) or empty
+    rows, k = pred.shape
     t = pred.dtype.type
-    inv_n = t(1.0 / n)
-    for i in range(r0, r1):
-        scale = sample_weight[i] / t(n) if sample_weight.size else inv_n
+    pf = pred.reshape(-1)
+    tf = target.reshape(-1)
+    total = 0.0
+    # loops from 0 over the block (offsets provably >= 0: no wraparound checks);
+    # the loss pass has no store or branch per element, the gradient pass is a
+    # plain vector loop
+    for i in range(rows):
+        b = i * k
         s = 0.0
         for j in range(k):
-            d = pred[i, j] - target[i, j]
-            s += np.float64(d) * np.float64(d)
-            if grad_flat.size:
-                grad_flat[i * k + j] = d * scale
-        partial[i] = 0.5 * s
+            d = np.float64(pf[b + j] - tf[b + j])
+            s += d * d
+        row = 0.5 * s
         if row_loss_out.size:
-            row_loss_out[i] = 0.5 * s
+            row_loss_out[i] = row
+        total += row * sample_weight[i] if sample_weight.size else row
+    if grad_flat.size:
+        inv_n = t(1.0 / n)
+        for i in range(rows):
+            scale = sample_weight[i] / t(n) if sample_weight.size else inv_n
+            b = i * k
+            for j in range(k):
+                grad_flat[b + j] = (pf[b + j] - tf[b + j]) * scale
+    return total
 
 
 @njit(**JIT)
-def _weighted_mean(partial, sample_weight):
-    """(1/n) sum_i w_i l_i, added in row order: independent of the thread count."""
+def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1):
+    """_se_block on rows r0..r1 (empty optional arrays stay empty)."""
+    k = pred.shape[1]
+    return _se_block(pred[r0:r1], target[r0:r1], sample_weight[r0:r1],
+                     grad_flat[r0 * k : r1 * k], row_loss_out[r0:r1],
+                     pred.shape[0])  # fmt: skip
+
+
+@njit(**JIT)
+def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task):
+    """(1/n) sum_i w_i l_i: blocks of ``rows_per_task`` rows, their sums added in
+    order (as _se_parallel, so both give the same bits)."""
+    n = pred.shape[0]
+    grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
     total = 0.0
-    for i in range(partial.size):
-        total += partial[i] * sample_weight[i] if sample_weight.size else partial[i]
-    return total / partial.size
-
-
-@njit(**JIT)
-def _se_serial(pred, target, sample_weight, grad_out, row_loss_out):
-    partial = np.empty(pred.shape[0], np.float64)
-    _se_range(pred, target, sample_weight, grad_out.reshape(-1), row_loss_out,
-              partial, ZERO, pred.shape[0])  # fmt: skip
-    return _weighted_mean(partial, sample_weight)
+    for r0 in range(0, n, rows_per_task):
+        total += _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0,
+                          min(r0 + rows_per_task, n))  # fmt: skip
+    return total / n
 
 
 @njit(**PARALLEL)
 def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task):
     n = pred.shape[0]
-    partial = np.empty(n, np.float64)
-    grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
-    for c in prange((n + rows_per_task - 1) // rows_per_task):
+    n_blocks = (n + rows_per_task - 1) // rows_per_task
+    partials = np.empty(n_blocks, np.float64)
+    grad_flat = grad_out.reshape(-1)
+    for c in prange(n_blocks):
         r0 = np.int64(c) * rows_per_task
-        _se_range(pred, target, sample_weight, grad_flat, row_loss_out, partial, r0,
-                  min(r0 + rows_per_task, n))  # fmt: skip
-    return _weighted_mean(partial, sample_weight)
+        partials[c] = _se_rows(pred, target, sample_weight, grad_flat, row_loss_out,
+                               r0, min(r0 + rows_per_task, n))  # fmt: skip
+    total = 0.0
+    for c in range(n_blocks):  # in order: independent of the thread count
+        total += partials[c]
+    return total / n
 
 
 def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
@@ -412,7 +436,8 @@ def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
     if n * k * opt.SQUARED_ERROR_COST >= opt.PARALLEL_MIN_WORK and n > 1:
         return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out,
                             _rows_per_task(k))  # fmt: skip
-    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out)
+    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out,
+                      _rows_per_task(k))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- softmax

@@ -1,15 +1,15 @@
 """Loss and gradients, and the whole training step, of a Linear(+activation) stack as
 one compiled call each.
 
-``loss_grad`` runs forward, fused softmax cross-entropy and backward (to every
-parameter and, on request, to the input) in one @njit function (``_loss_grad``);
-``train_step`` runs the same and then the optimizer update (``_train_step``). They
-call the very cores the separate
-raw kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the
-softmax-CE row loops, the SGD / Adam slices), with the same serial-or-parallel
-decisions, so the weights come out bitwise equal to the layer-by-layer path and do not
-depend on the thread count. One specialisation per dtype serves every depth: the
-network is described by the int64 layout table and the flat buffers
+``loss_grad`` runs forward, the fused loss (softmax cross-entropy on labels or squared
+error on float targets) and backward (to every parameter and, on request, to the
+input) in one @njit function (``_loss_grad``); ``train_step`` runs the same and then
+the optimizer update (``_train_step``). They call the very cores the separate raw
+kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the loss row
+loops, the SGD / Adam slices), with the same serial-or-parallel decisions, so the
+weights come out bitwise equal to the layer-by-layer path and do not depend on the
+thread count. One specialisation per dtype serves every depth: the network is
+described by the int64 layout table and the flat buffers
 (``fastnn.kernels.contract.train_workspace_layout`` says how ``work`` is carved).
 
 Thresholds and the GEMM configuration are read from ``_options`` at call time and
@@ -31,18 +31,20 @@ from ..contract import (
     EPS,
     L2,
     LABEL_SMOOTHING,
+    LOSS,
     LR,
     MOMENTUM,
     NESTEROV,
     OPTIMIZER,
     STEP,
+    TRAIN_LOSSES,
     WEIGHT_DECAY,
     WEIGHTS_END,
 )
 from . import _options as opt
 from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
-from .loss import _sce_parallel, _sce_serial
+from .loss import _sce_parallel, _sce_serial, _se_parallel, _se_serial
 from .matmul import blas_single_begin, blas_single_end
 from .optim import (
     _adam_parallel,
@@ -54,6 +56,7 @@ from .optim import (
 )
 
 _ALIGN = 16  # contract.TRAIN_WORK_ALIGN
+SQUARED_ERROR = TRAIN_LOSSES["squared_error"]
 
 # the module, read at call time (the package's "matmul" is the kernel of that name);
 # GEMM_CONFIG changes in a forked child (see __init__._serial_only)
@@ -185,7 +188,7 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     # IN  x (n, k0), labels (n,) intp, targets (n, K) or empty, sample_weight (n,) or
     #     empty, params (flat), layout (L, 6), alphas (L,), config, hyper (contract
     #     slots), tune = (min work, chunk, col block, softmax task, softmax cost,
-    #     sgd cost, adam cost, act costs x6), cfg
+    #     sgd cost, adam cost, act costs x6, squared-error cost), cfg
     # OUT grads (flat), work (carved, see _carve), input_grad (n * k0,) or empty
     # Forward, the loss and backward; returns (loss without its L2 term, correct).
     n = x.shape[0]
@@ -199,20 +202,29 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
         a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
         _forward_layer(a, params, work, layout, alphas, offs, i, n, cfg)
     # loss and its gradient w.r.t. the last output
-    n_classes = layout[n_layers - 1, 3]
+    n_out = layout[n_layers - 1, 3]
     last = offs[n_layers - 1, 0]
-    logits = work[last : last + n * n_classes].reshape((n, n_classes))
-    dlogits = work[d_off : d_off + n * n_classes].reshape((n, n_classes))
-    rows_per_task = max(1, tune[3] // n_classes)
-    if n * n_classes * tune[4] >= tune[0] and n > 1:
-        loss = _sce_parallel(logits, labels, sample_weight, dlogits, work[0:0],
-                             hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
+    out = work[last : last + n * n_out].reshape((n, n_out))
+    dout = work[d_off : d_off + n * n_out].reshape((n, n_out))
+    rows_per_task = max(1, tune[3] // n_out)
+    if config[LOSS] == SQUARED_ERROR:
+        correct = 0
+        if n * n_out * tune[13] >= tune[0] and n > 1:
+            loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
+                                rows_per_task)  # fmt: skip
+        else:
+            loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
+                              rows_per_task)  # fmt: skip
     else:
-        loss = _sce_serial(logits, labels, sample_weight, dlogits, work[0:0],
-                           hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
-    correct = _argmax_hits(logits, labels)
+        if n * n_out * tune[4] >= tune[0] and n > 1:
+            loss = _sce_parallel(out, labels, sample_weight, dout, work[0:0],
+                                 hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
+        else:
+            loss = _sce_serial(out, labels, sample_weight, dout, work[0:0],
+                               hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
+        correct = _argmax_hits(out, labels)
     # backward, last layer first; dz overwrites the incoming gradient in place
-    dy = dlogits
+    dy = dout
     for i in range(n_layers - 1, 0, -1):
         m_prev = layout[i - 1, 3]
         a = work[offs[i - 1, 0] : offs[i - 1, 0] + n * m_prev].reshape((n, m_prev))
@@ -272,7 +284,8 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
 
 def _tune():
     return (opt.PARALLEL_MIN_WORK, opt.CHUNK, opt.COL_BLOCK, opt.SOFTMAX_TASK,
-            opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST)  # fmt: skip
+            opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST,
+            opt.SQUARED_ERROR_COST)  # fmt: skip
 
 
 def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
