@@ -20,8 +20,9 @@ if _importlib_util.find_spec(f"{__name__}.kernels") is None:
     )
 
 from ._config import show_config
+from ._version import __version__
 from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
-from .checkpoint import CheckpointError, load
+from .checkpoint import CheckpointError
 from .data import load_dataset, load_digits_split
 from .kernels import available_backends, get_backend, set_backend
 from .layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
@@ -36,11 +37,9 @@ from .optim import (
     ReduceLROnPlateau,
     StepLR,
 )
+from .serialize import load
 from .standard_callbacks import CSVLogger, LambdaCallback, ModelCheckpoint
 from .threads import get_num_threads, num_threads, set_num_threads
-
-__version__ = "0.1.0"
-
 
 # Loaded on first use (kept out of `import fastnn`): name -> (module, attribute).
 _LAZY = {

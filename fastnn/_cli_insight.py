@@ -190,7 +190,7 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .checkpoint import load
+    from .serialize import load
 
     return load(args.model, backend=args.backend, n_threads=args.threads)
 

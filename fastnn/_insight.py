@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import write_atomic
+from .layers import Linear, activation_layer
 from .model import NotFittedError, Sequential
 
 
@@ -44,8 +46,6 @@ def _from_estimator(est: Any) -> Sequential:
     logits (0, z), whose softmax is (1 - sigmoid(z), sigmoid(z)), as its
     ``predict_proba``.
     """
-    from .layers import Linear, activation_layer
-
     if not hasattr(est, "coefs_"):
         raise NotFittedError(
             "This MLPClassifier instance is not fitted yet. Call 'fit' with "
@@ -79,15 +79,6 @@ def _from_estimator(est: Any) -> Sequential:
     return model
 
 
-def logsumexp_rows(z: np.ndarray) -> np.ndarray:
-    """Max-shifted log-sum-exp of each row of a 2-D float array (float64)."""
-    z = np.asarray(z, dtype=np.float64)
-    m = z.max(axis=1)
-    shift = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return shift + np.log(np.exp(z - shift[:, None]).sum(axis=1))
-
-
 def new_figure(*args: Any, **kwargs: Any) -> Any:
     """A matplotlib Figure not tied to pyplot (so no global backend is touched)."""
     from matplotlib.figure import Figure
@@ -97,8 +88,6 @@ def new_figure(*args: Any, **kwargs: Any) -> Any:
 
 def write_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Save a figure as PNG atomically (a temp file beside ``path``, then a rename)."""
-    from .checkpoint import write_atomic
-
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ._insight import as_sequential, logsumexp_rows, new_figure, write_figure
-from ._validation import check_y
+from ._insight import as_sequential, new_figure, write_figure
+from ._scores import check_temperature, confidence_from_logits, logsumexp_rows
+from ._validation import check_int, check_y
 from .model import Sequential
 from .threads import num_threads
 
@@ -54,63 +55,12 @@ _ORIENTATION = {"max_softmax": 1.0, "entropy": -1.0, "energy": -1.0, "margin": 1
 
 
 # ---------------------------------------------------------------- confidence
-def _check_temperature(temperature: Any) -> float:
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"temperature must be a real number, got {temperature!r}"
-        ) from None
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    return t
-
-
 def _model_and_temperature(model: Any, temperature: Any) -> tuple[Sequential, float]:
     if isinstance(model, TemperatureScaled):
         t = model.temperature_ if temperature is None else temperature
-        return model.model, _check_temperature(t)
+        return model.model, check_temperature(t)
     seq = as_sequential(model, "this function")
-    return seq, _check_temperature(1.0 if temperature is None else temperature)
-
-
-def confidence_from_logits(
-    logits: Any, temperature: float = 1.0
-) -> dict[str, np.ndarray]:
-    """The confidence scores of each row of ``logits`` (see :func:`confidence`).
-
-    Parameters
-    ----------
-    logits : array-like of shape (n_samples, n_classes)
-    temperature : float, default=1.0
-        The logits are divided by it first.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_samples,), float64
-        ``max_softmax``, ``entropy``, ``energy``, ``margin``.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or z.shape[1] < 1:
-        raise ValueError(f"logits must be 2-D with >= 1 column, got shape {z.shape}")
-    t = _check_temperature(temperature)
-    z = z / t
-    lse = logsumexp_rows(z)
-    with np.errstate(invalid="ignore"):
-        logp = z - lse[:, None]
-    p = np.exp(logp)
-    plogp = np.where(p > 0, p * logp, 0.0)  # 0 log 0 = 0
-    if z.shape[1] >= 2:
-        top2 = np.partition(p, z.shape[1] - 2, axis=1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-    else:
-        margin = p[:, 0].copy()
-    return {
-        "max_softmax": p.max(axis=1),
-        "entropy": -plogp.sum(axis=1),
-        "energy": -t * lse,
-        "margin": margin,
-    }
+    return seq, check_temperature(1.0 if temperature is None else temperature)
 
 
 def confidence(
@@ -172,7 +122,7 @@ class TemperatureScaled:
 
     def __init__(self, model: Any, temperature: float) -> None:
         self.model = as_sequential(model, "TemperatureScaled")
-        self.temperature_ = _check_temperature(temperature)
+        self.temperature_ = check_temperature(temperature)
         self.nll_before_ = math.nan
         self.nll_after_ = math.nan
 
@@ -258,7 +208,7 @@ def calibrate(
     from scipy.optimize import minimize_scalar
 
     seq = model.model if isinstance(model, TemperatureScaled) else as_sequential(model)
-    lo, hi = (_check_temperature(b) for b in bounds)
+    lo, hi = (check_temperature(b) for b in bounds)
     if not lo < hi:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
     z = seq.decision_function(X_val).astype(np.float64)
@@ -331,8 +281,6 @@ def reliability_curve(
         per bin, NaN for empty bins), ``count`` (n_bins,; rows per bin).
     """
     from sklearn.calibration import calibration_curve
-
-    from ._validation import check_int
 
     n_bins = check_int("n_bins", n_bins, 1)
     conf, correct = _probabilities(y_true, y_prob, classes)

@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import stat
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,8 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "check_output_path",
-    "load",
     "read",
-    "save",
+    "write",
     "write_atomic",
 ]
 
@@ -63,43 +61,23 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------- write
-def save(
-    model,
-    path: str | os.PathLike,
-    *,
-    train_state: dict[str, Any] | None = None,
-    extra_arrays: dict[str, np.ndarray] | None = None,
+def write(
+    path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> None:
-    """Write ``model`` (and optionally the state of a fit) to ``path`` atomically.
+    """Write ``arrays`` and the JSON-compatible ``meta`` to ``path`` atomically,
+    with the format, version and checksum added to ``meta``.
 
-    Parameters
-    ----------
-    model : fastnn.Sequential
-    path : path-like
-        Destination (conventionally ``*.npz``); its folder must exist.
-    train_state : dict, optional
-        JSON-compatible position of a running fit (written by ``fit``).
-    extra_arrays : dict, optional
-        Further arrays of the fit (shuffle permutation, callback state).
+    Raises
+    ------
+    CheckpointError
+        When a float array holds NaN or infinity (nothing is written).
     """
-    from . import __version__
-
-    meta, arrays = model._state()
-    arrays = dict(arrays)
-    arrays.update(extra_arrays or {})
     for name, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise CheckpointError(
                 f"refusing to save non-finite values in {name!r} (training diverged?)"
             )
-    meta.update(
-        format=FORMAT,
-        version=VERSION,
-        fastnn_version=__version__,
-        numpy_version=np.__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        train_state=train_state,
-    )
+    meta = dict(meta, format=FORMAT, version=VERSION)
     meta["checksum"] = _checksum(meta, arrays)
     payload = dict(arrays)
     payload[_META] = np.frombuffer(_canonical(meta), dtype=np.uint8)
@@ -259,64 +237,12 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
             f"{where} failed its checksum: the file is damaged or was modified"
         )
     meta["checksum"] = stored
-    for key in ("model", "dtype", "params", "optimizer", "fitted"):
-        if key not in meta:
-            raise CheckpointError(f"{where} metadata lacks {key!r}")
     for name, a in arrays.items():
         if a.dtype.kind == "O":
             raise CheckpointError(f"{where}: array {name!r} has object dtype")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise CheckpointError(f"{where}: array {name!r} holds NaN or infinity")
     return meta, arrays
-
-
-def load(
-    path: str | os.PathLike, *, backend: str | None = None, n_threads: int | None = None
-):
-    """Load a model saved with ``model.save`` or ``fit(checkpoint=...)``.
-
-    Parameters
-    ----------
-    path : path-like
-    backend : str, optional
-        Kernel backend of the loaded model (None: the process default).
-    n_threads : int, optional
-
-    Returns
-    -------
-    fastnn.Sequential
-        The model (an ``MLP`` when one was saved), with weights, classes and
-        optimizer state restored.
-    """
-    from .model import check_meta, model_from_config
-
-    meta, arrays = read(path)
-    check_meta(meta, arrays)  # before the model is built (allocated)
-    try:
-        model = model_from_config(
-            meta["model"]["class"],
-            meta["model"]["config"],
-            backend=backend,
-            n_threads=n_threads,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} describes an invalid model: {exc}"
-        ) from None
-    model._check_state(meta, arrays)
-    model._set_state(meta, arrays)
-    return model
-
-
-def load_into(model, path: str | os.PathLike) -> None:
-    """Load weights, classes and optimizer state from ``path`` into ``model``.
-
-    The file must describe the same architecture and dtype; nothing is changed
-    when it does not (CheckpointError).
-    """
-    meta, arrays = read(path)
-    model._check_state(meta, arrays)
-    model._set_state(meta, arrays)
 
 
 # -------------------------------------------------------------------- helpers

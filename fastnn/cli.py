@@ -636,7 +636,7 @@ def _report(r: dict[str, Any]) -> None:
 
 
 def _load_model(args):
-    from .checkpoint import load
+    from .serialize import load
 
     return load(args.model, backend=args.backend, n_threads=args.threads)
 
@@ -692,8 +692,8 @@ def _ood(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import load
     from .onnx_export import OPSET
+    from .serialize import load
 
     if not args.onnx.lower().endswith(".onnx"):
         raise ValueError(f"--onnx must name a .onnx file, got {args.onnx!r}")

@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -57,19 +58,20 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import _mpi_probe
-from ._validation import check_int, check_n_features, check_y
-from .callbacks import Callback, History
+from . import _mpi_probe, training
+from ._validation import check_int
+from .callbacks import History
 from .checkpoint import CheckpointError
-from .progress import Progress
-from .threads import cpu_count, num_threads
+from .model import Sequential
+from .threads import cpu_count
+from .training import LocalStrategy
 
 __all__ = [
+    "MPIStrategy",
     "MPIUnavailableError",
     "default_threads",
     "fit",
@@ -421,22 +423,10 @@ def fit(
     model,
     X: Any,
     y: Any,
-    epochs: int = 10,
-    batch_size: int = 32,
-    shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
-    validation_split: float = 0.0,
-    callbacks: Iterable[Callback] = (),
-    seed: int | None = None,
-    verbose: int = 1,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | str = "epoch",
-    resume: bool = False,
-    *,
-    sample_weight: Any = None,
-    classes: Any = None,
+    *args: Any,
     comm: Any = None,
     abort_on_error: bool = True,
+    **kwargs: Any,
 ) -> History:
     """Train ``model`` data-parallel on every rank of ``comm`` (collective).
 
@@ -481,31 +471,20 @@ def fit(
     Notes
     -----
     Threads: ``model.n_threads`` per rank, or :func:`default_threads` when None.
-    The step is the layer-by-layer path (forward, backward, Allreduce, optimizer
-    update) -- the compiled whole-step kernel cannot pause for the Allreduce; both
-    paths give the same weights in a single process.
+    A step is the backend's ``loss_grad`` on the shard, the Allreduce and the
+    optimizer's fused update (:class:`MPIStrategy`); in a single process the same
+    kernels give the weights of ``Sequential.fit``.
     """
     comm = _world(comm)
     try:
-        return _fit(
-            model,
-            X,
-            y,
-            epochs,
-            batch_size,
-            shuffle,
-            validation_data,
-            validation_split,
-            callbacks,
-            seed,
-            verbose,
-            checkpoint,
-            checkpoint_every,
-            resume,
-            sample_weight,
-            classes,
-            comm,
-        )
+        if not isinstance(model, Sequential):
+            raise _mark(TypeError(f"{model!r} is not a fastnn model"))
+        try:  # fit's arguments, positional ones included
+            bound = _FIT_SIGNATURE.bind(model, X, y, *args, **kwargs).arguments
+        except TypeError as exc:
+            raise _mark(exc) from None
+        del bound["self"], bound["X"], bound["y"]
+        return training.fit(model, X, y, **bound, strategy=MPIStrategy(comm))
     except BaseException as exc:
         if (
             _is_collective(exc)
@@ -518,332 +497,154 @@ def fit(
         raise  # only reached when Abort returns (a test double)
 
 
-def _fit(
-    model,
-    X,
-    y,
-    epochs,
-    batch_size,
-    shuffle,
-    validation_data,
-    validation_split,
-    callbacks,
-    seed,
-    verbose,
-    checkpoint,
-    checkpoint_every,
-    resume,
-    sample_weight,
-    classes,
-    comm,
-) -> History:
-    from . import checkpoint as ckpt_io
-    from .model import (
-        _fingerprint,
-        _stratified_split,
-        _TrainState,
-        gather_batch,
-        resume_training_state,
-    )
+_FIT_SIGNATURE = inspect.signature(Sequential.fit)
 
-    MPI = _mpi()
-    rank, size = comm.Get_rank(), comm.Get_size()
-    is_root = rank == 0
 
-    # ---- 1. arguments and data, checked on every rank (no collective inside)
-    def prepare():
-        nonlocal epochs, batch_size, verbose, checkpoint_every, callbacks
-        from .model import Sequential, check_fit_args
+class MPIStrategy(LocalStrategy):
+    """Data-parallel training over an MPI communicator, for :func:`fastnn.training.fit`.
 
-        if not isinstance(model, Sequential):
-            raise TypeError(f"{model!r} is not a fastnn model")
-        epochs, batch_size, verbose, checkpoint_every, callbacks = check_fit_args(
-            epochs, batch_size, verbose, validation_split, checkpoint_every,
-            callbacks, resume, checkpoint,
-        )  # fmt: skip
-        X_all = _check_X(model, X)
-        y_raw = check_y(y, X_all.shape[0])
-        val = None
-        if validation_data is not None:
-            if (
-                not isinstance(validation_data, (tuple, list))
-                or len(validation_data) != 2
-            ):
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            X_val = _check_X(model, validation_data[0])
-            val = (X_val, check_y(validation_data[1], X_val.shape[0]))
-        return X_all, y_raw, val
+    Each rank runs ``loss_grad`` on its shard of every global batch; the gradients,
+    scaled by the shard's share of the batch, are summed with one in-place
+    ``Allreduce`` of the flat gradient buffer, then every rank applies the same
+    fused optimizer update. Rank 0 alone reads and writes checkpoints and shows
+    progress; validation is evaluated sharded. See the module docstring.
+    """
 
-    X_all, y_raw, val_raw = _agreed(comm, prepare)
+    defers_sigint = False  # the launcher's Ctrl-C ends the job (MPI_Abort)
 
-    # ---- 2. the checkpoint to resume from: read and verified by rank 0 alone
-    def read_checkpoint():
-        if resume and Path(checkpoint).exists():
-            return ckpt_io.read(checkpoint)
-        return None
+    def __init__(self, comm) -> None:
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.writes = self.rank == 0
+        self._MPI = _mpi()
+        self._comm_time = 0.0  # seconds in the gradient Allreduce, this epoch
+        self._loss = 0.0  # this rank's sum of shard loss * rows since the last sync
+        self._correct = 0
 
-    saved = _on_root(comm, read_checkpoint)
+    def agreed(self, fn, *args):
+        return _agreed(self.comm, fn, *args)
 
-    # ---- 3. labels, weights, seeds, split: the same on every rank
-    entropy = saved[0]["train_state"]["seed_entropy"] if saved else seed
-    if entropy is None:
-        entropy = comm.bcast(
-            np.random.SeedSequence().entropy if is_root else None, root=0
-        )
+    def on_root(self, fn, *args):
+        return _on_root(self.comm, fn, *args)
 
-    def derive():
-        if saved:
-            model._check_state(*saved, require_train_state=True)
-            classes_ = saved[1]["classes"]
-        elif hasattr(model, "classes_"):
-            classes_ = model.classes_
-        else:
-            classes_ = model._resolve_classes(y_raw, classes)
-        y_all = model._encode(y_raw, classes_)
-        sw_all = model._combined_weights(y_all, sample_weight, X_all.shape[0], classes_)
-        seed_seq = np.random.SeedSequence(entropy)
-        init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
-        if val_raw is not None:
-            X_tr, x_rows, y_tr, sw_tr = X_all, None, y_all, sw_all
-            X_val, y_val = val_raw[0], model._encode(val_raw[1], classes_)
-        elif validation_split > 0:
-            tr, va = _stratified_split(
-                y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
+    def seed_entropy(self, entropy):
+        if entropy is None:
+            return self.comm.bcast(
+                np.random.SeedSequence().entropy if self.writes else None, root=0
             )
-            # X stays uncopied: batches gather their rows through x_rows
-            X_tr, x_rows, y_tr = X_all, tr, y_all[tr]
-            sw_tr = None if sw_all is None else sw_all[tr]
-            X_val, y_val = X_all[va], y_all[va]
-        else:
-            X_tr, y_tr, sw_tr, X_val, y_val = X_all, y_all, sw_all, None, None
-            x_rows = None
-        n = y_tr.shape[0]
-        fingerprint = _fingerprint(X_all, y_all, sw_all)
-        fit_settings = {
-            "batch_size": min(batch_size, n),
-            "shuffle": bool(shuffle),
-            "validation_split": float(validation_split),
-            "n_samples": int(X_all.shape[0]),
-            # as in Sequential.fit, so either kind of run resumes the other's
-            "data_sha256": fingerprint if checkpoint else None,
-        }
-        if saved:
-            model._check_resume(saved, fit_settings, callbacks, n)
+        return entropy
+
+    def check_same(self, model, data, arguments) -> None:
         facts = {
             "the model": json.dumps(model.get_config(), sort_keys=True, default=str),
             "the backend": model._kernels().name,
-            "the training data (SHA-256)": fingerprint,
-            "the validation data": None if X_val is None else _digest(X_val, y_val),
-            "the classes": _digest(np.asarray(classes_).astype(str)),
-            "the fit settings": fit_settings,
-            "the arguments": {
-                "epochs": epochs,
-                "checkpoint": checkpoint is not None,
-                "seed": seed,
-                "checkpoint_every": checkpoint_every,
-                "resume": bool(resume),
-                "callbacks": [type(cb).__name__ for cb in callbacks],
-            },
+            "the training data (SHA-256)": data.fingerprint(),
+            "the validation data": None
+            if data.X_val is None
+            else _digest(data.X_val, data.y_val),
+            "the classes": _digest(np.asarray(data.classes).astype(str)),
+            "the fit settings": data.settings,
+            "the arguments": arguments,
         }
-        return (
-            classes_,
-            (X_tr, x_rows, y_tr, sw_tr, X_val, y_val),
-            seed_seq,
-            init_ss,
-            shuffle_ss,
-            fit_settings,
-            facts,
-        )
+        _same_everywhere(self.comm, facts)
 
-    classes_, data, seed_seq, init_ss, shuffle_ss, fit_settings, facts = _agreed(
-        comm, derive
-    )
-    _same_everywhere(comm, facts)
-    X_tr, x_rows, y_tr, sw_tr, X_val, y_val = data
-    n = y_tr.shape[0]
-    batch_size = fit_settings["batch_size"]
-    n_threads = model.n_threads
-    if n_threads is None:
-        n_threads = default_threads(comm)
-    else:
-        _check_thread_budget(comm, n_threads)
-    if saved:
-        written_by = (saved[0]["train_state"].get("distributed") or {}).get(
-            "world_size", 1
-        )
-        if written_by != size and is_root:
+    def threads(self, model) -> int:
+        if model.n_threads is None:
+            return default_threads(self.comm)
+        _check_thread_budget(self.comm, model.n_threads)
+        return model.n_threads
+
+    def resumed(self, train_state) -> None:
+        extra = train_state.get("distributed") or {}
+        written_by = extra.get("world_size", 1)
+        if written_by != self.size and self.writes:
             warnings.warn(
-                f"resuming on {size} ranks from a checkpoint written by {written_by}: "
-                "training continues with the same global batches, equal up to "
-                "rounding (bitwise only with the same number of ranks)",
+                f"resuming on {self.size} ranks from a checkpoint written by "
+                f"{written_by}: training continues with the same global batches, "
+                "equal up to rounding (bitwise only with the same number of ranks)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
+        self._comm_time = float(extra.get("allreduce_time", 0.0))
 
-    # ---- nothing above mutated the model; 4. the same state on every rank
-    kb = model._kernels()
-    rng = np.random.Generator(np.random.PCG64(shuffle_ss))
-    history = History()
-    state = _TrainState()
-    comm_time = 0.0  # seconds in the gradient Allreduce, this epoch
-    model.classes_ = classes_
-    if saved:
-        model._set_state(*saved)
-        history, state = resume_training_state(saved, rng, callbacks)
-        ts = saved[0]["train_state"]
-        comm_time = float((ts.get("distributed") or {}).get("allreduce_time", 0.0))
-    elif not model._initialized and is_root:
-        model.initialize(np.random.Generator(np.random.PCG64(init_ss)))
-    model.optimizer.bind(kb, model._params, model._grads, model._n_decay)
-    _broadcast_state(comm, model)
-    model.stop_training = state.stopped
-    if state.nothing_left(epochs):
-        return history
-    # callbacks that write files (ModelCheckpoint, CSVLogger) run on rank 0 only,
-    # as checkpoints do; the others run on every rank with the same metrics
-    hooks = [cb for cb in callbacks if is_root or not getattr(cb, "root_only", False)]
-    if not saved:
-        for cb in hooks:
-            cb.on_train_begin(model)
+    def share_state(self, model) -> None:
+        _broadcast_state(self.comm, model)
 
-    grads = model._grads
-    local_loss = 0.0  # sum over this rank's rows of the shard loss, since last sync
-    local_correct = 0
+    def callbacks(self, callbacks):
+        # callbacks that write files (ModelCheckpoint, CSVLogger) run on rank 0
+        # only, as checkpoints do; the others run on every rank with the same metrics
+        return [
+            cb for cb in callbacks if self.writes or not getattr(cb, "root_only", False)
+        ]
 
-    def sync_metrics() -> None:
-        """Fold every rank's loss and accuracy counts into ``state`` (collective)."""
-        nonlocal local_loss, local_correct
-        total = _gather_sum(comm, (local_loss, local_correct))
+    def verbosity(self, verbose: int) -> int:
+        # rank 0 shows one line per epoch (no bar: the launcher pipes the output)
+        return 2 if verbose >= 1 and self.writes else 0
+
+    def shard(self, i: int, j: int) -> tuple[int, int]:
+        lo, hi = shard_bounds(j - i, self.rank, self.size)
+        return i + lo, i + hi
+
+    def begin_epoch(self) -> None:
+        self._comm_time = 0.0
+
+    def step(self, model, ws, weighted, batch_rows, l2):
+        grads = model._grads
+        if ws is None:  # fewer rows than ranks in this batch: nothing to add
+            grads.fill(0)
+            loss, correct = 0.0, 0
+        else:
+            rows = ws.x.shape[0]
+            loss, correct = model._forward_backward(
+                ws.x, ws.y, ws.sw if weighted else None, *(() if l2 is None else (l2,))
+            )
+            if rows != batch_rows:  # the shard's share of the global mean
+                grads *= rows / batch_rows
+        t0 = time.perf_counter()
+        self.comm.Allreduce(self._MPI.IN_PLACE, grads, op=self._MPI.SUM)
+        self._comm_time += time.perf_counter() - t0
+        model.optimizer.step()
+        return loss, correct
+
+    def add_batch(self, state, loss, rows, correct) -> None:
+        self._loss += loss * rows
+        self._correct += correct
+
+    def sync_metrics(self, state) -> None:
+        total = _gather_sum(self.comm, (self._loss, self._correct))
         state.loss_sum += float(total[0])
         state.correct += int(round(total[1]))
-        local_loss, local_correct = 0.0, 0
+        self._loss, self._correct = 0.0, 0
 
-    def save_checkpoint() -> None:
-        """Rank 0 writes; an error there is raised on every rank (collective)."""
+    def evaluate(self, model, X, y_idx, prefix: str) -> dict[str, float]:
+        n = X.shape[0]
+        lo, hi = shard_bounds(n, self.rank, self.size)
+        loss_sum, correct = model._loss_sum(X[lo:hi], y_idx[lo:hi], None, False)
+        total = _gather_sum(self.comm, (loss_sum, correct))
+        penalty = model.loss.penalty(model._params[: model._n_decay])
+        return {
+            prefix + "loss": float(total[0]) / n + penalty,
+            prefix + "accuracy": float(total[1]) / n,
+        }
 
-        def write():
-            ts = {
-                "seed_entropy": seed_seq.entropy,
-                "rng": rng.bit_generator.state,
-                "history": history.to_dict(),
-                "epoch": state.epoch,
-                "batch": state.batch,
-                "step": state.step,
-                "loss_sum": state.loss_sum,
-                "correct": state.correct,
-                "seen": state.seen,
-                "elapsed": state.elapsed,
-                "stopped": bool(model.stop_training),
-                "finished": state.finished,
-                "fit": fit_settings,
-                "callbacks": [],
-                "distributed": {"world_size": size, "allreduce_time": comm_time},
-            }
-            arrays = {}
-            if state.batch > 0 and state.perm is not None:
-                arrays["train.perm"] = state.perm
-            for i, cb in enumerate(callbacks):
-                meta_i, arrays_i = cb.get_state()
-                ts["callbacks"].append({"type": type(cb).__name__, "state": meta_i})
-                for k, v in arrays_i.items():
-                    arrays[f"callback.{i}.{k}"] = v
-            ckpt_io.save(model, checkpoint, train_state=ts, extra_arrays=arrays)
+    def epoch_logs(self) -> dict[str, float]:
+        return {"allreduce_time": self._comm_time}
 
-        _on_root(comm, write)
+    def progress_note(self) -> str:
+        return f"  allreduce {self._comm_time:.2f} s"
 
-    n_batches = -(-n // batch_size)
-    # rank 0 shows one line per epoch (no bar: the launcher pipes the output)
-    shown = 2 if verbose >= 1 and is_root else 0
-    with num_threads(n_threads), Progress(shown, epochs, n) as progress:
-        t_first = None
-        while state.epoch < epochs and not model.stop_training:
-            t0 = time.perf_counter()
-            if state.batch == 0:
-                state.perm = rng.permutation(n) if shuffle else None
-                state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-                state.elapsed = 0.0
-                comm_time = 0.0
-            for b in range(state.batch, n_batches):
-                i, j = b * batch_size, min(n, (b + 1) * batch_size)
-                lo, hi = shard_bounds(j - i, rank, size)
-                rows = hi - lo
-                if t_first is None:
-                    t_first = time.perf_counter()
-                if rows:
-                    ws = model._workspace(rows, True)
-                    gather_batch(
-                        ws, X_tr, x_rows, y_tr, sw_tr, state.perm, i + lo, i + hi
-                    )
-                    loss, correct = model._forward_backward(
-                        ws.x, ws.y, None if sw_tr is None else ws.sw
-                    )
-                    if rows != j - i:  # the shard's share of the global mean
-                        grads *= rows / (j - i)
-                else:  # fewer rows than ranks in this batch: nothing to add
-                    grads.fill(0)
-                    loss, correct = 0.0, 0
-                tc = time.perf_counter()
-                comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
-                comm_time += time.perf_counter() - tc
-                model.optimizer.step()
-                if history.first_step_time is None:
-                    history.first_step_time = time.perf_counter() - t_first
-                local_loss += loss * rows
-                local_correct += correct
-                state.seen += j - i
-                state.batch = b + 1
-                state.step += 1
-                if (
-                    checkpoint is not None
-                    and checkpoint_every != "epoch"
-                    and state.step % checkpoint_every == 0
-                ):
-                    state.elapsed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    sync_metrics()
-                    save_checkpoint()
-            # ---- end of epoch (every rank, same order)
-            state.elapsed += time.perf_counter() - t0
-            sync_metrics()
-            logs = {
-                "loss": state.loss_sum / state.seen,
-                "accuracy": state.correct / state.seen,
-            }
-            if X_val is not None:
-                logs.update(_evaluate_sharded(model, X_val, y_val, comm, "val_"))
-            logs["lr"] = model.optimizer.current_lr
-            logs["time"] = state.elapsed
-            logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
-            logs["allreduce_time"] = comm_time
-            history.append(state.epoch, logs)
-            model.optimizer.end_epoch(state.epoch + 1, logs)
-            for cb in hooks:
-                cb.on_epoch_end(state.epoch, logs, model)
-            # a stop asked for on any rank stops all; the weights must agree
-            stops = comm.allgather(bool(model.stop_training))
-            model.stop_training = any(stops)
-            _check_in_sync(comm, model)
-            state.epoch += 1
-            state.batch = 0
-            state.perm = None
-            progress.epoch_end(state.epoch, logs, f"  allreduce {comm_time:.2f} s")
-            if checkpoint is not None and checkpoint_every == "epoch":
-                save_checkpoint()
-        for cb in hooks:
-            cb.on_train_end(model)
-        state.finished = True
-        _check_in_sync(comm, model)
-        if checkpoint is not None:
-            save_checkpoint()
-    return history
+    def end_epoch(self, model) -> None:
+        # a stop asked for on any rank stops all; the weights must agree
+        model.stop_training = any(self.comm.allgather(bool(model.stop_training)))
+        _check_in_sync(self.comm, model)
 
+    def end_fit(self, model) -> None:
+        _check_in_sync(self.comm, model)
 
-def _check_X(model, X) -> np.ndarray:
-    from ._validation import check_X
-
-    Xc = check_X(X, model.dtype, type(model).__name__)
-    check_n_features(Xc, model.n_features_in_, type(model).__name__)
-    return Xc
+    def train_state_extra(self) -> dict[str, Any]:
+        return {
+            "distributed": {"world_size": self.size, "allreduce_time": self._comm_time}
+        }
 
 
 def _broadcast_state(comm, model) -> None:
@@ -867,33 +668,6 @@ def _check_in_sync(comm, model) -> None:
                 "Allreduce did not give every rank the same sum"
             )
         )
-
-
-def _evaluate_sharded(model, X, y_idx, comm, prefix: str) -> dict[str, float]:
-    """Loss (L2 and label smoothing included) and accuracy of (X, y_idx), each
-    rank evaluating a contiguous slice; the same numbers on every rank."""
-    kb = model._kernels()
-    n = X.shape[0]
-    lo, hi = shard_bounds(n, comm.Get_rank(), comm.Get_size())
-    loss_sum, correct = 0.0, 0
-    if hi > lo:
-        for i, j, logits in model._logits_chunks(X[lo:hi], False):
-            yb = y_idx[lo + i : lo + j]
-            loss, _ = kb.softmax_cross_entropy(
-                logits,
-                yb,
-                sample_weight=None,
-                label_smoothing=model.loss.label_smoothing,
-                compute_grad=False,
-            )
-            loss_sum += loss * (j - i)
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-    total = _gather_sum(comm, (loss_sum, correct))
-    penalty = model.loss.penalty(model._params[: model._n_decay])
-    return {
-        prefix + "loss": float(total[0]) / n + penalty,
-        prefix + "accuracy": float(total[1]) / n,
-    }
 
 
 # ------------------------------------------------------------- command line

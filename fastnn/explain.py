@@ -10,13 +10,13 @@
 * :func:`feature_table`, :func:`write_feature_table`, :func:`saliency_map`: a ranked
   feature table (CSV) and saliency maps (PNG) for reports.
 
-Gradients run through the model's kernel backend: one batched forward pass
-(``linear_forward``), a seed gradient on the logits (``softmax_cross_entropy`` for
-the loss) and one batched backward pass (``linear_backward`` with ``compute_dx``
-down to the input), in the model's dtype, in buffers of their own: the model's
-parameters, parameter gradients, optimizer state and training workspaces are not
-touched, so training can continue afterwards. Integrated gradients evaluate many
-interpolation points per kernel call.
+Gradients run through the model's engine, in the model's dtype: the loss and class
+probabilities through the backend's fused ``loss_grad`` (input gradient included),
+class logits through a forward pass and the model's backward pass seeded on the
+logits. They use buffers of their own: the model's parameters, parameter
+gradients, optimizer state and training workspaces are not touched, so training can
+continue afterwards. Integrated gradients evaluate many interpolation points per
+kernel call.
 
 Targets (``target=``) of the gradient functions:
 
@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from ._buffers import aligned_empty
+from ._buffers import aligned_empty, aligned_zeros
 from ._insight import as_sequential, new_figure, write_figure
 from ._validation import check_int, check_y
+from .checkpoint import write_atomic
 from .model import Sequential
 from .threads import num_threads
 
@@ -63,77 +64,61 @@ _SCORINGS = ("accuracy", "neg_log_loss")
 _BATCH_ROWS = 4096  # rows per kernel call
 
 
-# ------------------------------------------------------------------ buffers
-class _Backprop:
-    """Forward and input-gradient buffers of one batch size.
+# ---------------------------------------------------------------- gradients
+class _Gradients:
+    """d f / d x of batches of rows, through the model's engine.
 
-    The backward pass writes dz over the incoming gradient in place (as training
-    does) and dW into scratch matrices of its own; db is skipped.
+    On the standard Linear(+activation) stack the loss and a class probability take
+    one ``loss_grad`` call: the per-row loss gradient with row weights n, and
+    d p_c / d x = -p_c d l_c / d x (l_c the cross-entropy against class c). A class
+    logit, and every target of other stacks, take a forward pass, a seed on the
+    logits and the model's layer-by-layer backward pass. Workspaces and parameter
+    gradients are buffers of this object: the model's own are not touched.
     """
-
-    def __init__(self, model: Sequential, n: int) -> None:
-        dt = model.dtype
-        width = model.n_features_in_
-        self.out, self.z, self.dx, self.dw = [], [], [], []
-        for st in model._stages:
-            m = st.linear.out_features if st.linear is not None else width
-            self.out.append(aligned_empty((n, m), dt))
-            self.z.append(aligned_empty((n, m), dt) if st.keep_z else None)
-            if st.linear is not None:
-                self.dx.append(aligned_empty((n, width), dt))
-                self.dw.append(aligned_empty((width, m), dt))
-            else:
-                self.dx.append(None)
-                self.dw.append(None)
-            width = m
-        self.dlogits = aligned_empty((n, width), dt)
-        self.row_loss = aligned_empty(n, dt)
-
-    def forward(self, model: Sequential, kb, x: np.ndarray) -> np.ndarray:
-        return model._forward(kb, x, self)  # reads .out and .z, as a workspace
-
-    def backward(self, model: Sequential, kb, x: np.ndarray) -> np.ndarray:
-        """d(objective)/dx from the seed in ``dlogits`` (destroyed); a buffer view."""
-        dy = self.dlogits
-        for s in range(len(model._stages) - 1, -1, -1):
-            st = model._stages[s]
-            xin = x if s == 0 else self.out[s - 1]
-            y = self.out[s]
-            if st.linear is not None:
-                kb.linear_backward(
-                    dy,
-                    xin,
-                    st.linear.weight,
-                    self.z[s] if st.keep_z else y,
-                    y,
-                    st.activation,
-                    dw_out=self.dw[s],
-                    dx_out=self.dx[s],
-                    dz_out=dy,
-                    compute_db=False,
-                    compute_dx=True,
-                    alpha=st.alpha,
-                )
-                dy = self.dx[s]
-            else:  # a lone activation: its input z is the previous output (or x)
-                kb.activation_backward(dy, xin, y, st.activation, dy, alpha=st.alpha)
-        return dy
-
-
-class _Buffers:
-    """_Backprop per batch size (a full batch and the last, partial one)."""
 
     def __init__(self, model: Sequential) -> None:
         self.model = model
-        self._cache: dict[int, _Backprop] = {}
+        self.kb = model._kernels()
+        self.grads = aligned_zeros(model._params.shape[0], model.dtype)
+        self.stage_grads = model.stage_grads(self.grads)
+        self._workspaces: dict[int, Any] = {}  # a full batch and the last, partial one
 
-    def __call__(self, n: int) -> _Backprop:
-        bp = self._cache.get(n)
-        if bp is None:
-            if len(self._cache) >= 2:
-                self._cache.pop(next(iter(self._cache)))
-            bp = self._cache[n] = _Backprop(self.model, n)
-        return bp
+    def workspace(self, n: int):
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= 2:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[n] = self.model._new_workspace(n, True)
+        return ws
+
+    def values(self, x: np.ndarray, idx: np.ndarray, kind: str) -> np.ndarray:
+        """f of each row of x (float64)."""
+        ws = self.workspace(x.shape[0])
+        logits = self.model._forward(self.kb, x, ws)
+        return _seed(self.model, self.kb, logits, idx, kind, ws.dlogits)
+
+    def __call__(
+        self, x: np.ndarray, idx: np.ndarray, kind: str, out: np.ndarray
+    ) -> np.ndarray:
+        """Write d f_i / d x_i of every row into ``out`` (shaped like x)."""
+        m, kb = self.model, self.kb
+        n = x.shape[0]
+        ws = self.workspace(n)
+        if kind != "logit" and m._uses_fused_kernels():
+            weights = np.full(n, n, dtype=m.dtype)  # the gradient of each row's loss
+            smoothing = m.loss.label_smoothing if kind == "loss" else 0.0
+            m._loss_grad(
+                kb, x, idx, weights, 0.0, ws.work, grads=self.grads, input_grad=out,
+                label_smoothing=smoothing,
+            )  # fmt: skip
+            if kind == "probability":
+                p = ws.dlogits  # free after loss_grad: p = softmax(logits) here
+                kb.softmax(ws.out[-1], p)
+                out *= -p[np.arange(n), idx][:, None]
+            return out
+        logits = m._forward(kb, x, ws)
+        _seed(m, kb, logits, idx, kind, ws.dlogits)
+        return m._backward(kb, x, ws, self.stage_grads, input_grad=out)
 
 
 # ------------------------------------------------------------------ targets
@@ -173,14 +158,13 @@ def _resolve_target(
 
 
 def _seed(
-    model: Sequential, kb, logits: np.ndarray, idx: np.ndarray, kind: str, bp
+    model: Sequential, kb, logits: np.ndarray, idx: np.ndarray, kind: str, d
 ) -> np.ndarray:
-    """Write d(objective)/d(logits) into ``bp.dlogits``; return the objective."""
+    """Write d(objective)/d(logits) into ``d``; return the objective (float64)."""
     n = logits.shape[0]
     rows = np.arange(n)
-    d = bp.dlogits
     if kind == "loss":
-        row_loss = bp.row_loss[:n]
+        row_loss = np.empty(n, dtype=logits.dtype)
         kb.softmax_cross_entropy(
             logits,
             idx,
@@ -241,16 +225,12 @@ def input_gradients(
     seq, Xc = _prepare(model, X, "input_gradients")
     batch_size = check_int("batch_size", batch_size, 1)
     out = np.empty_like(Xc)
-    buffers = _Buffers(seq)
+    gradients = _Gradients(seq)
     with num_threads(seq.n_threads):
         kind, idx = _resolve_target(seq, Xc, target, y, output)
-        kb = seq._kernels()
         for i in range(0, Xc.shape[0], batch_size):
             j = min(Xc.shape[0], i + batch_size)
-            bp = buffers(j - i)
-            logits = bp.forward(seq, kb, Xc[i:j])
-            _seed(seq, kb, logits, idx[i:j], kind, bp)
-            out[i:j] = bp.backward(seq, kb, Xc[i:j])
+            gradients(Xc[i:j], idx[i:j], kind, out[i:j])
     return out
 
 
@@ -366,40 +346,35 @@ def integrated_gradients(
     a = alphas.astype(Xc.dtype)[None, :, None]
     w = weights.astype(Xc.dtype)
     attr = np.empty_like(Xc)
-    buffers = _Buffers(seq)
+    gradients = _Gradients(seq)
     with num_threads(seq.n_threads):
         kind, idx = _resolve_target(seq, Xc, target, y, output)
-        kb = seq._kernels()
-        path = None
+        path = grad = None
         for i in range(0, n, per_call):
             j = min(n, i + per_call)
             m = j - i
             diff = Xc[i:j] - B[i:j]
             if path is None or path.shape[0] != m * S:
                 path = aligned_empty((m * S, d), Xc.dtype)
+                grad = aligned_empty((m * S, d), Xc.dtype)
             np.add(B[i:j, None, :], a * diff[:, None, :], out=path.reshape(m, S, d))
-            bp = buffers(m * S)
-            logits = bp.forward(seq, kb, path)
-            _seed(seq, kb, logits, np.repeat(idx[i:j], S), kind, bp)
-            g = bp.backward(seq, kb, path).reshape(m, S, d)
+            gradients(path, np.repeat(idx[i:j], S), kind, grad)
+            g = grad.reshape(m, S, d)
             np.multiply(diff, np.einsum("msd,s->md", g, w), out=attr[i:j])
         if not return_delta:
             return attr
-        f_x = _objective(seq, kb, Xc, idx, kind, buffers, batch_size)
-        f_b = _objective(
-            seq, kb, np.ascontiguousarray(B), idx, kind, buffers, batch_size
-        )
+        f_x = _objective(gradients, Xc, idx, kind, batch_size)
+        f_b = _objective(gradients, np.ascontiguousarray(B), idx, kind, batch_size)
     delta = attr.sum(axis=1, dtype=np.float64) - (f_x - f_b)
     return attr, delta
 
 
-def _objective(seq, kb, A, idx, kind, buffers, batch_size) -> np.ndarray:
+def _objective(gradients, A, idx, kind, batch_size) -> np.ndarray:
     """f of each row of A (the value that the gradient functions differentiate)."""
     out = np.empty(A.shape[0])
     for i in range(0, A.shape[0], batch_size):
         j = min(A.shape[0], i + batch_size)
-        bp = buffers(j - i)
-        out[i:j] = _seed(seq, kb, bp.forward(seq, kb, A[i:j]), idx[i:j], kind, bp)
+        out[i:j] = gradients.values(A[i:j], idx[i:j], kind)
     return out
 
 
@@ -593,8 +568,6 @@ def feature_table(
 
 def write_feature_table(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write :func:`feature_table` rows as CSV (atomically)."""
-    from .checkpoint import write_atomic
-
     if not rows:
         raise ValueError("no rows to write")
     text = io.StringIO()

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from ._version import __version__
+from .checkpoint import write_atomic
+from .network import Network
+
 __all__ = ["OPSET", "to_onnx"]
 
 #: The ONNX operator set the exported graphs use.
@@ -84,8 +88,6 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
     )
     onnx.checker.check_model(onnx_model)
     if path is not None:
-        from .checkpoint import write_atomic
-
         buf = io.BytesIO()
         onnx.save_model(onnx_model, buf)
         write_atomic(path, lambda f: f.write(buf.getvalue()))
@@ -94,9 +96,7 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
 
 def _describe(model: Any):
     """(stages [(W, b, activation, alpha)], output activation, classes, dtype)."""
-    from .model import Sequential
-
-    if isinstance(model, Sequential):
+    if isinstance(model, Network):
         model._require_fitted()
         stages = [
             (
@@ -207,8 +207,6 @@ class _Graph:
 
     def build(self, n_features: int, n_outputs: int, label, name: str) -> Any:
         from onnx import helper
-
-        from . import __version__
 
         graph = helper.make_graph(
             self.nodes,

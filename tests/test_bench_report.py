@@ -497,3 +497,43 @@ def test_load_averages_have_two_decimals(tiny_run):
     line = next(s for s in text.splitlines() if s.startswith("| load average"))
     numbers = re.findall(r"\d+\.\d+", line)
     assert len(numbers) == 6 and all(len(n.split(".")[1]) == 2 for n in numbers)
+
+
+def test_distributed_rows_pair_two_mpi_ranks_with_one(tiny_run):
+    """2 MPI ranks x 1 thread against 1 rank x 1 thread at global batch 256: every
+    job a fresh mpiexec of its own, one epoch per sample, the speed-up paired by
+    round and checked against the 1.7x target."""
+    import os
+
+    from fastnn.bench import sections
+    from fastnn.bench.runner import pair_ratios, stat
+
+    out, r = tiny_run
+    target = next(t for t in r["targets"] if t["id"] == "distributed")
+    assert target["threshold"] == 1.7
+    why = sections._mpi_missing()
+    if why is not None:  # the optional mpi extra is not installed: said, not hidden
+        assert r["distributed"] == []
+        assert any(s["section"] == "distributed" for s in r["skipped"])
+        pytest.skip(why)
+    rows = r["distributed"]
+    systems = {row["system"] for row in rows}
+    assert systems == {"fastnn-cython", "fastnn-numba"}
+    rounds = r["config"]["preset"]["rounds"]
+    pids = [row["process"]["pid"] for row in rows]
+    assert len(set(pids)) == len(pids) and os.getpid() not in pids
+    for system in systems:
+        by = {row["ranks"]: row for row in rows if row["system"] == system}
+        assert set(by) == {1, 2}
+        for row in by.values():
+            assert (row["batch_size"], row["threads_per_rank"]) == (256, 1)
+            assert row["workload"] == "784-256-128-10"
+            assert row["process"]["imported_fastnn"]
+            assert len(row["samples_s"]) == rounds and min(row["samples_s"]) > 0
+            assert row["speedup_vs_1_rank"] == stat(
+                pair_ratios(by[1]["samples_s"], row["samples_s"]), "x"
+            )
+        assert by[1]["speedup_vs_1_rank"]["median"] == pytest.approx(1.0)
+        assert target["values"][system] == by[2]["speedup_vs_1_rank"]["median"]
+    section = (out / "report.md").read_text().split("## Data-parallel training")[1]
+    assert "| fastnn-numba | 784-256-128-10 | 256 | 2 |" in section.split("## ")[0]

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import checkpoint
 from fastnn.cli import main
 from fastnn.data import DataError, load_dataset, load_digits_split
@@ -96,7 +97,7 @@ def test_train_predict_evaluate_round_trip(tmp_path, npz_data, capsys):
     )
     lines = pred_path.read_text().splitlines()
     assert lines[0] == "prediction,proba_0,proba_1,proba_2" and len(lines) == 121
-    model = checkpoint.load(model_path)
+    model = fastnn.load(model_path)
     np.testing.assert_array_equal(
         [int(r.split(",")[0]) for r in lines[1:]], model.predict(X)
     )

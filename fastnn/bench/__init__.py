@@ -7,7 +7,8 @@ writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PN
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
 over NumPy, training throughput against batch size, the GEMM-only bound of each
 training workload (its step's matrix products alone, with NumPy), thread scaling, % of
-peak, MLPClassifier against scikit-learn, fastnn's effect on a NumPy neighbour, JIT
+peak, MLPClassifier against scikit-learn, fastnn's effect on a NumPy neighbour,
+data-parallel training on 2 MPI ranks against 1, JIT
 compile time and training peak memory. Method: every training system (each baseline
 and each fastnn backend) in a fresh process of its own with this environment as it is
 (isolated.py), warmed up, then one sample per process per round, the processes
@@ -104,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PEERS = ("numpy", "torch", "jax", "sklearn")
 SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "side_effect",
-            "compile", "memory")  # fmt: skip
+            "distributed", "compile", "memory")  # fmt: skip
 
 
 @dataclass
@@ -218,6 +219,7 @@ def run(opts: Options) -> dict[str, Any]:
         + len(opts.backends)  # memory
         + 2  # estimator: one per solver
         + 1  # side effect
+        + 1  # distributed
     )
     bar = _progress(opts, total)
     tick = bar.update
@@ -281,6 +283,14 @@ def run(opts: Options) -> dict[str, Any]:
             skipped,
             tick,
         )
+        distributed_rows = section(
+            "distributed",
+            "MPI ranks (fastnn.distributed)",
+            sections.distributed,
+            opts,
+            skipped,
+            tick,
+        )
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -314,6 +324,7 @@ def run(opts: Options) -> dict[str, Any]:
             "scaling": scaling_rows,
             "estimator": estimator_rows,
             "side_effect": side_effect_rows,
+            "distributed": distributed_rows,
             "compile": compile_rows,
             "memory": memory_rows,
             "skipped": skipped,

@@ -14,7 +14,9 @@ reaches file descriptor 1 is sent to stderr instead):
   "fit": one whole MLPClassifier fit per sample; "ops": the per-op kernel cases of
   one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``), ``sizes``,
   ``batch_size``,
-  ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``suite``
+  ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``ranks``
+  (an "epoch" of fastnn.distributed.fit: this process is one rank of an MPI job of
+  that many, started by ``mpiexec``; rank 0 speaks the protocol), ``suite``
   (the folder of numpy_mlp.py / torch_mlp.py / jax_mlp.py), ``preload`` (None,
   "import": ``import fastnn`` first, "fit": also one small fastnn fit first), and for
   "fit" ``solver``, ``hidden``, ``epochs``.
@@ -31,6 +33,7 @@ nothing here imports fastnn unless a spec asks for it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -174,11 +177,16 @@ def _epoch_system(spec: dict, X, y) -> Callable[[], float]:
             n_threads=threads,
         )
         classes = np.arange(sizes[-1])
+        train = model.fit
+        if spec.get("ranks"):  # one rank of an MPI job; b is the global batch
+            from fastnn import distributed
+
+            train = functools.partial(distributed.fit, model)
 
         def epoch() -> float:
             # fit's own epoch timer: shuffle, gather and steps, without fit's one-time
             # input validation and data hashing
-            h = model.fit(X, y, epochs=1, batch_size=b, verbose=0, classes=classes)
+            h = train(X, y, epochs=1, batch_size=b, verbose=0, classes=classes)
             return h["time"][-1]
 
         return epoch
@@ -316,9 +324,12 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
+    comm = _mpi_world() if spec.get("ranks") else None
+
     def send(obj: dict) -> None:
-        proto.write(json.dumps(obj) + "\n")
-        proto.flush()
+        if comm is None or comm.Get_rank() == 0:  # rank 0 speaks for an MPI job
+            proto.write(json.dumps(obj) + "\n")
+            proto.flush()
 
     environ = dict(os.environ)
     t0 = time.perf_counter()
@@ -330,7 +341,7 @@ def main() -> int:
         except Unavailable as exc:
             send({"skip": str(exc)})
             return 0
-        return _serve(send, sample, environ, t0, facts)
+        return _serve(send, sample, environ, t0, facts, comm)
     if spec["task"] == "fit":
         sizes = (spec["features"], *spec["hidden"], spec["classes"])
         X, y = make_data(sizes, spec["n_samples"])
@@ -348,10 +359,32 @@ def main() -> int:
         make({**spec, "epochs": 1}, X[small], y[small])()
     for _ in range(spec.get("warmup", 1)):
         sample()
-    return _serve(send, lambda *args: sample(), environ, t0, facts)
+    return _serve(send, lambda *args: sample(), environ, t0, facts, comm)
 
 
-def _serve(send, sample, environ, t0, facts) -> int:
+def _mpi_world():
+    """MPI's world communicator (this process is one rank of a ``ranks`` spec)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def _commands(comm):
+    """The lines of stdin; in an MPI job rank 0 reads them (the launcher gives stdin
+    to rank 0 only) and every rank gets each one, so that all run a sample together."""
+    if comm is None:
+        yield from sys.stdin
+        return
+    lines = iter(sys.stdin) if comm.Get_rank() == 0 else None
+    while True:
+        line = next(lines, "quit") if lines is not None else None
+        line = comm.bcast(line, root=0)
+        yield line
+        if line.split(maxsplit=1)[:1] == ["quit"]:
+            return
+
+
+def _serve(send, sample, environ, t0, facts, comm=None) -> int:
     """Say ready, then answer ``run [case]`` lines until ``quit`` or end of input."""
     send(
         {
@@ -363,7 +396,7 @@ def _serve(send, sample, environ, t0, facts) -> int:
             **facts,
         }
     )
-    for line in sys.stdin:
+    for line in _commands(comm):
         command, *args = line.split(maxsplit=1)
         if command == "run":
             send({"seconds": float(sample(*(a.strip() for a in args)))})

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import threads as _threads
+from ..distributed import mpiexec_command, mpiexec_env
 from . import _suite
 from ._worker import environ_digest
 
@@ -38,6 +39,10 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 class WorkerError(RuntimeError):
     pass
+
+
+def _added(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in after.items() if before.get(k) != v}
 
 
 def thread_environment(system: str, threads: int) -> dict[str, str]:
@@ -63,8 +68,14 @@ class Worker:
         self.timeout = timeout
         self._stderr = tempfile.TemporaryFile(mode="w+")
         full = {**spec, "suite": str(_suite.folder()), "cores": _threads.cpu_count()}
+        command = [sys.executable, str(WORKER), json.dumps(full)]
+        if spec.get("ranks"):  # an MPI job: the launcher starts one worker per rank
+            command = mpiexec_command(spec["ranks"]) + command
+            launch_env = mpiexec_env(self.environ)
+            self.added = {**self.added, **_added(self.environ, launch_env)}
+            self.environ = launch_env
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), json.dumps(full)],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -134,7 +145,7 @@ def started(
         for name, spec in specs.items():
             try:
                 w = Worker({**spec, "system": spec.get("system", name)})
-            except (WorkerError, OSError, ValueError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:  # WorkerError too
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 continue
             if "skip" in w.info:

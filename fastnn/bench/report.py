@@ -32,6 +32,7 @@ SECTION_TITLES = (
     "Thread scaling",
     "MLPClassifier vs scikit-learn",
     "fastnn beside a NumPy MLP",
+    "Data-parallel training (MPI)",
     "% of measured peak",
     "JIT compile and cold start",
     "Training memory",
@@ -297,7 +298,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out.extend(_estimator_targets(results))
     out.append(_side_effect_target(results))
+    out.append(_distributed_target(results))
     return out
+
+
+def _distributed_target(results: dict[str, Any]) -> dict[str, Any]:
+    """2 MPI ranks x 1 thread train >= 1.7x the samples/s of 1 rank x 1 thread at
+    global batch 256 on 784-256-128-10, per compiled backend."""
+    rows = [r for r in results.get("distributed", []) if r["ranks"] == 2]
+    vals = {r["system"]: r["speedup_vs_1_rank"]["median"] for r in rows}
+    return _target(
+        "distributed",
+        "2 MPI ranks x 1 thread: >= 1.7x the throughput of 1 rank x 1 thread "
+        "(fastnn.distributed.fit, 784-256-128-10, global batch 256)",
+        1.7,
+        "x",
+        vals,
+        "" if vals else "not measured: see Skipped",
+    )
 
 
 def _side_effect_target(results: dict[str, Any]) -> dict[str, Any]:
@@ -958,6 +976,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
     ] + img("thread_scaling", "thread scaling")
     L += _estimator_section(res)
     L += _side_effect_section(res)
+    L += _distributed_section(res)
     # % of peak
     ceil = res["peak"]["ceilings"][str(t)]
     rows = [
@@ -1124,6 +1143,43 @@ def _side_effect_section(res: dict[str, Any]) -> list[str]:
                     r["variant"],
                     _s(r["samples_per_s"]),
                     _s(r["ratio_vs_plain"]),
+                ]
+                for r in rows
+            ],
+        ),  # fmt: skip
+        "",
+    ]
+    return L
+
+
+def _distributed_section(res: dict[str, Any]) -> list[str]:
+    rows = res.get("distributed", [])
+    L = ["## Data-parallel training (MPI)", ""]
+    if not rows:
+        return L + ["Not measured in this run (see Skipped).", ""]
+    L += [
+        "fastnn.distributed.fit, every job a fresh `mpiexec` (ranks of 1 thread each, "
+        "shared memory), one epoch per sample, the jobs alternated round by round; "
+        "the global batch is split over the ranks. Speed-up: throughput over the "
+        "1-rank job's, paired by round (target >= 1.7 for 2 ranks).",
+        "",
+        _table(
+            [
+                "system",
+                "workload",
+                "global batch",
+                "ranks",
+                "samples/s [q1, q3]",
+                "speed-up [q1, q3]",
+            ],
+            [
+                [
+                    r["system"],
+                    r["workload"],
+                    r["batch_size"],
+                    r["ranks"],
+                    _s(r["samples_per_s"]),
+                    _s(r["speedup_vs_1_rank"]),
                 ]
                 for r in rows
             ],

@@ -279,6 +279,22 @@ SIDE_EFFECT_ROW = {
         "ratio_vs_plain": STAT,
     },
 }  # fmt: skip
+DISTRIBUTED_ROW = {
+    "type": "object",
+    "required": ["system", "workload", "batch_size", "ranks", "threads_per_rank",
+                 "process", "samples_s", "samples_per_s", "speedup_vs_1_rank"],
+    "properties": {
+        "system": STR,
+        "workload": STR,
+        "batch_size": {"type": "integer", "minimum": 1},
+        "ranks": {"type": "integer", "minimum": 1},
+        "threads_per_rank": {"type": "integer", "minimum": 1},
+        "process": PROCESS,
+        "samples_s": SAMPLES,
+        "samples_per_s": STAT,
+        "speedup_vs_1_rank": STAT,
+    },
+}  # fmt: skip
 COMPILE_ROW = {
     "type": "object",
     "required": [
@@ -498,6 +514,7 @@ RESULTS = {
         "scaling": {"type": "array", "items": SCALING_ROW},
         "estimator": {"type": "array", "items": ESTIMATOR_ROW},
         "side_effect": {"type": "array", "items": SIDE_EFFECT_ROW},
+        "distributed": {"type": "array", "items": DISTRIBUTED_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
         "memory": {"type": "array", "items": MEMORY_ROW},
         "skipped": {

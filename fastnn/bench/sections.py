@@ -333,6 +333,67 @@ def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------------------- distributed
+#: Data-parallel training: jobs of this many MPI ranks of one thread each, at this
+#: global batch, on the 784-256-128-10 network.
+DISTRIBUTED_RANKS = (1, 2)
+DISTRIBUTED_BATCH = 256
+
+
+def distributed(opts, skipped, tick) -> list[dict[str, Any]]:
+    """fastnn.distributed.fit with 2 MPI ranks x 1 thread against 1 rank x 1 thread
+    (each compiled backend): every job a fresh ``mpiexec`` of processes of its own,
+    one epoch per sample, the jobs alternated round by round; the speed-up over one
+    rank paired by round."""
+    backends = [b for b in opts.backends if b != "numpy"]
+    why = _mpi_missing()
+    if why:
+        for b in backends:
+            _skip(skipped, "distributed", f"fastnn-{b}", why)
+        tick()
+        return []
+    wl = Workload((784, 256, 128, 10), DISTRIBUTED_BATCH, opts.preset["n_big"])
+    rows = []
+    for b in backends:
+        system = f"fastnn-{b}"
+        base = _epoch_specs(opts, wl, [system], 1)[system]
+        specs = {r: {**base, "ranks": r} for r in DISTRIBUTED_RANKS}
+        times, processes = _run_isolated(
+            opts, specs, opts.preset["rounds"], skipped, "distributed",
+            workload=wl.name, batch_size=wl.batch_size,
+        )  # fmt: skip
+        if 1 not in times:
+            continue
+        for ranks, ts in times.items():
+            rows.append(
+                {
+                    "system": system,
+                    "workload": wl.name,
+                    "batch_size": wl.batch_size,
+                    "ranks": ranks,
+                    "threads_per_rank": 1,
+                    "process": processes[ranks],
+                    "samples_s": ts,
+                    "samples_per_s": scaled(stat(ts, "s"), wl.n_samples, "samples/s"),
+                    "speedup_vs_1_rank": stat(pair_ratios(times[1], ts), "x"),
+                }
+            )
+    tick()
+    return rows
+
+
+def _mpi_missing() -> str | None:
+    """Why MPI jobs cannot start here, or None."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install 'fastnn[mpi]')"
+    if shutil.which("mpiexec") is None:
+        return "mpiexec is not on the PATH"
+    return None
+
+
 # ------------------------------------------------------------- side effects
 #: The NumPy MLP's process: as its users run it, after ``import fastnn``, and after
 #: one small fastnn fit in the same process.

@@ -1,0 +1,535 @@
+"""A network's structure, flat parameters, workspaces and forward pass.
+
+Memory layout (why it looks like this):
+
+* Every parameter lives in one flat, 64-byte aligned buffer laid out as
+  ``[weights of layer 0, 1, ... | biases of layer 0, 1, ...]`` (each segment padded
+  to whole cache lines); :class:`~fastnn.layers.Linear` layers hold views into it.
+  Gradients live in a twin buffer. An optimizer step is then two fused kernel calls
+  (weights with decay, biases without) whatever the depth, and the compiled
+  ``loss_grad`` / ``train_step`` kernels take the two flat buffers as they are.
+* Activations, pre-activations and gradients of one batch live in a workspace
+  allocated once per batch size (the last, partial batch gets its own). A training
+  workspace of the standard Linear(+activation) stack is one flat buffer carved as
+  the compiled kernels expect (``contract.train_workspace_layout``).
+* The forward pass fuses each Linear with the activation that follows it into one
+  ``linear_forward`` call.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from ._buffers import aligned_copy, aligned_empty, aligned_zeros, padded_size
+from ._validation import check_n_features, check_sample_weight, check_X
+from .kernels.contract import train_workspace_layout
+from .layers import Activation, Layer, Linear
+from .losses import SoftmaxCrossEntropy
+from .optim import Adam, Optimizer
+
+__all__ = ["Network", "NotFittedError"]
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+_INFERENCE_ROWS = 4096  # rows per forward chunk in predict / evaluate
+_WORKSPACE_CACHE = 4  # training batch shapes kept (full, partial, a few more)
+_INFERENCE_CACHE = 2  # inference shapes kept per thread: full chunk + the last
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when predicting with a model that has not been trained or loaded."""
+
+
+@dataclass
+class _Stage:
+    """One fused kernel call of the forward pass: Linear (+ activation), or an
+    activation on its own."""
+
+    linear: Linear | None
+    activation: str
+    alpha: float
+    # The backward of relu / leaky_relu (alpha >= 0), sigmoid, tanh and identity can
+    # read the output y in place of z, so z is stored only where it is needed.
+    keep_z: bool
+
+
+@dataclass
+class _Workspace:
+    """Buffers of one batch size."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sw: np.ndarray
+    out: list[np.ndarray]
+    z: list[np.ndarray | None]
+    dx: list[np.ndarray | None]
+    dlogits: np.ndarray | None
+    # training workspaces of a compiled-step model: the one flat buffer that out, z,
+    # dx and dlogits are views of (contract.train_workspace_layout); None otherwise
+    work: np.ndarray | None = None
+
+
+class Network:
+    """Structure, flat parameters, workspaces and forward pass of a
+    :class:`fastnn.Sequential` (its base class; see there for the parameters)."""
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        loss: SoftmaxCrossEntropy | None = None,
+        optimizer: Optimizer | None = None,
+        dtype: Any = np.float32,
+        backend: str | None = None,
+        n_threads: int | None = None,
+        compiled_step: bool = True,
+    ) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a Sequential model needs at least one layer")
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"{layer!r} is not a fastnn layer")
+        self.loss = loss if loss is not None else SoftmaxCrossEntropy()
+        if not isinstance(self.loss, SoftmaxCrossEntropy):
+            raise TypeError("loss must be a fastnn.SoftmaxCrossEntropy")
+        self.optimizer = optimizer if optimizer is not None else Adam()
+        if not isinstance(self.optimizer, Optimizer):
+            raise TypeError("optimizer must be a fastnn optimizer (SGD, Adam, AdamW)")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if backend is not None:
+            kernels.get_backend(backend)  # fail early on unknown names
+        self.backend = backend
+        if n_threads is not None and (operator.index(n_threads) < 1):
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self.n_threads = n_threads
+        if not isinstance(compiled_step, (bool, np.bool_)):
+            raise ValueError(f"compiled_step must be a bool, got {compiled_step!r}")
+        self.compiled_step = bool(compiled_step)
+        self._compiled_override: bool | None = None  # fit(compiled_step=...)
+        self._step_checked: set[tuple] = set()  # batch shapes validated in this fit
+        self._in_fit = False
+        self.stop_training = False
+        self._stages = self._plan(self.layers)
+        self._allocate_parameters()
+        self._train_layout, self._train_alphas = self._compiled_layout()
+        self._initialized = False
+        self._workspaces: OrderedDict[tuple[int, bool], _Workspace] = OrderedDict()
+        # inference buffers per thread: concurrent predict calls never share one
+        self._inference = threading.local()
+
+    # ------------------------------------------------------------ structure
+    @staticmethod
+    def _plan(layers: list[Layer]) -> list[_Stage]:
+        stages: list[_Stage] = []
+        width = None
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, Linear):
+                if width is not None and layer.in_features != width:
+                    raise ValueError(
+                        f"layer {i} ({layer!r}) expects {layer.in_features} inputs "
+                        f"but the previous Linear produces {width}"
+                    )
+                width = layer.out_features
+                act, alpha = "identity", 0.01
+                if i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
+                    act, alpha = layers[i + 1].activation, layers[i + 1].alpha
+                    i += 1
+                stages.append(_Stage(layer, act, alpha, _needs_z(act, alpha)))
+            elif isinstance(layer, Activation):
+                # z of a lone activation is its input, already kept by the stage before
+                stages.append(_Stage(None, layer.activation, layer.alpha, False))
+            else:
+                raise TypeError(f"unsupported layer {layer!r}")
+            i += 1
+        if width is None:
+            raise ValueError("a Sequential model needs at least one Linear layer")
+        return stages
+
+    @property
+    def linears(self) -> list[Linear]:
+        """The Linear layers, in order."""
+        return [s.linear for s in self._stages if s.linear is not None]
+
+    @property
+    def n_features_in_(self) -> int:
+        """Input width (the first Linear's in_features)."""
+        return self.linears[0].in_features
+
+    @property
+    def n_outputs_(self) -> int:
+        """Output width (number of classes)."""
+        return self.linears[-1].out_features
+
+    def _allocate_parameters(self) -> None:
+        """One flat buffer for all parameters: weights first, then biases."""
+        specs = []  # (name, layer, attribute, shape)
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        for lin in self.linears:
+            specs.append(
+                (
+                    f"{index[id(lin)]}.weight",
+                    lin,
+                    "weight",
+                    (lin.in_features, lin.out_features),
+                )
+            )
+        for lin in self.linears:
+            if lin.use_bias:
+                specs.append(
+                    (f"{index[id(lin)]}.bias", lin, "bias", (lin.out_features,))
+                )
+        offsets, total, n_decay = [], 0, 0
+        for _, _, attr, shape in specs:
+            size = math.prod(shape)
+            offsets.append(total)
+            total += padded_size(size, self.dtype)
+            if attr == "weight":
+                n_decay = total
+        self._params = aligned_zeros(total, self.dtype)
+        self._grads = aligned_zeros(total, self.dtype)
+        self._n_decay = n_decay
+        self._param_specs = []
+        for (name, _, _, shape), off in zip(specs, offsets, strict=True):
+            self._param_specs.append((name, slice(off, off + math.prod(shape)), shape))
+        self._bind_layer_views()
+        for lin in self.linears:
+            if not lin.use_bias:
+                lin.bias = None
+
+    def _bind_layer_views(self) -> None:
+        """Point every Linear's weight / bias (and their gradients) into the flat
+        buffers; parameter names are "<layer index>.<attribute>"."""
+        for name, sl, shape in self._param_specs:
+            index, attr = name.split(".")
+            lin = self.layers[int(index)]
+            setattr(lin, attr, self._params[sl].reshape(shape))
+            setattr(lin, "grad_" + attr, self._grads[sl].reshape(shape))
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Buffers are rebuilt on demand and the thread-local cache cannot be
+        # pickled; the backend stays a name (self.backend), resolved on use.
+        state = self.__dict__.copy()
+        state["_workspaces"] = OrderedDict()
+        state["_step_checked"] = set()
+        del state["_inference"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._inference = threading.local()
+        # pickle copies each view on its own and drops the 64-byte alignment:
+        # realign the flat buffers, then point the layers and optimizer at them
+        self._params = aligned_copy(self._params, self.dtype)
+        self._grads = aligned_copy(self._grads, self.dtype)
+        self._bind_layer_views()
+        if self.optimizer._params is not None:
+            self.optimizer._params = self._params
+            self.optimizer._grads = self._grads
+
+    def _compiled_layout(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """train_step's layout table and alphas, or (None, None) when a stage is a
+        lone activation (such models keep the layer-by-layer path)."""
+        if any(st.linear is None for st in self._stages):
+            return None, None
+        offsets = {}
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        for name, sl, _ in self._param_specs:
+            offsets[name] = sl.start
+        rows = []
+        for st in self._stages:
+            lin = st.linear
+            i = index[id(lin)]
+            rows.append(
+                (
+                    offsets[f"{i}.weight"],
+                    offsets.get(f"{i}.bias", -1),
+                    lin.in_features,
+                    lin.out_features,
+                    kernels.activation_code(st.activation),
+                    int(st.keep_z),
+                )
+            )
+        layout = np.array(rows, dtype=np.int64).reshape(len(rows), 6)
+        alphas = np.array([st.alpha for st in self._stages], dtype=np.float64)
+        return layout, alphas
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """(name, array) for every parameter; names as PyTorch's ("0.weight")."""
+        return [(n, self._params[sl].reshape(s)) for n, sl, s in self._param_specs]
+
+    def parameters(self) -> list[np.ndarray]:
+        """Every parameter array (views: writing to them changes the model)."""
+        return [p for _, p in self.named_parameters()]
+
+    def get_flat_parameters(self) -> np.ndarray:
+        """A copy of the flat parameter buffer (layout of this model only)."""
+        return self._params.copy()
+
+    def set_flat_parameters(self, flat: np.ndarray) -> None:
+        """Overwrite every parameter from :meth:`get_flat_parameters` output."""
+        flat = np.asarray(flat)
+        if flat.shape != self._params.shape:
+            raise ValueError(
+                f"flat parameters have shape {flat.shape}, "
+                f"expected {self._params.shape}"
+            )
+        np.copyto(self._params, flat)
+        self._initialized = True
+
+    def initialize(self, seed: int | np.random.Generator | None = None) -> Network:
+        """(Re)draw every weight from its layer's init (biases zero); returns self.
+
+        Also resets the optimizer's state.
+        """
+        rng = (
+            seed
+            if isinstance(seed, np.random.Generator)
+            else np.random.default_rng(seed)
+        )
+        self._params.fill(0)
+        for lin in self.linears:
+            lin.weight[...] = lin.init_weight(rng)
+        self.optimizer.reset()
+        self._initialized = True
+        return self
+
+    def _kernels(self) -> kernels.Backend:
+        return kernels.get_backend(self.backend)
+
+    # ------------------------------------------------------------ workspaces
+    def _workspace(self, n: int, train: bool) -> _Workspace:
+        """Buffers for a batch of ``n`` rows: training ones shared by the model
+        (one fit at a time), inference ones per thread."""
+        key = (n, train)
+        if train:
+            cache, size = self._workspaces, _WORKSPACE_CACHE
+        else:
+            cache = getattr(self._inference, "cache", None)
+            if cache is None:
+                cache = self._inference.cache = OrderedDict()
+            size = _INFERENCE_CACHE
+        ws = cache.get(key)
+        if ws is not None:
+            cache.move_to_end(key)
+            return ws
+        ws = cache[key] = self._new_workspace(n, train)
+        while len(cache) > size:
+            cache.popitem(last=False)
+        return ws
+
+    def _new_workspace(self, n: int, train: bool) -> _Workspace:
+        """Buffers for a batch of ``n`` rows, of the caller's own (not cached)."""
+        if train and self._train_layout is not None:
+            return self._train_workspace(n)
+        dt = self.dtype
+        outs, zs, dxs = [], [], []
+        width = self.n_features_in_
+        for s, st in enumerate(self._stages):
+            m = st.linear.out_features if st.linear is not None else width
+            outs.append(aligned_empty((n, m), dt))
+            zs.append(aligned_empty((n, m), dt) if train and st.keep_z else None)
+            # dx of a Linear stage: gradient w.r.t. its input (skipped for stage 0)
+            need_dx = train and st.linear is not None and s > 0
+            dxs.append(aligned_empty((n, width), dt) if need_dx else None)
+            width = m
+        return _Workspace(
+            x=aligned_empty((n, self.n_features_in_), dt) if train else None,
+            y=np.empty(n, dtype=np.intp) if train else None,
+            sw=aligned_empty(n, dt) if train else None,
+            out=outs,
+            z=zs,
+            dx=dxs,
+            dlogits=aligned_empty((n, width), dt) if train else None,
+        )
+
+    def _train_workspace(self, n: int) -> _Workspace:
+        """A training workspace carved from one flat buffer, as train_step expects."""
+        dt = self.dtype
+        offsets, d_off, total = train_workspace_layout(self._train_layout, n)
+        work = aligned_empty(total, dt)
+        outs, zs, dxs = [], [], []
+        rows = zip(offsets.tolist(), self._train_layout, strict=True)
+        for (y_off, z_off, dx_off), row in rows:
+            k, m = int(row[2]), int(row[3])
+            outs.append(work[y_off : y_off + n * m].reshape(n, m))
+            zs.append(work[z_off : z_off + n * m].reshape(n, m) if z_off >= 0 else None)
+            dxs.append(
+                work[dx_off : dx_off + n * k].reshape(n, k) if dx_off >= 0 else None
+            )
+        m = self.n_outputs_
+        return _Workspace(
+            x=aligned_empty((n, self.n_features_in_), dt),
+            y=np.empty(n, dtype=np.intp),
+            sw=aligned_empty(n, dt),
+            out=outs,
+            z=zs,
+            dx=dxs,
+            dlogits=work[d_off : d_off + n * m].reshape(n, m),
+            work=work,
+        )
+
+    # ------------------------------------------------------- forward/backward
+    def _forward(
+        self, kb: kernels.Backend, x: np.ndarray, ws: _Workspace
+    ) -> np.ndarray:
+        """Run the stages on ``x``; return the logits buffer."""
+        a = x
+        for s, st in enumerate(self._stages):
+            if st.linear is not None:
+                kb.linear_forward(
+                    a,
+                    st.linear.weight,
+                    st.linear.bias,
+                    st.activation,
+                    ws.out[s],
+                    z_out=ws.z[s],
+                    alpha=st.alpha,
+                )
+            else:
+                kb.activation_forward(a, st.activation, ws.out[s], alpha=st.alpha)
+            a = ws.out[s]
+        return a
+
+    # --------------------------------------------------------------- labels
+    def _encode(self, y: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        """Class indices of labels ``y`` (ValueError on labels never seen)."""
+        classes = self.classes_ if classes is None else classes
+        try:
+            idx = np.searchsorted(classes, y)
+        except TypeError as exc:
+            raise ValueError(
+                f"y has labels not comparable with classes_: {exc}"
+            ) from None
+        idx = np.clip(idx, 0, len(classes) - 1)
+        unseen = classes[idx] != y
+        if np.any(unseen):
+            raise ValueError(
+                f"y contains previously unseen labels: {np.unique(y[unseen]).tolist()}"
+            )
+        return idx.astype(np.intp)
+
+    def _resolve_classes(self, y: np.ndarray, classes: Any) -> np.ndarray:
+        """The sorted class labels of a first fit (from y, or given)."""
+        if classes is not None:
+            classes = np.asarray(classes)
+            uniq = np.unique(classes)
+            if uniq.shape[0] != classes.shape[0]:
+                raise ValueError("classes must not contain duplicates")
+            classes = uniq
+        else:
+            try:
+                classes = np.unique(y)
+            except TypeError as exc:
+                raise ValueError(f"labels must be mutually comparable: {exc}") from None
+        if classes.shape[0] != self.n_outputs_:
+            raise ValueError(
+                f"y has {classes.shape[0]} classes but the model has {self.n_outputs_} "
+                "outputs; the last Linear's out_features must equal the number of "
+                "classes (pass classes= if some are absent from y)"
+            )
+        return classes
+
+    def _combined_weights(
+        self, y_idx: np.ndarray, sample_weight: Any, n: int, classes=None
+    ) -> np.ndarray | None:
+        """class_weight[y] * sample_weight in the model dtype (None: unweighted)."""
+        classes = self.classes_ if classes is None else classes
+        cw = self.loss.class_weights(classes, y_idx)
+        if sample_weight is None and cw is None:
+            return None
+        w = (
+            np.ones(n)
+            if sample_weight is None
+            else check_sample_weight(sample_weight, n)
+        )
+        if cw is not None:
+            w = w * cw[y_idx]
+        return aligned_copy(w, self.dtype)
+
+    # ------------------------------------------------------------ inference
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
+                "with appropriate arguments before using this model."
+            )
+
+    def _check_predict_X(self, X: Any) -> np.ndarray:
+        Xc = check_X(X, self.dtype, type(self).__name__)
+        check_n_features(Xc, self.n_features_in_, type(self).__name__)
+        return Xc
+
+    def _logits_chunks(self, X: np.ndarray, check: bool = True):
+        """Yield (start, stop, logits buffer) over row chunks of validated X.
+
+        ``check``: raise ValueError on a non-finite score (X is finite, so the
+        weights are not, or the arithmetic overflowed) rather than answer with NaN.
+        fit's validation passes False: a diverging fit runs on, as in Keras.
+        """
+        kb = self._kernels()
+        n = X.shape[0]
+        for i in range(0, n, _INFERENCE_ROWS):
+            j = min(n, i + _INFERENCE_ROWS)
+            ws = self._workspace(j - i, False)
+            logits = self._forward(kb, X[i:j], ws)
+            if check and not np.isfinite(logits).all():
+                self._raise_non_finite(X[i:j], logits, i)
+            yield i, j, logits
+
+    def _raise_non_finite(self, X: np.ndarray, logits: np.ndarray, start: int):
+        if not np.isfinite(self._params).all():
+            raise ValueError(
+                "the model's weights hold NaN or infinity (training diverged); "
+                "retrain with a smaller learning rate (fastnn.TerminateOnNaN stops "
+                "such a fit at once)"
+            )
+        row = int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0])
+        big = float(np.abs(X[row]).max())
+        raise ValueError(
+            f"X row {start + row} gives non-finite scores: its values (up to "
+            f"{big:.3g}) overflow {self.dtype.name} arithmetic in the network; "
+            "scale the features (e.g. StandardScaler) or use dtype=float64"
+        )
+
+    def _evaluate_encoded(
+        self, X, y_idx, sw, prefix: str, check: bool = True
+    ) -> dict[str, float]:
+        """Loss (L2 and label smoothing included) and accuracy of encoded labels."""
+        loss_sum, correct = self._loss_sum(X, y_idx, sw, check)
+        n = X.shape[0]
+        loss = loss_sum / n + self.loss.penalty(self._params[: self._n_decay])
+        return {prefix + "loss": loss, prefix + "accuracy": correct / n}
+
+    def _loss_sum(self, X, y_idx, sw, check: bool = True) -> tuple[float, int]:
+        """(sum over rows of the loss without the L2 term, rows classified right)."""
+        kb = self._kernels()
+        loss_sum, correct = 0.0, 0
+        for i, j, logits in self._logits_chunks(X, check):
+            loss, _ = kb.softmax_cross_entropy(
+                logits,
+                y_idx[i:j],
+                sample_weight=None if sw is None else sw[i:j],
+                label_smoothing=self.loss.label_smoothing,
+                compute_grad=False,
+            )
+            loss_sum += loss * (j - i)
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == y_idx[i:j]))
+        return loss_sum, correct
+
+
+def _needs_z(activation: str, alpha: float) -> bool:
+    return activation == "gelu" or (activation == "leaky_relu" and alpha < 0)

@@ -1,0 +1,317 @@
+"""One training step and the gradients of a batch: the engine's fused kernels.
+
+For the standard stack (every stage a Linear with at most one activation after it)
+a batch's loss and gradients are one ``loss_grad`` call and an optimizer step is one
+``train_step`` call (``loss_grad`` followed by the fused update) on the numba or
+cython backend; data-parallel training calls ``loss_grad``, sums the gradients over
+the ranks and then the optimizer's fused ``update``. Stacks outside the standard
+form (a lone activation layer, e.g. ``Linear, ReLU, Tanh``), ``compiled_step=False``
+and targets other than the loss (explain's logit gradients) take the one
+layer-by-layer backward pass, :meth:`Steps._backward`, which calls the same kernel
+cores in the same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from ._validation import check_y
+from .kernels.contract import pack_config, pack_hyper
+from .network import DTYPES
+from .optim import SGD, Adam, AdamW
+from .threads import num_threads
+
+__all__ = ["Steps"]
+
+_EMPTY = {dt: np.empty(0, dtype=dt) for dt in DTYPES.values()}
+_EMPTY_TARGETS = {dt: np.empty((0, 0), dtype=dt) for dt in DTYPES.values()}
+
+
+def _no_input_grad(x: np.ndarray) -> np.ndarray:
+    """The raw loss_grad's "no input gradient" argument: a (0, k) array."""
+    return np.empty((0, x.shape[1]), x.dtype)
+
+
+class Steps:
+    """The step methods of :class:`fastnn.Sequential` (a mixin over Network)."""
+
+    def _forward_backward(
+        self,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        sample_weight: np.ndarray | None,
+        l2: float | None = None,
+    ) -> tuple[float, int]:
+        """Loss (with the L2 term) of one batch, gradients into the flat buffer.
+
+        One ``loss_grad`` call for the standard stack (unless ``compiled_step`` is
+        off), else the layer-by-layer pass. ``l2``: the batch's L2 coefficient
+        (None: the loss's). Returns ``(loss, number of rows whose argmax is the
+        label)``.
+        """
+        l2 = self.loss.l2 if l2 is None else l2
+        kb = self._kernels()
+        ws = self._workspace(xb.shape[0], True)
+        if self._uses_fused_kernels():
+            return self._loss_grad(kb, xb, yb, sample_weight, l2, ws.work)
+        logits = self._forward(kb, xb, ws)
+        loss, _ = kb.softmax_cross_entropy(
+            logits,
+            yb,
+            sample_weight=sample_weight,
+            label_smoothing=self.loss.label_smoothing,
+            grad_out=ws.dlogits,
+        )
+        correct = int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        self._backward(kb, xb, ws, self._stage_grads, l2)
+        if l2:
+            w = self._params[: self._n_decay]
+            loss += 0.5 * l2 * float(np.dot(w, w))
+        return loss, correct
+
+    def _loss_grad(
+        self,
+        kb,
+        xb,
+        yb,
+        sample_weight,
+        l2,
+        work,
+        grads=None,
+        input_grad=None,
+        label_smoothing=None,
+    ) -> tuple[float, int]:
+        """The backend's ``loss_grad`` on this model's parameters: gradients into
+        ``grads`` (default: the model's flat gradient buffer) and, when given,
+        d loss / d x into ``input_grad``.
+
+        Inside a fit (whose inputs the model made), a batch shape validated once
+        calls the raw kernel.
+        """
+        grads = self._grads if grads is None else grads
+        if label_smoothing is None:
+            label_smoothing = self.loss.label_smoothing
+        check_key = ("loss_grad", xb.shape[0], kb.name)
+        fast = (
+            grads is self._grads
+            and input_grad is None
+            and check_key in self._step_checked
+        )
+        if fast:  # parameters in contract.RAW_KERNELS order
+            empty = _EMPTY[self.dtype]
+            config = pack_config(weights_end=self._n_decay)
+            hyper = pack_hyper(label_smoothing=label_smoothing, l2=l2)
+            loss, correct = kb.raw.loss_grad(
+                xb, yb, _EMPTY_TARGETS[self.dtype],
+                empty if sample_weight is None else sample_weight, self._params, grads,
+                self._train_layout, self._train_alphas, work, config, hyper,
+                _no_input_grad(xb),
+            )  # fmt: skip
+            return float(loss), int(correct)
+        loss, correct = kb.loss_grad(
+            xb, yb, self._params, grads, self._train_layout, self._train_alphas,
+            work, sample_weight=sample_weight, label_smoothing=label_smoothing,
+            l2=l2, weights_end=self._n_decay, input_grad=input_grad,
+        )  # fmt: skip
+        if self._in_fit and grads is self._grads:
+            self._step_checked.add(check_key)
+        return float(loss), int(correct)
+
+    def _backward(self, kb, x, ws, stage_grads, l2: float = 0.0, input_grad=None):
+        """The layer-by-layer backward pass from the logits' gradient in
+        ``ws.dlogits`` (overwritten, as every dy: dz is written in place).
+
+        ``stage_grads``: per stage, the (dW, db) arrays to write (None entries for
+        lone activations; db None: not computed); ``input_grad``: receives
+        d / d x when given. The forward pass of ``x`` must have filled ``ws``.
+        """
+        dy = ws.dlogits
+        for s in range(len(self._stages) - 1, -1, -1):
+            st = self._stages[s]
+            xin = x if s == 0 else ws.out[s - 1]
+            y = ws.out[s]
+            if st.linear is not None:
+                dw, db = stage_grads[s]
+                dx = ws.dx[s] if s > 0 else input_grad
+                kb.linear_backward(
+                    dy,
+                    xin,
+                    st.linear.weight,
+                    ws.z[s] if st.keep_z else y,
+                    y,
+                    st.activation,
+                    dw_out=dw,
+                    db_out=db,
+                    dx_out=dx,
+                    dz_out=dy,
+                    compute_db=db is not None,
+                    compute_dx=dx is not None,
+                    weight_decay=l2,
+                    alpha=st.alpha,
+                )
+                dy = dx
+            elif s > 0 or input_grad is not None:
+                # a lone activation: its input is the previous stage's output (or x)
+                kb.activation_backward(dy, xin, y, st.activation, dy, alpha=st.alpha)
+        if input_grad is not None and self._stages[0].linear is None:
+            np.copyto(input_grad, dy)
+        return input_grad
+
+    def stage_grads(self, grads: np.ndarray) -> list[tuple[Any, Any]]:
+        """(dW, db) views into a flat gradient buffer laid out as the parameters,
+        per stage (None for a lone activation; db None without a bias)."""
+        views = {}
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        for name, sl, shape in self._param_specs:
+            views[name] = grads[sl].reshape(shape)
+        out = []
+        for st in self._stages:
+            if st.linear is None:
+                out.append(None)
+                continue
+            i = index[id(st.linear)]
+            out.append((views[f"{i}.weight"], views.get(f"{i}.bias")))
+        return out
+
+    @property
+    def _stage_grads(self) -> list[tuple[Any, Any]]:
+        return [
+            None
+            if st.linear is None
+            else (
+                st.linear.grad_weight,
+                st.linear.grad_bias if st.linear.use_bias else None,
+            )
+            for st in self._stages
+        ]
+
+    def _train_step(
+        self,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        sample_weight: np.ndarray | None,
+        l2: float | None = None,
+    ) -> tuple[float, int]:
+        """One optimizer step on a batch: forward, loss, backward, update.
+
+        ``xb`` (n, n_features) in the model dtype, ``yb`` class indices (intp),
+        ``sample_weight`` (n,) or None; all C-contiguous; ``l2`` the batch's L2
+        coefficient (None: the loss's). Returns the batch loss
+        (before the update) and the count of correctly classified rows.
+
+        One compiled ``train_step`` call when :meth:`_uses_compiled_step` (same
+        weights as the layer-by-layer path); the optimizer's ``steps``,
+        ``current_lr`` and state buffers stay the source of truth either way.
+        """
+        l2 = self.loss.l2 if l2 is None else l2
+        kb = self._kernels()
+        if not self._uses_compiled_step(kb):
+            loss, correct = self._forward_backward(xb, yb, sample_weight, l2)
+            self.optimizer.step()
+            return loss, correct
+        n = xb.shape[0]
+        ws = self._workspace(n, True)
+        opt = self.optimizer
+        empty = _EMPTY[self.dtype]
+        if type(opt) is SGD:
+            code, momentum, nesterov = 0, opt.momentum, opt.nesterov
+            beta1, beta2, eps, decoupled = 0.9, 0.999, 1e-8, False
+            velocity, m, v = opt.state.get("velocity", empty), empty, empty
+        else:
+            code, momentum, nesterov = 1, 0.0, False
+            beta1, beta2, eps, decoupled = opt.beta1, opt.beta2, opt.eps, opt.decoupled
+            velocity, m, v = empty, opt.state["m"], opt.state["v"]
+        step = opt.steps + 1
+        check_key = (n, kb.name)
+        if check_key in self._step_checked:
+            # validated before for this batch shape in this fit: call the raw kernel
+            # (parameters in contract.RAW_KERNELS order): no per-call validation
+            config = pack_config(
+                weights_end=self._n_decay, optimizer=code, step=step,
+                nesterov=nesterov, decoupled=decoupled,
+            )  # fmt: skip
+            hyper = pack_hyper(
+                label_smoothing=self.loss.label_smoothing, l2=l2,
+                lr=opt.current_lr, momentum=momentum, weight_decay=opt.weight_decay,
+                beta1=beta1, beta2=beta2, eps=eps,
+            )  # fmt: skip
+            loss, correct = kb.raw.train_step(
+                xb, yb, _EMPTY_TARGETS[self.dtype],
+                empty if sample_weight is None else sample_weight, self._params,
+                self._grads, self._train_layout, self._train_alphas, ws.work, config,
+                hyper, velocity, m, v,
+            )  # fmt: skip
+        else:
+            loss, correct = kb.train_step(
+                xb, yb, self._params, self._grads, self._train_layout,
+                self._train_alphas, ws.work, sample_weight=sample_weight,
+                label_smoothing=self.loss.label_smoothing, l2=l2,
+                weights_end=self._n_decay,
+                optimizer=("sgd", "adamw" if decoupled else "adam")[code],
+                lr=opt.current_lr, momentum=momentum, nesterov=nesterov,
+                weight_decay=opt.weight_decay, beta1=beta1, beta2=beta2, eps=eps,
+                step=step, velocity=velocity if velocity.size else None,
+                m=m if m.size else None, v=v if v.size else None,
+            )  # fmt: skip
+            self._step_checked.add(check_key)
+        opt.steps = step
+        return float(loss), int(correct)
+
+    def _uses_fused_kernels(self) -> bool:
+        """Whether a batch's gradients come from one ``loss_grad`` call: the stack
+        is standard and compiled steps are not switched off."""
+        wanted = self._compiled_override
+        if wanted is None:
+            wanted = self.compiled_step
+        return bool(wanted) and self._train_layout is not None
+
+    def _uses_compiled_step(self, kb: kernels.Backend | None = None) -> bool:
+        """Whether a training step is one compiled ``train_step`` call.
+
+        True when compiled steps are on (``compiled_step``, or fit's override), the
+        backend is numba or cython, every stage is a Linear (+ activation) and the
+        optimizer is exactly SGD, Adam or AdamW, bound to this model's buffers.
+        """
+        if not self._uses_fused_kernels():
+            return False
+        kb = self._kernels() if kb is None else kb
+        return (
+            kb.name in ("numba", "cython")
+            and type(self.optimizer) in (SGD, Adam, AdamW)
+            and self.optimizer._params is self._params
+        )
+
+    @contextlib.contextmanager
+    def _fit_step_mode(self, compiled_step: bool | None):
+        """fit(compiled_step=...) for one fit; shapes are validated afresh."""
+        self._compiled_override = compiled_step
+        self._step_checked = set()
+        self._in_fit = True
+        try:
+            yield
+        finally:
+            self._compiled_override = None
+            self._step_checked = set()
+            self._in_fit = False
+
+    def loss_and_gradients(
+        self, X: Any, y: Any, sample_weight: Any = None
+    ) -> tuple[float, list[np.ndarray]]:
+        """Loss of the whole of (X, y) and its gradient for every parameter.
+
+        Uses the model's loss (class weights, label smoothing, L2) without updating
+        anything. Gradients come back as copies in :meth:`parameters` order.
+        """
+        self._require_fitted()
+        Xc = self._check_predict_X(X)
+        y_idx = self._encode(check_y(y, Xc.shape[0]))
+        sw = self._combined_weights(y_idx, sample_weight, Xc.shape[0])
+        with num_threads(self.n_threads):
+            loss, _ = self._forward_backward(Xc, np.ascontiguousarray(y_idx), sw)
+        return loss, [
+            self._grads[sl].reshape(s).copy() for _, sl, s in self._param_specs
+        ]
