@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _mpi_probe, training
+from . import _mpi_probe, serialize, training
 from ._validation import check_int
 from .callbacks import History
 from .checkpoint import CheckpointError
@@ -555,8 +555,7 @@ class MPIStrategy(LocalStrategy):
         return model.n_threads
 
     def resumed(self, train_state) -> None:
-        extra = train_state.get("distributed") or {}
-        written_by = extra.get("world_size", 1)
+        written_by, comm_time = serialize.saved_data_parallel_state(train_state)
         if written_by != self.size and self.writes:
             warnings.warn(
                 f"resuming on {self.size} ranks from a checkpoint written by "
@@ -565,7 +564,7 @@ class MPIStrategy(LocalStrategy):
                 RuntimeWarning,
                 stacklevel=4,
             )
-        self._comm_time = float(extra.get("allreduce_time", 0.0))
+        self._comm_time = comm_time
 
     def share_state(self, model) -> None:
         _broadcast_state(self.comm, model)
@@ -642,9 +641,7 @@ class MPIStrategy(LocalStrategy):
         _check_in_sync(self.comm, model)
 
     def train_state_extra(self) -> dict[str, Any]:
-        return {
-            "distributed": {"world_size": self.size, "allreduce_time": self._comm_time}
-        }
+        return serialize.data_parallel_state(self.size, self._comm_time)
 
 
 def _broadcast_state(comm, model) -> None:

@@ -314,9 +314,26 @@ def train_state(
     return ts, arrays
 
 
+def saved_train_state(saved) -> dict[str, Any]:
+    """The train state (position of the fit) of a read training checkpoint."""
+    return saved[0]["train_state"]
+
+
+def data_parallel_state(world_size: int, allreduce_time: float) -> dict[str, Any]:
+    """What a data-parallel fit adds to its train state (see :func:`train_state`)."""
+    return {"distributed": {"world_size": world_size, "allreduce_time": allreduce_time}}
+
+
+def saved_data_parallel_state(train_state: dict[str, Any]) -> tuple[int, float]:
+    """(ranks that wrote it, seconds in the Allreduce this epoch) of a train state;
+    a single-process checkpoint reads as one rank."""
+    extra = train_state.get("distributed") or {}
+    return extra.get("world_size", 1), float(extra.get("allreduce_time", 0.0))
+
+
 def saved_seed_entropy(saved) -> Any:
     """The seed entropy of the fit a read checkpoint ``(meta, arrays)`` holds."""
-    return saved[0]["train_state"]["seed_entropy"]
+    return saved_train_state(saved)["seed_entropy"]
 
 
 def resume_training_state(

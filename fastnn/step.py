@@ -39,13 +39,7 @@ def _no_input_grad(x: np.ndarray) -> np.ndarray:
 class Steps:
     """The step methods of :class:`fastnn.Sequential` (a mixin over Network)."""
 
-    def _forward_backward(
-        self,
-        xb: np.ndarray,
-        yb: np.ndarray,
-        sample_weight: np.ndarray | None,
-        l2: float | None = None,
-    ) -> tuple[float, int]:
+    def _forward_backward(self, xb, yb, sample_weight, l2=None) -> tuple[float, int]:
         """Loss (with the L2 term) of one batch, gradients into the flat buffer.
 
         One ``loss_grad`` call for the standard stack (unless ``compiled_step`` is
@@ -189,13 +183,7 @@ class Steps:
             for st in self._stages
         ]
 
-    def _train_step(
-        self,
-        xb: np.ndarray,
-        yb: np.ndarray,
-        sample_weight: np.ndarray | None,
-        l2: float | None = None,
-    ) -> tuple[float, int]:
+    def _train_step(self, xb, yb, sample_weight, l2=None) -> tuple[float, int]:
         """One optimizer step on a batch: forward, loss, backward, update.
 
         ``xb`` (n, n_features) in the model dtype, ``yb`` class indices (intp),

@@ -8,11 +8,13 @@ the history. What differs between consumers plugs in through three objects:
 
 API (stable)
 ------------
-``fit(model, X, y, *, epochs, batch_size, shuffle, validation_data,
-validation_split, callbacks, seed, verbose, checkpoint, checkpoint_every, resume,
-sample_weight, classes, compiled_step, strategy=None, batch_order=None,
-batch_l2=None) -> History``
-    Arguments as :meth:`fastnn.Sequential.fit`, plus:
+``fit(model, X, y, *, strategy=None, batch_order=None, batch_l2=None,
+**settings) -> History``
+    ``settings``: the keyword arguments of ``model.fit`` (:meth:`fastnn.Sequential.fit`:
+    ``epochs``, ``batch_size``, ``shuffle``, ``validation_data``,
+    ``validation_split``, ``callbacks``, ``seed``, ``verbose``, ``checkpoint``,
+    ``checkpoint_every``, ``resume``, ``sample_weight``, ``classes``,
+    ``compiled_step``) with its defaults; and:
 
 ``strategy`` (default :class:`LocalStrategy`)
     Where the steps run. :class:`LocalStrategy` runs each step in this process (one
@@ -50,11 +52,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,40 +255,80 @@ def fit(
     X: Any,
     y: Any,
     *,
-    epochs: int = 10,
-    batch_size: int = 32,
-    shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
-    validation_split: float = 0.0,
-    callbacks: Iterable[Callback] = (),
-    seed: int | None = None,
-    verbose: int = 1,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int | str = "epoch",
-    resume: bool = False,
-    sample_weight: Any = None,
-    classes: Any = None,
-    compiled_step: bool | None = None,
     strategy: LocalStrategy | None = None,
     batch_order: BatchOrder | None = None,
     batch_l2: Callable[[int], float] | None = None,
+    **settings: Any,
 ) -> History:
-    """Train ``model`` on (X, y); see the module docstring and
-    :meth:`fastnn.Sequential.fit` for the arguments.
+    """Train ``model`` on (X, y).
+
+    ``settings`` are the keyword arguments of ``model.fit``
+    (:meth:`fastnn.Sequential.fit`: ``epochs``, ``batch_size``, ``shuffle``,
+    ``validation_data``, ``validation_split``, ``callbacks``, ``seed``,
+    ``verbose``, ``checkpoint``, ``checkpoint_every``, ``resume``,
+    ``sample_weight``, ``classes``, ``compiled_step``), with its defaults;
+    ``strategy``, ``batch_order`` and ``batch_l2`` as in the module docstring.
 
     Returns
     -------
     History
         The metrics of every epoch (including those before a resume).
     """
+    a = inspect.signature(type(model).fit).bind(model, X, y, **settings)
+    a.apply_defaults()
+    s = a.arguments
+    checkpoint, resume = s["checkpoint"], s["resume"]
     strategy = LocalStrategy() if strategy is None else strategy
+    args = strategy.agreed(_FitArgs.checked, model, X, y, s)
+    if checkpoint is not None:  # fail now, not after the epochs
+        strategy.on_root(container.check_output_path, checkpoint, "checkpoint")
+    # the checkpoint to resume from: read and verified by the writer
+    saved = strategy.on_root(_read, checkpoint if resume else None)
+    if saved:
+        strategy.agreed(serialize.check_state, model, *saved, True)
+    entropy = strategy.seed_entropy(
+        serialize.saved_seed_entropy(saved) if saved else s["seed"]
+    )
+    data = strategy.agreed(_derive, model, args, s, saved, entropy)
+    strategy.check_same(
+        model,
+        data,
+        {
+            "epochs": args.epochs,
+            "checkpoint": checkpoint is not None,
+            "seed": s["seed"],
+            "checkpoint_every": args.every,
+            "resume": bool(resume),
+            "callbacks": [type(cb).__name__ for cb in args.callbacks],
+        },
+    )
+    order = batch_order or (shuffled_order if s["shuffle"] else data_order)
+    run = _Run(model, strategy, data, args, saved, checkpoint, order, batch_l2)
+    return run.train()
 
-    # ---- 1. arguments and data, checked on every process
-    def prepare():
-        args = check_fit_args(
-            epochs, batch_size, verbose, validation_split, checkpoint_every,
-            callbacks, resume, checkpoint,
+
+@dataclass
+class _FitArgs:
+    """fit's arguments and input data, checked (every process alike)."""
+
+    epochs: int
+    batch_size: int
+    verbose: int
+    every: int | str  # checkpoint_every
+    callbacks: list[Callback]
+    compiled_step: bool | None
+    X_all: np.ndarray
+    y_raw: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray] | None  # (X_val, labels)
+
+    @classmethod
+    def checked(cls, model, X, y, s: dict[str, Any]) -> _FitArgs:
+        """From fit's arguments ``s`` (by name)."""
+        settings = check_fit_args(
+            s["epochs"], s["batch_size"], s["verbose"], s["validation_split"],
+            s["checkpoint_every"], s["callbacks"], s["resume"], s["checkpoint"],
         )  # fmt: skip
+        compiled_step = s["compiled_step"]
         if compiled_step is not None and not isinstance(
             compiled_step, (bool, np.bool_)
         ):
@@ -295,6 +338,7 @@ def fit(
         X_all = model._check_predict_X(X)
         y_raw = check_y(y, X_all.shape[0])
         val = None
+        validation_data = s["validation_data"]
         if validation_data is not None:
             if (
                 not isinstance(validation_data, (tuple, list))
@@ -303,220 +347,218 @@ def fit(
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             X_val = model._check_predict_X(validation_data[0])
             val = (X_val, check_y(validation_data[1], X_val.shape[0]))
-        return args, X_all, y_raw, val
+        compiled = None if compiled_step is None else bool(compiled_step)
+        return cls(*settings, compiled, X_all, y_raw, val)
 
-    args, X_all, y_raw, val_raw = strategy.agreed(prepare)
-    epochs_, batch_size_, verbose_, every, callbacks_ = args
-    if checkpoint is not None:  # fail now, not after the epochs
-        strategy.on_root(container.check_output_path, checkpoint, "checkpoint")
 
-    # ---- 2. the checkpoint to resume from: read and verified by the writer
-    def read_checkpoint():
-        if resume and Path(checkpoint).exists():
-            return serialize.read(checkpoint)
+def _read(path) -> tuple[dict, dict] | None:
+    """The checkpoint at ``path`` (None: no path, or no file there yet)."""
+    if path is None or not Path(path).exists():
         return None
+    return serialize.read(path)
 
-    saved = strategy.on_root(read_checkpoint)
+
+def _derive(model, args: _FitArgs, s: dict[str, Any], saved, entropy) -> FitData:
+    """Labels, weights, seeds and the validation split: the same on every process."""
+    X_all, validation_split = args.X_all, s["validation_split"]
     if saved:
-        strategy.agreed(serialize.check_state, model, *saved, True)
-    entropy = strategy.seed_entropy(
-        serialize.saved_seed_entropy(saved) if saved else seed
+        classes_ = saved[1][serialize.CLASSES]
+    elif hasattr(model, "classes_"):
+        classes_ = model.classes_
+    else:
+        classes_ = model._resolve_classes(args.y_raw, s["classes"])
+    y_all = model._encode(args.y_raw, classes_)
+    sw_all = model._combined_weights(
+        y_all, s["sample_weight"], X_all.shape[0], classes_
     )
+    seed_seq = np.random.SeedSequence(entropy)
+    init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
+    X_tr, x_rows, y_tr, sw_tr, X_val, y_val = X_all, None, y_all, sw_all, None, None
+    if args.validation is not None:
+        X_val, y_val = args.validation[0], model._encode(args.validation[1], classes_)
+    elif validation_split > 0:
+        tr, va = stratified_split(
+            y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
+        )
+        # X stays uncopied: training batches gather their rows through x_rows
+        x_rows, y_tr = tr, y_all[tr]
+        sw_tr = None if sw_all is None else sw_all[tr]
+        X_val, y_val = X_all[va], y_all[va]
+    settings = {
+        "batch_size": min(args.batch_size, y_tr.shape[0]),
+        "shuffle": bool(s["shuffle"]),
+        "validation_split": float(validation_split),
+        "n_samples": int(X_all.shape[0]),
+        # a resume must see the same data; hashing costs a pass over X, so only
+        # runs that checkpoint pay for it
+        "data_sha256": fingerprint(X_all, y_all, sw_all) if s["checkpoint"] else None,
+    }
+    data = FitData(
+        classes_, X_all, y_all, sw_all, X_tr, x_rows, y_tr, sw_tr, X_val, y_val,
+        seed_seq, init_ss, shuffle_ss, settings,
+    )  # fmt: skip
+    if saved:
+        serialize.check_resume(model, saved, settings, args.callbacks, data.n)
+    return data
 
-    # ---- 3. labels, weights, seeds, split: the same on every process
-    def derive() -> FitData:
+
+class _Run:
+    """One fit from its starting state: the epochs, their batches, the epoch ends
+    and the checkpoints."""
+
+    def __init__(self, model, strategy, data: FitData, args: _FitArgs, saved,
+                 checkpoint, order: BatchOrder, batch_l2) -> None:  # fmt: skip
+        self.model, self.strategy, self.data, self.args = model, strategy, data, args
+        self.checkpoint, self.order, self.batch_l2 = checkpoint, order, batch_l2
+        self.n_threads = strategy.threads(model)
         if saved:
-            classes_ = saved[1][serialize.CLASSES]
-        elif hasattr(model, "classes_"):
-            classes_ = model.classes_
-        else:
-            classes_ = model._resolve_classes(y_raw, classes)
-        y_all = model._encode(y_raw, classes_)
-        sw_all = model._combined_weights(y_all, sample_weight, X_all.shape[0], classes_)
-        seed_seq = np.random.SeedSequence(entropy)
-        init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
-        X_tr, x_rows, y_tr, sw_tr, X_val, y_val = X_all, None, y_all, sw_all, None, None
-        if val_raw is not None:
-            X_val, y_val = val_raw[0], model._encode(val_raw[1], classes_)
-        elif validation_split > 0:
-            tr, va = stratified_split(
-                y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
+            strategy.resumed(serialize.saved_train_state(saved))
+        # ---- nothing above mutated the model: the starting state
+        self.rng = np.random.Generator(np.random.PCG64(data.shuffle_ss))
+        self.history = History()
+        self.state = TrainState()
+        model.classes_ = data.classes
+        if saved:
+            serialize.set_state(model, *saved)
+            self.history, position = serialize.resume_training_state(
+                saved, self.rng, args.callbacks
             )
-            # X stays uncopied: training batches gather their rows through x_rows
-            x_rows, y_tr = tr, y_all[tr]
-            sw_tr = None if sw_all is None else sw_all[tr]
-            X_val, y_val = X_all[va], y_all[va]
-        settings = {
-            "batch_size": min(batch_size_, y_tr.shape[0]),
-            "shuffle": bool(shuffle),
-            "validation_split": float(validation_split),
-            "n_samples": int(X_all.shape[0]),
-            # a resume must see the same data; hashing costs a pass over X, so only
-            # runs that checkpoint pay for it
-            "data_sha256": fingerprint(X_all, y_all, sw_all) if checkpoint else None,
+            self.state = TrainState(**position)
+        elif not model._initialized:
+            model.initialize(np.random.Generator(np.random.PCG64(data.init_ss)))
+        opt = model.optimizer
+        opt.bind(model._kernels(), model._params, model._grads, model._n_decay)
+        strategy.share_state(model)
+        model.stop_training = self.state.stopped
+        self.continuing = bool(saved)  # a resumed fit: no on_train_begin
+        self.hooks = strategy.callbacks(args.callbacks)
+        self.t_first: float | None = None
+
+    def train(self) -> History:
+        model, state, args = self.model, self.state, self.args
+        if state.nothing_left(args.epochs):
+            return self.history
+        if not self.continuing:
+            for cb in self.hooks:
+                cb.on_train_begin(model)
+        guard = _SigintGuard() if self.strategy.defers_sigint else _NO_GUARD
+        verbosity = self.strategy.verbosity(args.verbose)
+        with (
+            num_threads(self.n_threads),
+            guard,
+            model._fit_step_mode(args.compiled_step),
+            Progress(verbosity, args.epochs, self.data.n, state.epoch, state.seen)
+            as progress,
+        ):  # fmt: skip
+            self.interrupted = guard.is_set
+            while state.epoch < args.epochs and not model.stop_training:
+                self._epoch(progress)
+            for cb in self.hooks:
+                cb.on_train_end(model)
+            state.finished = True
+            self.strategy.end_fit(model)
+            if self.checkpoint is not None:
+                self._save()
+        return self.history
+
+    def _epoch(self, progress: Progress) -> None:
+        """Run (the rest of) an epoch and its end."""
+        model, strategy, data, state = self.model, self.strategy, self.data, self.state
+        n, bs = data.n, data.settings["batch_size"]
+        n_batches = -(-n // bs)
+        every = self.args.every
+        t0 = time.perf_counter()
+        if state.batch == 0:
+            state.perm = self.order(n, self.rng)
+            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+            state.elapsed = 0.0
+            strategy.begin_epoch()
+        for b in range(state.batch, n_batches):
+            i, j = b * bs, min(n, (b + 1) * bs)
+            lo, hi = strategy.shard(i, j)
+            ws = None
+            if hi > lo:
+                ws = model._workspace(hi - lo, True)
+                gather_batch(ws, data.X_tr, data.x_rows, data.y_tr, data.sw_tr,
+                             state.perm, lo, hi)  # fmt: skip
+            if self.t_first is None:
+                self.t_first = time.perf_counter()
+            l2 = None if self.batch_l2 is None else float(self.batch_l2(j - i))
+            loss, correct = strategy.step(model, ws, data.sw_tr is not None, j - i, l2)
+            if self.history.first_step_time is None:
+                self.history.first_step_time = time.perf_counter() - self.t_first
+            strategy.add_batch(state, loss, hi - lo, correct)
+            state.seen += j - i
+            state.batch = b + 1
+            state.step += 1
+            running = b % 16 == 0 or b == n_batches - 1
+            progress.step(j - i, state.loss_sum / state.seen if running else None)
+            if self.interrupted() or (
+                self.checkpoint is not None
+                and every != "epoch"
+                and state.step % every == 0
+            ):
+                state.elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                strategy.sync_metrics(state)
+                self._save_or_stop()
+        state.elapsed += time.perf_counter() - t0
+        self._end_epoch(progress)
+
+    def _end_epoch(self, progress: Progress) -> None:
+        """Metrics, validation, schedule and callbacks (every process, same order),
+        then the epoch's checkpoint."""
+        model, strategy, data, state = self.model, self.strategy, self.data, self.state
+        strategy.sync_metrics(state)
+        logs = {
+            "loss": state.loss_sum / state.seen,
+            "accuracy": state.correct / state.seen,
         }
-        data = FitData(
-            classes_, X_all, y_all, sw_all, X_tr, x_rows, y_tr, sw_tr, X_val, y_val,
-            seed_seq, init_ss, shuffle_ss, settings,
-        )  # fmt: skip
-        if saved:
-            serialize.check_resume(model, saved, settings, callbacks_, data.n)
-        return data
+        if data.X_val is not None:
+            logs.update(strategy.evaluate(model, data.X_val, data.y_val, "val_"))
+        logs["lr"] = model.optimizer.current_lr
+        logs["time"] = state.elapsed
+        logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
+        logs.update(strategy.epoch_logs())
+        self.history.append(state.epoch, logs)
+        model.optimizer.end_epoch(state.epoch + 1, logs)
+        for cb in self.hooks:
+            cb.on_epoch_end(state.epoch, logs, model)
+        strategy.end_epoch(model)
+        state.epoch += 1
+        state.batch = 0
+        state.perm = None
+        progress.epoch_end(state.epoch, logs, strategy.progress_note())
+        if self.args.every == "epoch" or self.interrupted():
+            self._save_or_stop()
 
-    data = strategy.agreed(derive)
-    strategy.check_same(
-        model,
-        data,
-        {
-            "epochs": epochs_,
-            "checkpoint": checkpoint is not None,
-            "seed": seed,
-            "checkpoint_every": every,
-            "resume": bool(resume),
-            "callbacks": [type(cb).__name__ for cb in callbacks_],
-        },
-    )
-    n_threads = strategy.threads(model)
-    if saved:
-        strategy.resumed(saved[0]["train_state"])
+    def _save_or_stop(self) -> None:
+        """Write the checkpoint (if any); after Ctrl-C, then stop."""
+        written = self.checkpoint is not None and self._save()
+        if self.interrupted():
+            raise _interrupted(self.checkpoint if written else None)
 
-    # ---- nothing above mutated the model; 4. the starting state
-    rng = np.random.Generator(np.random.PCG64(data.shuffle_ss))
-    history = History()
-    state = TrainState()
-    model.classes_ = data.classes
-    if saved:
-        serialize.set_state(model, *saved)
-        history, position = serialize.resume_training_state(saved, rng, callbacks_)
-        state = TrainState(**position)
-    elif not model._initialized:
-        model.initialize(np.random.Generator(np.random.PCG64(data.init_ss)))
-    model.optimizer.bind(model._kernels(), model._params, model._grads, model._n_decay)
-    strategy.share_state(model)
-    model.stop_training = state.stopped
-    if state.nothing_left(epochs_):
-        return history
-    hooks = strategy.callbacks(callbacks_)
-    if not saved:
-        for cb in hooks:
-            cb.on_train_begin(model)
-
-    def save_checkpoint() -> bool:
+    def _save(self) -> bool:
         """Write the checkpoint (the writer alone); False when skipped (diverged)."""
+        model = self.model
         if not np.isfinite(model._params).all():
             # diverged: the checkpoint keeps the last finite state
-            if not model.stop_training and strategy.writes:
+            if not model.stop_training and self.strategy.writes:
                 warnings.warn(
                     "training diverged (non-finite weights): the checkpoint is "
                     "no longer updated; pass callbacks=[fastnn.TerminateOnNaN()]"
                     " to stop at the first non-finite epoch loss",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
             return False
         meta, arrays = serialize.train_state(
-            data.seed_seq, rng, history, state, bool(model.stop_training),
-            data.settings, callbacks_, strategy.train_state_extra(),
+            self.data.seed_seq, self.rng, self.history, self.state,
+            bool(model.stop_training), self.data.settings, self.args.callbacks,
+            self.strategy.train_state_extra(),
         )  # fmt: skip
-        strategy.on_root(serialize.save, model, checkpoint, meta, arrays)
+        self.strategy.on_root(serialize.save, model, self.checkpoint, meta, arrays)
         return True
-
-    order = batch_order or (shuffled_order if shuffle else data_order)
-    n = data.n
-    bs = data.settings["batch_size"]
-    n_batches = -(-n // bs)
-    weighted = data.sw_tr is not None
-    guard = _SigintGuard() if strategy.defers_sigint else contextlib.nullcontext()
-    with (
-        num_threads(n_threads),
-        guard,
-        model._fit_step_mode(None if compiled_step is None else bool(compiled_step)),
-        Progress(
-            strategy.verbosity(verbose_), epochs_, n, state.epoch, state.seen
-        ) as progress,
-    ):
-        interrupted = getattr(guard, "is_set", _never)
-        t_first = None
-        while state.epoch < epochs_ and not model.stop_training:
-            t0 = time.perf_counter()
-            if state.batch == 0:
-                state.perm = order(n, rng)
-                state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-                state.elapsed = 0.0
-                strategy.begin_epoch()
-            for b in range(state.batch, n_batches):
-                i, j = b * bs, min(n, (b + 1) * bs)
-                lo, hi = strategy.shard(i, j)
-                ws = None
-                if hi > lo:
-                    ws = model._workspace(hi - lo, True)
-                    gather_batch(
-                        ws, data.X_tr, data.x_rows, data.y_tr, data.sw_tr, state.perm,
-                        lo, hi,
-                    )  # fmt: skip
-                if t_first is None:
-                    t_first = time.perf_counter()
-                l2 = None if batch_l2 is None else float(batch_l2(j - i))
-                loss, correct = strategy.step(model, ws, weighted, j - i, l2)
-                if history.first_step_time is None:
-                    history.first_step_time = time.perf_counter() - t_first
-                strategy.add_batch(state, loss, hi - lo, correct)
-                state.seen += j - i
-                state.batch = b + 1
-                state.step += 1
-                progress.step(
-                    j - i,
-                    state.loss_sum / state.seen
-                    if b % 16 == 0 or b == n_batches - 1
-                    else None,
-                )
-                if interrupted() or (
-                    checkpoint is not None
-                    and every != "epoch"
-                    and state.step % every == 0
-                ):
-                    state.elapsed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    strategy.sync_metrics(state)
-                    written = checkpoint is not None and save_checkpoint()
-                    if interrupted():
-                        raise _interrupted(checkpoint if written else None)
-            # ---- end of epoch (every process, same order)
-            state.elapsed += time.perf_counter() - t0
-            strategy.sync_metrics(state)
-            logs = {
-                "loss": state.loss_sum / state.seen,
-                "accuracy": state.correct / state.seen,
-            }
-            if data.X_val is not None:
-                logs.update(strategy.evaluate(model, data.X_val, data.y_val, "val_"))
-            logs["lr"] = model.optimizer.current_lr
-            logs["time"] = state.elapsed
-            logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
-            logs.update(strategy.epoch_logs())
-            history.append(state.epoch, logs)
-            model.optimizer.end_epoch(state.epoch + 1, logs)
-            for cb in hooks:
-                cb.on_epoch_end(state.epoch, logs, model)
-            strategy.end_epoch(model)
-            state.epoch += 1
-            state.batch = 0
-            state.perm = None
-            progress.epoch_end(state.epoch, logs, strategy.progress_note())
-            written = (
-                checkpoint is not None
-                and (every == "epoch" or interrupted())
-                and save_checkpoint()
-            )
-            if interrupted():
-                raise _interrupted(checkpoint if written else None)
-        for cb in hooks:
-            cb.on_train_end(model)
-        state.finished = True
-        strategy.end_fit(model)
-        if checkpoint is not None:
-            save_checkpoint()
-    return history
 
 
 # ------------------------------------------------------------------ helpers
@@ -611,8 +653,14 @@ def stratified_split(
     return train_idx, val_idx
 
 
-def _never() -> bool:
-    return False
+class _NoGuard(contextlib.nullcontext):
+    """Ctrl-C is not deferred (the strategy leaves it to the launcher)."""
+
+    def is_set(self) -> bool:
+        return False
+
+
+_NO_GUARD = _NoGuard()
 
 
 def _interrupted(saved_to: str | Path | None) -> KeyboardInterrupt:
