@@ -53,7 +53,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -544,12 +546,10 @@ class _Run:
         if not np.isfinite(model._params).all():
             # diverged: the checkpoint keeps the last finite state
             if not model.stop_training and self.strategy.writes:
-                warnings.warn(
+                _warn_caller(
                     "training diverged (non-finite weights): the checkpoint is "
                     "no longer updated; pass callbacks=[fastnn.TerminateOnNaN()]"
-                    " to stop at the first non-finite epoch loss",
-                    RuntimeWarning,
-                    stacklevel=5,
+                    " to stop at the first non-finite epoch loss"
                 )
             return False
         meta, arrays = serialize.train_state(
@@ -661,6 +661,17 @@ class _NoGuard(contextlib.nullcontext):
 
 
 _NO_GUARD = _NoGuard()
+
+
+def _warn_caller(message: str) -> None:
+    """A RuntimeWarning attributed to the first frame outside fastnn (the call of
+    fit in the user's code), however deep in the loop it is raised."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def _interrupted(saved_to: str | Path | None) -> KeyboardInterrupt:

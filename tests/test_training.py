@@ -229,3 +229,16 @@ def test_engine_modules_have_no_function_level_imports():
     for name in owned:
         _, nested = _imports(PACKAGE / f"{name}.py")
         assert nested == [], (name, nested)
+
+
+def test_divergence_warning_points_at_the_fit_call(tmp_path):
+    """Raised deep inside the loop, the warning names the caller's line."""
+    X, y = data()
+    m = fastnn.MLP((6, 16, 3), optimizer=SGD(lr=1e4))  # float32: overflows soon
+    with (
+        np.errstate(all="ignore"),
+        pytest.warns(RuntimeWarning, match="diverged") as rec,
+    ):
+        m.fit(X, y, epochs=5, batch_size=8, verbose=0, seed=0,
+              checkpoint=tmp_path / "d.npz")  # fmt: skip
+    assert {Path(r.filename).resolve() for r in rec} == {Path(__file__).resolve()}
