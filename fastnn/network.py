@@ -384,10 +384,19 @@ class Network:
 
     # ------------------------------------------------------- forward/backward
     def _forward(
-        self, kb: kernels.Backend, x: np.ndarray, ws: _Workspace
+        self,
+        kb: kernels.Backend,
+        x: np.ndarray,
+        ws: _Workspace,
+        between: Any = None,
     ) -> np.ndarray:
-        """Run the stages on ``x``; return the logits buffer."""
+        """Run the stages on ``x``; return the logits buffer.
+
+        ``between`` (training only, e.g. dropout masks): ``between.forward(s, y)``
+        returns what stage ``s + 1`` reads in place of stage ``s``'s output ``y``.
+        """
         a = x
+        last = len(self._stages) - 1
         for s, st in enumerate(self._stages):
             if st.linear is not None:
                 kb.linear_forward(
@@ -402,6 +411,8 @@ class Network:
             else:
                 kb.activation_forward(a, st.activation, ws.out[s], alpha=st.alpha)
             a = ws.out[s]
+            if between is not None and s < last:
+                a = between.forward(s, a)
         return a
 
     # --------------------------------------------------------------- labels

@@ -288,8 +288,11 @@ class Optimizer:
         self._backend, self._params, self._grads = backend, params, grads
         self._n_decay = n_decay
 
-    def step(self) -> None:
-        """Apply one update to every bound parameter from the bound gradients."""
+    def step(self, eps: float | None = None) -> None:
+        """Apply one update to every bound parameter from the bound gradients.
+
+        ``eps``: Adam's epsilon for this step only (ignored by SGD).
+        """
         raise NotImplementedError
 
     def end_epoch(self, epochs_done: int, logs: Mapping[str, float]) -> float:
@@ -385,7 +388,7 @@ class SGD(Optimizer):
             raise ValueError("nesterov momentum requires momentum > 0")
         self.state_names = ("velocity",) if self.momentum > 0 else ()
 
-    def step(self) -> None:
+    def step(self, eps: float | None = None) -> None:
         self.steps += 1
         velocity = self.state.get("velocity")
         for seg, wd in self._segments():
@@ -438,7 +441,7 @@ class Adam(Optimizer):
         self.eps = _real("eps", eps, 0.0)
         self.state_names = ("m", "v")
 
-    def step(self) -> None:
+    def step(self, eps: float | None = None) -> None:
         self.steps += 1
         m, v = self.state["m"], self.state["v"]
         for seg, wd in self._segments():
@@ -451,7 +454,7 @@ class Adam(Optimizer):
                 lr=self.current_lr,
                 beta1=self.beta1,
                 beta2=self.beta2,
-                eps=self.eps,
+                eps=self.eps if eps is None else eps,
                 weight_decay=wd,
                 decoupled=self.decoupled,
             )

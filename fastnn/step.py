@@ -115,18 +115,29 @@ class Steps:
             self._step_checked.add(check_key)
         return float(loss), int(correct)
 
-    def _backward(self, kb, x, ws, stage_grads, l2: float = 0.0, input_grad=None):
+    def _backward(
+        self, kb, x, ws, stage_grads, l2: float = 0.0, input_grad=None, between=None
+    ):
         """The layer-by-layer backward pass from the logits' gradient in
         ``ws.dlogits`` (overwritten, as every dy: dz is written in place).
 
         ``stage_grads``: per stage, the (dW, db) arrays to write (None entries for
         lone activations; db None: not computed); ``input_grad``: receives
         d / d x when given. The forward pass of ``x`` must have filled ``ws``.
+        ``between``: the forward's hook (see ``Network._forward``), every stage a
+        Linear: ``between.input(s)`` is what stage ``s + 1`` read and
+        ``between.backward(s, dy)`` turns the gradient w.r.t. it into the gradient
+        w.r.t. stage ``s``'s output, in place.
         """
         dy = ws.dlogits
         for s in range(len(self._stages) - 1, -1, -1):
             st = self._stages[s]
-            xin = x if s == 0 else ws.out[s - 1]
+            if s == 0:
+                xin = x
+            elif between is None:
+                xin = ws.out[s - 1]
+            else:
+                xin = between.input(s - 1)
             y = ws.out[s]
             if st.linear is not None:
                 dw, db = stage_grads[s]
@@ -148,6 +159,8 @@ class Steps:
                     alpha=st.alpha,
                 )
                 dy = dx
+                if between is not None and s > 0:
+                    between.backward(s - 1, dy)
             elif s > 0 or input_grad is not None:
                 # a lone activation: its input is the previous stage's output (or x)
                 kb.activation_backward(dy, xin, y, st.activation, dy, alpha=st.alpha)
@@ -183,13 +196,17 @@ class Steps:
             for st in self._stages
         ]
 
-    def _train_step(self, xb, yb, sample_weight, l2=None) -> tuple[float, int]:
+    def _train_step(
+        self, xb, yb, sample_weight, l2=None, eps=None
+    ) -> tuple[float, int]:
         """One optimizer step on a batch: forward, loss, backward, update.
 
         ``xb`` (n, n_features) in the model dtype, ``yb`` class indices (intp),
         ``sample_weight`` (n,) or None; all C-contiguous; ``l2`` the batch's L2
-        coefficient (None: the loss's). Returns the batch loss
-        (before the update) and the count of correctly classified rows.
+        coefficient (None: the loss's); ``eps`` Adam's epsilon for this step only
+        (None: the optimizer's; scikit-learn folds its bias correction into it).
+        Returns the batch loss (before the update) and the count of correctly
+        classified rows.
 
         One compiled ``train_step`` call when :meth:`_uses_compiled_step` (same
         weights as the layer-by-layer path); the optimizer's ``steps``,
@@ -199,7 +216,7 @@ class Steps:
         kb = self._kernels()
         if not self._uses_compiled_step(kb):
             loss, correct = self._forward_backward(xb, yb, sample_weight, l2)
-            self.optimizer.step()
+            self.optimizer.step(eps=eps)
             return loss, correct
         n = xb.shape[0]
         ws = self._workspace(n, True)
@@ -211,7 +228,8 @@ class Steps:
             velocity, m, v = opt.state.get("velocity", empty), empty, empty
         else:
             code, momentum, nesterov = 1, 0.0, False
-            beta1, beta2, eps, decoupled = opt.beta1, opt.beta2, opt.eps, opt.decoupled
+            beta1, beta2, decoupled = opt.beta1, opt.beta2, opt.decoupled
+            eps = opt.eps if eps is None else eps
             velocity, m, v = empty, opt.state["m"], opt.state["v"]
         step = opt.steps + 1
         check_key = (n, kb.name)
