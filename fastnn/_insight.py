@@ -1,8 +1,9 @@
 """Shared plumbing of :mod:`fastnn.explain` and :mod:`fastnn.calibration`.
 
 Both work on a fitted :class:`fastnn.Sequential`. A fitted
-:class:`fastnn.MLPClassifier` (multiclass or binary) is accepted too: its weights are
-copied into an equivalent Sequential whose logits give the same probabilities.
+:class:`fastnn.MLPClassifier` (multiclass or binary) is accepted too: a multiclass one
+is its own Sequential; a binary one's weights are copied into an equivalent Sequential
+whose two logits give the same probabilities.
 """
 
 from __future__ import annotations
@@ -42,23 +43,24 @@ def as_sequential(model: Any, what: str = "this function") -> Sequential:
 def _from_estimator(est: Any) -> Sequential:
     """An MLPClassifier's network as a Sequential with softmax-equivalent logits.
 
-    A binary estimator has one logistic output unit z; the copy gets the two
-    logits (0, z), whose softmax is (1 - sigmoid(z), sigmoid(z)), as its
-    ``predict_proba``.
+    A multiclass estimator's own Sequential is that already. A binary estimator has
+    one logistic output unit z; a copy gets the two logits (0, z), whose softmax is
+    (1 - sigmoid(z), sigmoid(z)), as its ``predict_proba``.
     """
     if not hasattr(est, "coefs_"):
         raise NotFittedError(
             "This MLPClassifier instance is not fitted yet. Call 'fit' with "
             "appropriate arguments before using this model."
         )
-    binary = est.out_activation_ == "logistic"
-    if binary and est.n_outputs_ != 1:
+    if est.out_activation_ == "softmax":  # the model's logits are the softmax's
+        return est._model
+    if est.n_outputs_ != 1:
         raise ValueError("multilabel MLPClassifier models are not supported")
     coefs = [np.asarray(c) for c in est.coefs_]
     intercepts = [np.asarray(b) for b in est.intercepts_]
-    if binary:  # prepend a zero logit: softmax(0, z) = (1 - sigmoid(z), sigmoid(z))
-        coefs[-1] = np.hstack([np.zeros_like(coefs[-1]), coefs[-1]])
-        intercepts[-1] = np.concatenate([np.zeros_like(intercepts[-1]), intercepts[-1]])
+    # prepend a zero logit: softmax(0, z) = (1 - sigmoid(z), sigmoid(z))
+    coefs[-1] = np.hstack([np.zeros_like(coefs[-1]), coefs[-1]])
+    intercepts[-1] = np.concatenate([np.zeros_like(intercepts[-1]), intercepts[-1]])
     layers = []
     for i, c in enumerate(coefs):
         layers.append(Linear(c.shape[0], c.shape[1]))
