@@ -274,6 +274,35 @@ def test_estimator_fits_against_sklearn(tiny_run):
     assert f"| adam | {GEMM_ONLY} |" in section.split("## ")[0]
 
 
+def test_estimator_rows_carry_sequential_fit_of_the_same_network(tiny_run):
+    """The MLPClassifier-vs-Sequential.fit comparison: every fastnn row holds the
+    same backend's Sequential.fit timed in a process of its own in the same rounds,
+    and the ratio (Sequential.fit time / the estimator's) paired by round."""
+    import os
+
+    from fastnn.bench.runner import pair_ratios, stat
+
+    out, r = tiny_run
+    spec = r["config"]["preset"]["estimator"]
+    fastnn_rows = [e for e in r["estimator"] if e["system"].startswith("fastnn-")]
+    assert {e["system"] for e in fastnn_rows} == {
+        f"fastnn-{b}" for b in r["config"]["backends"]
+    }
+    by_id = {t["id"]: t for t in r["targets"]}
+    for e in fastnn_rows:
+        seq = e["sequential_fit"]
+        assert len(seq["samples_s"]) == spec["rounds"] and min(seq["samples_s"]) > 0
+        assert seq["process"]["pid"] not in (os.getpid(), e["process"]["pid"])
+        assert seq["process"]["imported_fastnn"]
+        expected = stat(pair_ratios(seq["samples_s"], e["samples_s"]), "x")
+        assert e["ratio_vs_sequential_fit"] == expected
+        target = by_id[f"estimator-{e['solver']}-vs-sequential-fit"]
+        assert target["threshold"] == 0.95
+        assert target["values"][e["system"]] == expected["median"]
+    section = (out / "report.md").read_text().split("## MLPClassifier vs")[1]
+    assert "x Sequential.fit throughput" in section.split("## ")[0]
+
+
 def test_needed_bytes_from_the_model_shapes():
     import numpy as np
 

@@ -51,6 +51,8 @@ import numpy as np
 # cross-entropy + L2 on the weights, ReLU.
 LR, MOMENTUM, L2 = 0.01, 0.9, 1e-4
 GEMM_ONLY = "numpy-gemm-only"
+# + a backend: Sequential.fit on the estimator benchmark's network, data and batch
+SEQUENTIAL_FIT = "fastnn-sequential-fit-"
 
 
 class Unavailable(Exception):
@@ -242,6 +244,8 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
         )  # fmt: skip
         return lambda: sum(epoch() for _ in range(epochs))
     params = estimator_params(solver, hidden, epochs)
+    if name.startswith(SEQUENTIAL_FIT):
+        return _sequential_fit(name.removeprefix(SEQUENTIAL_FIT), params, spec, X, y)
     if name == "sklearn":
         try:
             from sklearn.neural_network import MLPClassifier as Estimator
@@ -266,6 +270,37 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
             t0 = time.perf_counter()
             est.fit(X, y)
             return time.perf_counter() - t0
+
+    return fit
+
+
+def _sequential_fit(backend: str, params: dict, spec: dict, X, y):
+    """Sequential.fit on MLPClassifier's network, data, batch size, optimizer and
+    epochs (its multiclass problem has softmax outputs: the same steps)."""
+    import fastnn
+
+    if backend not in fastnn.available_backends():
+        raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+    batch = min(200, len(X))  # batch_size="auto"
+    if params["solver"] == "sgd":  # scikit-learn's defaults: Nesterov momentum 0.9
+        optimizer, settings = fastnn.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True)
+    else:
+        optimizer, settings = fastnn.Adam, dict(lr=1e-3)
+    sizes = (X.shape[1], *params["hidden_layer_sizes"], int(y.max()) + 1)
+
+    def fit() -> float:
+        model = fastnn.MLP(
+            sizes,
+            activation="relu",
+            optimizer=optimizer(**settings),
+            loss=fastnn.SoftmaxCrossEntropy(l2=1e-4 / batch),  # alpha / batch
+            dtype=X.dtype,
+            backend=backend,
+            n_threads=spec["threads"],
+        )
+        t0 = time.perf_counter()
+        model.fit(X, y, epochs=params["max_iter"], batch_size=batch, verbose=0, seed=0)
+        return time.perf_counter() - t0
 
     return fit
 

@@ -260,6 +260,13 @@ ESTIMATOR_ROW = {
         "fit_time": STAT,
         "samples_s": SAMPLES,
         "speedup_vs_sklearn": STAT_OR_NULL,
+        # fastnn rows: Sequential.fit on the same network, data, batch and optimizer
+        "sequential_fit": {
+            "type": "object",
+            "required": ["process", "fit_time", "samples_s"],
+            "properties": {"process": PROCESS, "fit_time": STAT, "samples_s": SAMPLES},
+        },
+        "ratio_vs_sequential_fit": STAT,
     },
 }
 SIDE_EFFECT_ROW = {

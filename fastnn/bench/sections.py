@@ -17,7 +17,14 @@ from typing import Any
 from . import _suite, isolated
 from . import peak as _peak
 from .runner import pair_ratios, scaled, stat
-from .workloads import ESTIMATOR_SOLVERS, GEMM_ONLY, Workload, gemm_step, op_cases
+from .workloads import (
+    ESTIMATOR_SOLVERS,
+    GEMM_ONLY,
+    SEQUENTIAL_FIT,
+    Workload,
+    gemm_step,
+    op_cases,
+)
 
 
 def _skip(skipped: list, section: str, system: str, reason: str, **where) -> None:
@@ -253,13 +260,17 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
     data, solver and epochs, each in its own process, alternated round by round;
     the speed-up over scikit-learn paired by round. The matrix products of the same
     steps alone (``GEMM_ONLY``) run in the same rounds: the ratio no fit whose
-    products run at NumPy's BLAS speed can beat."""
+    products run at NumPy's BLAS speed can beat. So does ``Sequential.fit`` of each
+    backend on the same network, data, batch size and optimizer
+    (``SEQUENTIAL_FIT``): each fastnn row carries its fit time and the estimator's
+    throughput relative to it, paired by round."""
     t = max(opts.threads)
     spec = opts.preset["estimator"]
     hidden, epochs = list(spec["hidden"]), spec["epochs"]
     sizes = (spec["features"], *hidden, spec["classes"])
     dataset = f"synthetic-{spec['n_samples']}x{spec['features']}"
-    names = ["sklearn", *(f"fastnn-{b}" for b in opts.backends), GEMM_ONLY]
+    names = ["sklearn", *(f"fastnn-{b}" for b in opts.backends), GEMM_ONLY,
+             *(SEQUENTIAL_FIT + b for b in opts.backends)]  # fmt: skip
     rows = []
     for solver in ESTIMATOR_SOLVERS:
         # warm-up in each process on a 1000-row slice (imports, JIT caches, pools)
@@ -271,24 +282,36 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
             opts, specs, spec["rounds"], skipped, "estimator", solver=solver
         )
         for name, ts in times.items():
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "layers": list(sizes),
-                    "epochs": epochs,
-                    "solver": solver,
-                    "system": name,
-                    "threads": t,
-                    "process": processes[name],
-                    "fit_time": stat(ts, "s"),
-                    "samples_s": ts,
-                    "speedup_vs_sklearn": (
-                        stat(pair_ratios(times["sklearn"], ts), "x")
-                        if "sklearn" in times
-                        else None
-                    ),
+            if name.startswith(SEQUENTIAL_FIT):
+                continue
+            row = {
+                "dataset": dataset,
+                "layers": list(sizes),
+                "epochs": epochs,
+                "solver": solver,
+                "system": name,
+                "threads": t,
+                "process": processes[name],
+                "fit_time": stat(ts, "s"),
+                "samples_s": ts,
+                "speedup_vs_sklearn": (
+                    stat(pair_ratios(times["sklearn"], ts), "x")
+                    if "sklearn" in times
+                    else None
+                ),
+            }
+            sequential = SEQUENTIAL_FIT + name.removeprefix("fastnn-")
+            if sequential in times:
+                row["sequential_fit"] = {
+                    "process": processes[sequential],
+                    "fit_time": stat(times[sequential], "s"),
+                    "samples_s": times[sequential],
                 }
-            )
+                # throughput ratio = Sequential.fit's time / the estimator's
+                row["ratio_vs_sequential_fit"] = stat(
+                    pair_ratios(times[sequential], ts), "x"
+                )
+            rows.append(row)
         tick()
     return rows
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from . import _suite
-from ._worker import GEMM_ONLY, gemm_step
+from ._worker import GEMM_ONLY, SEQUENTIAL_FIT, gemm_step
 
-__all__ = ["GEMM_ONLY", "OpCase", "PEER_SYSTEMS", "Workload", "gemm_step",
-           "op_cases", "op_cost", "system_names"]  # fmt: skip
+__all__ = ["GEMM_ONLY", "OpCase", "PEER_SYSTEMS", "SEQUENTIAL_FIT", "Workload",
+           "gemm_step", "op_cases", "op_cost", "system_names"]  # fmt: skip
 
 F32 = 4  # bytes per element
 #: Peer name (``fastnn bench --peers``) -> the system that runs it.
