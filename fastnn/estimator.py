@@ -565,6 +565,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = lbfgs_iterations(opt_res, self.max_iter)
         self.loss_ = float(opt_res.fun)
         params[:] = opt_res.x
+        model._workspaces.clear()  # buffers of all n rows: not kept past the fit
         self._recast_model(dtype)
 
     @staticmethod
