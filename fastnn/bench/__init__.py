@@ -7,10 +7,10 @@ writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PN
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
 over NumPy, training throughput against batch size, the GEMM-only bound of each
 training workload (its step's matrix products alone, with NumPy), thread scaling, % of
-peak, MLPClassifier against scikit-learn, fastnn's effect on a NumPy neighbour,
-data-parallel training on 2 MPI ranks against 1, JIT
-compile time and training peak memory. Method: every training system (each baseline
-and each fastnn backend) in a fresh process of its own with this environment as it is
+peak, MLPClassifier against scikit-learn and against Sequential.fit, fastnn's effect
+on a NumPy neighbour, data-parallel training on 2 MPI ranks against 1, JIT compile
+time and training peak memory. Method: every training system (each baseline and each
+fastnn backend) in a fresh process of its own with this environment as it is
 (isolated.py), warmed up, then one sample per process per round, the processes
 alternated (rotated start) with a pause between samples; medians with quartiles,
 ratios paired round by round.
