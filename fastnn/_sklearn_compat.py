@@ -122,7 +122,9 @@ def _accepts(option: Any, value: Any) -> bool:
             value is None or _is_int(value) or isinstance(value, np.random.RandomState)
         )
     if option == "array-like":
-        return hasattr(value, "__len__") or hasattr(value, "__array__")
+        return not isinstance(value, (str, bytes)) and (
+            hasattr(value, "__len__") or hasattr(value, "__array__")
+        )
     raise AssertionError(f"unknown constraint {option!r}")
 
 
@@ -135,7 +137,12 @@ def _describe(option: Any) -> str:
         return f"an instance of {option.__name__!r}"
     if option == "random_state":
         return "an int, a numpy.random.RandomState instance or None"
-    return str(option)
+    words = {
+        "boolean": "a bool",
+        "verbose": "a bool or an int",
+        "array-like": "array-like",
+    }
+    return words.get(option, str(option))
 
 
 # ------------------------------------------------------------------ fit helpers

@@ -114,6 +114,21 @@ def test_insight_uses_the_multiclass_estimators_own_model():
     )
 
 
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(hidden_layer_sizes="ab"), "'hidden_layer_sizes' parameter .* array-like"),
+        (dict(verbose="yes"), "'verbose' parameter .* a bool or an int"),
+        (dict(alpha=True), r"'alpha' parameter .* a float in the range \[0, inf\)"),
+        (dict(solver="newton"), "'solver' parameter .* one of 'adam', 'lbfgs'"),
+    ],
+)
+def test_invalid_parameters_are_named_in_the_error(params, message):
+    X, y = _data()
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(max_iter=1, **params).fit(X, y)
+
+
 def test_all_zero_sample_weights_are_rejected():
     X, y = _data()
     with pytest.raises(ValueError, match="at least one non-zero"):
