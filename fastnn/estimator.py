@@ -26,13 +26,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+from sklearn.utils import check_random_state, column_or_1d, shuffle
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from . import kernels
+from . import kernels, training
 from ._buffers import aligned_empty
 from ._sklearn_compat import (
     NEW_TAGS,
@@ -43,6 +43,7 @@ from ._sklearn_compat import (
     partial_fit_first_call,
     validate_data,
 )
+from .callbacks import Callback
 from .kernels import BACKEND_NAMES
 from .kernels.contract import train_workspace_layout
 from .layers import Linear, activation_layer
@@ -219,6 +220,95 @@ class _SolverSchedule:
         return False
 
 
+# ------------------------------------------------------------------ in the loop
+class _ShuffledOrder:
+    """scikit-learn's epoch order: the previous epoch's order shuffled by the
+    estimator's RandomState (the loop's own generator is not used)."""
+
+    def __init__(self, random_state: np.random.RandomState) -> None:
+        self.random_state = random_state
+        self.order: np.ndarray | None = None
+
+    def __call__(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if self.order is None:
+            self.order = np.arange(n)
+        self.order = shuffle(self.order, random_state=self.random_state)
+        return self.order
+
+
+class _EstimatorSteps(training.LocalStrategy):
+    """scikit-learn's step inside the one training loop.
+
+    The loop gathers each batch's rows of X, their row ids (passed as the labels)
+    and their sample weights into the model's workspace; this maps the ids to the
+    head's targets, scales the weights to mean 1 (scikit-learn averages over their
+    sum) and steps with the batch's L2 strength ``alpha / sum`` and Adam's epsilon.
+    """
+
+    def __init__(self, est: _BaseMLP, kb, targets: np.ndarray, dropout) -> None:
+        self.est = est
+        self.kb = kb
+        self.targets = targets
+        self.dropout = dropout
+        self._labels: dict[int, np.ndarray] = {}  # class-index buffer per batch size
+
+    def step(self, model, ws, weighted: bool, batch_rows: int, l2) -> tuple[float, int]:
+        est = self.est
+        n = ws.x.shape[0]
+        if est._head.fused:
+            out = self._labels.get(n)
+            if out is None:
+                out = self._labels[n] = np.empty(n, dtype=np.intp)
+            targets = np.take(self.targets, ws.y, out=out, mode="clip")
+        else:
+            targets = self.targets[ws.y]
+        weights, inv_sum = est._batch_weights(ws.sw if weighted else None, n, ws.sw)
+        loss = est._step(self.kb, ws.x, targets, weights, est.alpha * inv_sum,
+                         self.dropout)  # fmt: skip
+        return loss, 0
+
+
+class _EpochEnd(Callback):
+    """scikit-learn's end of an epoch: n_iter_, t_, loss_curve_, the stopping rule
+    (training loss or validation score), the learning-rate schedule, the
+    convergence warning."""
+
+    def __init__(self, est: _BaseMLP, n_samples: int, incremental: bool,
+                 validation: tuple) -> None:  # fmt: skip
+        self.est = est
+        self.n_samples = n_samples
+        self.incremental = incremental
+        self.validation = validation
+
+    def on_epoch_end(self, epoch: int, logs: dict, model: Sequential) -> None:
+        est = self.est
+        est.n_iter_ += 1
+        est.loss_ = logs["loss"]
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        est._update_no_improvement_count(*self.validation)
+        est._optimizer.iteration_ends(est.t_)
+        if est._no_improvement_count > est.n_iter_no_change:
+            watched = "Validation score" if est.early_stopping else "Training loss"
+            msg = (
+                f"{watched} did not improve more than tol={est.tol:f} for "
+                f"{est.n_iter_no_change:d} consecutive epochs."
+            )
+            if est._optimizer.trigger_stopping(msg, est.verbose):
+                model.stop_training = True
+                return
+            est._no_improvement_count = 0
+        if not self.incremental and est.n_iter_ == est.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+
 # ------------------------------------------------------------------------- base
 class _BaseMLP(BaseEstimator):
     """Parameters, model, solvers and stopping rules shared by the MLP estimators.
@@ -369,6 +459,14 @@ class _BaseMLP(BaseEstimator):
                     param[...] = value
         self._bind_views()
 
+    def _set_model_classes(self) -> None:
+        """The model's classes_: the estimator's where its logits are softmax
+        logits (explain and calibration then take the model as it is), else none."""
+        if self.out_activation_ == "softmax":
+            self._model.classes_ = self.classes_
+        elif hasattr(self._model, "classes_"):
+            del self._model.classes_
+
     def _recast_model(self, dtype: np.dtype) -> None:
         """Rebuild the model in ``dtype`` with the same weights (L-BFGS works in
         float64)."""
@@ -477,8 +575,7 @@ class _BaseMLP(BaseEstimator):
             lin.weight[...] = self._random_state.uniform(-bound, bound, shape)
             lin.bias[...] = self._random_state.uniform(-bound, bound, lin.out_features)
         self._model._initialized = True
-        if self.out_activation_ == "softmax":  # its logits are the model's: insight
-            self._model.classes_ = self.classes_
+        self._set_model_classes()
         self._bind_views()
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
@@ -610,6 +707,7 @@ class _BaseMLP(BaseEstimator):
         else:
             X_train, y_train, sw_train = X, y, sample_weight
             X_val = y_val = sw_val = None
+        validation = (X_val, y_val, sw_val)
 
         n_samples = X_train.shape[0]
         if self.batch_size == "auto":
@@ -627,13 +725,31 @@ class _BaseMLP(BaseEstimator):
             seed = self._random_state.randint(np.iinfo(np.int32).max)
             dropout = _Dropout(float(self.dropout), np.random.default_rng(seed))
         targets = self._head.targets(y_train, model.dtype)
+        if sp.issparse(X_train):  # the loop gathers each batch's rows of a dense X
+            X_train = X_train.toarray()
+        rows = np.arange(n_samples)
+        model.classes_ = rows  # the loop hands the strategy each batch's row ids
+        self.n_iter_ = 0
         try:
-            self._run_epochs(
-                kb, X_train, targets, sw_train, batch_size, dropout, incremental,
-                (X_val, y_val, sw_val),
-            )  # fmt: skip
+            training.fit(
+                model,
+                X_train,
+                rows,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch_size,
+                shuffle=self.shuffle,
+                callbacks=[_EpochEnd(self, n_samples, incremental, validation)],
+                verbose=0,
+                sample_weight=sw_train,
+                strategy=_EstimatorSteps(self, kb, targets, dropout),
+                batch_order=_ShuffledOrder(self._random_state)
+                if self.shuffle
+                else None,
+            )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
+        finally:
+            self._set_model_classes()
         if early_stopping:  # restore the best weights (into the model's buffer)
             for param, best in zip(
                 self.coefs_ + self.intercepts_,
@@ -641,72 +757,6 @@ class _BaseMLP(BaseEstimator):
                 strict=True,
             ):
                 param[...] = best
-
-    def _run_epochs(self, kb, X, targets, sample_weight, batch_size, dropout,
-                    incremental, validation):  # fmt: skip
-        """The epochs and batches of the stochastic solvers, scikit-learn's order."""
-        model = self._model
-        n_samples = X.shape[0]
-        sample_idx = np.arange(n_samples, dtype=int)
-        sparse = sp.issparse(X)
-        fused_labels = self._head.fused
-        self.n_iter_ = 0
-        for _ in range(self.max_iter):
-            if self.shuffle:
-                sample_idx = shuffle(sample_idx, random_state=self._random_state)
-            accumulated_loss = 0.0
-            for batch_slice in gen_batches(n_samples, batch_size):
-                n = batch_slice.stop - batch_slice.start
-                idx = sample_idx[batch_slice] if self.shuffle else batch_slice
-                ws = model._workspace(n, True)
-                if sparse:
-                    xb = ws.x
-                    xb[...] = X[idx].toarray()
-                elif self.shuffle:  # mode="clip": "raise" (the default) buffers out
-                    xb = np.take(X, idx, axis=0, out=ws.x, mode="clip")
-                else:
-                    xb = X[batch_slice]
-                if self.shuffle and fused_labels:
-                    tb = np.take(targets, idx, out=ws.y, mode="clip")
-                else:
-                    tb = targets[idx]
-                sw = None if sample_weight is None else sample_weight[idx]
-                weights, inv_sum = self._batch_weights(sw, n, ws.sw)
-                batch_loss = self._step(
-                    kb, xb, tb, weights, self.alpha * inv_sum, dropout
-                )
-                accumulated_loss += batch_loss * n
-
-            self.n_iter_ += 1
-            self.loss_ = accumulated_loss / n_samples
-            self.t_ += n_samples
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-
-            self._update_no_improvement_count(*validation)
-            self._optimizer.iteration_ends(self.t_)
-
-            if self._no_improvement_count > self.n_iter_no_change:
-                watched = "Validation score" if self.early_stopping else "Training loss"
-                msg = (
-                    f"{watched} did not improve more than tol={self.tol:f} for "
-                    f"{self.n_iter_no_change:d} consecutive epochs."
-                )
-                if self._optimizer.trigger_stopping(msg, self.verbose):
-                    break
-                self._no_improvement_count = 0
-
-            if incremental:
-                break
-
-            if self.n_iter_ == self.max_iter:
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                    "reached and the optimization hasn't converged yet.",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
 
     def _update_no_improvement_count(self, X_val, y_val, sw_val):
         if self.early_stopping:
