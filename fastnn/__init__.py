@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError
 from .data import load_dataset, load_digits_split
 from .kernels import available_backends, get_backend, set_backend
 from .layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
-from .losses import SoftmaxCrossEntropy
+from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import MLP, NotFittedError, Sequential
 from .optim import (
     SGD,
@@ -85,6 +85,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MLPClassifier",
+    "MeanSquaredError",
     "ModelCheckpoint",
     "NotFittedError",
     "ReLU",

@@ -116,6 +116,37 @@ def check_y(y: Any, n_samples: int) -> np.ndarray:
     return arr
 
 
+def check_targets(y: Any, n_samples: int, n_outputs: int) -> np.ndarray:
+    """Return regression targets: finite floats of shape (n,) or (n, n_outputs).
+
+    A 1-D y is one target per row and needs a model with one output.
+    """
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"regression targets y must be numeric, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(
+            f"y must have shape (n_samples,) or (n_samples, n_outputs), got {arr.shape}"
+        )
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {arr.shape[0]}]"
+        )
+    width = 1 if arr.ndim == 1 else arr.shape[1]
+    if width != n_outputs:
+        shape = "(n_samples,)" if arr.ndim == 1 else f"(n_samples, {width})"
+        raise ValueError(
+            f"y of shape {shape} has {width} target(s) per row but the model has "
+            f"{n_outputs} outputs; the last Linear's out_features must equal the "
+            "number of targets"
+        )
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError("Input y contains NaN or infinity.")
+    return arr
+
+
 def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     """Return finite, non-negative float64 sample weights of length ``n_samples``."""
     sw = np.asarray(sample_weight)

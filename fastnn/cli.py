@@ -1,7 +1,9 @@
 """The ``fastnn`` command line: train, predict, evaluate, explain, ood, info, bench.
 
 ``fastnn train`` with no arguments trains an MLP on scikit-learn's bundled digits and
-prints test accuracy, loss, throughput, first-step (JIT compile) time and the backend.
+prints test accuracy, loss, throughput, first-step (JIT compile) time and the backend;
+``fastnn train --task regression`` trains a regressor on the bundled diabetes data and
+prints test R², MSE and MAE.
 Bad input ends with one line, ``fastnn: error: ...``, and a non-zero exit status (set
 FASTNN_DEBUG=1 for the traceback); Ctrl-C exits with status 130 after saving the
 checkpoint when one is configured.
@@ -154,9 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         help=".npz with arrays X and y, .csv/.tsv, .parquet, or - for stdin "
-        "(default: the built-in digits)",
+        "(default: the built-in digits; with --task regression the built-in "
+        "diabetes data)",
     )
     data_options(t)
+    t.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="auto: integer or string labels classify, float labels regress. A "
+        "regressor (squared error, identity output) trains on the targets "
+        "standardized with the training rows' mean and std; the saved model "
+        "predicts in the targets' own units",
+    )
     t.add_argument(
         "--test-size",
         type=_number(at_least=0.0, below=1.0),
@@ -431,25 +443,34 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         return run_cli_train(_train, args)
     import fastnn
 
-    from .data import load_digits_split
+    from .data import infer_task, load_diabetes_split, load_digits_split
     from .model import MLP
     from .optim import make_optimizer
 
     t_start = time.perf_counter()
     backend = fastnn.get_backend(args.backend)
     if args.data is None:
-        X_train, X_test, y_train, y_test = load_digits_split(args.test_size, args.seed)
+        regress = args.task == "regression"
+        load = load_diabetes_split if regress else load_digits_split
+        X_train, X_test, y_train, y_test = load(args.test_size, args.seed)
         if args.test_size == 0:
             X_test = y_test = None
-        dataset = "digits"
+        dataset = "diabetes" if regress else "digits"
     else:
         table = read_data(args, args.data)
         X, y = table.X, table.y
         dataset = args.data
-        X_train, X_test, y_train, y_test = _split(X, y, args.test_size, args.seed)
-    n_classes = len(np.unique(y_train))
-    if n_classes < 2:
-        raise ValueError("the training data holds fewer than 2 classes")
+        regress = infer_task(y, args.task) == "regression"
+        split = _split_random if regress else _split
+        X_train, X_test, y_train, y_test = split(X, y, args.test_size, args.seed)
+    target_scale = None
+    if regress:
+        y_train, target_scale = _standardized_targets(y_train)
+        n_outputs = 1 if y_train.ndim == 1 else y_train.shape[1]
+    else:
+        n_outputs = len(np.unique(y_train))
+        if n_outputs < 2:
+            raise ValueError("the training data holds fewer than 2 classes")
     opt_kwargs: dict[str, Any] = {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         opt_kwargs.update(
@@ -460,8 +481,9 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
     else:
         opt_kwargs["lr"] = 1e-3 if args.lr is None else args.lr
     model = MLP(
-        (X_train.shape[1], *args.hidden, n_classes),
+        (X_train.shape[1], *args.hidden, n_outputs),
         activation=args.activation,
+        loss=fastnn.MeanSquaredError() if regress else None,
         optimizer=make_optimizer(args.optimizer, **opt_kwargs),
         dtype=np.dtype(args.dtype),
         backend=backend.name,
@@ -471,7 +493,11 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         raise ValueError("--resume needs --checkpoint PATH")
     from .model import validation_size
 
-    n_val = validation_size(y_train, args.validation_split)
+    n_val = (
+        int(round(args.validation_split * len(y_train)))
+        if regress
+        else validation_size(y_train, args.validation_split)
+    )
     if args.validation_split > 0 and not 0 < n_val < len(y_train):
         raise ValueError(
             f"--validation-split {args.validation_split:g} holds out {n_val} of "
@@ -495,10 +521,12 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
-        classes=np.unique(y_train),
+        classes=None if regress else np.unique(y_train),
         callbacks=[divergence] + ([early] if early is not None else []),
     )
     diverged = divergence.stopped_epoch is not None
+    if target_scale is not None and not diverged:
+        _fold_target_scale(model, *target_scale)
     train_time = float(sum(history["time"])) if len(history) else 0.0
     seen = (
         sum(
@@ -520,14 +548,17 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         "n_train": int(X_train.shape[0]) - n_val,
         "n_validation": n_val,
         "n_test": int(X_test.shape[0]) if X_test is not None else 0,
+        "task": "regression" if regress else "classification",
         "train_loss": history["loss"][-1] if len(history) else None,
-        "train_accuracy": history["accuracy"][-1] if len(history) else None,
+        "train_accuracy": history["accuracy"][-1]
+        if len(history) and not regress
+        else None,
         "samples_per_sec": seen / train_time if train_time > 0 else None,
         "train_time_s": train_time,
         "first_step_s": history.first_step_time,
         "status": "diverged" if diverged else "ok",
     }
-    for key in ("val_loss", "val_accuracy"):
+    for key in ("val_loss", "val_accuracy", "val_mse"):
         if key in history.history:
             result[key] = history[key][-1]
     if early is not None and early.stopped_epoch is not None:
@@ -572,6 +603,33 @@ def _json(result: dict[str, Any]) -> str:
     return json.dumps({k: finite(v) for k, v in result.items()}, allow_nan=False)
 
 
+def _split_random(X, y, test_size: float, seed: int):
+    """A plain (unstratified) train/test split: regression targets."""
+    if test_size == 0:
+        return X, None, y, None
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(X, y, test_size=test_size, random_state=seed)
+
+
+def _standardized_targets(y) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Regression targets standardized per output (a constant one only centred),
+    and the (mean, std) that :func:`_fold_target_scale` puts back."""
+    y = np.asarray(y, dtype=np.float64)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (y - mean) / std, (np.atleast_1d(mean), np.atleast_1d(std))
+
+
+def _fold_target_scale(model, mean: np.ndarray, std: np.ndarray) -> None:
+    """Make a model trained on standardized targets predict in their units: the
+    output layer's W, b become W std, b std + mean (the identity output is linear,
+    so this is exactly y = std yhat + mean)."""
+    last = model.linears[-1]
+    last.weight *= std.astype(model.dtype)
+    last.bias[...] = last.bias * std + mean
+
+
 def _split(X, y, test_size: float, seed: int):
     if test_size == 0:
         return X, None, y, None
@@ -587,23 +645,35 @@ def _split(X, y, test_size: float, seed: int):
 
 def _report(r: dict[str, Any]) -> None:
     lines = []
+    if "test_r2" in r:
+        lines.append(
+            f"test R²         {r['test_r2']:.4f}   test MSE {r['test_mse']:.4g}   "
+            f"test MAE {r['test_mae']:.4g}"
+        )
     if "test_accuracy" in r:
         lines.append(
             f"test accuracy   {r['test_accuracy']:.4f}   test loss {r['test_loss']:.4f}"
         )
-    if r["train_loss"] is not None:
+    if r["train_accuracy"] is not None:
         lines.append(
             f"train accuracy  {r['train_accuracy']:.4f}   "
             f"train loss {r['train_loss']:.4f}"
         )
+    elif r["train_loss"] is not None:  # a regressor: on the standardized targets
+        lines.append(f"train loss      {r['train_loss']:.4f} (standardized targets)")
     if r["samples_per_sec"]:
         lines.append(
             f"throughput      {r['samples_per_sec']:,.0f} samples/s "
             f"({r['epochs']} epochs in {r['train_time_s']:.2f} s)"
         )
     if "val_loss" in r:
+        first = (
+            f"val MSE         {r['val_mse']:.4f} (standardized)"
+            if "val_mse" in r
+            else f"val accuracy    {r['val_accuracy']:.4f}"
+        )
         lines.append(
-            f"val accuracy    {r['val_accuracy']:.4f}   val loss {r['val_loss']:.4f}"
+            f"{first}   val loss {r['val_loss']:.4f}"
             f"   ({r['n_validation']} of {r['n_train'] + r['n_validation']} training "
             "rows held out)"
         )
@@ -651,6 +721,11 @@ def _predict(args: argparse.Namespace) -> int:
     labels = model.predict(X)
     header = ["prediction"]
     columns = [labels]
+    if labels.ndim == 2:  # a regressor of several targets: one column each
+        header = [f"prediction_{k}" for k in range(labels.shape[1])]
+        columns = list(labels.T)
+    if args.proba and model.is_regressor:
+        raise ValueError("--proba is for classifiers; this model is a regressor")
     if args.proba:
         proba = model.predict_proba(X)
         header += [f"proba_{c}" for c in model.classes_]
@@ -671,6 +746,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = model.evaluate(X, y)
     if args.json:
         print(_json(result))
+    elif model.is_regressor:
+        print(
+            f"R² {result['r2']:.4f}   MSE {result['mse']:.4g}   MAE "
+            f"{result['mae']:.4g}   loss {result['loss']:.4g}   ({X.shape[0]} samples)"
+        )
     else:
         print(
             f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   "
@@ -697,9 +777,14 @@ def _export(args: argparse.Namespace) -> int:
 
     if not args.onnx.lower().endswith(".onnx"):
         raise ValueError(f"--onnx must name a .onnx file, got {args.onnx!r}")
-    load(args.model).to_onnx(args.onnx)
-    print(f"wrote {args.onnx} (ONNX opset {OPSET}; input 'input', outputs 'label', "
-          "'probabilities')")  # fmt: skip
+    model = load(args.model)
+    model.to_onnx(args.onnx)
+    outputs = (
+        "output 'predictions'"
+        if model.is_regressor
+        else ("outputs 'label', 'probabilities'")
+    )
+    print(f"wrote {args.onnx} (ONNX opset {OPSET}; input 'input', {outputs})")
     return 0
 
 
@@ -711,8 +796,13 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     model = fastnn.load(args.model)
     model.summary()
+    targets = (
+        f"regression targets: {model.n_outputs_}"
+        if model.is_regressor
+        else f"classes: {model.classes_.tolist()}"
+    )
     print(
-        f"classes: {model.classes_.tolist()}\n"
+        f"{targets}\n"
         f"optimizer: {model.optimizer!r}\n"
         f"backend: {model.backend or 'default'}"
     )

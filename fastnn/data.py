@@ -37,7 +37,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DataError", "Table", "load_dataset", "load_digits_split", "read_table"]
+__all__ = [
+    "DataError",
+    "Table",
+    "load_dataset",
+    "load_diabetes_split",
+    "load_digits_split",
+    "infer_task",
+    "read_table",
+]
 
 HEADER_MODES = ("auto", "yes", "no")
 _CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -84,20 +92,78 @@ def load_digits_split(
     y_train, y_test : ndarray of int
     """
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
+    return _split_standardized(X, y, test_size, seed, stratify=True)
+
+
+def load_diabetes_split(
+    test_size: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled diabetes regression data (442 patients, 10 features,
+    target: disease progression one year later), split and scaled.
+
+    A random train/test split (fixed by ``seed``); X is standardized with the
+    training set's mean and standard deviation. The target stays in its own units
+    (``fastnn train`` standardizes regression targets itself and folds the scaling
+    back into the model's output layer). ``test_size=0`` gives empty test arrays.
+
+    Returns
+    -------
+    X_train, X_test : ndarray of float32, shapes (n_train, 10), (n_test, 10)
+    y_train, y_test : ndarray of float64
+    """
+    from sklearn.datasets import load_diabetes
+
+    # scaled=False: the raw features (sklearn's default pre-scales them with the
+    # whole data set's statistics, test rows included)
+    X, y = load_diabetes(return_X_y=True, scaled=False)
+    return _split_standardized(X, y, test_size, seed, stratify=False)
+
+
+def _split_standardized(X, y, test_size: float, seed: int, stratify: bool):
+    """Train/test split, X standardized with the training rows' statistics."""
+    from sklearn.model_selection import train_test_split
+
     if test_size == 0:
         X_train, X_test, y_train, y_test = X, X[:0], y, y[:0]
     else:
         X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=test_size, stratify=y, random_state=seed
-        )
+            X, y, test_size=test_size, stratify=y if stratify else None,
+            random_state=seed,
+        )  # fmt: skip
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std[std == 0] = 1.0
     scale = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
     return scale(X_train), scale(X_test), y_train, y_test
+
+
+TASKS = ("auto", "classification", "regression")
+
+
+def infer_task(y: np.ndarray, task: str = "auto") -> str:
+    """ "classification" or "regression" for labels ``y``.
+
+    ``task="auto"``: integer or string labels (and floats that are all whole
+    numbers) classify, other float labels regress (scikit-learn's
+    ``type_of_target``: "continuous"); a note says which was chosen and how to
+    override it. Any other ``task`` is returned as given.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task != "auto":
+        return task
+    from sklearn.utils.multiclass import type_of_target
+
+    kind = type_of_target(y, input_name="y")
+    if kind.startswith("continuous"):
+        _log.info(
+            "float labels: training a regressor (--task classification to classify)"
+        )
+        return "regression"
+    _log.info(f"{kind} labels: training a classifier (--task regression to regress)")
+    return "classification"
 
 
 def load_dataset(

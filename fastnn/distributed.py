@@ -620,11 +620,7 @@ class MPIStrategy(LocalStrategy):
         lo, hi = shard_bounds(n, self.rank, self.size)
         loss_sum, correct = model._loss_sum(X[lo:hi], y_idx[lo:hi], None, False)
         total = _gather_sum(self.comm, (loss_sum, correct))
-        penalty = model.loss.penalty(model._params[: model._n_decay])
-        return {
-            prefix + "loss": float(total[0]) / n + penalty,
-            prefix + "accuracy": float(total[1]) / n,
-        }
+        return model._metrics_from_sums(float(total[0]), float(total[1]), n, prefix)
 
     def epoch_logs(self) -> dict[str, float]:
         return {"allreduce_time": self._comm_time}

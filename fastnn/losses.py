@@ -1,8 +1,13 @@
-"""Softmax cross-entropy: the training objective of a fastnn classifier.
+"""The training objectives: softmax cross-entropy (classification) and mean squared
+error (regression).
 
-The value and gradient are computed by the backend's fused kernel (one pass per row,
-max-shifted log-sum-exp). This module holds the loss's settings and the parts that
-sit outside the kernel: class weights and the L2 penalty.
+The value and gradient are computed by the backend's fused kernels (one pass per
+row). This module holds each loss's settings and the parts that sit outside the
+kernel: what the targets are (class labels or float values), class weights and the
+L2 penalty. ``loss.kernel_loss`` names the loss in the engine's fused
+``loss_grad`` / ``train_step`` (``kernels.contract.TRAIN_LOSSES``) and
+``loss.is_classifier`` tells the model and the training loop which targets and
+metrics apply.
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SoftmaxCrossEntropy"]
+__all__ = [
+    "MeanSquaredError",
+    "SoftmaxCrossEntropy",
+    "loss_from_config",
+    "loss_from_name",
+]
 
 
 class SoftmaxCrossEntropy:
@@ -37,6 +47,9 @@ class SoftmaxCrossEntropy:
     l2 : float >= 0, default=0.0
         Strength of the (l2 / 2) ||W||^2 penalty.
     """
+
+    kernel_loss = "softmax_cross_entropy"
+    is_classifier = True
 
     def __init__(
         self,
@@ -130,6 +143,107 @@ class SoftmaxCrossEntropy:
         if isinstance(cw, list):
             cw = {(tuple(k) if isinstance(k, list) else k): v for k, v in cw}
         return cls(cw, config.get("label_smoothing", 0.0), config.get("l2", 0.0))
+
+
+class MeanSquaredError:
+    """Squared error for regression, with sample weights and L2.
+
+    ``loss = (1/n) sum_i w_i (1/2) ||yhat_i - y_i||^2 + (l2 / 2) sum_layers ||W||^2``
+    over the ``k`` outputs of row ``i`` (scikit-learn's MLPRegressor objective: half
+    the mean over rows of the summed squared error), gradient
+    ``w_i (yhat_i - y_i) / n``. The network's last Linear is the output, with no
+    activation after it (the identity output); targets are floats of shape (n,) or
+    (n, k) where ``k`` is the last Linear's ``out_features``. The L2 term covers
+    weight matrices only, as for :class:`SoftmaxCrossEntropy`.
+
+    Parameters
+    ----------
+    l2 : float >= 0, default=0.0
+        Strength of the (l2 / 2) ||W||^2 penalty.
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> model = fastnn.MLP((8, 32, 1), loss=fastnn.MeanSquaredError())
+    """
+
+    kernel_loss = "squared_error"
+    is_classifier = False
+    label_smoothing = 0.0  # the fused kernels' hyper slot; squared error has none
+    class_weight = None
+
+    def __init__(self, l2: float = 0.0) -> None:
+        self.l2 = _check_range("l2", l2, 0.0, math.inf)
+
+    def __repr__(self) -> str:
+        return f"MeanSquaredError(l2={self.l2!r})"
+
+    def class_weights(self, classes: Any, y: Any) -> None:
+        """None: a regression loss has no class weights."""
+        return None
+
+    penalty = SoftmaxCrossEntropy.penalty
+
+    @staticmethod
+    def metrics(
+        y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """MSE, MAE and R² (scikit-learn's metrics, outputs averaged uniformly,
+        weighted by ``sample_weight``) of targets and predictions of one shape."""
+        # imported late: sklearn.metrics is a slow import that training never needs
+        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+        return {
+            name: float(fn(y_true, y_pred, sample_weight=sample_weight))
+            for name, fn in (
+                ("mse", mean_squared_error),
+                ("mae", mean_absolute_error),
+                ("r2", r2_score),
+            )
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-compatible settings, tagged with the loss type."""
+        return {"type": "mean_squared_error", "l2": self.l2}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MeanSquaredError:
+        """Inverse of :meth:`get_config`."""
+        return cls(config.get("l2", 0.0))
+
+
+_LOSS_TYPES = {"mean_squared_error": MeanSquaredError}
+#: loss= names, as Keras' ("mse") and the kernels' ("squared_error")
+_LOSS_NAMES = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "squared_error": MeanSquaredError,
+    "cross_entropy": SoftmaxCrossEntropy,
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+}
+
+
+def loss_from_name(name: str) -> SoftmaxCrossEntropy | MeanSquaredError:
+    """The loss named by ``loss="mse"`` (or ``"cross_entropy"``), default settings."""
+    try:
+        return _LOSS_NAMES[name.lower()]()
+    except KeyError:
+        raise ValueError(
+            f"unknown loss {name!r}; expected one of {sorted(_LOSS_NAMES)} or a "
+            "loss object (fastnn.MeanSquaredError(l2=...))"
+        ) from None
+
+
+def loss_from_config(config: dict[str, Any]) -> SoftmaxCrossEntropy | MeanSquaredError:
+    """The loss of a model config: its ``type`` key names a regression loss; configs
+    without one (every classifier, and files written before regression) are softmax
+    cross-entropy."""
+    kind = config.get("type")
+    if kind is None:
+        return SoftmaxCrossEntropy.from_config(config)
+    if kind not in _LOSS_TYPES:
+        raise ValueError(f"unknown loss type {kind!r}; known: {sorted(_LOSS_TYPES)}")
+    return _LOSS_TYPES[kind].from_config(config)
 
 
 def _is_real(value: Any) -> bool:

@@ -18,10 +18,10 @@ import numpy as np
 from . import serialize, training
 from ._buffers import aligned_copy
 from ._scores import confidence_from_logits
-from ._validation import check_sample_weight, check_y
+from ._validation import check_sample_weight
 from .callbacks import Callback, History
 from .layers import Layer, Linear, activation_layer, layer_from_config
-from .losses import SoftmaxCrossEntropy
+from .losses import loss_from_config
 from .network import DTYPES, Network, NotFittedError
 from .onnx_export import to_onnx
 from .optim import optimizer_from_config
@@ -35,15 +35,23 @@ __all__ = ["MLP", "NotFittedError", "Sequential", "validation_size"]
 
 @serialize.register
 class Sequential(Network, Steps):
-    """A stack of layers trained with softmax cross-entropy.
+    """A stack of layers trained with softmax cross-entropy (classification) or mean
+    squared error (regression).
+
+    Regression: ``Sequential([...], loss=fastnn.MeanSquaredError())`` (or
+    ``loss="mse"``, as in Keras), the last Linear having one output per target and
+    no activation after it; ``fit(X, y)`` takes float y of shape (n,) or (n, k),
+    ``predict`` returns values of y's shape, ``evaluate`` the loss, MSE, MAE and R²
+    and ``score`` R².
 
     Parameters
     ----------
     layers : sequence of Layer
         ``Linear`` and activation layers. Each Linear followed by an activation runs
-        as one fused kernel call. The last layer's output are the logits.
-    loss : SoftmaxCrossEntropy, optional
-        Default: plain softmax cross-entropy.
+        as one fused kernel call. The last layer's output are the logits (the
+        predicted values of a regressor).
+    loss : SoftmaxCrossEntropy, MeanSquaredError or str, optional
+        Default: plain softmax cross-entropy. Names: "cross_entropy", "mse".
     optimizer : Optimizer, optional
         Default: ``Adam(lr=1e-3)``.
     dtype : {np.float32, np.float64}, default=np.float32
@@ -66,7 +74,10 @@ class Sequential(Network, Steps):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels (set by ``fit``); output ``k`` scores ``classes_[k]``.
+        Class labels (set by ``fit``); output ``k`` scores ``classes_[k]``. A
+        regressor has none.
+    target_ndim_ : int
+        A fitted regressor's: 1 when fitted on y of shape (n,), 2 for (n, k).
     n_features_in_ : int
         Input width.
     stop_training : bool
@@ -99,9 +110,10 @@ class Sequential(Network, Steps):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Labels of any hashable, mutually comparable type (mapped through
-            ``classes_``).
+            ``classes_``); for a regressor finite float targets, (n_samples,) with
+            one output.
         epochs : int, default=10
             Total epochs; a resumed fit continues up to this count, also when the
             checkpoint's fit had finished with fewer (unless a callback stopped it).
@@ -112,8 +124,8 @@ class Sequential(Network, Steps):
         validation_data : (X_val, y_val), optional
             Evaluated after every epoch ("val_loss", "val_accuracy").
         validation_split : float in [0, 1), default=0.0
-            Hold out this stratified fraction of (X, y) for validation (ignored when
-            ``validation_data`` is given).
+            Hold out this stratified fraction of (X, y) for validation (a random
+            one for a regressor; ignored when ``validation_data`` is given).
         callbacks : iterable of Callback or callable
             E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`;
             a plain callable ``f(epoch, logs)`` is called after every epoch (as a
@@ -171,6 +183,7 @@ class Sequential(Network, Steps):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns as classes_."""
+        self._require_classifier("predict_proba")
         self._require_fitted()
         Xc = self._check_predict_X(X)
         kb = self._kernels()
@@ -192,40 +205,71 @@ class Sequential(Network, Steps):
         -------
         dict of str to ndarray of shape (n_samples,), float64
         """
+        self._require_classifier("confidence")
         return confidence_from_logits(self.decision_function(X), temperature)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Most probable class label of each row (values from classes_)."""
+        """Most probable class label of each row (values from classes_); for a
+        regressor the predicted values, shaped as the y it was fitted on ((n,) or
+        (n, n_outputs)), in the model dtype."""
         self._require_fitted()
         Xc = self._check_predict_X(X)
+        if self.is_regressor:
+            return self._predict_values(Xc)
         idx = np.empty(Xc.shape[0], dtype=np.intp)
         with num_threads(self.n_threads):
             for i, j, logits in self._logits_chunks(Xc):
                 np.argmax(logits, axis=1, out=idx[i:j])
         return self.classes_[idx]
 
+    def _predict_values(self, Xc: np.ndarray) -> np.ndarray:
+        """A regressor's outputs for validated X, shaped as its targets."""
+        out = np.empty((Xc.shape[0], self.n_outputs_), dtype=self.dtype)
+        with num_threads(self.n_threads):
+            for i, j, values in self._logits_chunks(Xc):
+                out[i:j] = values
+        return out.ravel() if self.target_ndim_ == 1 else out
+
     def evaluate(self, X: Any, y: Any, sample_weight: Any = None) -> dict[str, float]:
-        """Loss (as in training, L2 and label smoothing included) and accuracy.
+        """Loss (as in training, L2 and label smoothing included) and accuracy; for
+        a regressor the loss, MSE, MAE and R².
+
+        The regression metrics are scikit-learn's (``mean_squared_error``,
+        ``mean_absolute_error``, ``r2_score``, outputs averaged uniformly), weighted
+        by ``sample_weight``.
 
         Returns
         -------
         dict
-            ``{"loss": float, "accuracy": float}``.
+            ``{"loss": float, "accuracy": float}``; for a regressor
+            ``{"loss", "mse", "mae", "r2"}``.
         """
         self._require_fitted()
         Xc = self._check_predict_X(X)
-        y_idx = self._encode(check_y(y, Xc.shape[0]))
+        y_checked = self._check_y(y, Xc.shape[0])
+        y_idx = self._training_targets(y_checked, None)
         sw = None
         if sample_weight is not None:
             sw = aligned_copy(
                 check_sample_weight(sample_weight, Xc.shape[0]), self.dtype
             )
         with num_threads(self.n_threads):
-            return self._evaluate_encoded(Xc, y_idx, sw, "")
+            logs = self._evaluate_encoded(Xc, y_idx, sw, "")
+        if self.is_regressor:
+            pred = self._predict_values(Xc).reshape(y_idx.shape)
+            logs.update(self.loss.metrics(y_checked.reshape(y_idx.shape), pred, sw))
+        return logs
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy on (X, y)."""
-        return self.evaluate(X, y)["accuracy"]
+        """Accuracy on (X, y); R² for a regressor."""
+        return self.evaluate(X, y)["r2" if self.is_regressor else "accuracy"]
+
+    def _require_classifier(self, method: str) -> None:
+        if self.is_regressor:
+            raise AttributeError(
+                f"{method} is for classifiers; this model regresses (loss "
+                f"{self.loss!r}): use predict for its values"
+            )
 
     # ------------------------------------------------------- save / restore
     def save(self, path: str | Path) -> None:
@@ -300,7 +344,8 @@ class MLP(Sequential):
     Parameters
     ----------
     sizes : sequence of int
-        Input width, hidden widths, number of classes (at least two entries).
+        Input width, hidden widths, number of classes (or of regression targets,
+        with ``loss=fastnn.MeanSquaredError()``); at least two entries.
     activation : str, default="relu"
         Hidden activation ("relu", "leaky_relu", "sigmoid"/"logistic", "tanh",
         "gelu", "identity").
@@ -374,7 +419,7 @@ class MLP(Sequential):
 
 def _common_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {
-        "loss": SoftmaxCrossEntropy.from_config(config["loss"]),
+        "loss": loss_from_config(config["loss"]),
         "optimizer": optimizer_from_config(config["optimizer"]),
         "dtype": DTYPES[config["dtype"]],
     }

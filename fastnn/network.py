@@ -30,10 +30,16 @@ import numpy as np
 
 from . import kernels
 from ._buffers import aligned_copy, aligned_empty, aligned_zeros, padded_size
-from ._validation import check_n_features, check_sample_weight, check_X
+from ._validation import (
+    check_n_features,
+    check_sample_weight,
+    check_targets,
+    check_X,
+    check_y,
+)
 from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear
-from .losses import SoftmaxCrossEntropy
+from .losses import MeanSquaredError, SoftmaxCrossEntropy, loss_from_name
 from .optim import Adam, Optimizer
 
 __all__ = ["Network", "NotFittedError"]
@@ -85,7 +91,7 @@ class Network:
         self,
         layers: Sequence[Layer],
         *,
-        loss: SoftmaxCrossEntropy | None = None,
+        loss: SoftmaxCrossEntropy | MeanSquaredError | str | None = None,
         optimizer: Optimizer | None = None,
         dtype: Any = np.float32,
         backend: str | None = None,
@@ -98,9 +104,13 @@ class Network:
         for layer in self.layers:
             if not isinstance(layer, Layer):
                 raise TypeError(f"{layer!r} is not a fastnn layer")
+        if isinstance(loss, str):
+            loss = loss_from_name(loss)
         self.loss = loss if loss is not None else SoftmaxCrossEntropy()
-        if not isinstance(self.loss, SoftmaxCrossEntropy):
-            raise TypeError("loss must be a fastnn.SoftmaxCrossEntropy")
+        if not isinstance(self.loss, (SoftmaxCrossEntropy, MeanSquaredError)):
+            raise TypeError(
+                "loss must be a fastnn.SoftmaxCrossEntropy or fastnn.MeanSquaredError"
+            )
         self.optimizer = optimizer if optimizer is not None else Adam()
         if not isinstance(self.optimizer, Optimizer):
             raise TypeError("optimizer must be a fastnn optimizer (SGD, Adam, AdamW)")
@@ -170,8 +180,13 @@ class Network:
 
     @property
     def n_outputs_(self) -> int:
-        """Output width (number of classes)."""
+        """Output width (number of classes, or of regression targets)."""
         return self.linears[-1].out_features
+
+    @property
+    def is_regressor(self) -> bool:
+        """Whether the loss regresses float targets (MeanSquaredError)."""
+        return not self.loss.is_classifier
 
     def _allocate_parameters(self) -> None:
         """One flat buffer for all parameters: weights first, then biases."""
@@ -348,13 +363,19 @@ class Network:
             width = m
         return _Workspace(
             x=aligned_empty((n, self.n_features_in_), dt) if train else None,
-            y=np.empty(n, dtype=np.intp) if train else None,
+            y=self._target_buffer(n) if train else None,
             sw=aligned_empty(n, dt) if train else None,
             out=outs,
             z=zs,
             dx=dxs,
             dlogits=aligned_empty((n, width), dt) if train else None,
         )
+
+    def _target_buffer(self, n: int) -> np.ndarray:
+        """A batch's targets: class indices, or (n, n_outputs) float values."""
+        if self.loss.is_classifier:
+            return np.empty(n, dtype=np.intp)
+        return aligned_empty((n, self.n_outputs_), self.dtype)
 
     def _train_workspace(self, n: int) -> _Workspace:
         """A training workspace carved from one flat buffer, as train_step expects."""
@@ -373,7 +394,7 @@ class Network:
         m = self.n_outputs_
         return _Workspace(
             x=aligned_empty((n, self.n_features_in_), dt),
-            y=np.empty(n, dtype=np.intp),
+            y=self._target_buffer(n),
             sw=aligned_empty(n, dt),
             out=outs,
             z=zs,
@@ -416,6 +437,20 @@ class Network:
         return a
 
     # --------------------------------------------------------------- labels
+    def _check_y(self, y: Any, n_samples: int) -> np.ndarray:
+        """Validated targets: class labels (1-D), or float values of shape (n,) or
+        (n, n_outputs) for a regression loss."""
+        if self.loss.is_classifier:
+            return check_y(y, n_samples)
+        return check_targets(y, n_samples, self.n_outputs_)
+
+    def _training_targets(self, y: np.ndarray, classes: Any) -> np.ndarray:
+        """What the kernels train on: class indices into ``classes``, or the
+        float targets as a C-contiguous (n, n_outputs) array of the model dtype."""
+        if self.loss.is_classifier:
+            return self._encode(y, classes)
+        return aligned_copy(y.reshape(y.shape[0], -1), self.dtype)
+
     def _encode(self, y: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """Class indices of labels ``y`` (ValueError on labels never seen)."""
         classes = self.classes_ if classes is None else classes
@@ -458,7 +493,8 @@ class Network:
         self, y_idx: np.ndarray, sample_weight: Any, n: int, classes=None
     ) -> np.ndarray | None:
         """class_weight[y] * sample_weight in the model dtype (None: unweighted)."""
-        classes = self.classes_ if classes is None else classes
+        if classes is None and self.loss.is_classifier:
+            classes = self.classes_
         cw = self.loss.class_weights(classes, y_idx)
         if sample_weight is None and cw is None:
             return None
@@ -472,8 +508,21 @@ class Network:
         return aligned_copy(w, self.dtype)
 
     # ------------------------------------------------------------ inference
+    def _is_fitted(self) -> bool:
+        """Whether fit (or load) has set the classes or the target shape."""
+        return hasattr(self, "classes_") or hasattr(self, "target_ndim_")
+
+    def _mark_fitted(self, classes: np.ndarray | None, target_ndim: int) -> None:
+        """Record what a fit learned about the targets: ``classes_`` of a
+        classifier, ``target_ndim_`` (1: y of shape (n,); 2: (n, k)) of a
+        regressor."""
+        if self.loss.is_classifier:
+            self.classes_ = classes
+        else:
+            self.target_ndim_ = int(target_ndim)
+
     def _require_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
+        if not self._is_fitted():
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
                 "with appropriate arguments before using this model."
@@ -519,16 +568,42 @@ class Network:
     def _evaluate_encoded(
         self, X, y_idx, sw, prefix: str, check: bool = True
     ) -> dict[str, float]:
-        """Loss (L2 and label smoothing included) and accuracy of encoded labels."""
+        """The loss (L2 and label smoothing included) and accuracy of encoded
+        labels, or the loss and MSE of regression targets (see
+        :meth:`_metrics_from_sums`)."""
         loss_sum, correct = self._loss_sum(X, y_idx, sw, check)
-        n = X.shape[0]
+        return self._metrics_from_sums(loss_sum, correct, X.shape[0], prefix)
+
+    def _metrics_from_sums(
+        self, loss_sum: float, correct: float, n: int, prefix: str
+    ) -> dict[str, float]:
+        """Metrics of ``n`` unweighted rows from :meth:`_loss_sum`'s two sums (which
+        shards add up): loss and accuracy; for a regressor loss and MSE (the loss
+        without L2 is half the summed squared error per row, so
+        MSE = 2 loss_sum / (n k))."""
         loss = loss_sum / n + self.loss.penalty(self._params[: self._n_decay])
-        return {prefix + "loss": loss, prefix + "accuracy": correct / n}
+        if self.loss.is_classifier:
+            return {prefix + "loss": loss, prefix + "accuracy": correct / n}
+        return {
+            prefix + "loss": loss,
+            prefix + "mse": 2 * loss_sum / (n * self.n_outputs_),
+        }
 
     def _loss_sum(self, X, y_idx, sw, check: bool = True) -> tuple[float, int]:
-        """(sum over rows of the loss without the L2 term, rows classified right)."""
+        """(sum over rows of the loss without the L2 term, rows classified right;
+        0 for a regressor, whose ``y_idx`` are the (n, k) targets)."""
         kb = self._kernels()
         loss_sum, correct = 0.0, 0
+        if not self.loss.is_classifier:
+            for i, j, out in self._logits_chunks(X, check):
+                loss, _ = kb.squared_error(
+                    out,
+                    y_idx[i:j],
+                    sample_weight=None if sw is None else sw[i:j],
+                    compute_grad=False,
+                )
+                loss_sum += loss * (j - i)
+            return loss_sum, 0
         for i, j, logits in self._logits_chunks(X, check):
             loss, _ = kb.softmax_cross_entropy(
                 logits,

@@ -7,6 +7,8 @@ computes; in a float64 graph the Erf runs in float32, the only precision onnxrun
 has it in), then ``Softmax`` (or, for a binary MLPClassifier, the logistic unit and
 ``[1 - p, p]``). Input ``input`` of shape (N, n_features); outputs ``label`` (the
 class labels, as ``predict`` gives them) and ``probabilities`` (as ``predict_proba``).
+A regressor (``loss=fastnn.MeanSquaredError()``) has the identity output: one output
+``predictions``, shaped as ``predict``'s ((N,) or (N, n_outputs)).
 
 Opset 17 (``ai.onnx``), IR version 8: loads in onnxruntime >= 1.12 and any runtime
 that implements opset 17. Needs the ``onnx`` package (``pip install "fastnn[onnx]"``).
@@ -38,7 +40,8 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
     Parameters
     ----------
     model : fastnn.Sequential, fastnn.MLP or fastnn.MLPClassifier
-        Fitted (``classes_`` set).
+        Fitted (a classifier: outputs ``label`` and ``probabilities``; a regressor:
+        ``predictions``).
     path : path-like, optional
         Write the model here (atomically).
 
@@ -61,6 +64,17 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
             if b is not None:  # Linear(bias=False) has none
                 x = graph.node("Add", [x, graph.const(f"b{i}", b)])
         x = graph.activation(x, act, alpha)
+    if output == "identity":  # a regressor: the last layer's values
+        k = int(model.n_outputs_)
+        if model.target_ndim_ == 1:
+            flat = graph.const("flat_shape", np.array([-1], dtype=np.int64))
+            graph.node("Reshape", [x, flat], name="predictions")
+            shape: list = ["N"]
+        else:
+            graph.node("Identity", [x], name="predictions")
+            shape = ["N", k]
+        outputs = [("predictions", graph.elem, shape)]
+        return _finish(onnx, graph, model, outputs, path)
     if output == "softmax":
         proba = graph.node("Softmax", [x], axis=1)
     elif output == "logistic" and len(classes) == 2:  # one logistic unit: [1 - p, p]
@@ -80,12 +94,16 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
         table, label_type = _class_table(classes)
         graph.node("Gather", [graph.const("classes", table), index], name="label")
         label_shape = ["N"]
-    onnx_model = graph.build(
-        n_features=int(model.n_features_in_),
-        n_outputs=len(classes),
-        label=(label_type, label_shape),
-        name=type(model).__name__,
-    )
+    outputs = [
+        ("label", label_type, label_shape),
+        ("probabilities", graph.elem, ["N", len(classes)]),
+    ]
+    return _finish(onnx, graph, model, outputs, path)
+
+
+def _finish(onnx, graph, model, outputs, path) -> Any:
+    """Build and check the graph's model; write it to ``path`` when given."""
+    onnx_model = graph.build(int(model.n_features_in_), outputs, type(model).__name__)
     onnx.checker.check_model(onnx_model)
     if path is not None:
         buf = io.BytesIO()
@@ -109,6 +127,8 @@ def _describe(model: Any):
             )
             for s in model._stages
         ]
+        if model.is_regressor:
+            return stages, "identity", None, np.dtype(model.dtype)
         return stages, "softmax", np.asarray(model.classes_), np.dtype(model.dtype)
     if type(model).__name__ == "MLPClassifier" and hasattr(model, "coefs_"):
         last = len(model.coefs_) - 1
@@ -205,19 +225,15 @@ class _Graph:
     def _scalar(self, v: float) -> np.ndarray:
         return np.asarray(v, dtype=self.dtype)
 
-    def build(self, n_features: int, n_outputs: int, label, name: str) -> Any:
+    def build(self, n_features: int, outputs: list[tuple], name: str) -> Any:
+        """The model of the graph; ``outputs``: (name, element type, shape) each."""
         from onnx import helper
 
         graph = helper.make_graph(
             self.nodes,
             name,
             [helper.make_tensor_value_info("input", self.elem, ["N", n_features])],
-            [
-                helper.make_tensor_value_info("label", label[0], label[1]),
-                helper.make_tensor_value_info(
-                    "probabilities", self.elem, ["N", n_outputs]
-                ),
-            ],
+            [helper.make_tensor_value_info(*out) for out in outputs],
             self.initializers,
         )
         model = helper.make_model(

@@ -7,10 +7,12 @@ atomic checksummed ``.npz``, is :mod:`fastnn.checkpoint`):
   ``optim.<buffer>.<name>`` (optimizer state), ``classes``, and for a training
   checkpoint ``train.perm`` (the shuffle order of an unfinished epoch) and
   ``callback.<i>.<key>`` (callback state);
-* metadata: ``model`` (class and config), ``dtype``, ``params``, ``optimizer``
-  (state names and scalars), ``fitted``, and ``train_state`` (the position of a fit:
-  seed, RNG, history, epoch, batch, step, metrics, fit settings, callbacks, and what
-  the training strategy adds).
+* metadata: ``model`` (class and config; the config's ``loss`` names a regression
+  loss by its ``type``, none is softmax cross-entropy), ``dtype``, ``params``,
+  ``optimizer`` (state names and scalars), ``fitted``, ``target_ndim`` (a fitted
+  regressor's: 1 for y of shape (n,), 2 for (n, k)), and ``train_state`` (the
+  position of a fit: seed, RNG, history, epoch, batch, step, metrics, fit settings,
+  callbacks, and what the training strategy adds).
 
 Model classes register themselves (:func:`register`) so that a file names its class
 and :func:`load` builds it; metadata is validated before anything is allocated.
@@ -38,6 +40,7 @@ OPTIM = "optim."
 CLASSES = "classes"
 PERM = "train.perm"
 CALLBACK = "callback."
+TARGET_NDIM = "target_ndim"
 _POSITION = ("epoch", "batch", "step", "loss_sum", "correct", "seen", "elapsed",
              "stopped", "finished")  # fmt: skip
 _REQUIRED = ("model", "dtype", "params", "optimizer", "fitted")
@@ -72,8 +75,10 @@ def model_state(model) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "state_names": list(model.optimizer.state_names),
             "state": model.optimizer.state_dict(),
         },
-        "fitted": hasattr(model, "classes_"),
+        "fitted": model._is_fitted(),
     }
+    if hasattr(model, "target_ndim_"):
+        meta[TARGET_NDIM] = model.target_ndim_
     arrays = {PARAM + n: p for n, p in model.named_parameters()}
     for sname, buf in model.optimizer.state.items():
         for name, sl, shape in specs:
@@ -234,7 +239,15 @@ def check_state(
             f"checkpoint optimizer state {list(opt_names)} does not match this "
             f"model's optimizer {model.optimizer!r}"
         )
-    if meta["fitted"]:
+    if meta["fitted"] and model.is_regressor:
+        if meta.get(TARGET_NDIM) not in (1, 2) or (
+            meta[TARGET_NDIM] == 1 and model.n_outputs_ != 1
+        ):
+            raise CheckpointError(
+                f"checkpoint target_ndim is {meta.get(TARGET_NDIM)!r}, expected 2 "
+                f"(or 1 for one output) for a regressor with {model.n_outputs_} outputs"
+            )
+    elif meta["fitted"]:
         classes = arrays.get(CLASSES)
         if classes is None or classes.shape != (model.n_outputs_,):
             raise CheckpointError(
@@ -246,7 +259,7 @@ def check_state(
         if meta.get("train_state") is None:
             raise CheckpointError("file is a saved model, not a training checkpoint")
         if not meta["fitted"]:
-            raise CheckpointError("training checkpoint has no classes")
+            raise CheckpointError("training checkpoint is not of a fitted model")
         if mine["optimizer"] != theirs.get("optimizer") or mine["loss"] != theirs.get(
             "loss"
         ):
@@ -271,7 +284,10 @@ def set_state(model, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Non
                 buf[sl].reshape(shape)[...] = arrays[f"{OPTIM}{sname}.{name}"]
         opt.load_state_dict(meta["optimizer"]["state"])
     if meta["fitted"]:
-        model.classes_ = np.array(arrays[CLASSES])
+        classes = arrays.get(CLASSES)
+        model._mark_fitted(
+            None if classes is None else np.array(classes), meta.get(TARGET_NDIM, 0)
+        )
 
 
 # ----------------------------------------------------------------- fit state

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from ._validation import check_y
-from .kernels.contract import pack_config, pack_hyper
+from .kernels.contract import TRAIN_LOSSES, pack_config, pack_hyper
 from .network import DTYPES
 from .optim import SGD, Adam, AdamW
 from .threads import num_threads
@@ -29,6 +28,7 @@ __all__ = ["Steps"]
 
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in DTYPES.values()}
 _EMPTY_TARGETS = {dt: np.empty((0, 0), dtype=dt) for dt in DTYPES.values()}
+_EMPTY_LABELS = np.empty(0, dtype=np.intp)
 
 
 def _no_input_grad(x: np.ndarray) -> np.ndarray:
@@ -38,6 +38,13 @@ def _no_input_grad(x: np.ndarray) -> np.ndarray:
 
 class Steps:
     """The step methods of :class:`fastnn.Sequential` (a mixin over Network)."""
+
+    def _raw_targets(self, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw kernels' (labels, targets) pair for a batch's ``yb``: class
+        indices for softmax cross-entropy, float targets for squared error."""
+        if self.loss.is_classifier:
+            return yb, _EMPTY_TARGETS[self.dtype]
+        return _EMPTY_LABELS, yb
 
     def _forward_backward(self, xb, yb, sample_weight, l2=None) -> tuple[float, int]:
         """Loss (with the L2 term) of one batch, gradients into the flat buffer.
@@ -53,14 +60,20 @@ class Steps:
         if self._uses_fused_kernels():
             return self._loss_grad(kb, xb, yb, sample_weight, l2, ws.work)
         logits = self._forward(kb, xb, ws)
-        loss, _ = kb.softmax_cross_entropy(
-            logits,
-            yb,
-            sample_weight=sample_weight,
-            label_smoothing=self.loss.label_smoothing,
-            grad_out=ws.dlogits,
-        )
-        correct = int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        if self.loss.is_classifier:
+            loss, _ = kb.softmax_cross_entropy(
+                logits,
+                yb,
+                sample_weight=sample_weight,
+                label_smoothing=self.loss.label_smoothing,
+                grad_out=ws.dlogits,
+            )
+            correct = int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        else:
+            loss, _ = kb.squared_error(
+                logits, yb, sample_weight=sample_weight, grad_out=ws.dlogits
+            )
+            correct = 0
         self._backward(kb, xb, ws, self._stage_grads, l2)
         if l2:
             w = self._params[: self._n_decay]
@@ -97,18 +110,21 @@ class Steps:
         )
         if fast:  # parameters in contract.RAW_KERNELS order
             empty = _EMPTY[self.dtype]
-            config = pack_config(weights_end=self._n_decay)
+            config = pack_config(
+                loss=TRAIN_LOSSES[self.loss.kernel_loss], weights_end=self._n_decay
+            )
             hyper = pack_hyper(label_smoothing=label_smoothing, l2=l2)
             loss, correct = kb.raw.loss_grad(
-                xb, yb, _EMPTY_TARGETS[self.dtype],
-                empty if sample_weight is None else sample_weight, self._params, grads,
-                self._train_layout, self._train_alphas, work, config, hyper,
+                xb, *self._raw_targets(yb),
+                empty if sample_weight is None else sample_weight, self._params,
+                grads, self._train_layout, self._train_alphas, work, config, hyper,
                 _no_input_grad(xb),
             )  # fmt: skip
             return float(loss), int(correct)
         loss, correct = kb.loss_grad(
             xb, yb, self._params, grads, self._train_layout, self._train_alphas,
-            work, sample_weight=sample_weight, label_smoothing=label_smoothing,
+            work, loss=self.loss.kernel_loss, sample_weight=sample_weight,
+            label_smoothing=label_smoothing,
             l2=l2, weights_end=self._n_decay, input_grad=input_grad,
         )  # fmt: skip
         if self._in_fit and grads is self._grads:
@@ -237,6 +253,7 @@ class Steps:
             # validated before for this batch shape in this fit: call the raw kernel
             # (parameters in contract.RAW_KERNELS order): no per-call validation
             config = pack_config(
+                loss=TRAIN_LOSSES[self.loss.kernel_loss],
                 weights_end=self._n_decay, optimizer=code, step=step,
                 nesterov=nesterov, decoupled=decoupled,
             )  # fmt: skip
@@ -246,7 +263,7 @@ class Steps:
                 beta1=beta1, beta2=beta2, eps=eps,
             )  # fmt: skip
             loss, correct = kb.raw.train_step(
-                xb, yb, _EMPTY_TARGETS[self.dtype],
+                xb, *self._raw_targets(yb),
                 empty if sample_weight is None else sample_weight, self._params,
                 self._grads, self._train_layout, self._train_alphas, ws.work, config,
                 hyper, velocity, m, v,
@@ -254,7 +271,8 @@ class Steps:
         else:
             loss, correct = kb.train_step(
                 xb, yb, self._params, self._grads, self._train_layout,
-                self._train_alphas, ws.work, sample_weight=sample_weight,
+                self._train_alphas, ws.work, loss=self.loss.kernel_loss,
+                sample_weight=sample_weight,
                 label_smoothing=self.loss.label_smoothing, l2=l2,
                 weights_end=self._n_decay,
                 optimizer=("sgd", "adamw" if decoupled else "adam")[code],
@@ -314,7 +332,7 @@ class Steps:
         """
         self._require_fitted()
         Xc = self._check_predict_X(X)
-        y_idx = self._encode(check_y(y, Xc.shape[0]))
+        y_idx = self._training_targets(self._check_y(y, Xc.shape[0]), None)
         sw = self._combined_weights(y_idx, sample_weight, Xc.shape[0])
         with num_threads(self.n_threads):
             loss, _ = self._forward_backward(Xc, np.ascontiguousarray(y_idx), sw)

@@ -41,7 +41,7 @@ def model_summary(model: Sequential) -> str:
         return "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
 
     itemsize = model.dtype.itemsize
-    fitted = "fitted" if hasattr(model, "classes_") else "not fitted"
+    fitted = "fitted" if model._is_fitted() else "not fitted"
     out = [f'Model: "{type(model).__name__}"', rule, line(rows[0]).rstrip(), rule]
     out += [line(r).rstrip() for r in rows[1:]]
     out += [

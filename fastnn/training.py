@@ -68,7 +68,7 @@ import numpy as np
 
 from . import checkpoint as container
 from . import serialize
-from ._validation import check_int, check_y
+from ._validation import check_int
 from .callbacks import Callback, History
 from .progress import Progress
 from .standard_callbacks import as_callback
@@ -338,7 +338,7 @@ class _FitArgs:
                 f"compiled_step must be a bool or None, got {compiled_step!r}"
             )
         X_all = model._check_predict_X(X)
-        y_raw = check_y(y, X_all.shape[0])
+        y_raw = model._check_y(y, X_all.shape[0])
         val = None
         validation_data = s["validation_data"]
         if validation_data is not None:
@@ -348,7 +348,7 @@ class _FitArgs:
             ):
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             X_val = model._check_predict_X(validation_data[0])
-            val = (X_val, check_y(validation_data[1], X_val.shape[0]))
+            val = (X_val, model._check_y(validation_data[1], X_val.shape[0]))
         compiled = None if compiled_step is None else bool(compiled_step)
         return cls(*settings, compiled, X_all, y_raw, val)
 
@@ -363,13 +363,16 @@ def _read(path) -> tuple[dict, dict] | None:
 def _derive(model, args: _FitArgs, s: dict[str, Any], saved, entropy) -> FitData:
     """Labels, weights, seeds and the validation split: the same on every process."""
     X_all, validation_split = args.X_all, s["validation_split"]
-    if saved:
+    classify = model.loss.is_classifier
+    if not classify:
+        classes_ = None  # a regressor's targets are its float values
+    elif saved:
         classes_ = saved[1][serialize.CLASSES]
     elif hasattr(model, "classes_"):
         classes_ = model.classes_
     else:
         classes_ = model._resolve_classes(args.y_raw, s["classes"])
-    y_all = model._encode(args.y_raw, classes_)
+    y_all = model._training_targets(args.y_raw, classes_)
     sw_all = model._combined_weights(
         y_all, s["sample_weight"], X_all.shape[0], classes_
     )
@@ -377,9 +380,13 @@ def _derive(model, args: _FitArgs, s: dict[str, Any], saved, entropy) -> FitData
     init_ss, split_ss, shuffle_ss = seed_seq.spawn(3)
     X_tr, x_rows, y_tr, sw_tr, X_val, y_val = X_all, None, y_all, sw_all, None, None
     if args.validation is not None:
-        X_val, y_val = args.validation[0], model._encode(args.validation[1], classes_)
+        X_val, y_val = (
+            args.validation[0],
+            model._training_targets(args.validation[1], classes_),
+        )
     elif validation_split > 0:
-        tr, va = stratified_split(
+        split = stratified_split if classify else random_split
+        tr, va = split(
             y_all, validation_split, np.random.Generator(np.random.PCG64(split_ss))
         )
         # X stays uncopied: training batches gather their rows through x_rows
@@ -419,7 +426,7 @@ class _Run:
         self.rng = np.random.Generator(np.random.PCG64(data.shuffle_ss))
         self.history = History()
         self.state = TrainState()
-        model.classes_ = data.classes
+        model._mark_fitted(data.classes, args.y_raw.ndim)
         if saved:
             serialize.set_state(model, *saved)
             self.history, position = serialize.resume_training_state(
@@ -512,10 +519,9 @@ class _Run:
         then the epoch's checkpoint."""
         model, strategy, data, state = self.model, self.strategy, self.data, self.state
         strategy.sync_metrics(state)
-        logs = {
-            "loss": state.loss_sum / state.seen,
-            "accuracy": state.correct / state.seen,
-        }
+        logs = {"loss": state.loss_sum / state.seen}
+        if model.loss.is_classifier:
+            logs["accuracy"] = state.correct / state.seen
         if data.X_val is not None:
             logs.update(strategy.evaluate(model, data.X_val, data.y_val, "val_"))
         logs["lr"] = model.optimizer.current_lr
@@ -597,7 +603,7 @@ def gather_batch(ws, X, x_rows, y, sw, perm, i, j) -> None:
         idx = perm[i:j]
         rows = idx if x_rows is None else x_rows[idx]
         np.take(X, rows, axis=0, out=ws.x, mode="clip")
-        np.take(y, idx, out=ws.y, mode="clip")
+        np.take(y, idx, axis=0, out=ws.y, mode="clip")
         if sw is not None:
             np.take(sw, idx, out=ws.sw, mode="clip")
         return
@@ -624,6 +630,24 @@ def _holdout_counts(y: np.ndarray, fraction: float) -> tuple[np.ndarray, list[in
     """(classes, validation rows of each) of a stratified ``fraction`` split."""
     classes, counts = np.unique(y, return_counts=True)
     return classes, [int(round(fraction * int(n))) for n in counts]
+
+
+def random_split(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) indices holding out ``fraction`` of the rows at
+    random (regression targets have no classes to stratify by)."""
+    n = y.shape[0]
+    k = int(round(fraction * n))
+    if k == 0:
+        raise ValueError(
+            f"validation_split={fraction} leaves no validation samples; use a larger "
+            "fraction or pass validation_data"
+        )
+    if k == n:
+        raise ValueError(f"validation_split={fraction} leaves no training samples")
+    order = rng.permutation(n)
+    return np.sort(order[k:]), np.sort(order[:k])
 
 
 def validation_size(y: Any, fraction: float) -> int:
