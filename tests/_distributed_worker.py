@@ -32,7 +32,7 @@ import numpy as np
 
 from fastnn.callbacks import EarlyStopping
 from fastnn.layers import Linear, ReLU, Tanh
-from fastnn.losses import SoftmaxCrossEntropy
+from fastnn.losses import MeanSquaredError, SoftmaxCrossEntropy
 from fastnn.model import MLP, Sequential
 from fastnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, ReduceLROnPlateau
 
@@ -45,13 +45,46 @@ def data(n: int, d: int = 6, k: int = 3, seed: int = 0):
     return X, y, w
 
 
+def regression_data(n: int, d: int = 6, seed: int = 0):
+    """X, two float targets (n, 2) and sample weights of a smooth regression."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.c_[np.sin(X[:, 0]) + 0.5 * X[:, 1], X[:, 2] * X[:, 3]]
+    return X, Y + 0.1 * rng.normal(size=(n, 2)), rng.uniform(0.5, 2.0, size=n)
+
+
 def scenarios() -> dict[str, tuple]:
     """name -> (model factory, data, fit keyword arguments); 10 optimizer steps
     each, global batches whose halves are unequal or empty included."""
     X70, y70, _ = data(70)
     X87, y87, _ = data(87)
     X61, y61, w61 = data(61, seed=1)
+    Xr87, Yr87, _ = regression_data(87)
+    Xr61, Yr61, wr61 = regression_data(61, seed=1)
     return {
+        # regression (squared error): 1-D targets, 17 of 87 rows held out at random
+        # (70 trained: 5 batches of 14), L2, momentum
+        "mse_sgd_f64": (
+            lambda: MLP(
+                (6, 12, 1),
+                loss=MeanSquaredError(l2=1e-3),
+                optimizer=SGD(lr=0.05, momentum=0.9),
+                dtype=np.float64,
+            ),
+            (Xr87, Yr87[:, 0]),
+            dict(epochs=2, batch_size=14, seed=3, validation_split=0.2),
+        ),
+        # two targets per row, sample weights, batches 15, 15, 15, 15, 1
+        "mse_adam_f64_two_targets": (
+            lambda: Sequential(
+                [Linear(6, 9), Tanh(), Linear(9, 2)],
+                loss=MeanSquaredError(),
+                optimizer=Adam(lr=0.01),
+                dtype=np.float64,
+            ),
+            (Xr61, Yr61),
+            dict(epochs=2, batch_size=15, seed=4, sample_weight=wr61),
+        ),
         # 69 training rows (18 held out for validation, watched by EarlyStopping and
         # ReduceLROnPlateau): 5 batches of 14, 14, 14, 14, 13; L2, Nesterov
         "sgd_f64": (

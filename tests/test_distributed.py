@@ -227,7 +227,7 @@ def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path):
             _assert_close(
                 got["params"], ref.get_flat_parameters(), ref.dtype, f"{name} weights"
             )
-        for key in ("loss", "accuracy", "val_loss", "lr"):
+        for key in ("loss", "accuracy", "val_loss", "val_mse", "lr"):
             if key in ref_hist.history:
                 np.testing.assert_allclose(
                     history[key], ref_hist.history[key], rtol=1e-5, err_msg=key
