@@ -23,6 +23,11 @@ from .model import NotFittedError, Sequential
 def as_sequential(model: Any, what: str = "this function") -> Sequential:
     """The fitted Sequential behind ``model`` (a Sequential or an MLPClassifier)."""
     if isinstance(model, Sequential):
+        if model.is_regressor:
+            raise TypeError(
+                f"{what} works on classifiers (their class probabilities); this "
+                f"model is a regressor (loss {model.loss!r})"
+            )
         model._require_fitted()
         return model
     est = sys.modules.get("fastnn.estimator")

@@ -502,11 +502,7 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         raise ValueError("--resume needs --checkpoint PATH")
     from .model import validation_size
 
-    n_val = (
-        int(round(args.validation_split * len(y_train)))
-        if regress
-        else validation_size(y_train, args.validation_split)
-    )
+    n_val = validation_size(y_train, args.validation_split, regress)
     if args.validation_split > 0 and not 0 < n_val < len(y_train):
         raise ValueError(
             f"--validation-split {args.validation_split:g} holds out {n_val} of "

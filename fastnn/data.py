@@ -145,24 +145,29 @@ TASKS = ("auto", "classification", "regression")
 def infer_task(y: np.ndarray, task: str = "auto") -> str:
     """ "classification" or "regression" for labels ``y``.
 
-    ``task="auto"``: integer or string labels (and floats that are all whole
-    numbers) classify, other float labels regress (scikit-learn's
-    ``type_of_target``: "continuous"); a note says which was chosen and how to
-    override it. Any other ``task`` is returned as given.
+    ``task="auto"``: integer or string labels classify (as before regression
+    existed, silently); float labels regress unless all are whole numbers
+    (scikit-learn's ``type_of_target``: "continuous"), and a note says which was
+    chosen and how to override it. Any other ``task`` is returned as given.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task != "auto":
         return task
+    y = np.asarray(y)
+    if y.dtype.kind != "f":
+        return "classification"
     from sklearn.utils.multiclass import type_of_target
 
-    kind = type_of_target(y, input_name="y")
-    if kind.startswith("continuous"):
+    if type_of_target(y, input_name="y").startswith("continuous"):
         _log.info(
             "float labels: training a regressor (--task classification to classify)"
         )
         return "regression"
-    _log.info(f"{kind} labels: training a classifier (--task regression to regress)")
+    _log.info(
+        "float labels that are all whole numbers: training a classifier (--task "
+        "regression to regress)"
+    )
     return "classification"
 
 

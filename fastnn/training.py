@@ -38,6 +38,12 @@ API (stable)
     (the loss is ``mean CE + (l2 / 2) ||W||^2``, ``dW = mean dCE/dW + l2 W``);
     scikit-learn's ``alpha`` is ``batch_l2 = lambda rows: alpha / rows``.
 
+Classification or regression: the model's loss says which
+(``model.loss.is_classifier``). A regressor's targets are float arrays (n, k) of the
+model dtype instead of class indices, its validation split is random instead of
+stratified, and its logs carry ``loss`` (+ ``val_loss``, ``val_mse``) without
+accuracy; everything else is the same loop.
+
 Per-epoch hooks are callbacks (:class:`fastnn.Callback`): ``on_epoch_end(epoch,
 logs, model)`` reads ``logs["loss"]`` (the epoch's mean training loss, L2 term
 included, as scikit-learn's ``loss_curve_``) and any validation metrics, may compute
@@ -229,7 +235,8 @@ class LocalStrategy:
         """Fold metrics counted since the last sync into ``state`` (all processes)."""
 
     def evaluate(self, model, X, y_idx, prefix: str) -> dict[str, float]:
-        """Validation loss and accuracy (the same numbers on every process)."""
+        """Validation loss and accuracy, or a regressor's loss and MSE (the same
+        numbers on every process)."""
         return model._evaluate_encoded(X, y_idx, None, prefix, False)
 
     def epoch_logs(self) -> dict[str, float]:
@@ -338,6 +345,11 @@ class _FitArgs:
                 f"compiled_step must be a bool or None, got {compiled_step!r}"
             )
         X_all = model._check_predict_X(X)
+        if s["classes"] is not None and not model.loss.is_classifier:
+            raise ValueError(
+                "classes= is for classifiers; this model regresses (loss "
+                f"{model.loss!r})"
+            )
         y_raw = model._check_y(y, X_all.shape[0])
         val = None
         validation_data = s["validation_data"]
@@ -638,7 +650,7 @@ def random_split(
     """Sorted (train, validation) indices holding out ``fraction`` of the rows at
     random (regression targets have no classes to stratify by)."""
     n = y.shape[0]
-    k = int(round(fraction * n))
+    k = _random_holdout(n, fraction)
     if k == 0:
         raise ValueError(
             f"validation_split={fraction} leaves no validation samples; use a larger "
@@ -650,9 +662,19 @@ def random_split(
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def validation_size(y: Any, fraction: float) -> int:
-    """Rows that ``fit(validation_split=fraction)`` holds out of labels ``y``."""
-    return sum(_holdout_counts(np.asarray(y), fraction)[1]) if fraction > 0 else 0
+def validation_size(y: Any, fraction: float, regression: bool = False) -> int:
+    """Rows that ``fit(validation_split=fraction)`` holds out of labels ``y`` (of
+    regression targets: a random split)."""
+    if fraction <= 0:
+        return 0
+    if regression:
+        return _random_holdout(len(y), fraction)
+    return sum(_holdout_counts(np.asarray(y), fraction)[1])
+
+
+def _random_holdout(n: int, fraction: float) -> int:
+    """Validation rows of a random ``fraction`` split of ``n`` rows."""
+    return int(round(fraction * n))
 
 
 def stratified_split(

@@ -93,11 +93,16 @@ def test_auto_task_regresses_float_labels_and_says_so(tmp_path, capsys):
 def test_auto_task_classifies_integer_labels_and_task_overrides(tmp_path, capsys):
     path, _ = _csv(tmp_path, np.arange(60) % 3)
     argv = ["--data", str(path), "--epochs", "1", "--backend", "numpy"]
-    result = _train_json(capsys, *argv)
+    assert main(["train", "--json", "--quiet", *argv]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert result["task"] == "classification" and "test_accuracy" in result
+    assert captured.err == ""  # integer labels classify, as they always did
+    assert infer_task(np.array([0.0, 1.0, 2.0, 1.0])) == "classification"
     result = _train_json(capsys, *argv, "--task", "regression")
     assert result["task"] == "regression" and "test_r2" in result
     assert infer_task(np.array([0.5, 1.5]), "classification") == "classification"
+    assert infer_task(np.array([0.5, 1.5])) == "regression"
     with pytest.raises(ValueError, match="task must be one of"):
         infer_task(np.array([1.0]), "ranking")
 

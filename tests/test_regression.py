@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 import fastnn
-from fastnn import checkpoint
+from fastnn import checkpoint, explain
 from fastnn.layers import Linear, Tanh
 
 BACKENDS = fastnn.available_backends()
@@ -221,6 +221,12 @@ def test_bad_targets_and_classifier_methods_give_clear_errors():
     assert np.array_equal(Y, before)  # inputs never modified
     with pytest.raises(AttributeError, match="predict_proba is for classifiers"):
         model.predict_proba(X)
+    with pytest.raises(AttributeError, match="confidence is for classifiers"):
+        model.confidence(X)
+    with pytest.raises(TypeError, match="works on classifiers"):
+        explain.input_gradients(model, X)
+    with pytest.raises(ValueError, match="classes= is for classifiers"):
+        model.fit(X, Y, classes=[0, 1], verbose=0)
     with pytest.raises(ValueError, match="unknown loss"):
         fastnn.MLP((4, 1), loss="hinge")
     assert isinstance(fastnn.MLP((4, 1), loss="mse").loss, fastnn.MeanSquaredError)
