@@ -287,3 +287,19 @@ def test_onnx_export_of_a_regressor_predicts_as_the_model(tmp_path):
         sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
         (out,) = sess.run(["predictions"], {"input": X})
         np.testing.assert_allclose(out, model.predict(X), rtol=1e-12, atol=1e-12)
+
+
+def test_classifier_checkpoints_keep_their_format(tmp_path):
+    """Files written before regression existed (no loss type, no target_ndim) are
+    classifiers: the classifier format is unchanged and loads as before."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    model = fastnn.MLP((4, 5, 3), dtype=np.float64, backend="numpy")
+    model.fit(X, y, epochs=1, verbose=0, seed=0)
+    model.save(tmp_path / "c.npz")
+    meta, arrays = checkpoint.read(tmp_path / "c.npz")
+    assert "type" not in meta["model"]["config"]["loss"] and "target_ndim" not in meta
+    loaded = fastnn.load(tmp_path / "c.npz", backend="numpy")
+    assert isinstance(loaded.loss, fastnn.SoftmaxCrossEntropy)
+    assert np.array_equal(loaded.classes_, [0, 1, 2]) and not loaded.is_regressor
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
