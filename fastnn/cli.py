@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: integer or string labels classify, float labels regress. A "
         "regressor (squared error, identity output) trains on the targets "
-        "standardized with the training rows' mean and std; the saved model "
-        "predicts in the targets' own units",
+        "standardized with the training rows' mean and std; the --out model "
+        "predicts in the targets' own units (a --checkpoint holds the fit on the "
+        "standardized targets, for --resume)",
     )
     t.add_argument(
         "--test-size",
