@@ -55,6 +55,8 @@ extensions = [
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # gemm.pyx compiles fastnn's own GEMM (C headers, one kernel per ISA)
+        depends=[str(h.relative_to(HERE)) for h in sorted(CY_DIR.glob("*.h"))],
     )
     for pyx in sorted(CY_DIR.glob("*.pyx"))
 ]

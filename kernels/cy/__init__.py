@@ -2,7 +2,8 @@
 
 Importing this package fails with ImportError when the extension is not built; the
 registry then reports the "cython" backend unavailable (never a silent fallback).
-GEMMs go through NumPy's OpenBLAS (``kernels/_blas.py``); the element-wise and
+GEMMs go through fastnn's own micro-kernels or NumPy's OpenBLAS, per the plan of
+``kernels/gemm.py`` (``kernels/_blas.py`` finds OpenBLAS); the element-wise and
 row-wise kernels use OpenMP ``prange`` when the build has OpenMP, serially below a
 size threshold.
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import os
 
+from .. import gemm as _gemm_plan
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
 from ..contract import CONFIG_SLOTS, HYPER_SLOTS, TRAIN_LOSSES
 from . import _openmp, activations, linear, loss, optim, train
+from . import gemm as _gemm_module
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
@@ -29,7 +32,7 @@ train._configure_slots(
     TRAIN_LOSSES["squared_error"],
 )
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
-_GEMM_MODULES = (_matmul_module, linear, train)
+_GEMM_MODULES = (_matmul_module, linear, train, _gemm_module)
 del activations, linear, loss, optim, train
 
 __all__ = [
@@ -59,7 +62,7 @@ def set_num_threads(n: int) -> None:
     """
     n = 1 if in_forked_child() else int(n)
     _openmp.set_num_threads(n)
-    for module in _KERNEL_MODULES + (_matmul_module,):
+    for module in _KERNEL_MODULES + (_matmul_module, _gemm_module):
         module._set_threads(n)
 
 
@@ -72,6 +75,7 @@ def _cpu_count() -> int:
 
 on_fork_child(lambda: set_num_threads(1))
 _CORES = _cpu_count()
+GEMM_PLAN = _gemm_plan.configure()
 for _module in _GEMM_MODULES:
     _module._configure_gemm(
         _CORES,
@@ -81,6 +85,9 @@ for _module in _GEMM_MODULES:
         CBLAS.int64,
         CBLAS.set_threads,
         CBLAS.get_threads,
+    )
+    _module._configure_own_gemm(
+        _gemm_plan.MODE_PLAN, GEMM_PLAN.max_mk, GEMM_PLAN.sgemm, GEMM_PLAN.dgemm
     )
 
 BACKEND_INFO = {
@@ -92,6 +99,7 @@ BACKEND_INFO = {
         "block per 0.5 MFLOP (at most one per core)"
     ),
     "blas": CBLAS.description,
+    "gemm": GEMM_PLAN.description,
     "gemm_split": (
         f"fixed blocks of C (at most {_CORES}, the core count), one single-threaded "
         "BLAS call each, run in an OpenMP prange: results independent of n_threads"

@@ -1,4 +1,5 @@
-# Row-major GEMM through the CBLAS that kernels/_blas.py found (NumPy's OpenBLAS).
+# Row-major GEMM through the CBLAS that kernels/_blas.py found (NumPy's OpenBLAS), or
+# fastnn's own GEMM where the plan of kernels/gemm.py says it is faster.
 #
 # Thread-count-independent results: OpenBLAS's own threaded partition changes the
 # rounding with its thread count, so a GEMM is split here into fixed blocks of C (along
@@ -60,13 +61,49 @@ def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
         _blas_get = NULL
 
 
-cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
-                       Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
-                       const floating* b, Py_ssize_t ldb, floating beta, floating* c,
-                       Py_ssize_t ldc) noexcept nogil:
-    """C (m x n, row-major, ld ldc) = alpha op(A) op(B) + beta C; m, n, k >= 1."""
+# fastnn's own GEMM (kernels/cy/_gemm.h, addresses from kernels/gemm.py): an ILP64
+# cblas_?gemm signature, single-threaded. The plan (kernels/gemm.py) says which
+# products it takes: mode 0 none, 1 those with min(m, k) <= _own_max_mk, 2 all.
+cdef size_t _own_sgemm_addr = 0
+cdef size_t _own_dgemm_addr = 0
+cdef int _own_mode = 0
+cdef Py_ssize_t _own_max_mk = 0
+
+
+def _configure_own_gemm(int mode, Py_ssize_t max_mk, size_t sgemm_addr,
+                        size_t dgemm_addr):
+    """Which products go to fastnn's own GEMM (see kernels/gemm.py), and its address."""
+    global _own_mode, _own_max_mk, _own_sgemm_addr, _own_dgemm_addr
+    _own_sgemm_addr = sgemm_addr
+    _own_dgemm_addr = dgemm_addr
+    _own_mode = mode if sgemm_addr and dgemm_addr else 0
+    _own_max_mk = max_mk
+
+
+cdef inline bint _own_takes(int mode, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k) noexcept nogil:
+    """The plan's rule: own GEMM for all (2), for the skinny products (1), or none."""
+    if mode == 2:
+        return True
+    return mode == 1 and (m <= _own_max_mk or k <= _own_max_mk)
+
+
+cdef inline void _gemm_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,
+                            Py_ssize_t n, Py_ssize_t k, floating alpha,
+                            const floating* a, Py_ssize_t lda, const floating* b,
+                            Py_ssize_t ldb, floating beta, floating* c,
+                            Py_ssize_t ldc) noexcept nogil:
+    """_gemm with the own-GEMM mode given (0 BLAS, 1 the plan, 2 own)."""
     cdef int ta = _TRANS if trans_a else _NO_TRANS
     cdef int tb = _TRANS if trans_b else _NO_TRANS
+    if _own_takes(mode, m, n, k):
+        if floating is float:
+            (<_sgemm64_fn>_own_sgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda,
+                                           b, ldb, beta, c, ldc)
+        else:
+            (<_dgemm64_fn>_own_dgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda,
+                                           b, ldb, beta, c, ldc)
+        return
     if floating is float:
         if _blas_int64:
             (<_sgemm64_fn>_sgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda, b,
@@ -83,6 +120,15 @@ cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
             (<_dgemm32_fn>_dgemm_addr)(_ROW_MAJOR, ta, tb, <int>m, <int>n, <int>k,
                                        alpha, a, <int>lda, b, <int>ldb, beta, c,
                                        <int>ldc)
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                       Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
+                       const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                       Py_ssize_t ldc) noexcept nogil:
+    """C (m x n, row-major, ld ldc) = alpha op(A) op(B) + beta C; m, n, k >= 1."""
+    _gemm_with(_own_mode, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+               ldc)
 
 
 cdef struct _Split:
@@ -109,20 +155,31 @@ cdef inline _Split _gemm_split(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcep
     return s
 
 
+cdef inline void _gemm_block_with(int mode, _Split* s, Py_ssize_t p, bint trans_a,
+                                  bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                                  Py_ssize_t k, floating alpha, const floating* a,
+                                  Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                                  floating beta, floating* c,
+                                  Py_ssize_t ldc) noexcept nogil:
+    """Block p of the split: rows (or columns) [p*size, p*size + cnt) of C."""
+    cdef Py_ssize_t lo = p * s.size
+    cdef Py_ssize_t cnt = min(s.size, s.dim - lo)
+    if s.rows:
+        _gemm_with(mode, trans_a, trans_b, cnt, n, k, alpha,
+                   a + (lo if trans_a else lo * lda), lda, b, ldb, beta, c + lo * ldc,
+                   ldc)
+    else:
+        _gemm_with(mode, trans_a, trans_b, m, cnt, k, alpha, a, lda,
+                   b + (lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc)
+
+
 cdef inline void _gemm_block(_Split* s, Py_ssize_t p, bint trans_a, bint trans_b,
                              Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
                              const floating* a, Py_ssize_t lda, const floating* b,
                              Py_ssize_t ldb, floating beta, floating* c,
                              Py_ssize_t ldc) noexcept nogil:
-    """Block p of the split: rows (or columns) [p*size, p*size + cnt) of C."""
-    cdef Py_ssize_t lo = p * s.size
-    cdef Py_ssize_t cnt = min(s.size, s.dim - lo)
-    if s.rows:
-        _gemm(trans_a, trans_b, cnt, n, k, alpha, a + (lo if trans_a else lo * lda),
-              lda, b, ldb, beta, c + lo * ldc, ldc)
-    else:
-        _gemm(trans_a, trans_b, m, cnt, k, alpha, a, lda,
-              b + (lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc)
+    _gemm_block_with(_own_mode, s, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                     beta, c, ldc)
 
 
 cdef inline int _blas_single_begin() noexcept nogil:
@@ -147,19 +204,28 @@ cdef inline int _gemm_threads(_Split* s) noexcept nogil:
     return <int>min(<Py_ssize_t>_num_threads, s.parts)
 
 
-cdef inline void _gemm_par(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
-                           Py_ssize_t k, floating alpha, const floating* a,
-                           Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                           floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+cdef inline void _gemm_par_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,
+                                Py_ssize_t n, Py_ssize_t k, floating alpha,
+                                const floating* a, Py_ssize_t lda, const floating* b,
+                                Py_ssize_t ldb, floating beta, floating* c,
+                                Py_ssize_t ldc) noexcept nogil:
     """_gemm split in fixed blocks run in parallel (see the top of this file)."""
     cdef _Split s = _gemm_split(m, n, k)
     cdef int nt = _gemm_threads(&s)
     cdef int prev = _blas_single_begin()
     cdef Py_ssize_t p
     for p in prange(s.parts, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        _gemm_block(&s, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                    ldc)
+        _gemm_block_with(mode, &s, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                         beta, c, ldc)
     _blas_single_end(prev)
+
+
+cdef inline void _gemm_par(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t k, floating alpha, const floating* a,
+                           Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                           floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    _gemm_par_with(_own_mode, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                   ldc)
 
 
 cdef inline void _fill(floating* c, Py_ssize_t size, floating value) noexcept nogil:

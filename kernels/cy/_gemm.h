@@ -1,0 +1,387 @@
+/* fastnn's own GEMM: register-blocked micro-kernels for AVX-512F, AVX2+FMA and a
+ * portable one (GCC vector extensions: SSE2 on x86-64, NEON on arm64), chosen at run
+ * time from the CPU's features (never from build flags: each kernel carries its own
+ * target attribute). Included by gemm.pyx only; every other module calls
+ * fnn_sgemm / fnn_dgemm through their addresses (kernels/gemm.py hands them out).
+ *
+ * fnn_?gemm has the signature of an ILP64 cblas_?gemm (row-major only), so a call
+ * site can use either. Single-threaded: callers split C into fixed blocks between
+ * their own threads (each element of C is computed the same way in any block).
+ */
+#ifndef FASTNN_GEMM_H
+#define FASTNN_GEMM_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define FNN_X86 1
+#include <immintrin.h>
+#else
+#define FNN_X86 0
+#endif
+
+enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2 };
+
+/* ---------------- portable kernel (vector extensions, 16-byte vectors) ---------- */
+typedef float fnn_v4sf __attribute__((vector_size(16)));
+typedef double fnn_v2df __attribute__((vector_size(16)));
+
+static inline fnn_v4sf fnn_g_set1_s(float x) { return (fnn_v4sf){x, x, x, x}; }
+static inline fnn_v2df fnn_g_set1_d(double x) { return (fnn_v2df){x, x}; }
+static inline fnn_v4sf fnn_g_loadu_s(const float *p)
+{ fnn_v4sf r; memcpy(&r, p, sizeof r); return r; }
+static inline fnn_v2df fnn_g_loadu_d(const double *p)
+{ fnn_v2df r; memcpy(&r, p, sizeof r); return r; }
+static inline void fnn_g_storeu_s(float *p, fnn_v4sf v) { memcpy(p, &v, sizeof v); }
+static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof v); }
+
+#define ATTR
+#define MR 6
+#define NV 2
+#define V_MUL(a, b) ((a) * (b))
+#define V_FMA(a, b, c) ((a) * (b) + (c))
+#define S_FMA(a, b, c) ((a) * (b) + (c))
+
+#define REAL float
+#define VEC fnn_v4sf
+#define VLEN 4
+#define SFX(name) fnn_##name##_generic_s
+#define V_ZERO() fnn_g_set1_s(0.0f)
+#define V_SET1(x) fnn_g_set1_s(x)
+#define V_LOAD(p) (*(const fnn_v4sf *)(p))
+#define V_LOADU(p) fnn_g_loadu_s(p)
+#define V_STOREU(p, v) fnn_g_storeu_s(p, v)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+
+#define REAL double
+#define VEC fnn_v2df
+#define VLEN 2
+#define SFX(name) fnn_##name##_generic_d
+#define V_ZERO() fnn_g_set1_d(0.0)
+#define V_SET1(x) fnn_g_set1_d(x)
+#define V_LOAD(p) (*(const fnn_v2df *)(p))
+#define V_LOADU(p) fnn_g_loadu_d(p)
+#define V_STOREU(p, v) fnn_g_storeu_d(p, v)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+
+#undef ATTR
+#undef MR
+#undef NV
+#undef V_MUL
+#undef V_FMA
+#undef S_FMA
+
+#if FNN_X86
+/* ---------------- AVX2 + FMA: 6 x 16 float, 6 x 8 double (BLIS's Haswell shapes) --- */
+#define ATTR __attribute__((target("avx2,fma")))
+#define MR 6
+#define NV 2
+
+#define REAL float
+#define VEC __m256
+#define VLEN 8
+#define SFX(name) fnn_##name##_avx2_s
+#define V_ZERO() _mm256_setzero_ps()
+#define V_SET1(x) _mm256_set1_ps(x)
+#define V_LOAD(p) _mm256_load_ps(p)
+#define V_LOADU(p) _mm256_loadu_ps(p)
+#define V_STOREU(p, v) _mm256_storeu_ps(p, v)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define S_FMA(a, b, c) fmaf(a, b, c)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+#undef V_MUL
+#undef V_FMA
+#undef S_FMA
+
+#define REAL double
+#define VEC __m256d
+#define VLEN 4
+#define SFX(name) fnn_##name##_avx2_d
+#define V_ZERO() _mm256_setzero_pd()
+#define V_SET1(x) _mm256_set1_pd(x)
+#define V_LOAD(p) _mm256_load_pd(p)
+#define V_LOADU(p) _mm256_loadu_pd(p)
+#define V_STOREU(p, v) _mm256_storeu_pd(p, v)
+#define V_MUL(a, b) _mm256_mul_pd(a, b)
+#define V_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define S_FMA(a, b, c) fma(a, b, c)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+#undef V_MUL
+#undef V_FMA
+#undef S_FMA
+#undef ATTR
+#undef MR
+#undef NV
+
+/* ---------------- AVX-512F: 12 x 32 float, 12 x 16 double (24 of 32 registers) ---- */
+#define ATTR __attribute__((target("avx512f,fma")))
+#define MR 12
+#define NV 2
+
+#define REAL float
+#define VEC __m512
+#define VLEN 16
+#define SFX(name) fnn_##name##_avx512_s
+#define V_ZERO() _mm512_setzero_ps()
+#define V_SET1(x) _mm512_set1_ps(x)
+#define V_LOAD(p) _mm512_load_ps(p)
+#define V_LOADU(p) _mm512_loadu_ps(p)
+#define V_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define S_FMA(a, b, c) fmaf(a, b, c)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+#undef V_MUL
+#undef V_FMA
+#undef S_FMA
+
+#define REAL double
+#define VEC __m512d
+#define VLEN 8
+#define SFX(name) fnn_##name##_avx512_d
+#define V_ZERO() _mm512_setzero_pd()
+#define V_SET1(x) _mm512_set1_pd(x)
+#define V_LOAD(p) _mm512_load_pd(p)
+#define V_LOADU(p) _mm512_loadu_pd(p)
+#define V_STOREU(p, v) _mm512_storeu_pd(p, v)
+#define V_MUL(a, b) _mm512_mul_pd(a, b)
+#define V_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define S_FMA(a, b, c) fma(a, b, c)
+#include "_gemm_tmpl.h"
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
+#undef V_MUL
+#undef V_FMA
+#undef S_FMA
+#undef ATTR
+#undef MR
+#undef NV
+#endif /* FNN_X86 */
+
+/* ---------------- run-time dispatch ---------------------------------------------- */
+
+typedef void (*fnn_gemm_s_impl)(int, int, int64_t, int64_t, int64_t, float,
+                                const float *, int64_t, const float *, int64_t, float,
+                                float *, int64_t, float *, int64_t, int64_t, int, int);
+typedef void (*fnn_gemm_d_impl)(int, int, int64_t, int64_t, int64_t, double,
+                                const double *, int64_t, const double *, int64_t,
+                                double, double *, int64_t, double *, int64_t, int64_t, int, int);
+
+typedef struct {
+    const char *name;
+    int mr_s, nr_s, mr_d, nr_d; /* register tile of each type */
+    fnn_gemm_s_impl s;
+    fnn_gemm_d_impl d;
+} fnn_isa_info;
+
+static const fnn_isa_info fnn_isas[3] = {
+    {"generic", 6, 8, 6, 4, fnn_gemm_generic_s, fnn_gemm_generic_d},
+#if FNN_X86
+    {"avx2", 6, 16, 6, 8, fnn_gemm_avx2_s, fnn_gemm_avx2_d},
+    {"avx512", 12, 32, 12, 16, fnn_gemm_avx512_s, fnn_gemm_avx512_d},
+#else
+    {"avx2", 0, 0, 0, 0, NULL, NULL},
+    {"avx512", 0, 0, 0, 0, NULL, NULL},
+#endif
+};
+
+static int fnn_isa_current = -1;
+static int64_t fnn_l1_bytes = 32 * 1024;
+static int64_t fnn_l2_bytes = 256 * 1024;
+
+/* The best instruction set this CPU (and OS) runs. */
+static int fnn_gemm_cpu_isa(void)
+{
+#if FNN_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+        return FNN_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FNN_ISA_AVX2;
+#endif
+    return FNN_ISA_GENERIC;
+}
+
+/* Use `isa` (<= the CPU's best); -1 picks the best. Returns the ISA in use, or -1
+ * (nothing changed) when the CPU lacks it. */
+static int fnn_gemm_set_isa(int isa)
+{
+    int best = fnn_gemm_cpu_isa();
+    if (isa < 0)
+        isa = best;
+    if (isa > best)
+        return -1;
+    __atomic_store_n(&fnn_isa_current, isa, __ATOMIC_SEQ_CST);
+    return isa;
+}
+
+static int fnn_gemm_get_isa(void)
+{
+    int isa = __atomic_load_n(&fnn_isa_current, __ATOMIC_SEQ_CST);
+    return isa < 0 ? fnn_gemm_set_isa(-1) : isa;
+}
+
+/* The L1d and L2 sizes the blocking is sized from (bytes; <= 0: read from the OS,
+ * else sane defaults). */
+static void fnn_gemm_set_caches(int64_t l1, int64_t l2)
+{
+    if (l1 <= 0) {
+        l1 = 32 * 1024;
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+        long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+        if (v >= 8 * 1024 && v <= 1024 * 1024)
+            l1 = v;
+#endif
+    }
+    if (l2 <= 0) {
+        l2 = 256 * 1024;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (v >= 64 * 1024 && v <= 64L * 1024 * 1024)
+            l2 = v;
+#endif
+    }
+    __atomic_store_n(&fnn_l1_bytes, l1 < 1024 ? 1024 : l1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fnn_l2_bytes, l2 < 4096 ? 4096 : l2, __ATOMIC_SEQ_CST);
+}
+
+static int64_t fnn_gemm_l1(void) { return __atomic_load_n(&fnn_l1_bytes, __ATOMIC_SEQ_CST); }
+static int64_t fnn_gemm_l2(void) { return __atomic_load_n(&fnn_l2_bytes, __ATOMIC_SEQ_CST); }
+
+/* Packing space of the calling thread, kept for its next call (OpenMP and Numba
+ * threads live as long as the process; no per-call malloc). */
+static __thread void *fnn_work;
+static __thread size_t fnn_work_bytes;
+
+static void *fnn_gemm_work(size_t bytes)
+{
+    if (bytes > fnn_work_bytes) {
+        void *p = NULL;
+        bytes = (bytes + 4095) & ~(size_t)4095;
+        if (posix_memalign(&p, 64, bytes) != 0)
+            return NULL;
+        free(fnn_work);
+        fnn_work = p;
+        fnn_work_bytes = bytes;
+    }
+    return fnn_work;
+}
+
+/* Block sizes from the L2: A's block (mc x k, reread for every panel of B) in half of
+ * it, B's packed block (k x nc, streamed through L1 panel by panel) in all of it. */
+static void fnn_gemm_blocks(int64_t m, int64_t n, int64_t k, int mr, int nr,
+                            size_t elem, int64_t *mc, int64_t *nc)
+{
+    int64_t l2 = fnn_gemm_l2();
+    int64_t rows = l2 / 2 / (k * (int64_t)elem) / mr * mr;
+    int64_t cols = l2 / (k * (int64_t)elem) / nr * nr;
+    int64_t n_up = (n + nr - 1) / nr * nr;
+    if (rows < mr)
+        rows = mr;
+    if (cols < nr)
+        cols = nr;
+    *mc = rows < m ? rows : m;
+    *nc = cols < n_up ? cols : n_up;
+}
+
+#define FNN_GEMM_ENTRY(NAME, REAL, FIELD, MRF, NRF)                                  \
+    static void NAME(int order, int ta, int tb, int64_t m, int64_t n, int64_t k,     \
+                     REAL alpha, const REAL *a, int64_t lda, const REAL *b,          \
+                     int64_t ldb, REAL beta, REAL *c, int64_t ldc)                   \
+    {                                                                                \
+        const fnn_isa_info *isa = &fnn_isas[fnn_gemm_get_isa()];                     \
+        int64_t i, j, mc, nc;                                                        \
+        (void)order; /* row-major (101) only */                                      \
+        if (m <= 0 || n <= 0)                                                        \
+            return;                                                                  \
+        if (k <= 0 || alpha == 0) {                                                  \
+            for (i = 0; i < m; i++)                                                  \
+                for (j = 0; j < n; j++)                                              \
+                    c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];          \
+            return;                                                                  \
+        }                                                                            \
+        fnn_gemm_blocks(m, n, k, isa->MRF, isa->NRF, sizeof(REAL), &mc, &nc);        \
+        /* packing space: B's block when transposed, else one narrow panel */     \
+        int b_in_l1 = (int64_t)isa->NRF * k * (int64_t)sizeof(REAL) <= fnn_gemm_l1() / 2; \
+        /* B packed when transposed, or when a panel is reused from L1 (read in    \
+         * place, rows a power-of-two apart fall in few cache sets) */              \
+        int pack = tb == 112 || b_in_l1;                                             \
+        REAL *bp = (REAL *)fnn_gemm_work((size_t)(pack ? nc : isa->NRF) * k *        \
+                                         sizeof(REAL));                              \
+        if (bp == NULL) { /* no packing space: a plain loop, same result order */   \
+            for (i = 0; i < m; i++)                                                  \
+                for (j = 0; j < n; j++) {                                            \
+                    REAL acc = 0;                                                    \
+                    for (int64_t p = 0; p < k; p++)                                  \
+                        acc += (ta == 112 ? a[p * lda + i] : a[i * lda + p]) *       \
+                               (tb == 112 ? b[j * ldb + p] : b[p * ldb + j]);        \
+                    c[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * c[i * ldc + j]); \
+                }                                                                    \
+            return;                                                                  \
+        }                                                                            \
+        isa->FIELD(ta == 112, tb == 112, m, n, k, alpha, a, lda, b, ldb, beta, c,    \
+                   ldc, bp, mc, nc, b_in_l1, pack);                                  \
+    }
+
+FNN_GEMM_ENTRY(fnn_sgemm, float, s, mr_s, nr_s)
+FNN_GEMM_ENTRY(fnn_dgemm, double, d, mr_d, nr_d)
+#undef FNN_GEMM_ENTRY
+
+#endif /* FASTNN_GEMM_H */

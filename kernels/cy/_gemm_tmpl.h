@@ -1,0 +1,217 @@
+/* One instruction set's GEMM for one real type: included by _gemm.h once per (ISA,
+ * type) with these macros defined (and undefined again after):
+ *
+ *   REAL        float or double
+ *   SFX(name)   name with the ISA and type appended (fnn_tile_avx2_s, ...)
+ *   ATTR        the function attribute that enables the ISA (target("avx2,fma"))
+ *   VEC, VLEN   the vector type and its lanes
+ *   MR, NV      register tile: MR rows of C by NV vectors (NR = NV * VLEN columns)
+ *   V_ZERO(), V_SET1(x), V_LOAD(p) (aligned), V_LOADU(p), V_STOREU(p, v),
+ *   V_FMA(a, b, c) = a * b + c, V_MUL(a, b), S_FMA(a, b, c) its scalar twin (fused
+ *   exactly when V_FMA is, so edge tiles round as full ones)
+ *
+ * C (m x n, row-major, ldc) = alpha op(A) op(B) + beta C, single-threaded. Each element
+ * of C is the FMA chain over k in order 0..k-1 (then alpha, then beta C): the same
+ * value whatever the tile or block it falls in, so any split of C between threads
+ * gives bitwise the same result.
+ */
+
+#define NR (NV * VLEN)
+
+/* The register tile: acc[i][v] = sum over p of op(A)[i][p] * B panel row p, over the
+ * whole k, then stored once (beta == 0: C is never read). op(A)[i][p] is a[p * lda + i]
+ * when A is transposed (at == 1), a[i * lda + p] when not: A is read where it lies,
+ * unpacked. Row p of the B panel is bp[p * sb ...] (a packed panel: sb = NR; B itself:
+ * sb = ldb). mr <= MR rows, nc <= NR columns (nc < NR: only a packed, zero-padded panel;
+ * only nc columns are stored). Called with constant mr and at from SFX(tile) so each
+ * case gets its own unrolled copy. */
+static inline __attribute__((always_inline)) ATTR void
+SFX(tile_body)(const int mr, const int at, int64_t nc, int64_t k, const REAL *a,
+               int64_t lda, const REAL *bp, int64_t sb, REAL alpha, REAL beta,
+               REAL *c, int64_t ldc)
+{
+    VEC acc[MR][NV];
+    int i, v;
+    int64_t p, j;
+#pragma GCC unroll 16
+    for (i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (v = 0; v < NV; v++)
+            acc[i][v] = V_ZERO();
+#pragma GCC unroll 2
+    for (p = 0; p < k; p++) {
+        VEC b[NV];
+#pragma GCC unroll 4
+        for (v = 0; v < NV; v++)
+            b[v] = V_LOADU(bp + v * VLEN);
+#pragma GCC unroll 16
+        for (i = 0; i < MR; i++) {
+            if (i < mr) {
+                VEC ai = V_SET1(at ? a[i] : a[i * lda]);
+#pragma GCC unroll 4
+                for (v = 0; v < NV; v++)
+                    acc[i][v] = V_FMA(ai, b[v], acc[i][v]);
+            }
+        }
+        a += at ? lda : 1;
+        bp += sb;
+    }
+    VEC va = V_SET1(alpha);
+    if (nc == NR) {
+#pragma GCC unroll 16
+        for (i = 0; i < MR; i++) {
+            if (i < mr) {
+#pragma GCC unroll 4
+                for (v = 0; v < NV; v++) {
+                    REAL *cp = c + i * ldc + v * VLEN;
+                    VEC r = V_MUL(va, acc[i][v]);
+                    if (beta != 0)
+                        r = V_FMA(V_SET1(beta), V_LOADU(cp), r);
+                    V_STOREU(cp, r);
+                }
+            }
+        }
+    } else {
+        REAL t[NR] __attribute__((aligned(64)));
+#pragma GCC unroll 16
+        for (i = 0; i < MR; i++) {
+            if (i < mr) {
+#pragma GCC unroll 4
+                for (v = 0; v < NV; v++)
+                    V_STOREU(t + v * VLEN, V_MUL(va, acc[i][v]));
+                REAL *cr = c + i * ldc;
+                if (beta != 0) {
+                    for (j = 0; j < nc; j++)
+                        cr[j] = S_FMA(beta, cr[j], t[j]);
+                } else {
+                    for (j = 0; j < nc; j++)
+                        cr[j] = t[j];
+                }
+            }
+        }
+    }
+}
+
+static ATTR void
+SFX(tile)(int mr, int at, int64_t nc, int64_t k, const REAL *a, int64_t lda,
+          const REAL *bp, int64_t sb, REAL alpha, REAL beta, REAL *c, int64_t ldc)
+{
+    switch (mr * 2 + (at != 0)) {
+#define FNN_TILE_CASE(r)                                                            \
+    case 2 * r:                                                                     \
+        SFX(tile_body)(r, 0, nc, k, a, lda, bp, sb, alpha, beta, c, ldc);           \
+        break;                                                                      \
+    case 2 * r + 1:                                                                 \
+        SFX(tile_body)(r, 1, nc, k, a, lda, bp, sb, alpha, beta, c, ldc);           \
+        break;
+    FNN_TILE_CASE(1) FNN_TILE_CASE(2) FNN_TILE_CASE(3) FNN_TILE_CASE(4)
+#if MR > 4
+    FNN_TILE_CASE(5) FNN_TILE_CASE(6)
+#endif
+#if MR > 6
+    FNN_TILE_CASE(7) FNN_TILE_CASE(8)
+#endif
+#if MR > 8
+    FNN_TILE_CASE(9) FNN_TILE_CASE(10) FNN_TILE_CASE(11) FNN_TILE_CASE(12)
+#endif
+#if MR > 12
+#error "MR > 12 needs more cases"
+#endif
+#undef FNN_TILE_CASE
+    default: break;
+    }
+}
+
+/* op(B)[:, j0:j0+nc] (k x nc) into NR-column panels, each k x NR, zero-padded. */
+static ATTR void
+SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j0,
+            REAL *bp)
+{
+    int64_t jp, p, j, w;
+    for (jp = 0; jp < nc; jp += NR) {
+        w = nc - jp < NR ? nc - jp : NR;
+        REAL *dst = bp + jp * k;
+        if (!tb) {
+            const REAL *src = b + j0 + jp;
+            if (w == NR) {
+                for (p = 0; p < k; p++)
+#pragma GCC unroll 4
+                    for (j = 0; j < NV; j++)
+                        V_STOREU(dst + p * NR + j * VLEN,
+                                 V_LOADU(src + p * ldb + j * VLEN));
+            } else {
+                for (p = 0; p < k; p++) {
+                    for (j = 0; j < w; j++)
+                        dst[p * NR + j] = src[p * ldb + j];
+                    for (; j < NR; j++)
+                        dst[p * NR + j] = 0;
+                }
+            }
+        } else { /* op(B)[p][j] = B[j][p]: read each row of B once, scatter by NR */
+            for (j = 0; j < w; j++) {
+                const REAL *src = b + (j0 + jp + j) * ldb;
+                for (p = 0; p < k; p++)
+                    dst[p * NR + j] = src[p];
+            }
+            for (; j < NR; j++)
+                for (p = 0; p < k; p++)
+                    dst[p * NR + j] = 0;
+        }
+    }
+}
+
+/* The blocked loops, nothing packed but what must be: B's panels are read where they
+ * lie when B is not transposed (a packed copy only for a last, narrower panel), and
+ * packed in blocks of nc_max columns (a multiple of NR) into bp when it is. A is read
+ * in place, mc_max rows at a time (its block stays in L2 across B's panels). The
+ * tiles run panel by panel of B when one (k x NR) fits in L1 (b_in_l1), else row
+ * tile by row tile of A (k x MR, the smaller). Each MR x NR tile of C runs the whole
+ * k in registers. */
+static ATTR void
+SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REAL *a,
+          int64_t lda, const REAL *b, int64_t ldb, REAL beta, REAL *c, int64_t ldc,
+          REAL *bp, int64_t mc_max, int64_t nc_max, int b_in_l1,
+          int pack_b)
+{
+    int64_t jc, ic, jr, ir, nc, mc;
+    int in_place = !tb && !pack_b; /* B's full panels read where they lie */
+    if (in_place)
+        nc_max = n; /* one block: only its last, narrow panel is packed */
+    for (jc = 0; jc < n; jc += nc_max) {
+        nc = n - jc < nc_max ? n - jc : nc_max;
+        int64_t full = in_place ? nc / NR * NR : 0;
+        if (full < nc)
+            SFX(pack_b)(tb, k, nc - full, b, ldb, jc + full, bp);
+        for (ic = 0; ic < m; ic += mc_max) {
+            mc = m - ic < mc_max ? m - ic : mc_max;
+            const REAL *ablk = ta ? a + ic : a + ic * lda;
+            int64_t rstride = ta ? MR : MR * lda; /* offset between row tiles */
+            if (b_in_l1) { /* a panel of B stays in L1 while A's tiles pass */
+                for (jr = 0; jr < nc; jr += NR) {
+                    int64_t w = nc - jr < NR ? nc - jr : NR;
+                    const REAL *panel = jr < full ? b + jc + jr : bp + (jr - full) * k;
+                    int64_t sb = jr < full ? ldb : NR;
+                    for (ir = 0; ir < mc; ir += MR) {
+                        int h = (int)(mc - ir < MR ? mc - ir : MR);
+                        SFX(tile)(h, ta, w, k, ablk + (ir / MR) * rstride, lda, panel,
+                                  sb, alpha, beta, c + (ic + ir) * ldc + jc + jr, ldc);
+                    }
+                }
+            } else { /* a row tile of A stays in L1 while B's panels pass */
+                for (ir = 0; ir < mc; ir += MR) {
+                    int h = (int)(mc - ir < MR ? mc - ir : MR);
+                    for (jr = 0; jr < nc; jr += NR) {
+                        int64_t w = nc - jr < NR ? nc - jr : NR;
+                        const REAL *panel =
+                            jr < full ? b + jc + jr : bp + (jr - full) * k;
+                        int64_t sb = jr < full ? ldb : NR;
+                        SFX(tile)(h, ta, w, k, ablk + (ir / MR) * rstride, lda, panel,
+                                  sb, alpha, beta, c + (ic + ir) * ldc + jc + jr, ldc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#undef NR

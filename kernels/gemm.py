@@ -1,0 +1,101 @@
+"""fastnn's own GEMM: which instruction set it runs, and which products it takes.
+
+The micro-kernels (kernels/cy/_gemm.h, compiled into ``fastnn.kernels.cy.gemm``)
+exist for AVX-512F, AVX2+FMA and a portable vector-extension fallback; the best one the
+CPU runs is picked at import from its features (never from build flags).
+``FASTNN_ISA=generic|avx2|avx512`` forces a lower one (for tests); asking for one the
+CPU lacks is an error.
+
+The plan (one rule for both compiled backends, decided here only): a product goes to
+fastnn's GEMM when its batch-sized side is small, ``min(m, k) <= max_mk``, else to
+OpenBLAS. ``max_mk`` comes from the kernel's own parameters: the most rows ``k`` of
+one packed B panel (``k x NR``) that fit in half of L1d, so the tile runs its whole
+``k`` against an L1-resident panel; past that OpenBLAS's K-blocking wins. With M small
+the own kernel also skips packing A. For 784-256-128-10 this puts every product of a
+training step at batch <= 256 (AVX2, float32: max_mk = 256) on fastnn's GEMM.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ISA_ENV = "FASTNN_ISA"
+ISAS = ("generic", "avx2", "avx512")
+
+#: Modes the compiled GEMM entry points understand (kernels/cy/_blas.pxi).
+MODE_BLAS, MODE_PLAN, MODE_OWN = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """What fastnn's GEMM runs on this CPU and which products it takes."""
+
+    isa: str  # the micro-kernels in use
+    cpu_isa: str  # the best this CPU runs
+    tile_f32: tuple[int, int]  # register tile (rows, columns), float32
+    tile_f64: tuple[int, int]
+    l1_bytes: int
+    l2_bytes: int
+    max_mk: int  # products with min(m, k) <= max_mk use the own kernel (float32)
+    sgemm: int  # addresses of fnn_sgemm / fnn_dgemm (ILP64 cblas_?gemm signature)
+    dgemm: int
+
+    @property
+    def description(self) -> str:
+        (mr, nr), (mr64, nr64) = self.tile_f32, self.tile_f64
+        forced = "" if self.isa == self.cpu_isa else f" (forced; CPU: {self.cpu_isa})"
+        return (
+            f"fastnn's own ({self.isa}{forced}; tiles {mr}x{nr} float32, "
+            f"{mr64}x{nr64} float64) for products with min(m, k) <= {self.max_mk}, "
+            "OpenBLAS for the rest"
+        )
+
+
+def _requested_isa() -> str | None:
+    value = os.environ.get(ISA_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ISAS:
+        raise ValueError(f"{ISA_ENV}={value!r}: expected one of {', '.join(ISAS)}")
+    return value
+
+
+def _max_mk(l1_bytes: int, tile: tuple[int, int], itemsize: int) -> int:
+    """Rows of a k x NR panel of B that fit in half of L1d (see the module doc)."""
+    return max(tile[0], l1_bytes // 2 // (tile[1] * itemsize))
+
+
+def configure() -> GemmPlan:
+    """Pick the ISA (the CPU's best or FASTNN_ISA) and return the plan.
+
+    Raises RuntimeError when FASTNN_ISA names an instruction set this CPU lacks.
+    """
+    from .cy import gemm as ext  # the compiled kernels (raises when not built)
+
+    requested = _requested_isa()
+    best = ext.cpu_isa()
+    if requested is not None:
+        if ext._set_isa(ISAS.index(requested)) < 0:
+            raise RuntimeError(
+                f"{ISA_ENV}={requested}: this CPU lacks it (its best is {best}); "
+                f"use one of {', '.join(ISAS[: ISAS.index(best) + 1])}"
+            )
+    else:
+        ext._set_isa(-1)
+    isa = ext.get_isa()
+    index = ISAS.index(isa)
+    l1, l2 = ext._set_caches(0, 0)
+    tile32, tile64 = ext.tile(index, False), ext.tile(index, True)
+    sgemm, dgemm = ext.addresses()
+    return GemmPlan(
+        isa=isa,
+        cpu_isa=best,
+        tile_f32=tuple(tile32),
+        tile_f64=tuple(tile64),
+        l1_bytes=int(l1),
+        l2_bytes=int(l2),
+        max_mk=_max_mk(int(l1), tile32, 4),
+        sgemm=int(sgemm),
+        dgemm=int(dgemm),
+    )

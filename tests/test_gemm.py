@@ -1,0 +1,217 @@
+"""fastnn's own GEMM (kernels/cy/_gemm.h) against the NumPy oracle, on every ISA path
+this CPU runs: both dtypes, transposes, alpha/beta, odd shapes, unaligned and strided
+operands, several cache blockings, and bitwise-equal results for 1 and 2 threads."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import numpy as np
+import pytest
+from fastnn.kernels import cy
+from fastnn.kernels import gemm as gemm_plan
+from fastnn.kernels.cy import gemm as ext
+from tolerances import assert_close
+
+RUNNABLE_ISAS = gemm_plan.ISAS[: gemm_plan.ISAS.index(ext.cpu_isa()) + 1]
+DTYPES = (np.float32, np.float64)
+OWN = gemm_plan.MODE_OWN
+
+# (m, n, k): ones, non-multiples of every vector width and tile, exact tiles, and the
+# products of a 784-256-128-10 step at batch 32
+SHAPES = [
+    (1, 1, 1),
+    (1, 17, 5),
+    (7, 1, 9),
+    (13, 10, 1),
+    (6, 16, 256),
+    (12, 32, 64),
+    (33, 17, 70),
+    (37, 129, 300),
+    (32, 256, 784),
+    (784, 256, 32),
+    (32, 128, 10),
+]
+
+
+@contextlib.contextmanager
+def isa(name):
+    """Run the own GEMM on ``name`` inside the block."""
+    before = ext.get_isa()
+    assert ext._set_isa(gemm_plan.ISAS.index(name)) >= 0
+    try:
+        yield
+    finally:
+        ext._set_isa(gemm_plan.ISAS.index(before))
+
+
+@contextlib.contextmanager
+def caches(l1, l2):
+    """Block for these cache sizes inside the block (the OS's outside)."""
+    ext._set_caches(l1, l2)
+    try:
+        yield
+    finally:
+        ext._set_caches(0, 0)
+
+
+def operands(rng, m, n, k, ta, tb, dtype, *, pad=0, offset=0):
+    """op(a) m x k, op(b) k x n; ``pad`` extra columns per row (a leading dimension
+    above the width), ``offset`` elements of misalignment at the start."""
+
+    def make(rows, cols):
+        flat = rng.standard_normal(offset + rows * (cols + pad)).astype(dtype)
+        return flat[offset:].reshape(rows, cols + pad)[:, :cols]
+
+    a = make(k, m) if ta else make(m, k)
+    b = make(n, k) if tb else make(k, n)
+    return a, b
+
+
+def oracle(a, b, c0, ta, tb, alpha, beta):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    prod = (a64.T if ta else a64) @ (b64.T if tb else b64)
+    return alpha * prod + (beta * c0.astype(np.float64) if beta else 0.0)
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta,tb", list(itertools.product((False, True), repeat=2)))
+def test_own_gemm_matches_numpy(isa_name, dtype, ta, tb):
+    rng = np.random.default_rng(0)
+    with isa(isa_name):
+        for m, n, k in SHAPES:
+            for alpha, beta in ((1.0, 0.0), (1.0, 1.0), (-0.5, 0.25)):
+                a, b = operands(rng, m, n, k, ta, tb, dtype)
+                c0 = rng.standard_normal((m, n)).astype(dtype)
+                out = c0.copy()
+                ext.gemm(a, b, out, ta, tb, alpha, beta, OWN)
+                assert_close(
+                    out,
+                    oracle(a, b, c0, ta, tb, alpha, beta),
+                    dtype,
+                    kind="gemm",
+                    err_msg=f"{isa_name} {m}x{n}x{k} ta={ta} tb={tb} b={beta}",
+                )
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_own_gemm_unaligned_strided_and_blocked(isa_name, dtype):
+    """Operands that start off any vector boundary, rows further apart than their
+    width (lda > cols), an output with its own leading dimension, and caches so small
+    that every blocking loop (several B blocks, several A blocks) runs."""
+    rng = np.random.default_rng(1)
+    with isa(isa_name):
+        for (m, n, k), ta, tb, (l1, l2) in itertools.product(
+            [(29, 45, 37), (64, 100, 130)],
+            (False, True),
+            (False, True),
+            [(0, 0), (1024, 4096)],
+        ):
+            a, b = operands(rng, m, n, k, ta, tb, dtype, pad=3, offset=1)
+            big = rng.standard_normal((m, n + 5)).astype(dtype)
+            before = big.copy()
+            out = big[:, 2 : n + 2]
+            c0 = out.copy()
+            with caches(l1, l2):
+                ext.gemm(a, b, out, ta, tb, 1.0, 1.0, OWN)
+            assert_close(out, oracle(a, b, c0, ta, tb, 1.0, 1.0), dtype, kind="gemm")
+            # the columns beside the output are untouched
+            np.testing.assert_array_equal(big[:, :2], before[:, :2])
+            np.testing.assert_array_equal(big[:, n + 2 :], before[:, n + 2 :])
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+def test_own_gemm_leaves_padding_columns_alone(isa_name):
+    rng = np.random.default_rng(2)
+    with isa(isa_name):
+        a = rng.standard_normal((9, 11)).astype(np.float32)
+        b = rng.standard_normal((11, 13)).astype(np.float32)
+        big = rng.standard_normal((9, 20)).astype(np.float32)
+        before = big.copy()
+        ext.gemm(a, b, big[:, 3:16], False, False, 1.0, 0.0, OWN)
+        np.testing.assert_array_equal(big[:, :3], before[:, :3])
+        np.testing.assert_array_equal(big[:, 16:], before[:, 16:])
+        assert_close(big[:, 3:16], a.astype(np.float64) @ b, np.float32, kind="gemm")
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+def test_beta_zero_overwrites_nan_and_nan_inputs_propagate(isa_name):
+    with isa(isa_name):
+        a = np.ones((8, 5), np.float32)
+        b = np.ones((5, 20), np.float32)
+        out = np.full((8, 20), np.nan, np.float32)
+        ext.gemm(a, b, out, False, False, 1.0, 0.0, OWN)
+        np.testing.assert_array_equal(out, 5.0)
+        a[3, 2] = np.nan
+        ext.gemm(a, b, out, False, False, 1.0, 0.0, OWN)
+        assert np.isnan(out[3]).all() and not np.isnan(np.delete(out, 3, 0)).any()
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_and_two_threads_bitwise_equal(isa_name, dtype):
+    """C split in fixed blocks, each element's k-sum in one thread: the thread count
+    changes nothing, not even the last bit (the plan's own/OpenBLAS choice included)."""
+    rng = np.random.default_rng(3)
+    with isa(isa_name):
+        for (m, n, k), ta, tb, mode in itertools.product(
+            [(64, 300, 100), (300, 64, 32), (32, 256, 784)],
+            (False, True),
+            (False, True),
+            (OWN, gemm_plan.MODE_PLAN),
+        ):
+            a, b = operands(rng, m, n, k, ta, tb, dtype)
+            results = []
+            for threads in (1, 2):
+                cy.set_num_threads(threads)
+                out = np.empty((m, n), dtype)
+                ext.gemm(a, b, out, ta, tb, 1.0, 0.0, mode)
+                results.append(out)
+            cy.set_num_threads(2)
+            np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_gemm_rejects_mismatched_shapes_and_overlapping_rows():
+    a = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        ext.gemm(a, np.ones((4, 5), np.float32), np.empty((4, 5), np.float32),
+                 False, False, 1.0, 0.0, OWN)  # fmt: skip
+    overlapping = np.lib.stride_tricks.as_strided(a, (4, 3), (4, 4))
+    with pytest.raises(ValueError, match="rows"):
+        ext.gemm(overlapping, np.ones((3, 5), np.float32), np.empty((4, 5), np.float32),
+                 False, False, 1.0, 0.0, OWN)  # fmt: skip
+
+
+@pytest.mark.parametrize("requested", gemm_plan.ISAS)
+def test_fastnn_isa_forces_a_lower_path_and_refuses_a_missing_one(
+    requested, monkeypatch
+):
+    best = ext.cpu_isa()
+    monkeypatch.setenv(gemm_plan.ISA_ENV, requested)
+    try:
+        if gemm_plan.ISAS.index(requested) <= gemm_plan.ISAS.index(best):
+            plan = gemm_plan.configure()
+            assert plan.isa == requested == ext.get_isa()
+            assert plan.cpu_isa == best
+        else:
+            with pytest.raises(RuntimeError, match=f"lacks it.*best is {best}"):
+                gemm_plan.configure()
+            assert ext.get_isa() == best  # nothing changed
+    finally:
+        monkeypatch.delenv(gemm_plan.ISA_ENV)
+        assert gemm_plan.configure().isa == best
+
+
+def test_fastnn_isa_rejects_an_unknown_name(monkeypatch):
+    monkeypatch.setenv(gemm_plan.ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match="FASTNN_ISA='sse9'"):
+        gemm_plan.configure()
+
+
+def test_backend_info_names_the_gemm_isa():
+    plan = cy.GEMM_PLAN
+    assert plan.isa in cy.BACKEND_INFO["gemm"]
+    assert f"min(m, k) <= {plan.max_mk}" in cy.BACKEND_INFO["gemm"]
