@@ -105,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PEERS = ("numpy", "torch", "jax", "sklearn")
 SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "side_effect",
-            "distributed", "compile", "memory")  # fmt: skip
+            "distributed", "own_gemm", "compile", "memory")  # fmt: skip
 
 
 @dataclass
@@ -220,6 +220,7 @@ def run(opts: Options) -> dict[str, Any]:
         + 2  # estimator: one per solver
         + 1  # side effect
         + 1  # distributed
+        + 2  # own GEMM: batch 32 and 128
     )
     bar = _progress(opts, total)
     tick = bar.update
@@ -291,6 +292,14 @@ def run(opts: Options) -> dict[str, Any]:
             skipped,
             tick,
         )
+        own_gemm_rows = section(
+            "own_gemm",
+            "own GEMM vs OpenBLAS (fresh processes)",
+            sections.own_gemm,
+            opts,
+            skipped,
+            tick,
+        )
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -325,6 +334,7 @@ def run(opts: Options) -> dict[str, Any]:
             "estimator": estimator_rows,
             "side_effect": side_effect_rows,
             "distributed": distributed_rows,
+            "own_gemm": own_gemm_rows,
             "compile": compile_rows,
             "memory": memory_rows,
             "skipped": skipped,

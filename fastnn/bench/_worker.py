@@ -12,7 +12,9 @@ reaches file descriptor 1 is sent to stderr instead):
 
 * argv[1] is the spec: ``system``, ``task`` ("epoch": one training epoch per sample;
   "fit": one whole MLPClassifier fit per sample; "ops": the per-op kernel cases of
-  one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``), ``sizes``,
+  one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``; "gemm": the
+  products of one training step by fastnn's GEMM, ``gemm`` "own" or "openblas",
+  and ``min_time``), ``sizes``,
   ``batch_size``,
   ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``ranks``
   (an "epoch" of fastnn.distributed.fit: this process is one rank of an MPI job of
@@ -305,6 +307,45 @@ def _sequential_fit(backend: str, params: dict, spec: dict, X, y):
     return fit
 
 
+def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
+    """The products of one training step (``gemm_step``) through fastnn's compiled
+    GEMM entry point in fixed blocks, all by its own GEMM ("own") or all by OpenBLAS
+    as fastnn calls it ("openblas"): seconds per step, the mean of a calibrated loop."""
+    import fastnn
+    from fastnn.bench.runner import _run, calibrate
+
+    if "cython" not in fastnn.available_backends():
+        raise Unavailable(fastnn.kernels.backend_status()["cython"])
+    from fastnn.kernels import gemm as plan
+    from fastnn.kernels.cy import GEMM_PLAN
+    from fastnn.kernels.cy import gemm as ext
+
+    mode = {"own": plan.MODE_OWN, "openblas": plan.MODE_BLAS}[spec["gemm"]]
+    _, calls = gemm_step(spec["sizes"], spec["batch_size"])
+    # (operand, transposed) as stored: a^T and W^T are views of C-ordered arrays
+    args = [
+        (A.T if not A.flags.c_contiguous else A, not A.flags.c_contiguous,
+         B.T if not B.flags.c_contiguous else B, not B.flags.c_contiguous, C)
+        for A, B, C in calls
+    ]  # fmt: skip
+    gemm = ext.gemm
+
+    def step() -> None:
+        for a, ta, b, tb, c in args:
+            gemm(a, b, c, ta, tb, 1.0, 0.0, mode)
+
+    with fastnn.num_threads(spec["threads"]):
+        step()
+        loops = calibrate(step, spec["min_time"])
+
+    def sample() -> float:
+        with fastnn.num_threads(spec["threads"]):
+            step()  # untimed: wakes the pool after the pause between samples
+            return _run(step, loops)
+
+    return sample, {"gemm_isa": GEMM_PLAN.isa}
+
+
 def _op_system(spec: dict) -> tuple[Callable[[str], float], dict]:
     """The per-op cases of one fastnn backend: ``(sample(case_id), facts)``, facts
     holding each case's first-call seconds (JIT compile or cache load)."""
@@ -370,9 +411,11 @@ def main() -> int:
     t0 = time.perf_counter()
     _preload(spec.get("preload"))
     facts: dict = {}
-    if spec["task"] == "ops":
+    if spec["task"] in ("ops", "gemm"):
         try:
-            sample, facts = _op_system(spec)
+            sample, facts = (_op_system if spec["task"] == "ops" else _gemm_system)(
+                spec
+            )
         except Unavailable as exc:
             send({"skip": str(exc)})
             return 0

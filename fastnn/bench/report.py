@@ -992,6 +992,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
     L += _estimator_section(res)
     L += _side_effect_section(res)
     L += _distributed_section(res)
+    L += _own_gemm_section(res)
     # % of peak
     ceil = res["peak"]["ceilings"][str(t)]
     rows = [
@@ -1129,6 +1130,52 @@ def _isa(simd: list[str]) -> str:
              ("sve", "SVE")]  # fmt: skip
     found = [label for flag, label in names if flag in simd]
     return ", ".join(found) or "baseline only (no AVX2)"
+
+
+def _own_gemm_section(res: dict[str, Any]) -> list[str]:
+    rows = res.get("own_gemm", [])
+    L = ["## fastnn's own GEMM vs OpenBLAS", ""]
+    if not rows:
+        return L + ["Not measured in this run (see Skipped).", ""]
+    L += [
+        "The eight matrix products of one 784-256-128-10 training step through "
+        "fastnn's GEMM entry point (fixed blocks of C, one per thread), all by "
+        "fastnn's own micro-kernels in one process and all by OpenBLAS as fastnn "
+        "calls it in another, alternated round by round; speed-up = OpenBLAS's "
+        "time over the own kernels', paired by round.",
+        "",
+        _table(
+            [
+                "CPU",
+                "ISA",
+                "batch",
+                "threads",
+                "own µs/step",
+                "OpenBLAS µs/step",
+                "own GFLOP/s",
+                "OpenBLAS GFLOP/s",
+                "speed-up [q1, q3]",
+                "target",
+            ],
+            [
+                [
+                    r["cpu"],
+                    r["isa"],
+                    r["batch_size"],
+                    r["threads"],
+                    _s(r["own_step_s"], 1e6, 1),
+                    _s(r["openblas_step_s"], 1e6, 1),
+                    _f(r["own_gflops"]),
+                    _f(r["openblas_gflops"]),
+                    _s(r["speedup"]),
+                    f">= {r['target']}x",
+                ]
+                for r in rows
+            ],
+        ),  # fmt: skip
+        "",
+    ]
+    return L
 
 
 def _side_effect_section(res: dict[str, Any]) -> list[str]:

@@ -302,6 +302,26 @@ DISTRIBUTED_ROW = {
         "speedup_vs_1_rank": STAT,
     },
 }  # fmt: skip
+OWN_GEMM_ROW = {
+    "type": "object",
+    "required": ["workload", "batch_size", "threads", "cpu", "isa", "own_step_s",
+                 "openblas_step_s", "own_gflops", "openblas_gflops", "speedup",
+                 "target", "process"],
+    "properties": {
+        "workload": STR,
+        "batch_size": {"type": "integer", "minimum": 1},
+        "threads": {"type": "integer", "minimum": 1},
+        "cpu": STR,
+        "isa": {"enum": ["generic", "avx2", "avx512"]},
+        "own_step_s": STAT,
+        "openblas_step_s": STAT,
+        "own_gflops": NUM,
+        "openblas_gflops": NUM,
+        "speedup": STAT,
+        "target": NUM,
+        "process": {"type": "object", "additional": PROCESS},
+    },
+}  # fmt: skip
 COMPILE_ROW = {
     "type": "object",
     "required": [
@@ -522,6 +542,8 @@ RESULTS = {
         "estimator": {"type": "array", "items": ESTIMATOR_ROW},
         "side_effect": {"type": "array", "items": SIDE_EFFECT_ROW},
         "distributed": {"type": "array", "items": DISTRIBUTED_ROW},
+        # optional: reports from before fastnn had its own GEMM lack it
+        "own_gemm": {"type": "array", "items": OWN_GEMM_ROW},
         "compile": {"type": "array", "items": COMPILE_ROW},
         "memory": {"type": "array", "items": MEMORY_ROW},
         "skipped": {

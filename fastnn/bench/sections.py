@@ -417,6 +417,67 @@ def _mpi_missing() -> str | None:
     return None
 
 
+# ------------------------------------------------------------- own GEMM
+#: The step whose products fastnn's own GEMM is measured on, the batches, and the
+#: speed-up over OpenBLAS each batch targets (issue: own GEMM micro-kernels).
+OWN_GEMM_SIZES = (784, 256, 128, 10)
+OWN_GEMM_TARGETS = {32: 1.3, 128: 1.1}
+
+
+def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
+    """The products of one 784-256-128-10 training step through fastnn's GEMM entry
+    point, all by its own micro-kernels in one process and all by OpenBLAS (as
+    fastnn calls it: fixed blocks, one single-threaded call each) in another,
+    alternated round by round at min(2, cores) threads; speed-up paired by round."""
+    from .. import threads as _threads
+    from .._config import cpu_info
+
+    rows = []
+    t = min(2, _threads.cpu_count())
+    flops = sum(p["flops"] for p in gemm_step(OWN_GEMM_SIZES, 1)[0])  # per sample
+    for batch, target in OWN_GEMM_TARGETS.items():
+        min_time = max(0.002, opts.preset["op_min_time"])
+        base = {"task": "gemm", "sizes": list(OWN_GEMM_SIZES), "batch_size": batch,
+                "threads": t, "min_time": min_time}  # fmt: skip
+        specs = {
+            name: {**base, "system": f"fastnn-gemm-{name}", "gemm": name}
+            for name in ("own", "openblas")
+        }
+        with isolated.started(specs) as (workers, skips):
+            for name, why in skips.items():
+                _skip(skipped, "own_gemm", specs[name]["system"], why,
+                      batch_size=batch)  # fmt: skip
+            if len(workers) < 2:
+                tick()
+                continue
+            times = isolated.alternate(
+                workers, opts.preset["rounds"], opts.preset["settle_s"]
+            )
+            isa = workers["own"].info.get("gemm_isa")
+            processes = {n: w.process() for n, w in workers.items()}
+        step_flops = flops * batch
+        rows.append(
+            {
+                "workload": "-".join(map(str, OWN_GEMM_SIZES)),
+                "batch_size": batch,
+                "threads": t,
+                "cpu": cpu_info()["model"],
+                "isa": isa,
+                "own_step_s": stat(times["own"], "s"),
+                "openblas_step_s": stat(times["openblas"], "s"),
+                "own_gflops": step_flops / stat(times["own"], "s")["median"] / 1e9,
+                "openblas_gflops": step_flops
+                / stat(times["openblas"], "s")["median"]
+                / 1e9,
+                "speedup": stat(pair_ratios(times["openblas"], times["own"]), "x"),
+                "target": target,
+                "process": processes,
+            }
+        )
+        tick()
+    return rows
+
+
 # ------------------------------------------------------------- side effects
 #: The NumPy MLP's process: as its users run it, after ``import fastnn``, and after
 #: one small fastnn fit in the same process.

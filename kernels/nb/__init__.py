@@ -87,7 +87,14 @@ def backend_info() -> dict:
         "chunk": _options.CHUNK,
         "fastmath": _options.FASTMATH,
         "gemm": "fixed blocks of C, each a single-threaded call of "
-        + _matmul_module.CBLAS.description,
+        + (
+            _matmul_module.OWN_GEMM.description
+            + " ("
+            + _matmul_module.CBLAS.description
+            + ")"
+            if _matmul_module.OWN_GEMM
+            else _matmul_module.CBLAS.description
+        ),
         "gemm_max_blocks": _matmul_module.GEMM_CONFIG[0],
         "blas_thread_control": _matmul_module.BLAS_CONTROL
         if _matmul_module.GEMM_CONFIG[1]

@@ -1,4 +1,6 @@
-"""GEMM through NumPy's OpenBLAS (kernels/_blas.py), called straight from nopython code.
+"""GEMM through fastnn's own micro-kernels (the Cython extension's, kernels/gemm.py
+says which products) or NumPy's OpenBLAS (kernels/_blas.py), called straight from
+nopython code.
 
 The CBLAS addresses are registered with LLVM under our own symbol names and declared as
 ``types.ExternalFunction``: the compiled code calls them by name, so (unlike a ctypes
@@ -62,6 +64,31 @@ for _prefix, _real, _addr in (
 _sgemm32, _sgemm64 = _GEMMS["s", 32], _GEMMS["s", 64]
 _dgemm32, _dgemm64 = _GEMMS["d", 32], _GEMMS["d", 64]
 
+
+def _own_gemm_plan():
+    """fastnn's own GEMM as the Cython extension exports it (kernels/gemm.py), or
+    None when the extension is not built (then every product goes to BLAS)."""
+    try:
+        from ..cy import GEMM_PLAN
+    except ImportError:
+        return None
+    return GEMM_PLAN
+
+
+OWN_GEMM = _own_gemm_plan()
+# The same micro-kernels as the Cython backend, by address (ILP64 cblas signature);
+# without the extension the symbols point at BLAS and are never called (mode 0).
+for _prefix, _real, _addr in (
+    ("s", types.float32, OWN_GEMM.sgemm if OWN_GEMM else CBLAS.sgemm),
+    ("d", types.float64, OWN_GEMM.dgemm if OWN_GEMM else CBLAS.dgemm),
+):
+    _symbol = f"fastnn_nb_own_{_prefix}gemm"
+    llvm.add_symbol(_symbol, _addr)
+    _GEMMS[_prefix, "own"] = types.ExternalFunction(
+        _symbol, _gemm_sig(_real, types.int64)
+    )
+_own_sgemm, _own_dgemm = _GEMMS["s", "own"], _GEMMS["d", "own"]
+
 _HAS_CONTROL = bool(CBLAS.set_threads)
 _SET_ADDR, _GET_ADDR = CBLAS.set_threads, CBLAS.get_threads
 if not _HAS_CONTROL:  # harmless stand-ins so the symbols resolve; never called
@@ -80,14 +107,26 @@ try:
 except AttributeError:  # not Linux
     _CORES = os.cpu_count() or 1
 
+
+def gemm_flags(ilp64: bool, own_mode: int, max_mk: int) -> int:
+    """GEMM_CONFIG[3]: bit 0 the BLAS's 64-bit integers, bits 1-2 the own-GEMM mode
+    of kernels/gemm.py (0 BLAS, 1 the plan, 2 own), bits 3- the plan's max_mk. One
+    integer, so the kernels that pass it on keep their signatures."""
+    return int(ilp64) | (int(own_mode) << 1) | (int(max_mk) << 3)
+
+
 #: Passed to every compiled GEMM (an argument, not a frozen global, so the disk cache
 #: stays valid on another machine): (most blocks = cores, BLAS thread control 0/1,
-#: flops per block, 64-bit BLAS integers 0/1).
+#: flops per block, gemm_flags: 64-bit BLAS integers and the own-GEMM plan).
 GEMM_CONFIG = (
     max(1, _CORES),
     int(_HAS_CONTROL),
     float(GEMM_BLOCK_FLOPS),
-    int(CBLAS.int64),
+    gemm_flags(
+        CBLAS.int64,
+        1 if OWN_GEMM else 0,  # kernels/gemm.py MODE_PLAN
+        OWN_GEMM.max_mk if OWN_GEMM else 0,
+    ),
 )
 
 
@@ -113,12 +152,27 @@ def _gemm_call(
 ):
     """One row-major CBLAS call on blocks: C = alpha op(A) op(B) + beta C.
 
-    a, b, c are flat arrays, *_off the element offset of each block, ld* row lengths.
+    a, b, c are flat arrays, *_off the element offset of each block, ld* row lengths;
+    int64 is GEMM_CONFIG[3] (gemm_flags): fastnn's own GEMM takes the products its
+    plan gives it, the BLAS the rest.
     """
     ta = 112 if trans_a else 111  # CblasTrans / CblasNoTrans
     tb = 112 if trans_b else 111
     ap, bp, cp = a[a_off:].ctypes, b[b_off:].ctypes, c[c_off:].ctypes
+    own_mode = (int64 >> 1) & 3  # gemm_flags: the plan of kernels/gemm.py
+    max_mk = int64 >> 3
+    int64 = int64 & 1
     # fmt: off
+    if own_mode == 2 or (own_mode == 1 and (m <= max_mk or k <= max_mk)):
+        if c.itemsize == 4:
+            _own_sgemm(101, ta, tb, np.int64(m), np.int64(n), np.int64(k),
+                       np.float32(alpha), ap, np.int64(lda), bp, np.int64(ldb),
+                       np.float32(beta), cp, np.int64(ldc))
+        else:
+            _own_dgemm(101, ta, tb, np.int64(m), np.int64(n), np.int64(k),
+                       np.float64(alpha), ap, np.int64(lda), bp, np.int64(ldb),
+                       np.float64(beta), cp, np.int64(ldc))
+        return
     if c.itemsize == 4:  # a compile-time constant: one branch survives
         al, be = np.float32(alpha), np.float32(beta)
         if int64:
