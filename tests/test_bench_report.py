@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -566,3 +567,31 @@ def test_distributed_rows_pair_two_mpi_ranks_with_one(tiny_run):
         assert target["values"][system] == by[2]["speedup_vs_1_rank"]["median"]
     section = (out / "report.md").read_text().split("## Data-parallel training")[1]
     assert "| fastnn-numba | 784-256-128-10 | 256 | 2 |" in section.split("## ")[0]
+
+
+def test_own_gemm_rows_compare_the_step_products_in_two_processes(tiny_run):
+    """fastnn's own GEMM and OpenBLAS on the eight products of a 784-256-128-10 step,
+    each in a process of its own, at batch 32 and 128, CPU and ISA recorded."""
+    from fastnn.kernels.cy import GEMM_PLAN
+
+    from fastnn.bench.workloads import gemm_step
+
+    out, r = tiny_run
+    rows = r["own_gemm"]
+    assert [row["batch_size"] for row in rows] == [32, 128]
+    for row in rows:
+        assert row["isa"] == GEMM_PLAN.isa
+        assert row["cpu"] == r["environment"]["cpu"]["model"]
+        pids = {p["pid"] for p in row["process"].values()}
+        assert len(pids) == 2 and os.getpid() not in pids
+        flops = sum(
+            p["flops"] for p in gemm_step((784, 256, 128, 10), row["batch_size"])[0]
+        )
+        assert row["own_gflops"] == pytest.approx(
+            flops / row["own_step_s"]["median"] / 1e9
+        )
+        assert row["speedup"]["n"] == row["own_step_s"]["n"] > 0
+    section = (
+        (out / "report.md").read_text().split("## fastnn's own GEMM vs OpenBLAS")[1]
+    )
+    assert f"| {GEMM_PLAN.isa} | 32 |" in section.split("## ")[0]

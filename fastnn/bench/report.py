@@ -33,6 +33,7 @@ SECTION_TITLES = (
     "MLPClassifier vs scikit-learn",
     "fastnn beside a NumPy MLP",
     "Data-parallel training (MPI)",
+    "fastnn's own GEMM vs OpenBLAS",
     "% of measured peak",
     "JIT compile and cold start",
     "Training memory",

@@ -60,6 +60,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
@@ -80,6 +81,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
@@ -94,6 +96,33 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef S_FMA
 
 #if FNN_X86
+/* dst[q * ldd + j] = src[j * ld + q], 8 x 8 floats, in registers (unpack, shuffle,
+ * lane swap); AVX-512F implies AVX2, so its kernels use it too. */
+static inline __attribute__((always_inline, target("avx2"))) void
+fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
+{
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 /* ---------------- AVX2 + FMA: 6 x 16 float, 6 x 8 double (BLIS's Haswell shapes) --- */
 #define ATTR __attribute__((target("avx2,fma")))
 #define MR 6
@@ -103,6 +132,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #define VEC __m256
 #define VLEN 8
 #define SFX(name) fnn_##name##_avx2_s
+#define TRANSPOSE8 fnn_transpose8_avx2
 #define V_ZERO() _mm256_setzero_ps()
 #define V_SET1(x) _mm256_set1_ps(x)
 #define V_LOAD(p) _mm256_load_ps(p)
@@ -116,6 +146,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
@@ -142,6 +173,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
@@ -163,6 +195,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #define VEC __m512
 #define VLEN 16
 #define SFX(name) fnn_##name##_avx512_s
+#define TRANSPOSE8 fnn_transpose8_avx2
 #define V_ZERO() _mm512_setzero_ps()
 #define V_SET1(x) _mm512_set1_ps(x)
 #define V_LOAD(p) _mm512_load_ps(p)
@@ -176,6 +209,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
@@ -202,6 +236,7 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #undef VEC
 #undef VLEN
 #undef SFX
+#undef TRANSPOSE8
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD

@@ -7,6 +7,8 @@
  *   VEC, VLEN   the vector type and its lanes
  *   MR, NV      register tile: MR rows of C by NV vectors (NR = NV * VLEN columns)
  *   V_ZERO(), V_SET1(x), V_LOAD(p) (aligned), V_LOADU(p), V_STOREU(p, v),
+ *   TRANSPOSE8(src, ld, dst, ldd) (optional): dst[q * ldd + j] = src[j * ld + q] for
+ *   an 8 x 8 block
  *   V_FMA(a, b, c) = a * b + c, V_MUL(a, b), S_FMA(a, b, c) its scalar twin (fused
  *   exactly when V_FMA is, so edge tiles round as full ones)
  *
@@ -148,9 +150,19 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
                 }
             }
         } else { /* op(B)[p][j] = B[j][p]: read each row of B once, scatter by NR */
+            int64_t p0 = 0;
+#ifdef TRANSPOSE8
+            /* full panels: 8 x 8 blocks transposed in registers */
+            if (w == NR) {
+                for (; p0 + 8 <= k; p0 += 8)
+                    for (j = 0; j < NR; j += 8)
+                        TRANSPOSE8(b + (j0 + jp + j) * ldb + p0, ldb,
+                                   dst + p0 * NR + j, NR);
+            }
+#endif
             for (j = 0; j < w; j++) {
                 const REAL *src = b + (j0 + jp + j) * ldb;
-                for (p = 0; p < k; p++)
+                for (p = p0; p < k; p++)
                     dst[p * NR + j] = src[p];
             }
             for (; j < NR; j++)
