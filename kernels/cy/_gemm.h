@@ -359,14 +359,14 @@ static void *fnn_gemm_work(size_t bytes)
     return fnn_work;
 }
 
-/* Block sizes from the L2: A's block (mc x k, reread for every panel of B) in half of
- * it, B's packed block (k x nc, streamed through L1 panel by panel) in all of it. */
+/* Block sizes from the L2: A's block (mc x k, reread for every panel of B) and B's
+ * block (k x nc, streamed through L1 panel by panel) in half of it each. */
 static void fnn_gemm_blocks(int64_t m, int64_t n, int64_t k, int mr, int nr,
                             size_t elem, int64_t *mc, int64_t *nc)
 {
     int64_t l2 = fnn_gemm_l2();
     int64_t rows = l2 / 2 / (k * (int64_t)elem) / mr * mr;
-    int64_t cols = l2 / (k * (int64_t)elem) / nr * nr;
+    int64_t cols = l2 / 2 / (k * (int64_t)elem) / nr * nr;
     int64_t n_up = (n + nr - 1) / nr * nr;
     if (rows < mr)
         rows = mr;

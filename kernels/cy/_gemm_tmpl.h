@@ -172,9 +172,9 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
     }
 }
 
-/* The blocked loops, nothing packed but what must be: B's panels are read where they
- * lie when B is not transposed (a packed copy only for a last, narrower panel), and
- * packed in blocks of nc_max columns (a multiple of NR) into bp when it is. A is read
+/* The blocked loops, nothing packed but what must be: B in blocks of nc_max columns
+ * (a multiple of NR), each packed into bp when transposed or reused from L1
+ * (pack_b), else read where it lies (a packed copy only for a last, narrower panel). A is read
  * in place, mc_max rows at a time (its block stays in L2 across B's panels). The
  * tiles run panel by panel of B when one (k x NR) fits in L1 (b_in_l1), else row
  * tile by row tile of A (k x MR, the smaller). Each MR x NR tile of C runs the whole
@@ -187,8 +187,6 @@ SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REA
 {
     int64_t jc, ic, jr, ir, nc, mc;
     int in_place = !tb && !pack_b; /* B's full panels read where they lie */
-    if (in_place)
-        nc_max = n; /* one block: only its last, narrow panel is packed */
     for (jc = 0; jc < n; jc += nc_max) {
         nc = n - jc < nc_max ? n - jc : nc_max;
         int64_t full = in_place ? nc / NR * NR : 0;
