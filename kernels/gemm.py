@@ -9,10 +9,11 @@ CPU lacks is an error.
 The plan (one rule for both compiled backends, decided here only): a product goes to
 fastnn's GEMM when its batch-sized side is small, ``min(m, k) <= max_mk``, else to
 OpenBLAS; it applies to each fixed block of C that one thread computes (the split of
-kernels/cy/_blas.pxi and kernels/nb/matmul.py, from the shape and core count only). ``max_mk`` comes from the kernel's own parameters: the most rows ``k`` of
-one packed B panel (``k x NR``) that fit in half of L1d, so the tile runs its whole
-``k`` against an L1-resident panel; past that OpenBLAS's K-blocking wins. With M small
-the own kernel also skips packing A. For 784-256-128-10 this puts every product of a
+kernels/cy/_blas.pxi and kernels/nb/matmul.py, from the shape and core count only).
+``max_mk`` comes from the kernel's own parameters: the most rows ``k`` of one packed
+B panel (``k x NR``) that fit in half of L1d, so the tile runs its whole ``k``
+against an L1-resident panel; past that OpenBLAS's K-blocking wins. With M small the
+own kernel also skips packing A. For 784-256-128-10 this puts every product of a
 training step at batch <= 256 (AVX2, float32: max_mk = 256) on fastnn's GEMM.
 """
 
