@@ -161,9 +161,12 @@ cdef inline void _gemm_block_with(int mode, _Split* s, Py_ssize_t p, bint trans_
                                   Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
                                   floating beta, floating* c,
                                   Py_ssize_t ldc) noexcept nogil:
-    """Block p of the split: rows (or columns) [p*size, p*size + cnt) of C."""
+    """Block p of the split: rows (or columns) [p*size, p*size + cnt) of C. The plan
+    judges the whole product, so every block runs the same kernel whatever the split
+    (the bits of C must not depend on how it is cut)."""
     cdef Py_ssize_t lo = p * s.size
     cdef Py_ssize_t cnt = min(s.size, s.dim - lo)
+    mode = 2 if _own_takes(mode, m, n, k) else 0
     if s.rows:
         _gemm_with(mode, trans_a, trans_b, cnt, n, k, alpha,
                    a + (lo if trans_a else lo * lda), lda, b, ldb, beta, c + lo * ldc,

@@ -193,10 +193,24 @@ def _gemm_call(
 
 
 @njit(**JIT)
+def _whole_product_plan(m, k, int64):
+    """gemm_flags with the plan's mode 1 (skinny products) resolved for an m x k
+    product: 2 (own) or 0 (BLAS)."""
+    own_mode = (int64 >> 1) & 3
+    if own_mode == 1:
+        max_mk = int64 >> 3
+        own_mode = 2 if (m <= max_mk or k <= max_mk) else 0
+    return (int64 & ~6) | (own_mode << 1)
+
+
+@njit(**JIT)
 def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64):
-    """Block p of C: rows (or columns) [p*size, p*size + size), cut at the edge."""
+    """Block p of C: rows (or columns) [p*size, p*size + size), cut at the edge. The
+    plan judges the whole product, so every block runs the same kernel whatever the
+    split (the bits of C must not depend on how it is cut)."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
+    int64 = _whole_product_plan(m, k, int64)
     lda = a.shape[1]
     ldb = b.shape[1]
     af = a.reshape(-1)
