@@ -6,6 +6,7 @@ Everything else lives in pyproject.toml. OpenMP is used when the compiler accept
 older CPU, so it is opt-in).
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,12 +22,24 @@ HERE = Path(__file__).parent
 CY_DIR = HERE / "kernels" / "cy"
 
 
+def tuning_macros() -> list[tuple[str, str]]:
+    """The float32 numerics of kernels/tuning.py (one spec for nb/ and cy/)."""
+    spec = importlib.util.spec_from_file_location(
+        "tuning", HERE / "kernels" / "tuning.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.c_macros()
+
+
 def openmp_works() -> bool:
     """Compile and link a tiny OpenMP program with the build's compiler."""
     if os.environ.get("FASTNN_NO_OPENMP") == "1":
         return False
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    src = (
+        "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t.c"
         path.write_text(src)
@@ -42,7 +55,9 @@ if not OPENMP:
     print("fastnn: OpenMP not available, building serial kernels", file=sys.stderr)
 # -fno-trapping-math and -fno-math-errno only let GCC vectorise loops with selects (such as
 # leaky_relu, the branch-free float32 exp) and sqrt; they assume nothing about NaN/inf.
-compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (["-fopenmp"] if OPENMP else [])
+compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (
+    ["-fopenmp"] if OPENMP else []
+)
 link_args = ["-fopenmp"] if OPENMP else []
 if os.environ.get("FASTNN_NATIVE") == "1":
     compile_args.append("-march=native")
@@ -54,7 +69,8 @@ extensions = [
         include_dirs=[numpy.get_include(), str(CY_DIR)],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + tuning_macros(),
         # gemm.pyx compiles fastnn's own GEMM (C headers, one kernel per ISA)
         depends=[str(h.relative_to(HERE)) for h in sorted(CY_DIR.glob("*.h"))],
     )

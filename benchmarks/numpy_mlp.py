@@ -4,13 +4,14 @@ ReLU hidden layers, softmax cross-entropy with an L2 term (lambda/2)*||W||^2 ove
 weight matrices (not biases), SGD with momentum; float32 throughout; weights stored
 (in_features, out_features) so forward is ``x @ W + b`` as in fastnn.
 
-The fast spellings (REFERENCE.md section 8): every product goes through ``np.matmul``
-with ``out=``; ReLU is ``np.maximum(z, zeros, out=z)`` against a zeros array (3-4x
-faster than the scalar 0); the ReLU backward multiplies by a 0/1 mask instead of
-boolean indexing; all parameters live in one flat buffer (weights first, then biases)
-so weight decay, momentum and the update are five whole-buffer passes whatever the
-depth; buffers of a batch size are allocated once. Per step it computes the same things
-fastnn's ``fit`` does: the loss (with the L2 term) and the number of correct rows.
+The fast spellings: every product goes through ``np.matmul`` with ``out=``; ReLU is
+``np.maximum(z, zeros, out=z)`` against a zeros array (faster than the scalar 0: see
+docs/performance.md, "Kernel tuning"); the ReLU backward multiplies by a 0/1 mask
+instead of boolean indexing; all parameters live in one flat buffer (weights first,
+then biases) so weight decay, momentum and the update are five whole-buffer passes
+whatever the depth; buffers of a batch size are allocated once. Per step it computes
+the same things fastnn's ``fit`` does: the loss (with the L2 term) and the number of
+correct rows.
 """
 
 from __future__ import annotations

@@ -123,7 +123,9 @@ def _target(
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 6's targets, evaluated on this run (ratios within the run)."""
+    """The speed targets (training vs the NumPy MLP and PyTorch, thread scaling, the
+    fused softmax-CE, memory bandwidth, cold start, ...), evaluated on this run
+    (ratios within the run)."""
     out = []
     sys_ = _fastnn(results)
     big = "784-256-128-10"
@@ -346,8 +348,9 @@ def _speedup(rows_by_system: dict[str, Any], system: str) -> float | None:
 
 
 def _estimator_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 4: fastnn.MLPClassifier fits >= 3x faster than scikit-learn's, per
-    solver; the note gives the ratio of the same steps' products alone."""
+    """The estimator target: fastnn.MLPClassifier fits >= 3x faster than
+    scikit-learn's, per solver; the note gives the ratio of the same steps' products
+    alone."""
     from .workloads import GEMM_ONLY
 
     rows = results.get("estimator", [])

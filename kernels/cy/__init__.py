@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from .. import gemm as _gemm_plan
+from .. import tuning
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
 from ..contract import CONFIG_SLOTS, HYPER_SLOTS, TRAIN_LOSSES
@@ -32,6 +33,16 @@ train._configure_slots(
     TRAIN_LOSSES["squared_error"],
 )
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
+for _module in _KERNEL_MODULES + (_matmul_module,):
+    _module._configure_tuning(
+        tuning.CHUNK,
+        tuning.PARALLEL_MIN_WORK,
+        tuning.ACT_COST,
+        tuning.SGD_COST,
+        tuning.ADAM_COST,
+        tuning.SOFTMAX_COST,
+        tuning.SQUARED_ERROR_COST,
+    )
 _GEMM_MODULES = (_matmul_module, linear, train, _gemm_module)
 del activations, linear, loss, optim, train
 
@@ -93,11 +104,9 @@ for _module in _GEMM_MODULES:
 BACKEND_INFO = {
     "openmp": _openmp.openmp_enabled(),
     "openmp_max_threads": _openmp.get_max_threads(),
-    "serial_threshold": (
-        "element-wise / linear / optimizer passes below 65536 relu-equivalent element "
-        "operations, loss / softmax below 16384 logits run serially; a GEMM gets one "
-        "block per 0.5 MFLOP (at most one per core)"
-    ),
+    "serial_below_work": tuning.PARALLEL_MIN_WORK,
+    "chunk": tuning.CHUNK,
+    "gemm_blocks": "one block per 0.5 MFLOP (at most one per core)",
     "blas": CBLAS.description,
     "gemm": GEMM_PLAN.description,
     "gemm_split": (

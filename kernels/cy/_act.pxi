@@ -6,13 +6,9 @@
 cdef double _SQRT_HALF = 0.70710678118654752440
 cdef double _INV_SQRT_2PI = 0.39894228040143267794
 
-# relative cost per element (relu = 1), to decide serial vs parallel
+# work units per element (tuning.ACT_COST), to decide serial vs parallel
 cdef inline double _act_cost(int act) noexcept nogil:
-    if act == 5:
-        return 4.0
-    if act == 3 or act == 4:
-        return 3.0
-    return 1.0
+    return _ACT_COST[act]
 
 
 cdef inline void _forward_span(const floating* z, floating* y, Py_ssize_t n, int act,

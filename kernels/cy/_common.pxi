@@ -26,14 +26,20 @@ cdef extern from *:
     static inline void fnn_omp_set_threads(int n) { (void)n; }
     #endif
 
+    /* The float32 numerics spec of kernels/tuning.py, compiled in by setup.py. */
+    #if !defined(FNN_EXP_F32_MAX) || !defined(FNN_EXP_F32_MIN) || \
+        !defined(FNN_TANH_F32_SMALL) || !defined(FNN_ERF_F32_CLAMP)
+    #error "build through setup.py: it defines the numerics of kernels/tuning.py"
+    #endif
+
     /* exp for float32, <= 2 ulp, branch-free so loops calling it vectorise.
        Cody-Waite reduction x = n ln2 + r, Cephes polynomial, 2^n applied as two
        factors (gradual underflow and overflow to inf come out of the multiply).
-       NaN in -> NaN out; +inf -> inf; -inf -> 0. */
+       NaN in -> NaN out; +inf -> inf; -inf -> 0. The Numba twin is the same. */
     static inline float fnn_expf(float x) {
         union { float f; uint32_t u; } t, s1, s2;
-        float xc = x > 89.0f ? 89.0f : x;       /* NaN passes both clamps */
-        xc = xc < -104.0f ? -104.0f : xc;
+        float xc = x > FNN_EXP_F32_MAX ? FNN_EXP_F32_MAX : x;  /* NaN passes both */
+        xc = xc < FNN_EXP_F32_MIN ? FNN_EXP_F32_MIN : xc;
         t.f = xc * 1.44269504088896341f + 12582912.0f;   /* round to nearest int */
         float fn = t.f - 12582912.0f;
         int32_t n = (int32_t)(t.u - 0x4B400000u);
@@ -52,30 +58,29 @@ cdef extern from *:
         return (p * s1.f) * s2.f;
     }
 
-    /* tanh for float32: odd Taylor polynomial below |x| = 0.5, 1 - 2/(e^{2|x|}+1)
-       above (saturates to exactly +-1; NaN propagates). */
+    /* tanh for float32: Cephes tanhf's odd polynomial below |x| = FNN_TANH_F32_SMALL,
+       1 - 2/(e^{2|x|}+1) above (saturates to exactly +-1; NaN propagates). The
+       Numba twin is the same. */
     static inline float fnn_tanhf(float x) {
         float a = fabsf(x);
         float e = fnn_expf(a + a);
         float big = copysignf(1.0f - 2.0f / (e + 1.0f), x);
-        float x2 = x * x;
-        float p = -1.45583440e-3f;                 /* -929569/638512875 */
-        p = p * x2 + 3.59212803e-3f;               /* 21844/6081075 */
-        p = p * x2 - 8.86323552e-3f;               /* -1382/155925 */
-        p = p * x2 + 2.18694885e-2f;               /* 62/2835 */
-        p = p * x2 - 5.39682540e-2f;               /* -17/315 */
-        p = p * x2 + 1.33333333e-1f;               /* 2/15 */
-        p = p * x2 - 3.33333333e-1f;               /* -1/3 */
-        float small = x + x * x2 * p;
-        return a < 0.5f ? small : big;
+        float z = x * x;
+        float p = -5.70498872745e-3f;
+        p = p * z + 2.06390887954e-2f;
+        p = p * z - 5.37397155531e-2f;
+        p = p * z + 1.33314422036e-1f;
+        p = p * z - 3.33332819422e-1f;
+        float small = p * z * x + x;
+        return a < FNN_TANH_F32_SMALL ? small : big;
     }
 
     /* erf for float32, branch-free: the rational minimax fit Eigen and XLA use, on x
        clamped to [-4, 4] (erf is +-1 in float32 beyond); max abs error ~4e-7, odd,
        NaN passes the clamps and propagates. The Numba twin uses the same fit. */
     static inline float fnn_erff(float x) {
-        float xc = x > 4.0f ? 4.0f : x;
-        xc = xc < -4.0f ? -4.0f : xc;
+        float xc = x > FNN_ERF_F32_CLAMP ? FNN_ERF_F32_CLAMP : x;
+        xc = xc < -FNN_ERF_F32_CLAMP ? -FNN_ERF_F32_CLAMP : xc;
         float x2 = xc * xc;
         float p = -2.72614225801306e-10f;
         p = p * x2 + 2.77068142495902e-08f;
@@ -143,12 +148,28 @@ cdef extern from *:
     void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
                            Py_ssize_t n) noexcept nogil
 
-# Element-wise work is split in fixed chunks (results never depend on the split).
-cdef enum:
-    _CHUNK = 8192
+# The work split and serial thresholds of kernels/tuning.py, set at import by
+# cy/__init__.py (_configure_tuning); results never depend on them.
+cdef Py_ssize_t _CHUNK = 1          # elements per element-wise task (tuning.CHUNK)
+cdef double _MIN_WORK = 1e300       # serial below (tuning.PARALLEL_MIN_WORK)
+cdef double _ACT_COST[6]            # work units per element, by activation code
+cdef double _SGD_COST = 1, _ADAM_COST = 1, _SOFTMAX_COST = 1, _SE_COST = 1
 
 # Threads for this module's parallel loops (set through the package's set_num_threads).
 cdef int _num_threads = fnn_omp_max_threads()
+
+
+def _configure_tuning(Py_ssize_t chunk, double min_work, act_cost, double sgd_cost,
+                      double adam_cost, double softmax_cost, double se_cost):
+    """This module's copy of the tuning table (see kernels/tuning.py)."""
+    global _CHUNK, _MIN_WORK, _SGD_COST, _ADAM_COST, _SOFTMAX_COST, _SE_COST
+    cdef int i
+    _CHUNK = chunk
+    _MIN_WORK = min_work
+    for i in range(6):
+        _ACT_COST[i] = act_cost[i]
+    _SGD_COST, _ADAM_COST = sgd_cost, adam_cost
+    _SOFTMAX_COST, _SE_COST = softmax_cost, se_cost
 
 
 def _set_threads(int n):
@@ -157,9 +178,10 @@ def _set_threads(int n):
     _num_threads = n if n > 0 else 1
 
 
-cdef inline int _threads_for(double work, double threshold) noexcept nogil:
-    """1 below the serial threshold (a parallel region costs ~15-40 us), else all."""
-    if work < threshold or _num_threads <= 1:
+cdef inline int _threads_for(double work) noexcept nogil:
+    """The one serial-or-parallel decision: 1 thread below tuning.PARALLEL_MIN_WORK
+    work units (waking the workers costs more), else all."""
+    if work < _MIN_WORK or _num_threads <= 1:
         return 1
     return _num_threads
 

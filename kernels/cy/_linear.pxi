@@ -2,10 +2,6 @@
 # (textual include: cimports between .pyx modules break with the package layout).
 # Needs _common.pxi, _act.pxi and _blas.pxi included first.
 
-# below this many relu-equivalent element operations a pass runs serially
-cdef double _LIN_PAR_WORK = 65536
-
-
 cdef inline void _epilogue_row(floating* y, floating* z, const floating* b,
                                Py_ssize_t j0, Py_ssize_t j1, int act,
                                floating alpha) noexcept nogil:
@@ -103,7 +99,7 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
         dw = NULL
     # dz and db: parallel over column blocks, each column summed in row order
     if n and m:
-        nt = _threads_for(<double>n * m * (1.0 + _act_cost(act)), _LIN_PAR_WORK)
+        nt = _threads_for(<double>n * m * _act_cost(act))
         width = m
         if nt > 1:
             width = ((m + nt - 1) // nt + 15) // 16 * 16
@@ -120,7 +116,7 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
     if dw != NULL:
         if wd != 0:
             nkc = (k * m + _CHUNK - 1) // _CHUNK
-            nt = _threads_for(<double>k * m, _LIN_PAR_WORK * 2)
+            nt = _threads_for(<double>k * m)
             for kc in prange(nkc, schedule="static", num_threads=nt,
                              use_threads_if=nt > 1):
                 lo = kc * _CHUNK

@@ -1,8 +1,6 @@
 # Fused softmax cross-entropy cores (nogil, raw pointers), shared by loss.pyx and
 # train.pyx (textual include). Needs _common.pxi included first.
 
-# below this many logits a kernel runs serially
-cdef double _CE_PAR_WORK = 16384
 # rows per parallel work item
 cdef enum:
     _CE_ROWS = 32
@@ -112,7 +110,7 @@ cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floatin
     cdef floating eps_k = <floating>(label_smoothing / K) if K else 0
     cdef Py_ssize_t c, i, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
     cdef double total = 0
-    cdef int nt = _threads_for(<double>n * K, _CE_PAR_WORK)
+    cdef int nt = _threads_for(<double>n * K * _SOFTMAX_COST)
     if nt > nchunks:
         nt = <int>nchunks
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
@@ -162,7 +160,7 @@ cdef double _se_core(const floating* p, const floating* t, const floating* w,
     _CE_ROWS rows, their sums added in order; rows: n doubles of scratch."""
     cdef Py_ssize_t c, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
     cdef double total = 0
-    cdef int nt = _threads_for(<double>n * K, _CE_PAR_WORK)
+    cdef int nt = _threads_for(<double>n * K * _SE_COST)
     if nt > nchunks:
         nt = <int>nchunks
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):

@@ -1,10 +1,6 @@
 # Fused in-place optimizer update cores (nogil, raw pointers), shared by optim.pyx and
 # train.pyx (textual include). Needs _common.pxi included first.
 
-# below this many parameters an update runs serially
-cdef double _OPT_PAR_WORK = 65536
-
-
 cdef enum:
     _SQ_LANES = 64  # as nb/optim.py SQ_LANES
 
@@ -43,7 +39,7 @@ cdef double _sq_norm_core(const floating* pp, Py_ssize_t n,
     """sum p^2 over n >= 1 flat elements in float64: per _CHUNK (in parallel above
     the threshold), the chunks added in order, as _sgd_core / _adam_core return it."""
     cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
-    cdef int nt = _threads_for(<double>n, _OPT_PAR_WORK)
+    cdef int nt = _threads_for(<double>n * _SGD_COST)
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         lo = c * _CHUNK
         partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
@@ -79,7 +75,7 @@ cdef double _sgd_core(floating* pp, const floating* gp, floating* vp, Py_ssize_t
     """SGD over n >= 1 flat elements; vp NULL: no momentum buffer. With ``partials``
     (one double per _CHUNK elements) returns sum p^2 before the step, else 0."""
     cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
-    cdef int nt = _threads_for(<double>n, _OPT_PAR_WORK)
+    cdef int nt = _threads_for(<double>n * _SGD_COST)
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         lo = c * _CHUNK
         if partials != NULL:
@@ -122,7 +118,7 @@ cdef double _adam_core(floating* pp, const floating* gp, floating* mp, floating*
     cdef bint dec = decoupled and weight_decay != 0
     cdef floating shrink = <floating>(1.0 - lr * weight_decay)
     cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
-    cdef int nt = _threads_for(<double>n * 3, _OPT_PAR_WORK)
+    cdef int nt = _threads_for(<double>n * _ADAM_COST)
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         lo = c * _CHUNK
         if partials != NULL:

@@ -3,10 +3,6 @@
 include "_common.pxi"
 include "_act.pxi"
 
-# below this many relu-equivalent element operations a kernel runs serially
-cdef double PAR_WORK = 65536
-
-
 def activation_forward(const floating[::1] z,  # IN  flat
                        floating[::1] out,      # OUT flat (may be z)
                        int act, double alpha):
@@ -17,7 +13,7 @@ def activation_forward(const floating[::1] z,  # IN  flat
     if n == 0:
         return
     nchunks = (n + _CHUNK - 1) // _CHUNK
-    nt = _threads_for(n * _act_cost(act), PAR_WORK)
+    nt = _threads_for(n * _act_cost(act))
     cdef const floating* zp = &z[0]
     cdef floating* yp = &out[0]
     for c in prange(nchunks, nogil=True, schedule="static", num_threads=nt,
@@ -38,7 +34,7 @@ def activation_backward(const floating[::1] dy,  # IN  flat upstream gradient
     if n == 0:
         return
     nchunks = (n + _CHUNK - 1) // _CHUNK
-    nt = _threads_for(n * _act_cost(act) * 1.5, PAR_WORK)
+    nt = _threads_for(n * _act_cost(act))
     cdef const floating* dp = &dy[0]
     cdef const floating* zp = &z[0]
     cdef const floating* yp = &y[0]

@@ -88,7 +88,7 @@ def softmax(const floating[:, ::1] logits,  # IN  (n, K)
     cdef int nt
     if n == 0 or K == 0:
         return
-    nt = _threads_for(<double>n * K, _CE_PAR_WORK)
+    nt = _threads_for(<double>n * K * _SOFTMAX_COST)
     if nt > n:
         nt = <int>n
     for i in prange(n, nogil=True, schedule="static", num_threads=nt,

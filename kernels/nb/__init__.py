@@ -1,13 +1,14 @@
 """The Numba backend: raw kernels of ``fastnn.kernels.contract`` compiled with @njit.
 
 Element-wise kernels, the fused epilogues and the softmax losses are Numba loops (prange
-over fixed chunks above a measured size, serial below); every GEMM goes through scipy's
-OpenBLAS (``scipy.linalg.cython_blas`` sgemm/dgemm called from nopython code), cut
+over fixed chunks above a size threshold, serial below); every GEMM goes through the
+CBLAS that kernels/_blas.py finds (NumPy's OpenBLAS, called from nopython code), cut
 into fixed blocks run as single-threaded BLAS calls (BLAS pinned to one thread
-meanwhile, so there is never a BLAS thread pool inside a prange). All JIT options and
-thresholds live in ``_options.py``. Each raw kernel is a thin Python function (the
-contract's parameter names) that casts the scalars to the array dtype, picks the serial
-or parallel variant and calls one compiled function.
+meanwhile, so there is never a BLAS thread pool inside a prange). All JIT options live
+in ``_options.py``, the sizes, thresholds and float32 numerics in kernels/tuning.py.
+Each raw kernel is a thin Python function (the contract's parameter names) that casts
+the scalars to the array dtype, picks the serial or parallel variant and calls one
+compiled function.
 Results are bitwise identical for any thread count.
 """
 

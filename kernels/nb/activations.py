@@ -2,9 +2,9 @@
 
 The scalar helpers here (``exp_t``, ``act_forward_slice``, ``act_backward_slice``) are
 also used by linear.py and loss.py. float32 stays float32: constants are cast with
-``dtype.type``. libm's float32 exp/tanh/erf are scalar calls (5-30 ns each on the target
-machine), so float32 uses branch-free polynomials that LLVM vectorises (AVX2), accurate
-to a few ulp; float64 keeps libm (full double accuracy).
+``dtype.type``. libm's float32 exp/tanh/erf are scalar calls, so float32 uses the
+branch-free approximations of kernels/tuning.py's numerics spec (the Cython backend
+uses the same), which LLVM vectorises, accurate to a few ulp; float64 keeps libm.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from ..tuning import ERF_F32_CLAMP, EXP_F32_MAX, EXP_F32_MIN, TANH_F32_SMALL
 from . import _options as opt
 from ._options import JIT, PARALLEL
 
@@ -37,23 +38,25 @@ def bitcast(src, dst):
 
 
 _int32_as_float32 = bitcast(types.int32, types.float32)
+_float32_as_int32 = bitcast(types.float32, types.int32)
 
 
 @njit(**JIT)
 def _exp_f32(x):
-    """exp(x) for float32, branch-free (vectorisable): Cephes expf, ~1 ulp.
-
-    x = n ln2 + r, |r| <= ln2/2; exp(r) by a degree-6 polynomial; 2^n built from its
-    bits. Overflow gives inf, underflow below -87.3 gives 0 (no subnormals), NaN stays
-    NaN.
-    """
+    """exp(x) for float32, branch-free (vectorisable), as kernels/tuning.py specifies
+    (the Cython twin is the same C): x clamped to [EXP_F32_MIN, EXP_F32_MAX], then
+    x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 Cephes polynomial, 2^n applied as
+    two factors (overflow to inf and gradual underflow come out of the multiplies).
+    NaN passes the clamps and stays NaN."""
     f = np.float32
-    hi = f(88.72283)
-    lo = f(-87.33654)
-    xc = min(max(x, lo), hi)  # NaN -> lo: keeps the integer conversion defined
-    n = np.floor(xc * f(1.442695) + f(0.5))
-    r = xc - n * f(0.693359375)
-    r = r - n * f(-2.12194440e-4)
+    xc = f(EXP_F32_MAX) if x > f(EXP_F32_MAX) else x
+    xc = f(EXP_F32_MIN) if xc < f(EXP_F32_MIN) else xc
+    big = f(12582912.0)  # 1.5 * 2^23: adding it rounds to the nearest integer
+    tf = xc * f(1.44269504088896341) + big
+    fn = tf - big
+    n = _float32_as_int32(tf) - np.int32(0x4B400000)
+    r = xc - fn * f(0.693359375)
+    r = r - fn * f(-2.12194440e-4)
     p = f(1.9875691500e-4)
     p = p * r + f(1.3981999507e-3)
     p = p * r + f(8.3334519073e-3)
@@ -61,15 +64,10 @@ def _exp_f32(x):
     p = p * r + f(1.6666665459e-1)
     p = p * r + f(5.0000001201e-1)
     p = p * (r * r) + r + f(1.0)
-    scale = _int32_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-    y = p * scale
-    if x > hi:
-        y = f(np.inf)
-    if x < lo:
-        y = f(0.0)
-    if x != x:
-        y = x
-    return y
+    n1 = n >> np.int32(1)
+    s1 = _int32_as_float32((n1 + np.int32(127)) << np.int32(23))
+    s2 = _int32_as_float32((n - n1 + np.int32(127)) << np.int32(23))
+    return (p * s1) * s2
 
 
 def exp_t(x):
@@ -86,8 +84,9 @@ def _exp_t_overload(x):
 
 @njit(**JIT)
 def _tanh_f32(x):
-    """tanh(x) for float32, branch-free: odd polynomial for |x| < 0.625 (Cephes tanhf),
-    else 1 - 2 / (exp(2|x|) + 1) with x's sign. NaN stays NaN, +-inf gives +-1."""
+    """tanh(x) for float32, branch-free: odd polynomial for |x| < TANH_F32_SMALL
+    (Cephes tanhf), else 1 - 2 / (exp(2|x|) + 1) with x's sign (kernels/tuning.py).
+    NaN stays NaN, +-inf gives +-1."""
     f = np.float32
     a = abs(x)
     z = x * x
@@ -99,7 +98,7 @@ def _tanh_f32(x):
     small = p * z * x + x
     big = f(1.0) - f(2.0) / (_exp_f32(a + a) + f(1.0))
     big = math.copysign(big, x)
-    return small if a < f(0.625) else big
+    return small if a < f(TANH_F32_SMALL) else big
 
 
 def tanh_t(x):
@@ -117,10 +116,10 @@ def _tanh_t_overload(x):
 @njit(**JIT)
 def _erf_f32(x):
     """erf(x) for float32, branch-free: the odd/even rational minimax fit used by Eigen
-    and XLA on x clamped to [-4, 4] (erf is +-1 in float32 beyond). Max abs error
-    ~4e-7 (a few ulp), exact odd symmetry, NaN stays NaN."""
+    and XLA on x clamped to [-ERF_F32_CLAMP, ERF_F32_CLAMP] (erf is +-1 in float32
+    beyond). Max abs error ~4e-7 (a few ulp), exact odd symmetry, NaN stays NaN."""
     f = np.float32
-    xc = min(max(x, f(-4.0)), f(4.0))
+    xc = min(max(x, f(-ERF_F32_CLAMP)), f(ERF_F32_CLAMP))
     x2 = xc * xc
     p = f(-2.72614225801306e-10)
     p = p * x2 + f(2.77068142495902e-08)

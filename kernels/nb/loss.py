@@ -30,9 +30,8 @@ from . import _options as opt
 from ._options import JIT, PARALLEL, ZERO
 from .activations import bitcast, exp_t
 
-# Transposed blocks below this many classes. Measured (float32, serial, 2-core VM):
-# 1024 x 10: 32 vs 42 us row by row; at 40960 logits, K = 16: 121 vs 166 us, K = 24:
-# 116 vs 121, K = 32: a tie (111 vs 110), K = 48 and up: row by row wins.
+# Transposed blocks below this many classes, where they beat the row-by-row kernel
+# (measured: docs/performance.md, "Kernel tuning").
 _T_MAX_K = 32
 
 

@@ -1,0 +1,44 @@
+"""One tuning table and one float32 numerics spec (kernels/tuning.py) for both compiled
+backends: the same thresholds and chunks, bitwise the same approximations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastnn.kernels import tuning
+
+import fastnn
+
+
+def test_both_backends_read_the_one_table(compiled):
+    assert compiled.info["serial_below_work"] == tuning.PARALLEL_MIN_WORK
+    assert compiled.info["chunk"] == tuning.CHUNK
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "gelu"])
+def test_float32_approximations_are_bitwise_the_same_in_numba_and_cython(act):
+    """Across the clamps and switch points: exp's overflow and gradual underflow,
+    tanh's polynomial switch, erf's clamp; NaN and +-inf."""
+    lo, hi = tuning.EXP_F32_MIN, tuning.EXP_F32_MAX
+    s = tuning.TANH_F32_SMALL
+    z = np.concatenate([
+        np.linspace(lo - 10, hi + 10, 50001),
+        np.linspace(-2 * s, 2 * s, 20001),
+        np.random.default_rng(0).normal(scale=4.0, size=20000),
+        [np.nan, np.inf, -np.inf, 0.0, -0.0],
+    ]).astype(np.float32)  # fmt: skip
+    nb = fastnn.get_backend("numba").activation_forward(z, act)
+    cy = fastnn.get_backend("cython").activation_forward(z, act)
+    assert nb.tobytes() == cy.tobytes()
+    dy = np.ones_like(z)
+    nb_grad = fastnn.get_backend("numba").activation_backward(dy, z, nb, act)
+    cy_grad = fastnn.get_backend("cython").activation_backward(dy, z, cy, act)
+    assert nb_grad.tobytes() == cy_grad.tobytes()
+
+
+def test_float32_exp_underflows_gradually(backend):
+    """exp(-95) is a float32 subnormal (about 5.5e-42): softmax keeps it, not 0."""
+    logits = np.array([[0.0, -95.0], [-95.0, 0.0]], np.float32)
+    p = backend.softmax(logits)
+    assert p[0, 1] == p[1, 0] > 0
+    assert p[0, 1] == pytest.approx(np.exp(-95.0), rel=1e-3)
