@@ -873,8 +873,8 @@ class Backend:
         with the same buffers (``fastnn.Sequential.fit``) validates the first call of
         each batch shape through this method and then calls ``self.raw.train_step``
         directly (parameters in :data:`RAW_KERNELS` order, the scalars packed by
-        :func:`pack_config` / :func:`pack_hyper`, absent arrays empty): that skips
-        ~10 us of checks per step.
+        :func:`pack_config` / :func:`pack_hyper`, absent arrays empty): later steps
+        then skip these checks.
         """
         net = self._check_network(
             "train_step", x, y, params, grads, layout, alphas, work, loss,

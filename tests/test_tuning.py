@@ -42,3 +42,16 @@ def test_float32_exp_underflows_gradually(backend):
     p = backend.softmax(logits)
     assert p[0, 1] == p[1, 0] > 0
     assert p[0, 1] == pytest.approx(np.exp(-95.0), rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(1024, 8), (3000, 7), (40000, 9)])
+def test_squared_error_is_bitwise_the_same_in_numba_and_cython(dtype, shape):
+    """The same row blocks (tuning.LOSS_TASK) and the same arithmetic, serial or
+    parallel: the same loss and gradient bits."""
+    rng = np.random.default_rng(1)
+    pred, target = (rng.normal(size=shape).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.2, 2.0, size=shape[0]).astype(dtype)
+    nb = fastnn.get_backend("numba").squared_error(pred, target, sample_weight=w)
+    cy = fastnn.get_backend("cython").squared_error(pred, target, sample_weight=w)
+    assert nb[0] == cy[0]
+    assert nb[1].tobytes() == cy[1].tobytes()

@@ -42,6 +42,7 @@ for _module in _KERNEL_MODULES + (_matmul_module,):
         tuning.ADAM_COST,
         tuning.SOFTMAX_COST,
         tuning.SQUARED_ERROR_COST,
+        tuning.LOSS_TASK,
     )
 _GEMM_MODULES = (_matmul_module, linear, train, _gemm_module)
 del activations, linear, loss, optim, train

@@ -154,15 +154,18 @@ cdef Py_ssize_t _CHUNK = 1          # elements per element-wise task (tuning.CHU
 cdef double _MIN_WORK = 1e300       # serial below (tuning.PARALLEL_MIN_WORK)
 cdef double _ACT_COST[6]            # work units per element, by activation code
 cdef double _SGD_COST = 1, _ADAM_COST = 1, _SOFTMAX_COST = 1, _SE_COST = 1
+cdef Py_ssize_t _LOSS_TASK = 1      # values per row-wise loss task (tuning.LOSS_TASK)
 
 # Threads for this module's parallel loops (set through the package's set_num_threads).
 cdef int _num_threads = fnn_omp_max_threads()
 
 
 def _configure_tuning(Py_ssize_t chunk, double min_work, act_cost, double sgd_cost,
-                      double adam_cost, double softmax_cost, double se_cost):
+                      double adam_cost, double softmax_cost, double se_cost,
+                      Py_ssize_t loss_task):
     """This module's copy of the tuning table (see kernels/tuning.py)."""
     global _CHUNK, _MIN_WORK, _SGD_COST, _ADAM_COST, _SOFTMAX_COST, _SE_COST
+    global _LOSS_TASK
     cdef int i
     _CHUNK = chunk
     _MIN_WORK = min_work
@@ -170,12 +173,19 @@ def _configure_tuning(Py_ssize_t chunk, double min_work, act_cost, double sgd_co
         _ACT_COST[i] = act_cost[i]
     _SGD_COST, _ADAM_COST = sgd_cost, adam_cost
     _SOFTMAX_COST, _SE_COST = softmax_cost, se_cost
+    _LOSS_TASK = loss_task
 
 
 def _set_threads(int n):
     """Use n threads in this module's parallel loops."""
     global _num_threads
     _num_threads = n if n > 0 else 1
+
+
+cdef inline Py_ssize_t _loss_rows(Py_ssize_t K) noexcept nogil:
+    """Rows of K values per row-wise loss task (whole rows, about _LOSS_TASK values)."""
+    cdef Py_ssize_t rows = _LOSS_TASK // K if K > 0 else _LOSS_TASK
+    return rows if rows > 1 else 1
 
 
 cdef inline int _threads_for(double work) noexcept nogil:

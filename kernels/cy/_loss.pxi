@@ -1,7 +1,7 @@
 # Fused softmax cross-entropy cores (nogil, raw pointers), shared by loss.pyx and
 # train.pyx (textual include). Needs _common.pxi included first.
 
-# rows per parallel work item
+# rows per softmax-CE block within a task (the bound of _ce_rows's stack scratch)
 cdef enum:
     _CE_ROWS = 32
 
@@ -108,14 +108,20 @@ cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floatin
     per-row losses to row_out (NULL: not requested); rows: n doubles of scratch."""
     cdef floating keep = <floating>(1.0 - label_smoothing)
     cdef floating eps_k = <floating>(label_smoothing / K) if K else 0
-    cdef Py_ssize_t c, i, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
+    cdef Py_ssize_t per_task = _loss_rows(K)
+    cdef Py_ssize_t c, i, i0, i1, b, nchunks = (n + per_task - 1) // per_task
     cdef double total = 0
     cdef int nt = _threads_for(<double>n * K * _SOFTMAX_COST)
-    if nt > nchunks:
-        nt = <int>nchunks
+    if nt > nchunks or n < 2:
+        nt = <int>nchunks if n > 1 else 1
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        _ce_rows(z, labels, w, g, row_out, rows, c * _CE_ROWS,
-                 min(c * _CE_ROWS + _CE_ROWS, n), n, K, keep, eps_k)
+        i0 = c * per_task
+        i1 = min(i0 + per_task, n)
+        b = i0
+        while b < i1:  # blocks of _CE_ROWS rows (the scratch of _ce_rows)
+            _ce_rows(z, labels, w, g, row_out, rows, b, min(b + _CE_ROWS, i1), n, K,
+                     keep, eps_k)
+            b = b + _CE_ROWS
     # mean in row order: independent of the thread count
     for i in range(n):
         total += rows[i] * w[i] if w != NULL else rows[i]
@@ -156,16 +162,18 @@ cdef inline double _se_block(const floating* p, const floating* t, const floatin
 cdef double _se_core(const floating* p, const floating* t, const floating* w,
                      floating* g, floating* row_out, double* rows, Py_ssize_t n,
                      Py_ssize_t K) noexcept nogil:
-    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_block): blocks of
-    _CE_ROWS rows, their sums added in order; rows: n doubles of scratch."""
-    cdef Py_ssize_t c, nchunks = (n + _CE_ROWS - 1) // _CE_ROWS
+    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_block): tasks of
+    _loss_rows(K) rows, their sums added in order (as the Numba twin); rows: n
+    doubles of scratch."""
+    cdef Py_ssize_t per_task = _loss_rows(K)
+    cdef Py_ssize_t c, nchunks = (n + per_task - 1) // per_task
     cdef double total = 0
     cdef int nt = _threads_for(<double>n * K * _SE_COST)
-    if nt > nchunks:
-        nt = <int>nchunks
+    if nt > nchunks or n < 2:
+        nt = <int>nchunks if n > 1 else 1
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        rows[c] = _se_block(p, t, w, g, row_out, c * _CE_ROWS,
-                            min(c * _CE_ROWS + _CE_ROWS, n), n, K)
+        rows[c] = _se_block(p, t, w, g, row_out, c * per_task,
+                            min(c * per_task + per_task, n), n, K)
     # in block order: independent of the thread count
     for c in range(nchunks):
         total += rows[c]

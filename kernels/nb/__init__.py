@@ -57,10 +57,11 @@ def set_num_threads(n: int) -> None:
 def _serial_only() -> None:
     """The forked-child switch (see kernels/_fork.py): no prange kernel runs again.
 
-    Every raw kernel compares its work with PARALLEL_MIN_WORK at call time, and the
-    GEMMs split into at most GEMM_CONFIG[0] blocks (one block: no parallel loop).
+    Every raw kernel reads the tuning table at call time (_split compares the work
+    with its min_work), and the GEMMs split into at most GEMM_CONFIG[0] blocks (one
+    block: no parallel loop).
     """
-    _options.PARALLEL_MIN_WORK = _options.SERIAL_ONLY
+    _options.TUNE = _options.TUNE._replace(min_work=_options.SERIAL_ONLY)
     _matmul_module.GEMM_CONFIG = (1, *_matmul_module.GEMM_CONFIG[1:])
 
 
@@ -84,8 +85,8 @@ def backend_info() -> dict:
         "threading_layer": _threading_layer(),
         "num_threads": numba.get_num_threads(),
         "max_threads": numba.config.NUMBA_NUM_THREADS,
-        "serial_below_work": _options.PARALLEL_MIN_WORK,
-        "chunk": _options.CHUNK,
+        "serial_below_work": _options.TUNE.min_work,
+        "chunk": _options.TUNE.chunk,
         "fastmath": _options.FASTMATH,
         "gemm": "fixed blocks of C, each a single-threaded call of "
         + (

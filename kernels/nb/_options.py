@@ -1,8 +1,8 @@
 """Every Numba option of the numba backend, in one place.
 
-``JIT`` is used by every serial kernel, ``PARALLEL`` by the prange kernels. The size
-thresholds below are read by the Python-level raw kernels at *call* time and passed to
-the compiled code as arguments, so changing them needs no recompilation.
+``JIT`` is used by every serial kernel, ``PARALLEL`` by the prange kernels. The tuning
+table (``TUNE``) is read by the Python-level raw kernels at *call* time and passed to
+the compiled code as an argument, so changing it needs no recompilation.
 
 Caching caveat: Numba's on-disk cache is keyed by the source file of
 each jitted function only. A kernel that inlines a helper from another module (linear.py
@@ -13,6 +13,8 @@ affected (a fresh install starts with a fresh cache).
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 
@@ -37,16 +39,17 @@ TRUE = np.bool_(True)
 JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 PARALLEL = dict(JIT, parallel=True)
 
-# The work split and the serial thresholds: kernels/tuning.py, shared with cy/. They
-# are module attributes read at call time (a forked child lowers PARALLEL_MIN_WORK).
-CHUNK = tuning.CHUNK
-PARALLEL_MIN_WORK = tuning.PARALLEL_MIN_WORK
-# PARALLEL_MIN_WORK in a forked child (kernels/_fork.py): no work is large enough.
+#: kernels/tuning.py's table as the compiled code takes it (one argument, fields by
+#: name). Read at call time: a forked child swaps in TUNE with min_work = SERIAL_ONLY.
+Tuning = namedtuple(
+    "Tuning",
+    ["min_work", "chunk", "col_block", "loss_task", "act_cost", "sgd_cost",
+     "adam_cost", "softmax_cost", "squared_error_cost"],
+)  # fmt: skip
+TUNE = Tuning(
+    tuning.PARALLEL_MIN_WORK, tuning.CHUNK, tuning.COL_BLOCK, tuning.LOSS_TASK,
+    tuning.ACT_COST, tuning.SGD_COST, tuning.ADAM_COST, tuning.SOFTMAX_COST,
+    tuning.SQUARED_ERROR_COST,
+)  # fmt: skip
+# min_work in a forked child (kernels/_fork.py): no work is large enough.
 SERIAL_ONLY = 2**62
-ACT_COST = tuning.ACT_COST
-SGD_COST = tuning.SGD_COST
-ADAM_COST = tuning.ADAM_COST
-SOFTMAX_COST = tuning.SOFTMAX_COST
-SQUARED_ERROR_COST = tuning.SQUARED_ERROR_COST
-COL_BLOCK = tuning.COL_BLOCK
-SOFTMAX_TASK = tuning.LOSS_TASK

@@ -17,6 +17,7 @@ from numba.extending import intrinsic, overload
 
 from ..tuning import ERF_F32_CLAMP, EXP_F32_MAX, EXP_F32_MIN, TANH_F32_SMALL
 from . import _options as opt
+from . import _split
 from ._options import JIT, PARALLEL
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -252,8 +253,9 @@ def _backward_parallel(dy, z, y, out, act, alpha, chunk):
 def activation_forward(z, out, act, alpha):
     """out = f(z), element-wise (flat arrays; out may be z)."""
     a = z.dtype.type(alpha)
-    if z.size * opt.ACT_COST[act] >= opt.PARALLEL_MIN_WORK:
-        _forward_parallel(z, out, act, a, opt.CHUNK)
+    tune = opt.TUNE
+    if _split.activation.py_func(z.size, act, tune):
+        _forward_parallel(z, out, act, a, tune.chunk)
     elif z.size:
         _forward_serial(z, out, act, a)
 
@@ -261,7 +263,8 @@ def activation_forward(z, out, act, alpha):
 def activation_backward(dy, z, y, out, act, alpha):
     """out = dy * f'(z) (sigmoid/tanh read y; flat arrays; out may be dy)."""
     a = dy.dtype.type(alpha)
-    if dy.size * opt.ACT_COST[act] >= opt.PARALLEL_MIN_WORK:
-        _backward_parallel(dy, z, y, out, act, a, opt.CHUNK)
+    tune = opt.TUNE
+    if _split.activation.py_func(dy.size, act, tune):
+        _backward_parallel(dy, z, y, out, act, a, tune.chunk)
     elif dy.size:
         _backward_serial(dy, z, y, out, act, a)

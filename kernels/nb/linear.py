@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _options as opt
+from . import _split
 from ._options import FALSE, JIT, PARALLEL, TRUE, ZERO
 from .activations import _backward_parallel, act_backward_slice, act_forward_slice
 from .matmul import (
@@ -203,14 +204,11 @@ def linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
     # OUT dz_out (n, m; may be dy), dw_out (k, m), db_out (m,) or empty,
     #     dx_out (n, k) or empty
     n, m = dy.shape
-    work = n * m * opt.ACT_COST[act]
-    if db_out.size:  # column blocks: parallel only when there are several
-        par_dz = work >= opt.PARALLEL_MIN_WORK and m > opt.COL_BLOCK
-    else:
-        par_dz = work >= opt.PARALLEL_MIN_WORK
-    par_dw = w.size >= opt.PARALLEL_MIN_WORK
+    tune = opt.TUNE
     _linear_backward(
         dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act,
-        dy.dtype.type(alpha), float(weight_decay), par_dz, par_dw,
-        opt.CHUNK, opt.COL_BLOCK, _matmul.GEMM_CONFIG,
+        dy.dtype.type(alpha), float(weight_decay),
+        _split.dz.py_func(n, m, act, db_out.size > 0, tune),
+        _split.scale_add.py_func(w.size, tune), tune.chunk, tune.col_block,
+        _matmul.GEMM_CONFIG,
     )  # fmt: skip

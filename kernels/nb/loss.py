@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from . import _options as opt
+from . import _split
 from ._options import JIT, PARALLEL, ZERO
 from .activations import bitcast, exp_t
 
@@ -330,10 +331,6 @@ def _sce_parallel(logits, labels, sample_weight, grad_out, row_loss_out, eps,
     return total / n
 
 
-def _rows_per_task(k):
-    return max(1, opt.SOFTMAX_TASK // k)
-
-
 def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
                           label_smoothing):  # fmt: skip
     """Mean weighted loss (1/n) sum_i w_i l_i; grad_out = w (softmax - target) / n."""
@@ -343,11 +340,13 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
     if n == 0:
         return math.nan
     eps = float(label_smoothing)
-    if n * k * opt.SOFTMAX_COST >= opt.PARALLEL_MIN_WORK and n > 1:
+    tune = opt.TUNE
+    rows = _split.rows_per_task.py_func(k, tune)
+    if _split.softmax.py_func(n, k, tune):
         return _sce_parallel(logits, labels, sample_weight, grad_out, row_loss_out,
-                             eps, _rows_per_task(k))  # fmt: skip
+                             eps, rows)  # fmt: skip
     return _sce_serial(logits, labels, sample_weight, grad_out, row_loss_out, eps,
-                       _rows_per_task(k))  # fmt: skip
+                       rows)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- squared error
@@ -432,11 +431,11 @@ def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
     n, k = pred.shape
     if n == 0:
         return math.nan
-    if n * k * opt.SQUARED_ERROR_COST >= opt.PARALLEL_MIN_WORK and n > 1:
-        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out,
-                            _rows_per_task(k))  # fmt: skip
-    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out,
-                      _rows_per_task(k))  # fmt: skip
+    tune = opt.TUNE
+    rows = _split.rows_per_task.py_func(k, tune)
+    if _split.squared_error.py_func(n, k, tune):
+        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows)
+    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows)
 
 
 # ---------------------------------------------------------------------------- softmax
@@ -480,7 +479,9 @@ def softmax(logits, out):
     n, k = logits.shape
     if n == 0 or k == 0:
         return
-    if n * k * opt.SOFTMAX_COST >= opt.PARALLEL_MIN_WORK and n > 1:
-        _softmax_parallel(logits, out, _rows_per_task(k))
+    tune = opt.TUNE
+    rows = _split.rows_per_task.py_func(k, tune)
+    if _split.softmax.py_func(n, k, tune):
+        _softmax_parallel(logits, out, rows)
     else:
-        _softmax_serial(logits, out, _rows_per_task(k))
+        _softmax_serial(logits, out, rows)

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _options as opt
+from . import _split
 from ._options import JIT, PARALLEL
 
 # ----------------------------------------------------------------- squared L2 norm
@@ -115,9 +116,10 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_n
     use_mu = momentum != 0.0
     args = (param, grad, velocity, t(lr), t(momentum), bool(nesterov),
             t(weight_decay), use_wd, use_mu)  # fmt: skip
-    if param.size * opt.SGD_COST >= opt.PARALLEL_MIN_WORK:
-        return _sgd_parallel(*args, bool(sq_norm), opt.CHUNK)
-    return _sgd_slice(*args, bool(sq_norm), opt.CHUNK)
+    tune = opt.TUNE
+    if _split.sgd.py_func(param.size, tune):
+        return _sgd_parallel(*args, bool(sq_norm), tune.chunk)
+    return _sgd_slice(*args, bool(sq_norm), tune.chunk)
 
 
 # ------------------------------------------------------------------------------- Adam
@@ -174,6 +176,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     args = (param, grad, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
             t(weight_decay), t(1.0 - lr * weight_decay), t(bias2_sqrt), t(eps),
             t(lr / bias1), weight_decay != 0.0, bool(decoupled))  # fmt: skip
-    if param.size * opt.ADAM_COST >= opt.PARALLEL_MIN_WORK:
-        return _adam_parallel(*args, bool(sq_norm), opt.CHUNK)
-    return _adam_slice(*args, bool(sq_norm), opt.CHUNK)
+    tune = opt.TUNE
+    if _split.adam.py_func(param.size, tune):
+        return _adam_parallel(*args, bool(sq_norm), tune.chunk)
+    return _adam_slice(*args, bool(sq_norm), tune.chunk)

@@ -12,8 +12,10 @@ thread count. One specialisation per dtype serves every depth: the network is
 described by the int64 layout table and the flat buffers
 (``fastnn.kernels.contract.train_workspace_layout`` says how ``work`` is carved).
 
-Thresholds and the GEMM configuration are read from ``_options`` at call time and
-passed in as arguments (no dynamic globals: ``cache=True`` keeps working).
+The tuning table and the GEMM configuration are read from ``_options`` / ``matmul`` at
+call time and passed in as arguments (no dynamic globals: ``cache=True`` keeps
+working); the serial-or-parallel decisions are ``_split``'s, as in the single-op
+kernels.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..contract import (
     WEIGHTS_END,
 )
 from . import _options as opt
+from . import _split
 from ._options import FALSE, JIT, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial, _se_parallel, _se_serial
@@ -113,16 +116,11 @@ def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, 
     y = work[offs[i, 0] : offs[i, 0] + n * m].reshape((n, m))
     z = work[offs[i, 1] : offs[i, 1] + n * m].reshape((n, m)) if keep else y
     dx = work[offs[i, 2] : offs[i, 2] + n * k] if i > 0 else dx0
-    min_work, chunk, col_block = tune[0], tune[1], tune[2]
-    act_work = n * m * tune[7 + act]
-    if db.size:
-        par_dz = act_work >= min_work and m > col_block
-    else:
-        par_dz = act_work >= min_work
-    par_dw = k * m >= min_work
     _linear_backward(dy, a, w, z, y, dy, dw, db, dx, act,
-                     params.dtype.type(alphas[i]), l2, par_dz, par_dw, chunk,
-                     col_block, cfg)  # fmt: skip
+                     params.dtype.type(alphas[i]), l2,
+                     _split.dz(n, m, act, db.size > 0, tune),
+                     _split.scale_add(k * m, tune), tune.chunk, tune.col_block,
+                     cfg)  # fmt: skip
 
 
 @njit(**JIT)
@@ -155,7 +153,7 @@ def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt
     if hi <= lo:
         return 0.0
     t = params.dtype.type
-    min_work, chunk = tune[0], tune[1]
+    chunk = tune.chunk
     lr, momentum = hyper[LR], hyper[MOMENTUM]
     beta1, beta2, eps = hyper[BETA1], hyper[BETA2], hyper[EPS]
     nesterov = config[NESTEROV] != 0
@@ -164,7 +162,7 @@ def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt
     g = grads[lo:hi]
     if config[OPTIMIZER] == 0:
         a = velocity[lo:hi]  # an empty buffer (no momentum) slices to empty
-        if p.size * tune[5] >= min_work:
+        if _split.sgd(p.size, tune):
             return _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd),
                                  wd != 0.0, momentum != 0.0, sq_norm,
                                  chunk)  # fmt: skip
@@ -172,7 +170,7 @@ def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt
                           momentum != 0.0, sq_norm, chunk)  # fmt: skip
     a = m[lo:hi]
     b = v[lo:hi]
-    if p.size * tune[6] >= min_work:
+    if _split.adam(p.size, tune):
         return _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                               t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
                               t(eps), t(step_size), wd != 0.0, decoupled, sq_norm,
@@ -187,8 +185,7 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
                config, hyper, input_grad, tune, cfg):  # fmt: skip
     # IN  x (n, k0), labels (n,) intp, targets (n, K) or empty, sample_weight (n,) or
     #     empty, params (flat), layout (L, 6), alphas (L,), config, hyper (contract
-    #     slots), tune = (min work, chunk, col block, softmax task, softmax cost,
-    #     sgd cost, adam cost, act costs x6, squared-error cost), cfg
+    #     slots), tune (_options.Tuning), cfg (matmul.GEMM_CONFIG)
     # OUT grads (flat), work (carved, see _carve), input_grad (n * k0,) or empty
     # Forward, the loss and backward; returns (loss without its L2 term, correct).
     n = x.shape[0]
@@ -206,17 +203,17 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     last = offs[n_layers - 1, 0]
     out = work[last : last + n * n_out].reshape((n, n_out))
     dout = work[d_off : d_off + n * n_out].reshape((n, n_out))
-    rows_per_task = max(1, tune[3] // n_out)
+    rows_per_task = _split.rows_per_task(n_out, tune)
     if config[LOSS] == SQUARED_ERROR:
         correct = 0
-        if n * n_out * tune[13] >= tune[0] and n > 1:
+        if _split.squared_error(n, n_out, tune):
             loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
                                 rows_per_task)  # fmt: skip
         else:
             loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
                               rows_per_task)  # fmt: skip
     else:
-        if n * n_out * tune[4] >= tune[0] and n > 1:
+        if _split.softmax(n, n_out, tune):
             loss = _sce_parallel(out, labels, sample_weight, dout, work[0:0],
                                  hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
         else:
@@ -250,10 +247,10 @@ def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alph
     weights_end = config[WEIGHTS_END]
     if l2 != 0.0 and weights_end > 0:
         w = params[:weights_end]
-        if weights_end * tune[5] >= tune[0]:
-            loss += 0.5 * l2 * _sq_sum_parallel(w, tune[1])
+        if _split.sgd(weights_end, tune):
+            loss += 0.5 * l2 * _sq_sum_parallel(w, tune.chunk)
         else:
-            loss += 0.5 * l2 * _sq_sum_chunks(w, tune[1])
+            loss += 0.5 * l2 * _sq_sum_chunks(w, tune.chunk)
     return loss, correct
 
 
@@ -264,7 +261,7 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     # IN  as _loss_grad; bias2_sqrt, step_size: Adam's bias corrections
     # IN/OUT params, grads, velocity / m, v (flat), work (carved, see _carve)
     # BLAS to one thread once for the whole step (each gemm would switch it back
-    # and forth, ~1 us a time); the blocks are single-threaded calls either way
+    # and forth); the blocks are single-threaded calls either way
     prev = blas_single_begin(cfg)
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
                                layout, alphas, work, config, hyper, work[0:0], tune,
@@ -282,12 +279,6 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     return loss, correct
 
 
-def _tune():
-    return (opt.PARALLEL_MIN_WORK, opt.CHUNK, opt.COL_BLOCK, opt.SOFTMAX_TASK,
-            opt.SOFTMAX_COST, opt.SGD_COST, opt.ADAM_COST, *opt.ACT_COST,
-            opt.SQUARED_ERROR_COST)  # fmt: skip
-
-
 def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
               config, hyper, input_grad):  # fmt: skip
     """Forward, the loss (+ the L2 term) and backward in one compiled call."""
@@ -297,7 +288,7 @@ def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, 
     # OUT grads, work, input_grad (n, k0) or empty; returns (loss, n_correct)
     return _loss_grad_l2(
         x, labels, targets, sample_weight, params, grads, layout, alphas, work,
-        config, hyper, input_grad.reshape(-1), _tune(), _matmul.GEMM_CONFIG,
+        config, hyper, input_grad.reshape(-1), opt.TUNE, _matmul.GEMM_CONFIG,
     )  # fmt: skip
 
 
@@ -313,6 +304,6 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
     bias2_sqrt = math.sqrt(1.0 - beta2**step)
     return _train_step(
         x, labels, targets, sample_weight, params, grads, layout, alphas, work,
-        config, hyper, velocity, m, v, bias2_sqrt, lr / bias1, _tune(),
+        config, hyper, velocity, m, v, bias2_sqrt, lr / bias1, opt.TUNE,
         _matmul.GEMM_CONFIG,
     )  # fmt: skip
