@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from . import tuning
+
 # Activation codes shared by every backend (the compiled kernels switch on the int).
 ACTIVATIONS: dict[str, int] = {
     "identity": 0,
@@ -218,8 +220,8 @@ def pack_hyper(
 
 
 #: Every piece of the train_step workspace starts on a multiple of this many elements
-#: (64 bytes or more for both dtypes when the workspace itself is 64-byte aligned).
-TRAIN_WORK_ALIGN = 16
+#: (kernels/tuning.py).
+TRAIN_WORK_ALIGN = tuning.WORK_ALIGN
 
 
 def _round_up(size: int) -> int:

@@ -35,6 +35,10 @@ COL_BLOCK = 64
 #: A row-wise loss task (softmax, softmax-CE, squared error) holds about this many
 #: values (whole rows).
 LOSS_TASK = 2048
+#: Every piece of the train_step / loss_grad workspace starts on a multiple of this
+#: many elements (64 bytes or more for both dtypes when the workspace itself is
+#: 64-byte aligned); contract.train_workspace_layout applies it.
+WORK_ALIGN = 16
 
 # ------------------------------------------------------------- float32 numerics spec
 # float64 uses libm everywhere; float32 uses these branch-free approximations (libm's

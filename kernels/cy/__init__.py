@@ -16,7 +16,13 @@ from .. import gemm as _gemm_plan
 from .. import tuning
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
-from ..contract import CONFIG_SLOTS, HYPER_SLOTS, TRAIN_LOSSES
+from ..contract import (
+    CONFIG_SLOTS,
+    HYPER_SLOTS,
+    TRAIN_LAYOUT_COLUMNS,
+    TRAIN_LOSSES,
+    TRAIN_WORK_ALIGN,
+)
 from . import _openmp, activations, linear, loss, optim, train
 from . import gemm as _gemm_module
 from . import matmul as _matmul_module
@@ -31,6 +37,8 @@ train._configure_slots(
     {name: i for i, name in enumerate(CONFIG_SLOTS)},
     {name: i for i, name in enumerate(HYPER_SLOTS)},
     TRAIN_LOSSES["squared_error"],
+    TRAIN_WORK_ALIGN,
+    len(TRAIN_LAYOUT_COLUMNS),
 )
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
 for _module in _KERNEL_MODULES + (_matmul_module,):

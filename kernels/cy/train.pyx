@@ -18,9 +18,9 @@ include "_linear.pxi"
 include "_loss.pxi"
 include "_optim.pxi"
 
-cdef enum:
-    _WORK_ALIGN = 16  # contract.TRAIN_WORK_ALIGN
-    _NCOL = 6  # contract.TRAIN_LAYOUT_COLUMNS
+# contract.TRAIN_WORK_ALIGN and len(contract.TRAIN_LAYOUT_COLUMNS), set at import
+cdef Py_ssize_t _WORK_ALIGN = 1
+cdef Py_ssize_t _NCOL = 0
 
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t size) noexcept nogil:
@@ -174,13 +174,15 @@ cdef Py_ssize_t _EPS
 cdef int _SQUARED_ERROR = -1  # contract.TRAIN_LOSSES["squared_error"]
 
 
-def _configure_slots(dict config, dict hyper, int squared_error):
-    """Slot index by name of the config and hyper arrays, and the squared-error loss
-    code (the contract's)."""
+def _configure_slots(dict config, dict hyper, int squared_error, Py_ssize_t work_align,
+                     Py_ssize_t n_columns):
+    """Slot index by name of the config and hyper arrays, the squared-error loss
+    code, the workspace alignment and the layout table's width (the contract's)."""
     global _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
     global _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2, _EPS
-    global _SQUARED_ERROR
+    global _SQUARED_ERROR, _WORK_ALIGN, _NCOL
     _SQUARED_ERROR = squared_error
+    _WORK_ALIGN, _NCOL = work_align, n_columns
     _LOSS, _WEIGHTS_END = config["loss"], config["weights_end"]
     _OPTIMIZER, _STEP = config["optimizer"], config["step"]
     _NESTEROV, _DECOUPLED = config["nesterov"], config["decoupled"]

@@ -40,6 +40,7 @@ from ..contract import (
     OPTIMIZER,
     STEP,
     TRAIN_LOSSES,
+    TRAIN_WORK_ALIGN,
     WEIGHT_DECAY,
     WEIGHTS_END,
 )
@@ -58,7 +59,7 @@ from .optim import (
     _sq_sum_parallel,
 )
 
-_ALIGN = 16  # contract.TRAIN_WORK_ALIGN
+_ALIGN = TRAIN_WORK_ALIGN
 SQUARED_ERROR = TRAIN_LOSSES["squared_error"]
 
 # the module, read at call time (the package's "matmul" is the kernel of that name);
