@@ -162,8 +162,13 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
 TRAIN_LAYOUT_COLUMNS = ("w_offset", "b_offset", "in_features", "out_features", "act",
                         "keep_z")  # fmt: skip
 #: The losses of loss_grad / train_step (``config[LOSS]``): softmax cross-entropy on
-#: integer labels, or squared error on float targets (the identity output).
-TRAIN_LOSSES = {"softmax_cross_entropy": 0, "squared_error": 1}
+#: integer labels, squared error on float targets (the identity output), or sigmoid
+#: (logistic) cross-entropy on float 0/1 targets, one independent logistic output per
+#: column (scikit-learn's binary log loss: binary and multilabel classification).
+TRAIN_LOSSES = {"softmax_cross_entropy": 0, "squared_error": 1,
+                "sigmoid_cross_entropy": 2}  # fmt: skip
+#: The losses whose target is a float array shaped like the last output.
+FLOAT_TARGET_LOSSES = ("squared_error", "sigmoid_cross_entropy")
 #: train_step's optimizer codes (``config[OPTIMIZER]``; AdamW = Adam with
 #: ``config[DECOUPLED] = 1``).
 TRAIN_OPTIMIZERS = {"sgd": 0, "adam": 1}
@@ -844,7 +849,11 @@ class Backend:
         y : the loss's target: (n,) integer labels in [0, out_last) for
             ``"softmax_cross_entropy"`` (the last output are the logits); an
             (n, out_last) array of x's dtype for ``"squared_error"`` (the last output
-            are the predictions, the identity output for plain regression).
+            are the predictions, the identity output for plain regression) and for
+            ``"sigmoid_cross_entropy"`` (0/1 targets; the last output are the logits
+            z, p = 1 / (1 + exp(-z)); row loss -sum_j [y log p' + (1 - y) log(1 -
+            p')] with p' = p clipped to [eps, 1 - eps], eps the dtype's machine
+            epsilon, as scikit-learn's binary log loss; gradient w (p - y) / n).
         params, grads : 1-D arrays holding every weight and bias (see ``layout``).
         layout : (L, 6) int64 array, one row per Linear, columns
             :data:`TRAIN_LAYOUT_COLUMNS`.
@@ -855,7 +864,7 @@ class Backend:
         loss : a name of :data:`TRAIN_LOSSES`.
         sample_weight : (n,) array of x's dtype, as :meth:`softmax_cross_entropy` /
             :meth:`squared_error`.
-        label_smoothing : as :meth:`softmax_cross_entropy` (0 for squared error).
+        label_smoothing : as :meth:`softmax_cross_entropy` (0 for the other losses).
         l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
             float64 over ``params[:weights_end]`` before the update) and ``l2 * W``
             to dW.
@@ -869,7 +878,7 @@ class Backend:
 
         Returns ``(loss, n_correct)``: the mean batch loss before the update (L2 term
         included) and, for softmax cross-entropy, the number of rows whose logits'
-        argmax is the label (0 for squared error).
+        argmax is the label (0 for the other losses).
 
         Everything is validated here, once per call. A caller that steps many times
         with the same buffers (``fastnn.Sequential.fit``) validates the first call of
@@ -982,7 +991,7 @@ class Backend:
         float64 in the same fixed chunks as :meth:`train_step`, so both return the
         same loss. Parameters as :meth:`train_step`; ``params`` is only read.
 
-        Returns ``(loss, n_correct)`` (n_correct 0 for squared error).
+        Returns ``(loss, n_correct)`` (n_correct 0 but for softmax cross-entropy).
         """
         net = self._check_network(
             "loss_grad", x, y, params, grads, layout, alphas, work, loss,
@@ -1051,19 +1060,19 @@ class Backend:
         if loss not in TRAIN_LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of "
                              f"{sorted(TRAIN_LOSSES)}")  # fmt: skip
-        if loss == "squared_error":
+        if loss in FLOAT_TARGET_LOSSES:
             _array("y", y, 2)
             _same_dtype(x=x, y=y)
             if y.shape != (n, n_out):
                 raise ValueError(
-                    f"y has shape {y.shape}, expected {(n, n_out)} (squared error "
+                    f"y has shape {y.shape}, expected {(n, n_out)} ({loss} "
                     "targets: one row per sample, one column per output)"
                 )
             labels, targets = _EMPTY_LABELS, y
         else:
             labels, targets = _labels(y, n, n_out), _EMPTY_TARGETS[dtype]
         ls = _loss_options(sample_weight, label_smoothing, n, x=x)
-        if ls and loss == "squared_error":
+        if ls and loss != "softmax_cross_entropy":
             raise ValueError("label_smoothing applies to softmax cross-entropy only")
         l2 = _finite_float("l2", l2, 0.0)
         weights_end = n_params if weights_end is None else operator.index(weights_end)

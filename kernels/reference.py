@@ -200,6 +200,34 @@ def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
     return float(rows.sum() / n)
 
 
+def _sigmoid_cross_entropy(logits, targets, sample_weight, grad_out):
+    """scikit-learn's binary log loss on independent logistic outputs (the loss
+    train_step / loss_grad compute for TRAIN_LOSSES["sigmoid_cross_entropy"]).
+
+    p = 1 / (1 + exp(-z)) in the logits' dtype (exp overflow gives p = 0), clipped to
+    [eps, 1 - eps] (eps: the dtype's machine epsilon) for the loss only: row loss
+    -sum_j [y log p' + (1 - y) log(1 - p')] in float64; mean (1/n) sum_i w_i l_i;
+    grad_out = w_i (p - y) / n. A NaN logit gives a NaN loss and gradient entry.
+    """
+    n = logits.shape[0]
+    dt = logits.dtype.type
+    with np.errstate(over="ignore"):
+        p = dt(1.0) / (dt(1.0) + np.exp(-logits))
+    eps = np.finfo(logits.dtype).eps
+    clipped = np.clip(p, eps, dt(1.0) - eps)  # NaN stays NaN
+    y = targets.astype(np.float64)
+    rows = -(
+        y * np.log(clipped.astype(np.float64))
+        + (1.0 - y) * np.log((dt(1.0) - clipped).astype(np.float64))
+    ).sum(axis=1)
+    scale = sample_weight / dt(n) if sample_weight.size else dt(1.0 / n)
+    np.multiply(p - targets, scale[:, None] if sample_weight.size else scale,
+                out=grad_out)  # fmt: skip
+    if sample_weight.size:
+        rows = rows * sample_weight
+    return float(rows.sum() / n)
+
+
 def softmax(logits, out):
     """out = exp(z - lse(z)) per row."""
     if logits.shape[0] == 0:
@@ -260,9 +288,10 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
 
 def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
                config, hyper, input_grad):  # fmt: skip
-    """Forward, the loss (softmax cross-entropy on labels or squared error on
-    targets, by config[LOSS]) and backward (the L2 term of the loss not added):
-    ``(loss, n_correct)``. input_grad non-empty: d loss / d x written there."""
+    """Forward, the loss (softmax cross-entropy on labels, squared error or sigmoid
+    cross-entropy on targets, by config[LOSS]) and backward (the L2 term of the loss
+    not added): ``(loss, n_correct)``. input_grad non-empty: d loss / d x written
+    there."""
     n = x.shape[0]
     l2 = float(hyper[L2])
     offsets, d_off, _ = train_workspace_layout(layout, n)
@@ -284,6 +313,9 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     dy = work[d_off : d_off + n * n_out].reshape(n, n_out)
     if config[LOSS] == TRAIN_LOSSES["squared_error"]:
         loss = squared_error(out, targets, sample_weight, dy, empty)
+        correct = 0
+    elif config[LOSS] == TRAIN_LOSSES["sigmoid_cross_entropy"]:
+        loss = _sigmoid_cross_entropy(out, targets, sample_weight, dy)
         correct = 0
     else:
         loss = softmax_cross_entropy(out, labels, sample_weight, dy, empty,

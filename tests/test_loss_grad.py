@@ -1,12 +1,14 @@
 """The fused loss-and-gradient kernel (``loss_grad``): against the NumPy oracle, against
 finite differences (float64), against ``train_step``'s own gradients, every backend,
-for both losses (softmax cross-entropy on labels, squared error on float targets)."""
+for every loss (softmax cross-entropy on labels, squared error and sigmoid
+cross-entropy on float targets)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from fastnn.kernels import contract
+from scipy.special import expit, xlogy
 
 import fastnn
 
@@ -16,7 +18,7 @@ NETWORKS = {
     "tanh-leaky-sigmoid": [(4, 0, 0.0), (2, 1, -0.2), (3, 0, 0.0)],
 }
 SIZES = (6, 9, 7, 4)
-LOSSES = ("softmax_cross_entropy", "squared_error")
+LOSSES = ("softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy")
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
 
@@ -37,10 +39,13 @@ def _network(rng, dtype, acts, bias=True):
 
 
 def _batch(rng, dtype, n=11, loss="softmax_cross_entropy"):
-    """x, the loss's target (labels, or float targets for squared error), weights."""
+    """x, the loss's target (labels, float targets for squared error, 0/1 targets
+    for sigmoid cross-entropy), weights."""
     x = rng.normal(size=(n, SIZES[0])).astype(dtype)
     if loss == "squared_error":
         y = rng.normal(size=(n, SIZES[-1])).astype(dtype)
+    elif loss == "sigmoid_cross_entropy":
+        y = (rng.uniform(size=(n, SIZES[-1])) < 0.5).astype(dtype)
     else:
         y = np.arange(n) % SIZES[-1]
     sw = rng.uniform(0.2, 2.0, size=n).astype(dtype)
@@ -141,6 +146,8 @@ def test_one_and_two_threads_bitwise_equal(compiled, dtype, loss):
     x = rng.normal(size=(256, k0)).astype(dtype)
     if loss == "squared_error":
         y = rng.normal(size=(256, m1)).astype(dtype)
+    elif loss == "sigmoid_cross_entropy":
+        y = (rng.uniform(size=(256, m1)) < 0.5).astype(dtype)
     else:
         y = np.arange(256) % m1
     out = []
@@ -275,3 +282,87 @@ def test_squared_error_nan_and_inf_targets_propagate(backend, dtype, rng, bad):
                               "squared_error")  # fmt: skip
     assert not np.isfinite(loss)
     assert not np.all(np.isfinite(grads))
+
+
+def _identity_logits(x):
+    """One identity Linear with W = I and no bias: the logits are x itself."""
+    k = x.shape[1]
+    params = np.eye(k, dtype=x.dtype).reshape(-1)
+    layout = np.array([(0, -1, k, k, 0, 0)], dtype=np.int64)
+    return params, layout, np.zeros(1)
+
+
+def _sklearn_binary_log_loss(z, y, sw):
+    """scikit-learn's binary log loss (neural_network._base.binary_log_loss) and
+    its output delta (_backprop: (p - y) w, over the weights' sum)."""
+    p = expit(z)
+    eps = np.finfo(p.dtype).eps
+    clipped = np.clip(p, eps, 1 - eps)
+    loss = -np.average(xlogy(y, clipped) + xlogy(1 - y, 1 - clipped), weights=sw,
+                       axis=0).sum()  # fmt: skip
+    return loss, (p - y) * (sw / sw.sum())[:, None]
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
+def test_sigmoid_cross_entropy_is_scikit_learns_binary_log_loss(backend, dtype, rng,
+                                                                 weighted):  # fmt: skip
+    """Logits from moderate to +-100 (where p saturates and the clip decides the
+    loss): scikit-learn's loss value and its gradient w.r.t. the logits, every
+    backend, with weights scaled to mean 1 (as the estimator passes them)."""
+    z = np.array([[100.0, -100.0, 0.0], [-100.0, 100.0, 3.5], [30.0, -30.0, -0.7],
+                  [0.25, -2.0, 17.0], [-17.0, 1.0, -40.0]], dtype=dtype)  # fmt: skip
+    y = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 0, 0]], dtype=dtype)
+    sw = rng.uniform(0.2, 2.0, size=z.shape[0]) if weighted else np.ones(z.shape[0])
+    sw = (sw * (z.shape[0] / sw.sum())).astype(dtype)
+    params, layout, alphas = _identity_logits(z)
+    grads = np.full_like(params, np.nan)
+    dz = np.full_like(z, np.nan)
+    loss, correct = backend.loss_grad(
+        z, y, params, grads, layout, alphas, loss="sigmoid_cross_entropy",
+        sample_weight=sw if weighted else None, input_grad=dz,
+    )  # fmt: skip
+    want_loss, want_dz = _sklearn_binary_log_loss(z, y, sw)
+    assert np.isfinite(loss) and correct == 0
+    tol = TOL[dtype]
+    assert loss == pytest.approx(float(want_loss), rel=tol)
+    np.testing.assert_allclose(dz, want_dz, rtol=tol, atol=tol)  # dz = d loss / dz
+    np.testing.assert_allclose(grads.reshape(z.shape[1], -1), z.T @ want_dz,
+                               rtol=tol, atol=10 * tol * np.abs(z).max())  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's matmul
+def test_sigmoid_cross_entropy_nan_logits_propagate(backend, dtype, rng):
+    """A NaN logit gives a NaN loss and a NaN gradient, never a clipped finite
+    value; the other rows keep theirs (the input gradient's row of the NaN is all
+    NaN: dz @ I spreads it across the row)."""
+    z = rng.normal(size=(4, 3)).astype(dtype)
+    z[2, 1] = np.nan
+    y = (rng.uniform(size=z.shape) < 0.5).astype(dtype)
+    params, layout, alphas = _identity_logits(z)
+    grads = np.zeros_like(params)
+    dz = np.zeros_like(z)
+    loss, _ = backend.loss_grad(
+        z, y, params, grads, layout, alphas, loss="sigmoid_cross_entropy", input_grad=dz
+    )
+    assert np.isnan(loss)
+    assert np.isnan(dz[2, 1])
+    finite = np.ones(z.shape, bool)
+    finite[2] = False
+    _, want_dz = _sklearn_binary_log_loss(np.where(finite, z, 0), y, np.ones(4))
+    np.testing.assert_allclose(dz[finite], want_dz[finite], rtol=TOL[dtype])
+
+
+def test_sigmoid_cross_entropy_targets_are_checked(backend, rng):
+    dtype = np.dtype(np.float64)
+    params, layout, alphas, _ = _network(rng, dtype, NETWORKS["relu-gelu"])
+    x, y, _ = _batch(rng, dtype, loss="sigmoid_cross_entropy")
+    grads = np.zeros_like(params)
+    args = (params, grads, layout, alphas)
+    name = "sigmoid_cross_entropy"
+    with pytest.raises(ValueError, match=r"y has shape .*sigmoid_cross_entropy"):
+        backend.loss_grad(x, y[:, :2].copy(), *args, loss=name)
+    with pytest.raises(TypeError, match="y must be float32 or float64"):
+        backend.loss_grad(x, y.astype(np.int64), *args, loss=name)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        backend.loss_grad(x, y, *args, loss=name, label_smoothing=0.1)
+    assert not grads.any()  # nothing was written

@@ -149,7 +149,9 @@ def _net(dtype, rng):
     return np.array(rows, dtype=np.int64), params, n_decay
 
 
-@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared_error"])
+@pytest.mark.parametrize(
+    "loss", ["softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy"]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer, loss):
@@ -158,6 +160,8 @@ def test_kernel_matches_numpy_twin(compiled, oracle, dtype, optimizer, loss):
     x = rng.normal(size=(11, 6)).astype(dtype)
     if loss == "squared_error":  # float targets, one column per output
         labels, smoothing = rng.normal(size=(11, 3)).astype(dtype), 0.0
+    elif loss == "sigmoid_cross_entropy":  # 0/1 targets, one column per output
+        labels, smoothing = (rng.uniform(size=(11, 3)) < 0.5).astype(dtype), 0.0
     else:
         labels, smoothing = rng.integers(0, 3, size=11), 0.1
     sw = rng.uniform(0.5, 1.5, size=11).astype(dtype)

@@ -36,7 +36,7 @@ from .train import loss_grad, train_step
 train._configure_slots(
     {name: i for i, name in enumerate(CONFIG_SLOTS)},
     {name: i for i, name in enumerate(HYPER_SLOTS)},
-    TRAIN_LOSSES["squared_error"],
+    TRAIN_LOSSES,
     TRAIN_WORK_ALIGN,
     len(TRAIN_LAYOUT_COLUMNS),
 )

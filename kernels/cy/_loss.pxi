@@ -1,5 +1,8 @@
-# Fused softmax cross-entropy cores (nogil, raw pointers), shared by loss.pyx and
-# train.pyx (textual include). Needs _common.pxi included first.
+# Fused loss cores (softmax cross-entropy, squared error, sigmoid cross-entropy;
+# nogil, raw pointers), shared by loss.pyx and train.pyx (textual include). Needs
+# _common.pxi included first.
+
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
 
 # rows per softmax-CE block within a task (the bound of _ce_rows's stack scratch)
 cdef enum:
@@ -159,12 +162,46 @@ cdef inline double _se_block(const floating* p, const floating* t, const floatin
     return total
 
 
+cdef inline double _bce_block(const floating* z, const floating* t, const floating* w,
+                             floating* g, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n,
+                             Py_ssize_t K) noexcept nogil:
+    """Rows [i0, i1) of the fused sigmoid cross-entropy, scikit-learn's binary log
+    loss: p = 1 / (1 + exp(-z)) (exp overflow gives p = 0), clipped to [eps, 1 - eps]
+    (the dtype's eps) for the loss only, l_i = -sum_j [y log p' + (1 - y) log(1 - p')]
+    in float64, j in order; g = (p - y) w_i / n when g != NULL. A NaN logit stays NaN
+    (the clip's comparisons leave it). Returns sum_i w_i l_i, added in row order."""
+    cdef Py_ssize_t i, j, b
+    cdef floating scale, p, pc, y
+    cdef floating one = 1
+    cdef floating eps
+    cdef floating inv_n = <floating>(1.0 / n)
+    cdef double s, total = 0
+    if floating is float:
+        eps = FLT_EPSILON
+    else:
+        eps = DBL_EPSILON
+    for i in range(i0, i1):
+        b = i * K
+        s = 0
+        scale = w[i] / <floating>n if w != NULL else inv_n
+        for j in range(K):
+            p = one / (one + _exp(-z[b + j]))
+            y = t[b + j]
+            if g != NULL:
+                g[b + j] = (p - y) * scale
+            pc = eps if p < eps else p
+            pc = one - eps if pc > one - eps else pc
+            s += <double>y * log(<double>pc) + (1.0 - <double>y) * log(<double>(one - pc))
+        total += -s * w[i] if w != NULL else -s
+    return total
+
+
 cdef double _se_core(const floating* p, const floating* t, const floating* w,
                      floating* g, floating* row_out, double* rows, Py_ssize_t n,
-                     Py_ssize_t K) noexcept nogil:
-    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_block): tasks of
-    _loss_rows(K) rows, their sums added in order (as the Numba twin); rows: n
-    doubles of scratch."""
+                     Py_ssize_t K, bint sigmoid=False) noexcept nogil:
+    """Mean loss (1/n) sum_i w_i l_i of n >= 1 rows (see _se_block; _bce_block when
+    sigmoid): tasks of _loss_rows(K) rows, their sums added in order (as the Numba
+    twin); rows: n doubles of scratch."""
     cdef Py_ssize_t per_task = _loss_rows(K)
     cdef Py_ssize_t c, nchunks = (n + per_task - 1) // per_task
     cdef double total = 0
@@ -172,8 +209,12 @@ cdef double _se_core(const floating* p, const floating* t, const floating* w,
     if nt > nchunks or n < 2:
         nt = <int>nchunks if n > 1 else 1
     for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        rows[c] = _se_block(p, t, w, g, row_out, c * per_task,
-                            min(c * per_task + per_task, n), n, K)
+        if sigmoid:
+            rows[c] = _bce_block(p, t, w, g, c * per_task,
+                                 min(c * per_task + per_task, n), n, K)
+        else:
+            rows[c] = _se_block(p, t, w, g, row_out, c * per_task,
+                                min(c * per_task + per_task, n), n, K)
     # in block order: independent of the thread count
     for c in range(nchunks):
         total += rows[c]

@@ -80,8 +80,8 @@ cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
                            double label_smoothing, double l2, floating* input_grad,
                            Py_ssize_t* offs, double* rows,
                            Py_ssize_t* correct) noexcept nogil:
-    """Forward, the loss (softmax-CE on labels, or squared error on targets when
-    loss_code is _SQUARED_ERROR) and backward (dW gets l2 W; d loss / d x into
+    """Forward, the loss (softmax-CE on labels, or squared error / sigmoid-CE on
+    targets when loss_code is _SQUARED_ERROR / _SIGMOID_CE) and backward (dW gets l2 W; d loss / d x into
     input_grad unless NULL); returns the loss without its L2 term. BLAS is
     single-threaded."""
     cdef Py_ssize_t i, K, off = 0, d_off
@@ -117,8 +117,9 @@ cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
         a = work + offs[3 * i]
     # loss, its gradient w.r.t. the last output, hits
     K = layout[_NCOL * (L - 1) + 3]
-    if loss_code == _SQUARED_ERROR:
-        loss = _se_core(a, targets, sw, work + d_off, NULL, rows, n, K)
+    if loss_code == _SQUARED_ERROR or loss_code == _SIGMOID_CE:
+        loss = _se_core(a, targets, sw, work + d_off, NULL, rows, n, K,
+                        loss_code == _SIGMOID_CE)
         correct[0] = 0
     else:
         loss = _sce_core(a, labels, sw, work + d_off, NULL, rows, n, K,
@@ -172,16 +173,18 @@ cdef Py_ssize_t _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
 cdef Py_ssize_t _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2
 cdef Py_ssize_t _EPS
 cdef int _SQUARED_ERROR = -1  # contract.TRAIN_LOSSES["squared_error"]
+cdef int _SIGMOID_CE = -1  # contract.TRAIN_LOSSES["sigmoid_cross_entropy"]
 
 
-def _configure_slots(dict config, dict hyper, int squared_error, Py_ssize_t work_align,
+def _configure_slots(dict config, dict hyper, dict losses, Py_ssize_t work_align,
                      Py_ssize_t n_columns):
-    """Slot index by name of the config and hyper arrays, the squared-error loss
-    code, the workspace alignment and the layout table's width (the contract's)."""
+    """Slot index by name of the config and hyper arrays, the loss codes by name (the
+    contract's TRAIN_LOSSES), the workspace alignment and the layout table's width."""
     global _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
     global _LABEL_SMOOTHING, _L2, _LR, _MOMENTUM, _WEIGHT_DECAY, _BETA1, _BETA2, _EPS
-    global _SQUARED_ERROR, _WORK_ALIGN, _NCOL
-    _SQUARED_ERROR = squared_error
+    global _SQUARED_ERROR, _SIGMOID_CE, _WORK_ALIGN, _NCOL
+    _SQUARED_ERROR = losses["squared_error"]
+    _SIGMOID_CE = losses["sigmoid_cross_entropy"]
     _WORK_ALIGN, _NCOL = work_align, n_columns
     _LOSS, _WEIGHTS_END = config["loss"], config["weights_end"]
     _OPTIMIZER, _STEP = config["optimizer"], config["step"]

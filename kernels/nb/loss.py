@@ -386,29 +386,73 @@ def _se_block(pred, target, sample_weight, grad_flat, row_loss_out, n):
 
 
 @njit(**JIT)
-def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1):
-    """_se_block on rows r0..r1 (empty optional arrays stay empty)."""
+def _bce_block(logits, target, sample_weight, grad_flat, n):
+    """One block of rows (as _se_block) of the sigmoid cross-entropy, scikit-learn's
+    binary log loss: p = 1 / (1 + exp(-z)) (exp overflow gives p = 0), clipped to
+    [eps, 1 - eps] (the dtype's eps) for the loss only, l_i = -sum_j [y log p' +
+    (1 - y) log(1 - p')] in float64, j in order; grad = (p - y) w_i / n. A NaN logit
+    stays NaN (the clip's comparisons leave it). Returns sum_i w_i l_i."""
+    # IN  logits, target (rows, K), sample_weight (rows,) or empty
+    # OUT grad_flat (rows*K,) or empty
+    rows, k = logits.shape
+    t = logits.dtype.type
+    one = t(1.0)
+    # the dtype's machine epsilon (np.finfo's eps)
+    eps = t(2.220446049250313e-16) if logits.itemsize == 8 else t(1.1920929e-07)
+    zf = logits.reshape(-1)
+    yf = target.reshape(-1)
+    inv_n = t(1.0 / n)
+    total = 0.0
+    for i in range(rows):
+        b = i * k
+        s = 0.0
+        scale = sample_weight[i] / t(n) if sample_weight.size else inv_n
+        for j in range(k):
+            p = one / (one + exp_t(-zf[b + j]))
+            y = yf[b + j]
+            if grad_flat.size:
+                grad_flat[b + j] = (p - y) * scale
+            pc = eps if p < eps else p
+            pc = one - eps if pc > one - eps else pc
+            yd = np.float64(y)
+            s += yd * _log_f64(np.float64(pc)) + (1.0 - yd) * _log_f64(
+                np.float64(one - pc)
+            )
+        total += -s * sample_weight[i] if sample_weight.size else -s
+    return total
+
+
+@njit(**JIT)
+def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1, sigmoid):
+    """_se_block (or _bce_block when ``sigmoid``) on rows r0..r1 (empty optional
+    arrays stay empty)."""
     k = pred.shape[1]
+    if sigmoid:
+        return _bce_block(pred[r0:r1], target[r0:r1], sample_weight[r0:r1],
+                          grad_flat[r0 * k : r1 * k], pred.shape[0])  # fmt: skip
     return _se_block(pred[r0:r1], target[r0:r1], sample_weight[r0:r1],
                      grad_flat[r0 * k : r1 * k], row_loss_out[r0:r1],
                      pred.shape[0])  # fmt: skip
 
 
 @njit(**JIT)
-def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task):
-    """(1/n) sum_i w_i l_i: blocks of ``rows_per_task`` rows, their sums added in
-    order (as _se_parallel, so both give the same bits)."""
+def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task,
+               sigmoid=False):  # fmt: skip
+    """(1/n) sum_i w_i l_i of the squared error (sigmoid: the sigmoid cross-entropy):
+    blocks of ``rows_per_task`` rows, their sums added in order (as _se_parallel, so
+    both give the same bits)."""
     n = pred.shape[0]
     grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
     total = 0.0
     for r0 in range(0, n, rows_per_task):
         total += _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0,
-                          min(r0 + rows_per_task, n))  # fmt: skip
+                          min(r0 + rows_per_task, n), sigmoid)  # fmt: skip
     return total / n
 
 
 @njit(**PARALLEL)
-def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task):
+def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task,
+                 sigmoid=False):  # fmt: skip
     n = pred.shape[0]
     n_blocks = (n + rows_per_task - 1) // rows_per_task
     partials = np.empty(n_blocks, np.float64)
@@ -416,7 +460,7 @@ def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_t
     for c in prange(n_blocks):
         r0 = np.int64(c) * rows_per_task
         partials[c] = _se_rows(pred, target, sample_weight, grad_flat, row_loss_out,
-                               r0, min(r0 + rows_per_task, n))  # fmt: skip
+                               r0, min(r0 + rows_per_task, n), sigmoid)  # fmt: skip
     total = 0.0
     for c in range(n_blocks):  # in order: independent of the thread count
         total += partials[c]

@@ -1,15 +1,15 @@
 """Loss and gradients, and the whole training step, of a Linear(+activation) stack as
 one compiled call each.
 
-``loss_grad`` runs forward, the fused loss (softmax cross-entropy on labels or squared
-error on float targets) and backward (to every parameter and, on request, to the
-input) in one @njit function (``_loss_grad``); ``train_step`` runs the same and then
-the optimizer update (``_train_step``). They call the very cores the separate raw
-kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the loss row
-loops, the SGD / Adam slices), with the same serial-or-parallel decisions, so the
-weights come out bitwise equal to the layer-by-layer path and do not depend on the
-thread count. One specialisation per dtype serves every depth: the network is
-described by the int64 layout table and the flat buffers
+``loss_grad`` runs forward, the fused loss (softmax cross-entropy on labels, squared
+error or sigmoid cross-entropy on float targets) and backward (to every parameter and,
+on request, to the input) in one @njit function (``_loss_grad``); ``train_step`` runs
+the same and then the optimizer update (``_train_step``). They call the very cores the
+separate raw kernels use (``gemm`` via ``_linear_forward`` / ``_linear_backward``, the
+loss row loops, the SGD / Adam slices), with the same serial-or-parallel decisions, so
+the weights come out bitwise equal to the layer-by-layer path and do not depend on the
+thread count. One specialisation per dtype serves every depth: the network is described
+by the int64 layout table and the flat buffers
 (``fastnn.kernels.contract.train_workspace_layout`` says how ``work`` is carved).
 
 The tuning table and the GEMM configuration are read from ``_options`` / ``matmul`` at
@@ -61,6 +61,7 @@ from .optim import (
 
 _ALIGN = TRAIN_WORK_ALIGN
 SQUARED_ERROR = TRAIN_LOSSES["squared_error"]
+SIGMOID_CE = TRAIN_LOSSES["sigmoid_cross_entropy"]
 
 # the module, read at call time (the package's "matmul" is the kernel of that name);
 # GEMM_CONFIG changes in a forked child (see __init__._serial_only)
@@ -213,6 +214,15 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
         else:
             loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
                               rows_per_task)  # fmt: skip
+    elif config[LOSS] == SIGMOID_CE:
+        # an exp and two logs per logit: the softmax's cost decides the split
+        correct = 0
+        if n * n_out * tune[4] >= tune[0] and n > 1:
+            loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
+                                rows_per_task, True)  # fmt: skip
+        else:
+            loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
+                              rows_per_task, True)  # fmt: skip
     else:
         if _split.softmax(n, n_out, tune):
             loss = _sce_parallel(out, labels, sample_weight, dout, work[0:0],
