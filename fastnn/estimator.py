@@ -61,7 +61,7 @@ class _SoftmaxHead:
     """Softmax output, log loss on class indices: fused into the engine's step."""
 
     out_activation = "softmax"
-    fused = True
+    loss = "softmax_cross_entropy"  # the engine's loss code (kernels.TRAIN_LOSSES)
 
     @staticmethod
     def targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -83,10 +83,11 @@ class _SoftmaxHead:
 
 class _LogisticHead:
     """Independent logistic outputs (binary: one unit; multilabel: one per label),
-    binary log loss with scikit-learn's clipping of the probabilities."""
+    binary log loss with scikit-learn's clipping of the probabilities: fused into
+    the engine's step (its sigmoid cross-entropy); ``loss_delta`` serves dropout."""
 
     out_activation = "logistic"
-    fused = False  # the engine's fused kernels know softmax cross-entropy only
+    loss = "sigmoid_cross_entropy"
 
     @staticmethod
     def targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -250,18 +251,16 @@ class _EstimatorSteps(training.LocalStrategy):
         self.kb = kb
         self.targets = targets
         self.dropout = dropout
-        self._labels: dict[int, np.ndarray] = {}  # class-index buffer per batch size
+        self._batch_targets: dict[int, np.ndarray] = {}  # a buffer per batch size
 
     def step(self, model, ws, weighted: bool, batch_rows: int, l2) -> tuple[float, int]:
         est = self.est
         n = ws.x.shape[0]
-        if est._head.fused:
-            out = self._labels.get(n)
-            if out is None:
-                out = self._labels[n] = np.empty(n, dtype=np.intp)
-            targets = np.take(self.targets, ws.y, out=out, mode="clip")
-        else:
-            targets = self.targets[ws.y]
+        out = self._batch_targets.get(n)
+        if out is None:
+            shape = (n,) + self.targets.shape[1:]
+            out = self._batch_targets[n] = np.empty(shape, self.targets.dtype)
+        targets = np.take(self.targets, ws.y, axis=0, out=out, mode="clip")
         weights, inv_sum = est._batch_weights(ws.sw if weighted else None, n, ws.sw)
         loss = est._step(self.kb, ws.x, targets, weights, est.alpha * inv_sum,
                          self.dropout)  # fmt: skip
@@ -597,9 +596,10 @@ class _BaseMLP(BaseEstimator):
         weights = self._model._params[: self._model._n_decay]
         return 0.5 * l2 * float(np.dot(weights, weights))
 
-    def _loss_grad(self, kb, x, targets, weights, l2, dropout=None) -> float:
-        """Loss of a batch (L2 term included), its gradient into the model's flat
-        gradient buffer, through the model's forward and backward passes."""
+    def _dropout_loss_grad(self, kb, x, targets, weights, l2, dropout) -> float:
+        """Loss of a batch under dropout (L2 term included), its gradient into the
+        model's flat gradient buffer, through the model's forward and backward
+        passes (the fused kernels have no dropout)."""
         model = self._model
         ws = model._workspace(x.shape[0], True)
         logits = model._forward(kb, x, ws, dropout)
@@ -610,10 +610,12 @@ class _BaseMLP(BaseEstimator):
     def _step(self, kb, x, targets, weights, l2, dropout) -> float:
         """One optimizer step on a batch; the batch loss before it."""
         eps = self._optimizer.step_eps()
-        if self._head.fused and dropout is None:
-            loss, _ = self._model._train_step(x, targets, weights, l2=l2, eps=eps)
+        if dropout is None:
+            loss, _ = self._model._train_step(
+                x, targets, weights, l2=l2, eps=eps, loss=self._head.loss
+            )
             return loss
-        loss = self._loss_grad(kb, x, targets, weights, l2, dropout)
+        loss = self._dropout_loss_grad(kb, x, targets, weights, l2, dropout)
         self._model.optimizer.step(eps=eps)
         return loss
 
@@ -633,19 +635,16 @@ class _BaseMLP(BaseEstimator):
         if weights is not None:
             weights = np.ascontiguousarray(weights, work_dtype)
         params, grads = model._params, model._grads
-        if self._head.fused:
-            layout, alphas = model._train_layout, model._train_alphas
-            work = aligned_empty(train_workspace_layout(layout, n)[2], work_dtype)
+        layout, alphas = model._train_layout, model._train_alphas
+        work = aligned_empty(train_workspace_layout(layout, n)[2], work_dtype)
 
         def loss_grad(packed):
             params[:] = packed
-            if self._head.fused:
-                loss, _ = kb.loss_grad(
-                    X, targets, params, grads, layout, alphas, work,
-                    sample_weight=weights, l2=l2, weights_end=model._n_decay,
-                )  # fmt: skip
-            else:
-                loss = self._loss_grad(kb, X, targets, weights, l2)
+            loss, _ = kb.loss_grad(
+                X, targets, params, grads, layout, alphas, work,
+                loss=self._head.loss, sample_weight=weights, l2=l2,
+                weights_end=model._n_decay,
+            )  # fmt: skip
             return loss, grads.copy()
 
         opt_res = scipy.optimize.minimize(
@@ -933,9 +932,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     - Parameters keep the input's float dtype (float32 or float64); predictions
       are computed in it. 'lbfgs' computes in float64 (as scikit-learn effectively
       does) and casts the result back.
-    - Multiclass training with 'sgd' or 'adam' runs each step as the engine's one
-      compiled call (numba and cython backends); logistic outputs (binary and
-      multilabel targets) and dropout take the model's layer-by-layer path.
+    - Training with 'sgd' or 'adam' runs each step as the engine's one compiled
+      call (numba and cython backends): softmax cross-entropy for multiclass
+      targets, sigmoid cross-entropy (scikit-learn's clipped binary log loss) for
+      binary and multilabel ones; dropout takes the model's layer-by-layer path.
 
     Examples
     --------

@@ -39,26 +39,38 @@ def _no_input_grad(x: np.ndarray) -> np.ndarray:
 class Steps:
     """The step methods of :class:`fastnn.Sequential` (a mixin over Network)."""
 
-    def _raw_targets(self, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _raw_targets(self, yb: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
         """The raw kernels' (labels, targets) pair for a batch's ``yb``: class
-        indices for softmax cross-entropy, float targets for squared error."""
-        if self.loss.is_classifier:
+        indices for softmax cross-entropy, float targets for the other losses."""
+        if loss == "softmax_cross_entropy":
             return yb, _EMPTY_TARGETS[self.dtype]
         return _EMPTY_LABELS, yb
 
-    def _forward_backward(self, xb, yb, sample_weight, l2=None) -> tuple[float, int]:
+    def _kernel_loss(self, loss: str | None) -> tuple[str, float]:
+        """(the kernel loss name, its label smoothing): the model's loss unless a
+        caller names another (MLPClassifier's sigmoid cross-entropy), unsmoothed."""
+        if loss is None or loss == self.loss.kernel_loss:
+            return self.loss.kernel_loss, self.loss.label_smoothing
+        return loss, 0.0
+
+    def _forward_backward(
+        self, xb, yb, sample_weight, l2=None, loss=None
+    ) -> tuple[float, int]:
         """Loss (with the L2 term) of one batch, gradients into the flat buffer.
 
         One ``loss_grad`` call for the standard stack (unless ``compiled_step`` is
         off), else the layer-by-layer pass. ``l2``: the batch's L2 coefficient
-        (None: the loss's). Returns ``(loss, number of rows whose argmax is the
+        (None: the loss's); ``loss``: a kernel loss name other than the model's
+        (the fused path only). Returns ``(loss, number of rows whose argmax is the
         label)``.
         """
         l2 = self.loss.l2 if l2 is None else l2
         kb = self._kernels()
         ws = self._workspace(xb.shape[0], True)
         if self._uses_fused_kernels():
-            return self._loss_grad(kb, xb, yb, sample_weight, l2, ws.work)
+            return self._loss_grad(kb, xb, yb, sample_weight, l2, ws.work, loss=loss)
+        if self._kernel_loss(loss)[0] != self.loss.kernel_loss:
+            raise ValueError(f"the {loss} loss needs the fused kernels")
         logits = self._forward(kb, xb, ws)
         if self.loss.is_classifier:
             loss, _ = kb.softmax_cross_entropy(
@@ -91,18 +103,21 @@ class Steps:
         grads=None,
         input_grad=None,
         label_smoothing=None,
+        loss=None,
     ) -> tuple[float, int]:
         """The backend's ``loss_grad`` on this model's parameters: gradients into
         ``grads`` (default: the model's flat gradient buffer) and, when given,
-        d loss / d x into ``input_grad``.
+        d loss / d x into ``input_grad``. ``loss``: a kernel loss name (None: the
+        model's).
 
         Inside a fit (whose inputs the model made), a batch shape validated once
         calls the raw kernel.
         """
         grads = self._grads if grads is None else grads
+        loss, smoothing = self._kernel_loss(loss)
         if label_smoothing is None:
-            label_smoothing = self.loss.label_smoothing
-        check_key = ("loss_grad", xb.shape[0], kb.name)
+            label_smoothing = smoothing
+        check_key = ("loss_grad", xb.shape[0], kb.name, loss)
         fast = (
             grads is self._grads
             and input_grad is None
@@ -110,26 +125,24 @@ class Steps:
         )
         if fast:  # parameters in contract.RAW_KERNELS order
             empty = _EMPTY[self.dtype]
-            config = pack_config(
-                loss=TRAIN_LOSSES[self.loss.kernel_loss], weights_end=self._n_decay
-            )
+            config = pack_config(loss=TRAIN_LOSSES[loss], weights_end=self._n_decay)
             hyper = pack_hyper(label_smoothing=label_smoothing, l2=l2)
-            loss, correct = kb.raw.loss_grad(
-                xb, *self._raw_targets(yb),
+            value, correct = kb.raw.loss_grad(
+                xb, *self._raw_targets(yb, loss),
                 empty if sample_weight is None else sample_weight, self._params,
                 grads, self._train_layout, self._train_alphas, work, config, hyper,
                 _no_input_grad(xb),
             )  # fmt: skip
-            return float(loss), int(correct)
-        loss, correct = kb.loss_grad(
+            return float(value), int(correct)
+        value, correct = kb.loss_grad(
             xb, yb, self._params, grads, self._train_layout, self._train_alphas,
-            work, loss=self.loss.kernel_loss, sample_weight=sample_weight,
+            work, loss=loss, sample_weight=sample_weight,
             label_smoothing=label_smoothing,
             l2=l2, weights_end=self._n_decay, input_grad=input_grad,
         )  # fmt: skip
         if self._in_fit and grads is self._grads:
             self._step_checked.add(check_key)
-        return float(loss), int(correct)
+        return float(value), int(correct)
 
     def _backward(
         self, kb, x, ws, stage_grads, l2: float = 0.0, input_grad=None, between=None
@@ -213,16 +226,19 @@ class Steps:
         ]
 
     def _train_step(
-        self, xb, yb, sample_weight, l2=None, eps=None
+        self, xb, yb, sample_weight, l2=None, eps=None, loss=None
     ) -> tuple[float, int]:
         """One optimizer step on a batch: forward, loss, backward, update.
 
         ``xb`` (n, n_features) in the model dtype, ``yb`` class indices (intp),
         ``sample_weight`` (n,) or None; all C-contiguous; ``l2`` the batch's L2
         coefficient (None: the loss's); ``eps`` Adam's epsilon for this step only
-        (None: the optimizer's; scikit-learn folds its bias correction into it).
-        Returns the batch loss (before the update) and the count of correctly
-        classified rows.
+        (None: the optimizer's; scikit-learn folds its bias correction into it);
+        ``loss`` a kernel loss name other than the model's (None: the model's;
+        ``"sigmoid_cross_entropy"`` takes ``yb`` as (n, n_outputs) 0/1 targets in
+        the model dtype: MLPClassifier's binary and multilabel heads). Returns the
+        batch loss (before the update) and the count of correctly classified rows
+        (0 but for softmax cross-entropy).
 
         One compiled ``train_step`` call when :meth:`_uses_compiled_step` (same
         weights as the layer-by-layer path); the optimizer's ``steps``,
@@ -231,9 +247,10 @@ class Steps:
         l2 = self.loss.l2 if l2 is None else l2
         kb = self._kernels()
         if not self._uses_compiled_step(kb):
-            loss, correct = self._forward_backward(xb, yb, sample_weight, l2)
+            value, correct = self._forward_backward(xb, yb, sample_weight, l2, loss)
             self.optimizer.step(eps=eps)
-            return loss, correct
+            return value, correct
+        loss, smoothing = self._kernel_loss(loss)
         n = xb.shape[0]
         ws = self._workspace(n, True)
         opt = self.optimizer
@@ -248,32 +265,32 @@ class Steps:
             eps = opt.eps if eps is None else eps
             velocity, m, v = empty, opt.state["m"], opt.state["v"]
         step = opt.steps + 1
-        check_key = (n, kb.name)
+        check_key = (n, kb.name, loss)
         if check_key in self._step_checked:
             # validated before for this batch shape in this fit: call the raw kernel
             # (parameters in contract.RAW_KERNELS order): no per-call validation
             config = pack_config(
-                loss=TRAIN_LOSSES[self.loss.kernel_loss],
+                loss=TRAIN_LOSSES[loss],
                 weights_end=self._n_decay, optimizer=code, step=step,
                 nesterov=nesterov, decoupled=decoupled,
             )  # fmt: skip
             hyper = pack_hyper(
-                label_smoothing=self.loss.label_smoothing, l2=l2,
+                label_smoothing=smoothing, l2=l2,
                 lr=opt.current_lr, momentum=momentum, weight_decay=opt.weight_decay,
                 beta1=beta1, beta2=beta2, eps=eps,
             )  # fmt: skip
-            loss, correct = kb.raw.train_step(
-                xb, *self._raw_targets(yb),
+            value, correct = kb.raw.train_step(
+                xb, *self._raw_targets(yb, loss),
                 empty if sample_weight is None else sample_weight, self._params,
                 self._grads, self._train_layout, self._train_alphas, ws.work, config,
                 hyper, velocity, m, v,
             )  # fmt: skip
         else:
-            loss, correct = kb.train_step(
+            value, correct = kb.train_step(
                 xb, yb, self._params, self._grads, self._train_layout,
-                self._train_alphas, ws.work, loss=self.loss.kernel_loss,
+                self._train_alphas, ws.work, loss=loss,
                 sample_weight=sample_weight,
-                label_smoothing=self.loss.label_smoothing, l2=l2,
+                label_smoothing=smoothing, l2=l2,
                 weights_end=self._n_decay,
                 optimizer=("sgd", "adamw" if decoupled else "adam")[code],
                 lr=opt.current_lr, momentum=momentum, nesterov=nesterov,
@@ -283,7 +300,7 @@ class Steps:
             )  # fmt: skip
             self._step_checked.add(check_key)
         opt.steps = step
-        return float(loss), int(correct)
+        return float(value), int(correct)
 
     def _uses_fused_kernels(self) -> bool:
         """Whether a batch's gradients come from one ``loss_grad`` call: the stack

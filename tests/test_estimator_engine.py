@@ -7,11 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
+from fastnn.kernels import contract
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 
 import fastnn
+from fastnn import Sequential
 from fastnn._insight import as_sequential
 from fastnn.estimator import MLPClassifier
 
@@ -88,6 +90,63 @@ def test_multiclass_steps_are_the_engines_compiled_train_step(
                         max_iter=2, random_state=0, backend=backend)  # fmt: skip
     est.fit(X, y)
     assert calls == [40, 40, 10] * 2  # every batch, the short last one included
+
+
+def _multilabel_data(n=90):
+    X, y = _data(n=n)
+    return X, np.column_stack([y == 0, y != 1, X[:, 0] > 0]).astype(int)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("target", ["binary", "multilabel"])
+def test_logistic_steps_are_the_engines_compiled_train_step(
+    monkeypatch, backend, solver, target
+):
+    """Binary and multilabel steps: one compiled train_step call per batch with the
+    sigmoid cross-entropy loss code and float 0/1 targets (no layer-by-layer
+    pass), and the loss it returns is the loss_curve_'s."""
+    X, y = _data(n_classes=2, n=90) if target == "binary" else _multilabel_data()
+    raw = fastnn.get_backend(backend).raw
+    real = raw.train_step
+    codes, targets_shapes = [], []
+
+    def spy(x, labels, targets, *args):
+        codes.append(int(args[6][contract.LOSS]))  # config, in RAW_KERNELS order
+        targets_shapes.append(targets.shape)
+        return real(x, labels, targets, *args)
+
+    monkeypatch.setattr(raw, "train_step", spy)
+    monkeypatch.setattr(
+        Sequential, "_backward", lambda *a, **k: pytest.fail("layer-by-layer pass")
+    )
+    est = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, batch_size=40,
+                        max_iter=2, random_state=0, backend=backend)  # fmt: skip
+    est.fit(X, y)
+    n_out = 1 if target == "binary" else 3
+    assert est.out_activation_ == "logistic" and est.n_outputs_ == n_out
+    assert codes == [contract.TRAIN_LOSSES["sigmoid_cross_entropy"]] * 6
+    assert targets_shapes == [(40, n_out), (40, n_out), (10, n_out)] * 2
+    assert len(est.loss_curve_) == 2 and np.all(np.isfinite(est.loss_curve_))
+
+
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+@pytest.mark.parametrize("target", ["binary", "multilabel"])
+def test_logistic_lbfgs_evaluates_the_engines_loss_grad(monkeypatch, backend, target):
+    X, y = _data(n_classes=2) if target == "binary" else _multilabel_data()
+    raw = fastnn.get_backend(backend).raw
+    real = raw.loss_grad
+    codes = []
+
+    def spy(*args):
+        codes.append(int(args[9][contract.LOSS]))  # config, in RAW_KERNELS order
+        return real(*args)
+
+    monkeypatch.setattr(raw, "loss_grad", spy)
+    est = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5,
+                        random_state=0, backend=backend).fit(X, y)  # fmt: skip
+    assert len(codes) >= est.n_iter_ > 0
+    assert set(codes) == {contract.TRAIN_LOSSES["sigmoid_cross_entropy"]}
 
 
 @pytest.mark.parametrize("backend", fastnn.available_backends())
