@@ -242,20 +242,21 @@ def test_squared_error_is_the_standalone_kernels_loss(backend, dtype, rng):
     np.testing.assert_allclose(grads[k * m :], g.sum(axis=0), rtol=tol, atol=tol)
 
 
-def test_squared_error_targets_are_checked(backend, rng):
+@pytest.mark.parametrize("loss", contract.FLOAT_TARGET_LOSSES)
+def test_float_targets_are_checked(backend, rng, loss):
     dtype = np.dtype(np.float64)
     params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
-    x, y, _ = _batch(rng, dtype, loss="squared_error")
+    x, y, _ = _batch(rng, dtype, loss=loss)
     grads = np.zeros_like(params)
     args = (params, grads, layout, alphas)
-    with pytest.raises(ValueError, match="y has shape"):
-        backend.loss_grad(x, y[:, :2].copy(), *args, loss="squared_error")
+    with pytest.raises(ValueError, match=f"y has shape .*{loss}"):
+        backend.loss_grad(x, y[:, :2].copy(), *args, loss=loss)
     with pytest.raises(TypeError, match="y must be float32 or float64"):
-        backend.loss_grad(x, np.zeros(y.shape, np.int64), *args, loss="squared_error")
+        backend.loss_grad(x, np.zeros(y.shape, np.int64), *args, loss=loss)
     with pytest.raises(TypeError, match="mixed dtypes"):
-        backend.loss_grad(x, y.astype(np.float32), *args, loss="squared_error")
+        backend.loss_grad(x, y.astype(np.float32), *args, loss=loss)
     with pytest.raises(ValueError, match="label_smoothing"):
-        backend.loss_grad(x, y, *args, loss="squared_error", label_smoothing=0.1)
+        backend.loss_grad(x, y, *args, loss=loss, label_smoothing=0.1)
     with pytest.raises(ValueError, match="unknown loss"):
         backend.loss_grad(x, y, *args, loss="hinge")
     shared = np.zeros(y.size + x.size)  # targets and input_grad in one buffer
@@ -265,7 +266,7 @@ def test_squared_error_targets_are_checked(backend, rng):
             x,
             shared[: y.size].reshape(y.shape),
             *args,
-            loss="squared_error",
+            loss=loss,
             input_grad=shared[4 : 4 + x.size].reshape(x.shape),
         )
     assert not grads.any()  # nothing was written
@@ -350,19 +351,3 @@ def test_sigmoid_cross_entropy_nan_logits_propagate(backend, dtype, rng):
     finite[2] = False
     _, want_dz = _sklearn_binary_log_loss(np.where(finite, z, 0), y, np.ones(4))
     np.testing.assert_allclose(dz[finite], want_dz[finite], rtol=TOL[dtype])
-
-
-def test_sigmoid_cross_entropy_targets_are_checked(backend, rng):
-    dtype = np.dtype(np.float64)
-    params, layout, alphas, _ = _network(rng, dtype, NETWORKS["relu-gelu"])
-    x, y, _ = _batch(rng, dtype, loss="sigmoid_cross_entropy")
-    grads = np.zeros_like(params)
-    args = (params, grads, layout, alphas)
-    name = "sigmoid_cross_entropy"
-    with pytest.raises(ValueError, match=r"y has shape .*sigmoid_cross_entropy"):
-        backend.loss_grad(x, y[:, :2].copy(), *args, loss=name)
-    with pytest.raises(TypeError, match="y must be float32 or float64"):
-        backend.loss_grad(x, y.astype(np.int64), *args, loss=name)
-    with pytest.raises(ValueError, match="label_smoothing"):
-        backend.loss_grad(x, y, *args, loss=name, label_smoothing=0.1)
-    assert not grads.any()  # nothing was written
