@@ -46,7 +46,7 @@ from ..contract import (
 )
 from . import _options as opt
 from . import _split
-from ._options import FALSE, JIT, ZERO
+from ._options import FALSE, JIT, TRUE, ZERO
 from .linear import _linear_backward, _linear_forward
 from .loss import _sce_parallel, _sce_serial, _se_parallel, _se_serial
 from .matmul import blas_single_begin, blas_single_end
@@ -217,12 +217,12 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     elif config[LOSS] == SIGMOID_CE:
         # an exp and two logs per logit: the softmax's cost decides the split
         correct = 0
-        if n * n_out * tune[4] >= tune[0] and n > 1:
+        if _split.softmax(n, n_out, tune):
             loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
-                                rows_per_task, True)  # fmt: skip
+                                rows_per_task, TRUE)  # fmt: skip
         else:
             loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
-                              rows_per_task, True)  # fmt: skip
+                              rows_per_task, TRUE)  # fmt: skip
     else:
         if _split.softmax(n, n_out, tune):
             loss = _sce_parallel(out, labels, sample_weight, dout, work[0:0],
