@@ -53,8 +53,9 @@ def openmp_works() -> bool:
 OPENMP = openmp_works()
 if not OPENMP:
     print("fastnn: OpenMP not available, building serial kernels", file=sys.stderr)
-# -fno-trapping-math and -fno-math-errno only let GCC vectorise loops with selects (such as
-# leaky_relu, the branch-free float32 exp) and sqrt; they assume nothing about NaN/inf.
+# -fno-trapping-math and -fno-math-errno only let GCC vectorise loops with selects
+# (such as leaky_relu, the branch-free float32 exp) and sqrt; they assume nothing
+# about NaN/inf.
 compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (
     ["-fopenmp"] if OPENMP else []
 )
