@@ -8,8 +8,9 @@ CPU lacks is an error.
 
 The plan (one rule for both compiled backends, decided here only): a product goes to
 fastnn's GEMM when its batch-sized side is small, ``min(m, k) <= max_mk``, else to
-OpenBLAS; it applies to each fixed block of C that one thread computes (the split of
-kernels/cy/_blas.pxi and kernels/nb/matmul.py, from the shape and core count only).
+OpenBLAS; it judges the whole product, and every fixed block of C that one thread
+computes (the split of kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same
+kernel, so the bits of C never depend on the split.
 ``max_mk`` comes from the kernel's own parameters: the most rows ``k`` of one packed
 B panel (``k x NR``) that fit in half of L1d, so the tile runs its whole ``k``
 against an L1-resident panel; past that OpenBLAS's K-blocking wins. With M small the

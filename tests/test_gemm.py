@@ -221,8 +221,8 @@ def test_backend_info_names_the_gemm_isa():
 def test_both_compiled_backends_run_the_plan(dtype):
     """The raw matmul of the Cython and the Numba backend give, bit for bit, what the
     own kernel gives for a product the plan hands it (min(m, k) small), and what
-    OpenBLAS gives (as fastnn calls it) for one it does not (the rule applies to each
-    fixed block of C)."""
+    OpenBLAS gives (as fastnn calls it) for one it does not (the rule judges the whole
+    product, never one fixed block of C)."""
     from fastnn.kernels import nb
 
     rng = np.random.default_rng(4)
