@@ -56,16 +56,6 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #define V_LOADU(p) fnn_g_loadu_s(p)
 #define V_STOREU(p, v) fnn_g_storeu_s(p, v)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 
 #define REAL double
 #define VEC fnn_v2df
@@ -77,16 +67,6 @@ static inline void fnn_g_storeu_d(double *p, fnn_v2df v) { memcpy(p, &v, sizeof 
 #define V_LOADU(p) fnn_g_loadu_d(p)
 #define V_STOREU(p, v) fnn_g_storeu_d(p, v)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 
 #undef ATTR
 #undef MR
@@ -142,16 +122,6 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define S_FMA(a, b, c) fmaf(a, b, c)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 #undef V_MUL
 #undef V_FMA
 #undef S_FMA
@@ -169,16 +139,6 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 #define V_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define S_FMA(a, b, c) fma(a, b, c)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 #undef V_MUL
 #undef V_FMA
 #undef S_FMA
@@ -205,16 +165,6 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define S_FMA(a, b, c) fmaf(a, b, c)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 #undef V_MUL
 #undef V_FMA
 #undef S_FMA
@@ -232,16 +182,6 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 #define V_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define S_FMA(a, b, c) fma(a, b, c)
 #include "_gemm_tmpl.h"
-#undef REAL
-#undef VEC
-#undef VLEN
-#undef SFX
-#undef TRANSPOSE8
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_LOADU
-#undef V_STOREU
 #undef V_MUL
 #undef V_FMA
 #undef S_FMA

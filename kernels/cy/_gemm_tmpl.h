@@ -1,5 +1,6 @@
 /* One instruction set's GEMM for one real type: included by _gemm.h once per (ISA,
- * type) with these macros defined (and undefined again after):
+ * type) with these macros defined (it undefines REAL, SFX, VEC, VLEN, TRANSPOSE8 and
+ * the V_ load/store/set macros itself at its end; _gemm.h the rest):
  *
  *   REAL        float or double
  *   SFX(name)   name with the ISA and type appended (fnn_tile_avx2_s, ...)
@@ -225,3 +226,14 @@ SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REA
 }
 
 #undef NR
+/* the per-type parameters, so the next instantiation defines its own */
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef SFX
+#undef TRANSPOSE8
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_LOADU
+#undef V_STOREU
