@@ -7,15 +7,16 @@ CPU runs is picked at import from its features (never from build flags).
 CPU lacks is an error.
 
 The plan (one rule for both compiled backends, decided here only): a product goes to
-fastnn's GEMM when its batch-sized side is small, ``min(m, k) <= max_mk``, else to
-OpenBLAS; it judges the whole product, and every fixed block of C that one thread
-computes (the split of kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same
-kernel, so the bits of C never depend on the split.
-``max_mk`` comes from the kernel's own parameters: the most rows ``k`` of one packed
-B panel (``k x NR``) that fit in half of L1d, so the tile runs its whole ``k``
-against an L1-resident panel; past that OpenBLAS's K-blocking wins. With M small the
-own kernel also skips packing A. For 784-256-128-10 this puts every product of a
-training step at batch <= 256 (AVX2, float32: max_mk = 256) on fastnn's GEMM.
+fastnn's GEMM when ``k <= max_k`` and ``n >= min_n``, else to OpenBLAS; it judges the
+whole product, and every fixed block of C that one thread computes (the split of
+kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same kernel, so the bits of C
+never depend on the split.
+Both bounds come from the kernel's own parameters and the CPU's L1d: ``max_k`` is the
+most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the tile runs
+its whole k against an L1-resident panel, with room left for the rows of A it streams;
+past that OpenBLAS's K-blocking wins), ``min_n`` two register tiles' width (a narrower C
+leaves most of each tile's lanes idle); float32's tile sets both, for either dtype.
+docs/performance.md has the measurements behind them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class GemmPlan:
     tile_f64: tuple[int, int]
     l1_bytes: int
     l2_bytes: int
-    max_mk: int  # products with min(m, k) <= max_mk use the own kernel (float32)
+    max_k: int  # products with k <= max_k and n >= min_n use the own kernel
+    min_n: int
     sgemm: int  # addresses of fnn_sgemm / fnn_dgemm (ILP64 cblas_?gemm signature)
     dgemm: int
 
@@ -50,8 +52,8 @@ class GemmPlan:
         forced = "" if self.isa == self.cpu_isa else f" (forced; CPU: {self.cpu_isa})"
         return (
             f"fastnn's own ({self.isa}{forced}; tiles {mr}x{nr} float32, "
-            f"{mr64}x{nr64} float64) for products with min(m, k) <= {self.max_mk}, "
-            "OpenBLAS for the rest"
+            f"{mr64}x{nr64} float64) for products with k <= {self.max_k} and "
+            f"n >= {self.min_n}, OpenBLAS for the rest"
         )
 
 
@@ -64,9 +66,9 @@ def _requested_isa() -> str | None:
     return value
 
 
-def _max_mk(l1_bytes: int, tile: tuple[int, int], itemsize: int) -> int:
-    """Rows of a k x NR panel of B that fit in half of L1d (see the module doc)."""
-    return max(tile[0], l1_bytes // 2 // (tile[1] * itemsize))
+def _max_k(l1_bytes: int, tile: tuple[int, int], itemsize: int) -> int:
+    """Rows of a k x NR panel of B that fit in a quarter of L1d (see the module doc)."""
+    return max(tile[0], l1_bytes // 4 // (tile[1] * itemsize))
 
 
 def configure() -> GemmPlan:
@@ -98,7 +100,8 @@ def configure() -> GemmPlan:
         tile_f64=tuple(tile64),
         l1_bytes=int(l1),
         l2_bytes=int(l2),
-        max_mk=_max_mk(int(l1), tile32, 4),
+        max_k=_max_k(int(l1), tile32, 4),
+        min_n=2 * tile32[1],
         sgemm=int(sgemm),
         dgemm=int(dgemm),
     )

@@ -214,22 +214,24 @@ def test_fastnn_isa_rejects_an_unknown_name(monkeypatch):
 def test_backend_info_names_the_gemm_isa():
     plan = cy.GEMM_PLAN
     assert plan.isa in cy.BACKEND_INFO["gemm"]
-    assert f"min(m, k) <= {plan.max_mk}" in cy.BACKEND_INFO["gemm"]
+    assert f"k <= {plan.max_k} and n >= {plan.min_n}" in cy.BACKEND_INFO["gemm"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_both_compiled_backends_run_the_plan(dtype):
     """The raw matmul of the Cython and the Numba backend give, bit for bit, what the
-    own kernel gives for a product the plan hands it (min(m, k) small), and what
+    own kernel gives for a product the plan hands it (k short, n wide), and what
     OpenBLAS gives (as fastnn calls it) for one it does not (the rule judges the whole
     product, never one fixed block of C)."""
     from fastnn.kernels import nb
 
     rng = np.random.default_rng(4)
-    big = cy.GEMM_PLAN.max_mk + 40
+    max_k, min_n = cy.GEMM_PLAN.max_k, cy.GEMM_PLAN.min_n
     for (m, n, k), expected_mode in (
-        ((32, 256, 784), OWN),
-        ((big, 2 * big, big), gemm_plan.MODE_BLAS),  # blocks split n: m, k stay big
+        ((300, 2 * min_n, max_k), OWN),
+        ((32, 256, max_k + 1), gemm_plan.MODE_BLAS),
+        ((300, 2 * min_n - 1, max_k + 40), gemm_plan.MODE_BLAS),
+        ((300, min_n - 1, 8), gemm_plan.MODE_BLAS),  # split by rows: n stays narrow
     ):
         a, b = operands(rng, m, n, k, False, False, dtype)
         expected = np.empty((m, n), dtype)

@@ -107,7 +107,11 @@ for _module in _GEMM_MODULES:
         CBLAS.get_threads,
     )
     _module._configure_own_gemm(
-        _gemm_plan.MODE_PLAN, GEMM_PLAN.max_mk, GEMM_PLAN.sgemm, GEMM_PLAN.dgemm
+        _gemm_plan.MODE_PLAN,
+        GEMM_PLAN.max_k,
+        GEMM_PLAN.min_n,
+        GEMM_PLAN.sgemm,
+        GEMM_PLAN.dgemm,
     )
 
 BACKEND_INFO = {

@@ -63,29 +63,33 @@ def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
 
 # fastnn's own GEMM (kernels/cy/_gemm.h, addresses from kernels/gemm.py): an ILP64
 # cblas_?gemm signature, single-threaded. The plan (kernels/gemm.py) says which
-# products it takes: mode 0 none, 1 those with min(m, k) <= _own_max_mk, 2 all.
+# products it takes: mode 0 none, 1 those with k <= _own_max_k and n >= _own_min_n,
+# 2 all.
 cdef size_t _own_sgemm_addr = 0
 cdef size_t _own_dgemm_addr = 0
 cdef int _own_mode = 0
-cdef Py_ssize_t _own_max_mk = 0
+cdef Py_ssize_t _own_max_k = 0
+cdef Py_ssize_t _own_min_n = 0
 
 
-def _configure_own_gemm(int mode, Py_ssize_t max_mk, size_t sgemm_addr,
-                        size_t dgemm_addr):
+def _configure_own_gemm(int mode, Py_ssize_t max_k, Py_ssize_t min_n,
+                        size_t sgemm_addr, size_t dgemm_addr):
     """Which products go to fastnn's own GEMM (see kernels/gemm.py), and its address."""
-    global _own_mode, _own_max_mk, _own_sgemm_addr, _own_dgemm_addr
+    global _own_mode, _own_max_k, _own_min_n, _own_sgemm_addr, _own_dgemm_addr
     _own_sgemm_addr = sgemm_addr
     _own_dgemm_addr = dgemm_addr
     _own_mode = mode if sgemm_addr and dgemm_addr else 0
-    _own_max_mk = max_mk
+    _own_max_k = max_k
+    _own_min_n = min_n
 
 
 cdef inline bint _own_takes(int mode, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k) noexcept nogil:
-    """The plan's rule: own GEMM for all (2), for the skinny products (1), or none."""
+    """The plan's rule: own GEMM for all (2), for short-k, wide-n products (1), or
+    none."""
     if mode == 2:
         return True
-    return mode == 1 and (m <= _own_max_mk or k <= _own_max_mk)
+    return mode == 1 and k <= _own_max_k and n >= _own_min_n
 
 
 cdef inline void _gemm_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,

@@ -65,7 +65,7 @@ def addresses():
 
 
 fnn_gemm_set_caches(0, 0)
-_configure_own_gemm(0, 0, <size_t>&fnn_sgemm, <size_t>&fnn_dgemm)
+_configure_own_gemm(0, 0, 0, <size_t>&fnn_sgemm, <size_t>&fnn_dgemm)
 
 
 cdef bint _rows_ok(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_stride,

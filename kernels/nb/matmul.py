@@ -108,11 +108,24 @@ except AttributeError:  # not Linux
     _CORES = os.cpu_count() or 1
 
 
-def gemm_flags(ilp64: bool, own_mode: int, max_mk: int) -> int:
+def gemm_flags(ilp64: bool, own_mode: int, max_k: int, min_n: int) -> int:
     """GEMM_CONFIG[3]: bit 0 the BLAS's 64-bit integers, bits 1-2 the own-GEMM mode
-    of kernels/gemm.py (0 BLAS, 1 the plan, 2 own), bits 3- the plan's max_mk. One
-    integer, so the kernels that pass it on keep their signatures."""
-    return int(ilp64) | (int(own_mode) << 1) | (int(max_mk) << 3)
+    of kernels/gemm.py (0 BLAS, 1 the plan, 2 own), bits 3-26 the plan's max_k, bits
+    27- its min_n. One integer, so the kernels that pass it on keep their
+    signatures."""
+    if not 0 <= max_k < 1 << 24:
+        raise ValueError(f"max_k={max_k} does not fit the GEMM flags")
+    return int(ilp64) | (int(own_mode) << 1) | (int(max_k) << 3) | (int(min_n) << 27)
+
+
+@njit(**JIT)
+def _own_takes(n, k, int64):
+    """The plan's rule on gemm_flags (kernels/gemm.py): own mode 2 takes every
+    product, mode 1 those with k <= max_k and n >= min_n."""
+    own_mode = (int64 >> 1) & 3
+    if own_mode == 1:
+        return k <= ((int64 >> 3) & 0xFFFFFF) and n >= (int64 >> 27)
+    return own_mode == 2
 
 
 #: Passed to every compiled GEMM (an argument, not a frozen global, so the disk cache
@@ -125,7 +138,8 @@ GEMM_CONFIG = (
     gemm_flags(
         CBLAS.int64,
         1 if OWN_GEMM else 0,  # kernels/gemm.py MODE_PLAN
-        OWN_GEMM.max_mk if OWN_GEMM else 0,
+        OWN_GEMM.max_k if OWN_GEMM else 0,
+        OWN_GEMM.min_n if OWN_GEMM else 0,
     ),
 )
 
@@ -159,11 +173,10 @@ def _gemm_call(
     ta = 112 if trans_a else 111  # CblasTrans / CblasNoTrans
     tb = 112 if trans_b else 111
     ap, bp, cp = a[a_off:].ctypes, b[b_off:].ctypes, c[c_off:].ctypes
-    own_mode = (int64 >> 1) & 3  # gemm_flags: the plan of kernels/gemm.py
-    max_mk = int64 >> 3
+    own = _own_takes(n, k, int64)  # gemm_flags: the plan of kernels/gemm.py
     int64 = int64 & 1
     # fmt: off
-    if own_mode == 2 or (own_mode == 1 and (m <= max_mk or k <= max_mk)):
+    if own:
         if c.itemsize == 4:
             _own_sgemm(101, ta, tb, np.int64(m), np.int64(n), np.int64(k),
                        np.float32(alpha), ap, np.int64(lda), bp, np.int64(ldb),
@@ -193,14 +206,10 @@ def _gemm_call(
 
 
 @njit(**JIT)
-def _whole_product_plan(m, k, int64):
-    """gemm_flags with the plan's mode 1 (skinny products) resolved for an m x k
-    product: 2 (own) or 0 (BLAS)."""
-    own_mode = (int64 >> 1) & 3
-    if own_mode == 1:
-        max_mk = int64 >> 3
-        own_mode = 2 if (m <= max_mk or k <= max_mk) else 0
-    return (int64 & ~6) | (own_mode << 1)
+def _whole_product_plan(n, k, int64):
+    """gemm_flags with the plan's mode 1 resolved for a product of n columns and
+    depth k: 2 (own) or 0 (BLAS)."""
+    return (int64 & ~6) | ((2 if _own_takes(n, k, int64) else 0) << 1)
 
 
 @njit(**JIT)
@@ -210,7 +219,7 @@ def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
     split (the bits of C must not depend on how it is cut)."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    int64 = _whole_product_plan(m, k, int64)
+    int64 = _whole_product_plan(n, k, int64)
     lda = a.shape[1]
     ldb = b.shape[1]
     af = a.reshape(-1)
