@@ -620,22 +620,27 @@ class _BaseMLP(BaseEstimator):
         model._backward(kb, x, ws, model._stage_grads, l2, None, dropout)
         return loss + self._penalty(l2) if l2 else loss
 
-    def _reported_loss(self, loss: float, penalty: float) -> float:
-        """scikit-learn's loss value from the engine's (``penalty`` its L2 term):
-        the squared error's data term averaged over the outputs, not summed (its
+    def _averages_outputs(self) -> bool:
+        """Whether scikit-learn's loss value averages over the outputs the data term
+        that the engine's sums (the squared error with several outputs; its
         gradient is the engine's either way)."""
-        if not self._head.mean_over_outputs or self.n_outputs_ == 1:
+        return self._head.mean_over_outputs and self.n_outputs_ > 1
+
+    def _reported_penalty(self, l2: float) -> float:
+        """The L2 term of the current weights where :meth:`_reported_loss` needs
+        it (read before the step changes the weights), else 0."""
+        return self._penalty(l2) if l2 and self._averages_outputs() else 0.0
+
+    def _reported_loss(self, loss: float, penalty: float) -> float:
+        """scikit-learn's loss value from the engine's (``penalty`` its L2 term)."""
+        if not self._averages_outputs():
             return loss
         return (loss - penalty) / self.n_outputs_ + penalty
-
-    def _needs_penalty(self, l2: float) -> bool:
-        """Whether :meth:`_reported_loss` reads the L2 term."""
-        return bool(l2) and self._head.mean_over_outputs and self.n_outputs_ > 1
 
     def _step(self, kb, x, targets, weights, l2, dropout) -> float:
         """One optimizer step on a batch; the batch loss before it."""
         eps = self._optimizer.step_eps()
-        penalty = self._penalty(l2) if self._needs_penalty(l2) else 0.0
+        penalty = self._reported_penalty(l2)
         if dropout is None:
             loss, _ = self._model._train_step(
                 x, targets, weights, l2=l2, eps=eps, loss=self._head.loss
@@ -671,7 +676,7 @@ class _BaseMLP(BaseEstimator):
                 loss=self._head.loss, sample_weight=weights, l2=l2,
                 weights_end=model._n_decay,
             )  # fmt: skip
-            penalty = self._penalty(l2) if self._needs_penalty(l2) else 0.0
+            penalty = self._reported_penalty(l2)
             return self._reported_loss(loss, penalty), grads.copy()
 
         opt_res = scipy.optimize.minimize(
