@@ -171,18 +171,23 @@ def test_early_stopping_restores_the_best_weights():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_outputs", [1, 3])
-def test_sample_weight_matches_sklearn(backend, n_outputs):
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_sample_weight_matches_sklearn(backend, n_outputs, early_stopping):
     # scikit-learn's MLPRegressor takes sample_weight from 1.7 on (CI's run on the
-    # lowest declared version deselects this test)
-    X, y = _data(n_outputs)
+    # lowest declared version deselects this test); with early stopping the
+    # validation R² is weighted too
+    X, y = _data(n_outputs, n=80)
     sw = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
     params = dict(hidden_layer_sizes=(6,), max_iter=5, batch_size=16, alpha=1e-2,
-                  learning_rate_init=0.01, random_state=0)  # fmt: skip
+                  learning_rate_init=0.01, early_stopping=early_stopping,
+                  validation_fraction=0.2, random_state=0)  # fmt: skip
     ours, theirs = _pair(backend, **params)
     ours.fit(X, y, sample_weight=sw)
     theirs.fit(X, y, sample_weight=sw)
     assert _max_param_diff(ours, theirs) < TOL
     assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+    if early_stopping:
+        assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-10)
 
 
 def test_sample_weight_zero_equals_removal_with_lbfgs():
