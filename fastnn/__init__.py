@@ -52,11 +52,15 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    # MLPClassifier imports scikit-learn (~0.8 s): load it on first use only
+    # the estimators import scikit-learn (~0.8 s): load them on first use only
     if name == "MLPClassifier":
         from .estimator import MLPClassifier
 
         return MLPClassifier
+    if name == "MLPRegressor":
+        from .regressor import MLPRegressor
+
+        return MLPRegressor
     if name in _LAZY:
         import importlib
 
@@ -85,6 +89,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MLPClassifier",
+    "MLPRegressor",
     "MeanSquaredError",
     "ModelCheckpoint",
     "NotFittedError",

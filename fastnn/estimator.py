@@ -8,7 +8,8 @@ L2 strength and Adam's bias-corrected epsilon passed per call), and L-BFGS drive
 engine's ``loss_grad`` through ``scipy.optimize``.
 
 :class:`_BaseMLP` holds everything but the output layer's loss (a *head*) and the
-target encoding, so a regressor is a small subclass with an identity head.
+target encoding, so a regressor is a small subclass with an identity head
+(:class:`fastnn.MLPRegressor`, fastnn/regressor.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
@@ -62,6 +63,8 @@ class _SoftmaxHead:
 
     out_activation = "softmax"
     loss = "softmax_cross_entropy"  # the engine's loss code (kernels.TRAIN_LOSSES)
+    # scikit-learn's loss value averages over the outputs what the engine sums
+    mean_over_outputs = False
 
     @staticmethod
     def targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -88,6 +91,7 @@ class _LogisticHead:
 
     out_activation = "logistic"
     loss = "sigmoid_cross_entropy"
+    mean_over_outputs = False
 
     @staticmethod
     def targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -505,6 +509,15 @@ class _BaseMLP(BaseEstimator):
         check_params(self, self._parameter_constraints)
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
+    def _check_solver(self):
+        """True, or AttributeError (partial_fit is then missing) for 'lbfgs'."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                f" optimizers. {self.solver} is not stochastic."
+            )
+        return True
+
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
@@ -607,17 +620,35 @@ class _BaseMLP(BaseEstimator):
         model._backward(kb, x, ws, model._stage_grads, l2, None, dropout)
         return loss + self._penalty(l2) if l2 else loss
 
+    def _averages_outputs(self) -> bool:
+        """Whether scikit-learn's loss value averages over the outputs the data term
+        that the engine's sums (the squared error with several outputs; its
+        gradient is the engine's either way)."""
+        return self._head.mean_over_outputs and self.n_outputs_ > 1
+
+    def _reported_penalty(self, l2: float) -> float:
+        """The L2 term of the current weights where :meth:`_reported_loss` needs
+        it (read before the step changes the weights), else 0."""
+        return self._penalty(l2) if l2 and self._averages_outputs() else 0.0
+
+    def _reported_loss(self, loss: float, penalty: float) -> float:
+        """scikit-learn's loss value from the engine's (``penalty`` its L2 term)."""
+        if not self._averages_outputs():
+            return loss
+        return (loss - penalty) / self.n_outputs_ + penalty
+
     def _step(self, kb, x, targets, weights, l2, dropout) -> float:
         """One optimizer step on a batch; the batch loss before it."""
         eps = self._optimizer.step_eps()
+        penalty = self._reported_penalty(l2)
         if dropout is None:
             loss, _ = self._model._train_step(
                 x, targets, weights, l2=l2, eps=eps, loss=self._head.loss
             )
-            return loss
-        loss = self._dropout_loss_grad(kb, x, targets, weights, l2, dropout)
-        self._model.optimizer.step(eps=eps)
-        return loss
+        else:
+            loss = self._dropout_loss_grad(kb, x, targets, weights, l2, dropout)
+            self._model.optimizer.step(eps=eps)
+        return self._reported_loss(loss, penalty)
 
     # ---------------------------------------------------------------- L-BFGS
     def _fit_lbfgs(self, X, y, sample_weight):
@@ -645,7 +676,8 @@ class _BaseMLP(BaseEstimator):
                 loss=self._head.loss, sample_weight=weights, l2=l2,
                 weights_end=model._n_decay,
             )  # fmt: skip
-            return loss, grads.copy()
+            penalty = self._reported_penalty(l2)
+            return self._reported_loss(loss, penalty), grads.copy()
 
         opt_res = scipy.optimize.minimize(
             loss_grad,
@@ -686,8 +718,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
         if early_stopping:
-            # don't stratify in multilabel classification
-            stratify = y if self.n_outputs_ == 1 else None
+            # stratify single-output classification only (as scikit-learn)
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
             arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
             parts = train_test_split(
                 *arrays,
@@ -1017,14 +1049,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.class_weight = class_weight
 
     # ------------------------------------------------------------------ public API
-    def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError(
-                "partial_fit is only available for stochastic"
-                f" optimizers. {self.solver} is not stochastic."
-            )
-        return True
-
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with a single iteration over the given data.

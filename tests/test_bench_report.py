@@ -275,6 +275,55 @@ def test_estimator_fits_against_sklearn(tiny_run):
     assert f"| adam | {GEMM_ONLY} |" in section.split("## ")[0]
 
 
+def test_regressor_fits_against_sklearn(tiny_run):
+    """MLPRegressor vs scikit-learn's: every problem x solver x (sklearn, each
+    backend), each system in a process of its own, speed-ups paired by round from
+    the stored samples; the >= 2x targets read the first problem's rows."""
+    from fastnn.bench.runner import pair_ratios, stat
+
+    out, r = tiny_run
+    spec = r["config"]["preset"]["regressor"]
+    systems = {"sklearn", *(f"fastnn-{b}" for b in r["config"]["backends"])}
+    rows = r["regressor"]
+    n = spec["n_samples"]
+    datasets = [f"synthetic-regression-{n}x{f}->{o}" for f, o in spec["problems"]]
+    assert {(e["dataset"], e["solver"], e["system"]) for e in rows} == {
+        (d, s, name) for d in datasets for s in ("sgd", "adam") for name in systems
+    }
+    for e in rows:
+        features, outputs = spec["problems"][datasets.index(e["dataset"])]
+        assert e["layers"] == [features, *spec["hidden"], outputs]
+        assert e["fit_time"]["n"] == len(e["samples_s"]) == spec["rounds"]
+        assert min(e["samples_s"]) > 0
+        assert e["process"]["imported_fastnn"] == e["system"].startswith("fastnn-")
+        sk = next(
+            x
+            for x in rows
+            if (x["dataset"], x["solver"], x["system"])
+            == (e["dataset"], e["solver"], "sklearn")
+        )
+        expected = stat(pair_ratios(sk["samples_s"], e["samples_s"]), "x")
+        assert e["speedup_vs_sklearn"] == expected
+    pids = [e["process"]["pid"] for e in rows]
+    assert len(set(pids)) == len(pids) and os.getpid() not in pids
+    by_id = {t["id"]: t for t in r["targets"]}
+    for solver in ("sgd", "adam"):
+        tg = by_id[f"regressor-{solver}"]
+        assert tg["threshold"] == 2.0 and datasets[0] in tg["target"]
+        for name, value in tg["values"].items():
+            row = next(
+                x
+                for x in rows
+                if (x["dataset"], x["solver"], x["system"])
+                == (datasets[0], solver, name)
+            )
+            assert value == row["speedup_vs_sklearn"]["median"]
+    section = (
+        (out / "report.md").read_text().split("## MLPRegressor vs scikit-learn")[1]
+    )
+    assert f"| {datasets[1]} | 16-16-8-3 | adam | sklearn |" in section.split("## ")[0]
+
+
 def test_estimator_rows_carry_sequential_fit_of_the_same_network(tiny_run):
     """The MLPClassifier-vs-Sequential.fit comparison: every fastnn row holds the
     same backend's Sequential.fit timed in a process of its own in the same rounds,

@@ -1,4 +1,5 @@
-"""fastnn.MLPClassifier passes scikit-learn's estimator checks + works in its tools."""
+"""fastnn.MLPClassifier and MLPRegressor pass scikit-learn's estimator checks; the
+classifier works in its tools (the regressor's: tests/test_mlp_regressor.py)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,21 @@ except ImportError:  # scikit-learn < 1.6 (CI runs these tests on the lowest dec
 
 import fastnn
 from fastnn.estimator import MLPClassifier
+from fastnn.regressor import MLPRegressor
 
-# Small and fast, like scikit-learn's own test instance (MLPClassifier(max_iter=100)).
+# Small and fast, like scikit-learn's own test instances (MLPClassifier(max_iter=100),
+# MLPRegressor(max_iter=100)). The regressor keeps the default hidden layer: with
+# (10,) neither scikit-learn's nor fastnn's reaches check_regressors_train's R² > 0.5.
 CHECKED = [
     MLPClassifier(hidden_layer_sizes=(10,), max_iter=100),
     MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=50),
+    MLPRegressor(max_iter=100),
+    MLPRegressor(solver="lbfgs", max_iter=50),
 ]
 
 
-# Checks that cannot apply to this estimator, as to scikit-learn's own MLPClassifier:
-# it has no decision_function, and it does not claim array-API support (that check
+# Checks that cannot apply to these estimators, as to scikit-learn's own MLPs: they
+# have no decision_function, and they do not claim array-API support (that check
 # only runs with SCIPY_ARRAY_API=1 and array-api-strict). scikit-learn would skip them.
 NOT_APPLICABLE = {
     "check_classifiers_multilabel_output_format_decision_function",
@@ -51,9 +57,8 @@ def _applicable_checks():
     for est in CHECKED:
         for estimator, check in estimator_checks_generator(est, legacy=True):
             if _check_name(check) not in NOT_APPLICABLE:
-                yield pytest.param(
-                    estimator, check, id=f"{estimator.solver}-{_check_name(check)}"
-                )
+                name = f"{type(est).__name__}-{est.solver}-{_check_name(check)}"
+                yield pytest.param(estimator, check, id=name)
 
 
 def test_not_applicable_checks_exist():

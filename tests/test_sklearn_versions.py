@@ -12,7 +12,7 @@ import sklearn
 import fastnn
 
 # the modules that import scikit-learn for the estimators
-_MODULES = ("estimator.py", "_sklearn_compat.py")
+_MODULES = ("estimator.py", "regressor.py", "_sklearn_compat.py")
 # the one bridge to a private name, taken only where the public one is missing
 _BRIDGE = "validate_data"
 
@@ -59,3 +59,13 @@ def test_import_and_fit_on_installed_sklearn():
     est.fit(X, y)
     assert est.predict_proba(X).shape == (20, 2)
     assert sklearn.__version__  # the version this ran against shows in failures
+
+
+def test_regressor_import_and_fit_on_installed_sklearn():
+    from fastnn import MLPRegressor
+
+    X = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]] * 5
+    y = [0.5, 1.0, 1.5, 0.0] * 5
+    est = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0)
+    assert est.fit(X, y).predict(X).shape == (20,)
+    assert sklearn.__version__

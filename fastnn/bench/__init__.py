@@ -7,13 +7,13 @@ writes ``report.md``, ``results.json`` (schema: docs/benchmark-schema.md) and PN
 to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op speed-up
 over NumPy, training throughput against batch size, the GEMM-only bound of each
 training workload (its step's matrix products alone, with NumPy), thread scaling, % of
-peak, MLPClassifier against scikit-learn and against Sequential.fit, fastnn's effect
-on a NumPy neighbour, data-parallel training on 2 MPI ranks against 1, JIT compile
-time and training peak memory. Method: every training system (each baseline and each
-fastnn backend) in a fresh process of its own with this environment as it is
-(isolated.py), warmed up, then one sample per process per round, the processes
-alternated (rotated start) with a pause between samples; medians with quartiles,
-ratios paired round by round.
+peak, MLPClassifier against scikit-learn and against Sequential.fit, MLPRegressor
+against scikit-learn, fastnn's effect on a NumPy neighbour, data-parallel training
+on 2 MPI ranks against 1, JIT compile time and training peak memory. Method: every
+training system (each baseline and each fastnn backend) in a fresh process of its
+own with this environment as it is (isolated.py), warmed up, then one sample per
+process per round, the processes alternated (rotated start) with a pause between
+samples; medians with quartiles, ratios paired round by round.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ SCHEMA = "fastnn-bench/5"
 # fit time, fastnn.MLPClassifier vs scikit-learn's: the data set
 _ESTIMATOR = dict(
     n_samples=20_000, features=784, classes=10, hidden=[256, 128], epochs=3
+)
+# fit time, fastnn.MLPRegressor vs scikit-learn's: [features, outputs] per problem
+# (the first is the target's), the classifier's hidden layers and epochs
+_REGRESSOR = dict(
+    n_samples=20_000, problems=[[784, 1], [64, 8]], hidden=[256, 128], epochs=3
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_epochs=2,
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 3},
+        regressor={**_REGRESSOR, "rounds": 3},
         settle_s=0.15,  # > OpenBLAS's ~0.1 s of spinning after its last GEMM
         side_effect_rounds=9,
     ),
@@ -71,6 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_epochs=2,
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 7},
+        regressor={**_REGRESSOR, "rounds": 7},
         settle_s=0.15,
         side_effect_rounds=21,
     ),
@@ -93,6 +100,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         estimator=dict(
             n_samples=400, features=32, classes=4, hidden=[16, 8], epochs=1, rounds=2
         ),
+        regressor=dict(
+            n_samples=400,
+            problems=[[32, 1], [16, 3]],
+            hidden=[16, 8],
+            epochs=1,
+            rounds=2,
+        ),
         settle_s=0.0,  # nothing in the tests reads the numbers
         side_effect_rounds=3,
         op_only=[
@@ -104,8 +118,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 PEERS = ("numpy", "torch", "jax", "sklearn")
-SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "side_effect",
-            "distributed", "own_gemm", "compile", "memory")  # fmt: skip
+SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "regressor",
+            "side_effect", "distributed", "own_gemm", "compile", "memory")  # fmt: skip
 
 
 @dataclass
@@ -218,6 +232,7 @@ def run(opts: Options) -> dict[str, Any]:
         + n_compile
         + len(opts.backends)  # memory
         + 2  # estimator: one per solver
+        + 2 * len(opts.preset["regressor"]["problems"])  # regressor: per solver
         + 1  # side effect
         + 1  # distributed
         + 2  # own GEMM: batch 32 and 128
@@ -272,6 +287,14 @@ def run(opts: Options) -> dict[str, Any]:
             "estimator",
             "MLPClassifier vs scikit-learn",
             sections.estimator,
+            opts,
+            skipped,
+            tick,
+        )
+        regressor_rows = section(
+            "regressor",
+            "MLPRegressor vs scikit-learn",
+            sections.regressor,
             opts,
             skipped,
             tick,
@@ -332,6 +355,7 @@ def run(opts: Options) -> dict[str, Any]:
             "gemm_bound": gemm_bound_rows,
             "scaling": scaling_rows,
             "estimator": estimator_rows,
+            "regressor": regressor_rows,
             "side_effect": side_effect_rows,
             "distributed": distributed_rows,
             "own_gemm": own_gemm_rows,

@@ -11,7 +11,8 @@ Protocol, one JSON object per line on the original stdout (library output that
 reaches file descriptor 1 is sent to stderr instead):
 
 * argv[1] is the spec: ``system``, ``task`` ("epoch": one training epoch per sample;
-  "fit": one whole MLPClassifier fit per sample; "ops": the per-op kernel cases of
+  "fit": one whole MLPClassifier fit per sample, or MLPRegressor with ``estimator``
+  "regressor" and ``outputs`` instead of ``classes``; "ops": the per-op kernel cases of
   one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``; "gemm": the
   products of one training step by fastnn's GEMM, ``gemm`` "own" or "openblas",
   and ``min_time``), ``sizes``,
@@ -29,7 +30,8 @@ reaches file descriptor 1 is sent to stderr instead):
   for "ops", ``run <case>``: seconds per call, the mean of a calibrated loop);
   ``quit`` or end of input ends the process.
 
-Importable for its pure helpers (``make_data``, ``gemm_step``, ``estimator_params``):
+Importable for its pure helpers (``make_data``, ``make_regression_data``,
+``gemm_step``, ``estimator_params``):
 nothing here imports fastnn unless a spec asks for it.
 """
 
@@ -74,6 +76,19 @@ def make_data(sizes, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     teacher = rng.standard_normal((sizes[0], sizes[-1]), dtype=np.float32)
     y = np.ascontiguousarray((X @ teacher).argmax(axis=1).astype(np.intp))
     return X, y
+
+
+def make_regression_data(
+    features: int, outputs: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic float32 inputs and targets from a random tanh teacher, plus noise;
+    targets (n,) for one output (as a user passes them), else (n, outputs)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, features), dtype=np.float32)
+    teacher = rng.standard_normal((features, outputs), dtype=np.float32)
+    y = np.tanh(X @ (teacher / np.float32(np.sqrt(features))))
+    y += np.float32(0.1) * rng.standard_normal(y.shape, dtype=np.float32)
+    return X, np.ascontiguousarray(y[:, 0] if outputs == 1 else y)
 
 
 def gemm_step(
@@ -126,9 +141,9 @@ def gemm_step(
 
 
 def estimator_params(solver: str, hidden, epochs: int) -> dict:
-    """MLPClassifier parameters (scikit-learn's and fastnn's) for a fixed-length fit:
-    ``epochs`` epochs all run (tol=0, n_iter_no_change never reached), defaults
-    otherwise (batch "auto": 200)."""
+    """MLPClassifier / MLPRegressor parameters (scikit-learn's and fastnn's) for a
+    fixed-length fit: ``epochs`` epochs all run (tol=0, n_iter_no_change never
+    reached), defaults otherwise (batch "auto": 200)."""
     return dict(hidden_layer_sizes=tuple(hidden), solver=solver, max_iter=epochs,
                 tol=0.0, n_iter_no_change=10**9, random_state=0)  # fmt: skip
 
@@ -236,8 +251,10 @@ def _epoch_system(spec: dict, X, y) -> Callable[[], float]:
 
 
 def _fit_system(spec: dict, X, y) -> Callable[[], float]:
-    """A callable fitting a fresh MLPClassifier and returning the fit's seconds."""
+    """A callable fitting a fresh MLPClassifier (MLPRegressor for the ``estimator``
+    "regressor") and returning the fit's seconds."""
     name, solver = spec["system"], spec["solver"]
+    kind = "MLPRegressor" if spec.get("estimator") == "regressor" else "MLPClassifier"
     hidden, epochs = tuple(spec["hidden"]), spec["epochs"]
     if name == GEMM_ONLY:
         epoch = _gemm_only_epoch(
@@ -250,16 +267,17 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
         return _sequential_fit(name.removeprefix(SEQUENTIAL_FIT), params, spec, X, y)
     if name == "sklearn":
         try:
-            from sklearn.neural_network import MLPClassifier as Estimator
+            from sklearn import neural_network
         except ImportError as exc:
             raise Unavailable(f"scikit-learn not importable ({exc})") from None
+        Estimator = getattr(neural_network, kind)
     elif name.startswith("fastnn-"):
         import fastnn
 
         backend = name.removeprefix("fastnn-")
         if backend not in fastnn.available_backends():
             raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
-        Estimator = fastnn.MLPClassifier
+        Estimator = getattr(fastnn, kind)
         params.update(backend=backend, n_threads=spec["threads"])
     else:
         raise ValueError(f"unknown system {name!r}")
@@ -421,8 +439,13 @@ def main() -> int:
             return 0
         return _serve(send, sample, environ, t0, facts, comm)
     if spec["task"] == "fit":
-        sizes = (spec["features"], *spec["hidden"], spec["classes"])
-        X, y = make_data(sizes, spec["n_samples"])
+        if spec.get("estimator") == "regressor":
+            X, y = make_regression_data(
+                spec["features"], spec["outputs"], spec["n_samples"]
+            )
+        else:
+            sizes = (spec["features"], *spec["hidden"], spec["classes"])
+            X, y = make_data(sizes, spec["n_samples"])
         make = _fit_system
     else:
         X, y = make_data(spec["sizes"], spec["n_samples"])

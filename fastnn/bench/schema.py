@@ -269,6 +269,15 @@ ESTIMATOR_ROW = {
         "ratio_vs_sequential_fit": STAT,
     },
 }
+# MLPRegressor vs scikit-learn: the estimator row's fields, without Sequential.fit
+REGRESSOR_ROW = {
+    **ESTIMATOR_ROW,
+    "properties": {
+        k: v
+        for k, v in ESTIMATOR_ROW["properties"].items()
+        if k not in ("sequential_fit", "ratio_vs_sequential_fit")
+    },
+}
 SIDE_EFFECT_ROW = {
     "type": "object",
     "required": ["workload", "batch_size", "n_samples", "system", "variant", "threads",
@@ -540,6 +549,8 @@ RESULTS = {
         "gemm_bound": {"type": "array", "items": GEMM_BOUND_ROW},
         "scaling": {"type": "array", "items": SCALING_ROW},
         "estimator": {"type": "array", "items": ESTIMATOR_ROW},
+        # optional: reports from before fastnn had an MLPRegressor lack it
+        "regressor": {"type": "array", "items": REGRESSOR_ROW},
         "side_effect": {"type": "array", "items": SIDE_EFFECT_ROW},
         "distributed": {"type": "array", "items": DISTRIBUTED_ROW},
         # optional: reports from before fastnn had its own GEMM lack it

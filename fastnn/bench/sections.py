@@ -316,6 +316,53 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
     return rows
 
 
+# --------------------------------------------------------------- regressor
+def regressor(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Whole fits of fastnn.MLPRegressor (every backend) and scikit-learn's, same
+    data, solver and epochs, per problem (features -> outputs), each system in its
+    own process, alternated round by round; the speed-up over scikit-learn paired by
+    round (as :func:`estimator`)."""
+    t = max(opts.threads)
+    spec = opts.preset["regressor"]
+    hidden, epochs, n = list(spec["hidden"]), spec["epochs"], spec["n_samples"]
+    names = ["sklearn", *(f"fastnn-{b}" for b in opts.backends)]
+    rows = []
+    for features, outputs in spec["problems"]:
+        dataset = f"synthetic-regression-{n}x{features}->{outputs}"
+        for solver in ESTIMATOR_SOLVERS:
+            # warm-up in each process on a 1000-row slice (imports, JIT caches, pools)
+            fit = {"task": "fit", "estimator": "regressor", "solver": solver,
+                   "hidden": hidden, "epochs": epochs, "features": features,
+                   "outputs": outputs, "n_samples": n, "threads": t,
+                   "warmup": 0}  # fmt: skip
+            specs = {name: {**fit, "system": name} for name in names}
+            times, processes = _run_isolated(
+                opts, specs, spec["rounds"], skipped, "regressor", solver=solver,
+                dataset=dataset,
+            )  # fmt: skip
+            for name, ts in times.items():
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "layers": [features, *hidden, outputs],
+                        "epochs": epochs,
+                        "solver": solver,
+                        "system": name,
+                        "threads": t,
+                        "process": processes[name],
+                        "fit_time": stat(ts, "s"),
+                        "samples_s": ts,
+                        "speedup_vs_sklearn": (
+                            stat(pair_ratios(times["sklearn"], ts), "x")
+                            if "sklearn" in times
+                            else None
+                        ),
+                    }
+                )
+            tick()
+    return rows
+
+
 # ----------------------------------------------------------------- scaling
 def scaling(opts, skipped, tick) -> list[dict[str, Any]]:
     """Each system at every thread count, each count in its own process,
