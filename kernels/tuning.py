@@ -35,6 +35,9 @@ COL_BLOCK = 64
 #: A row-wise loss task (softmax, softmax-CE, squared error) holds about this many
 #: values (whole rows).
 LOSS_TASK = 2048
+#: The squared error squares whole rows of a task into a float64 scratch of this many
+#: values (one row when it is longer), then sums each row from there.
+SQUARED_ERROR_SCRATCH = 512
 #: Every piece of the train_step / loss_grad workspace starts on a multiple of this
 #: many elements (64 bytes or more for both dtypes when the workspace itself is
 #: 64-byte aligned); contract.train_workspace_layout applies it.
@@ -58,11 +61,14 @@ ERF_F32_CLAMP = 4.0
 
 
 def c_macros() -> list[tuple[str, str]]:
-    """The numerics constants as C macros (float literals) for the Cython build."""
+    """The numerics constants (float literals) and the sizes of stack scratch
+    (integers) as C macros for the Cython build."""
     values = {
         "FNN_EXP_F32_MAX": EXP_F32_MAX,
         "FNN_EXP_F32_MIN": EXP_F32_MIN,
         "FNN_TANH_F32_SMALL": TANH_F32_SMALL,
         "FNN_ERF_F32_CLAMP": ERF_F32_CLAMP,
     }
-    return [(name, f"({float(v)!r}f)") for name, v in values.items()]
+    return [(name, f"({float(v)!r}f)") for name, v in values.items()] + [
+        ("FNN_SE_SCRATCH", str(int(SQUARED_ERROR_SCRATCH)))
+    ]
