@@ -691,7 +691,8 @@ class Backend:
             )
         if k == 0:
             raise ValueError("pred must have at least one output column")
-        _sample_weight(sample_weight, n, pred=pred)
+        if sample_weight is not None:
+            _sample_weight(sample_weight, n, pred=pred)
         empty = _EMPTY[dtype]
         if compute_grad:
             grad_out = _out("grad_out", grad_out, (n, k), dtype, pred, target)
