@@ -143,7 +143,9 @@ cdef inline double _se_block(const floating* p, const floating* t, const floatin
     """Rows [i0, i1) of the fused squared error: l_i = 0.5 sum_j d_ij^2 (float64, j in
     order), d = p - t; g = d w_i / n when g != NULL. Returns sum_i w_i l_i over the
     rows, added in row order. sq: float64 scratch of sq_size >= K values."""
-    cdef Py_ssize_t i, j, b, q, lo, m, c0 = i0, step = sq_size // K
+    cdef Py_ssize_t i, j, b, q, lo, m, c0 = i0
+    # whole rows of the scratch per fill (K = 0: one fill)
+    cdef Py_ssize_t step = sq_size // K if K > 0 else i1 - i0
     cdef floating scale, dt
     cdef floating inv_n = <floating>(1.0 / n)
     cdef double s, d, row, total = 0

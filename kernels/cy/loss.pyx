@@ -100,9 +100,11 @@ def squared_error(pred,          # IN  (n, K)
     fused signature and acquiring five buffers costs more than the whole kernel on
     small batches.
     """
-    cdef int typenum = cnp.NPY_FLOAT64
-    if cnp.PyArray_Check(pred) and cnp.PyArray_TYPE(<cnp.ndarray>pred) == cnp.NPY_FLOAT32:
-        typenum = cnp.NPY_FLOAT32
+    if not cnp.PyArray_Check(pred):
+        raise TypeError(f"pred must be a numpy.ndarray, got {type(pred).__name__}")
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>pred)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"pred must be float32 or float64, got dtype {pred.dtype}")
     _float_array(pred, "pred", typenum, 2, False)
     cdef cnp.ndarray p = <cnp.ndarray>pred
     _float_array(target, "target", typenum, 2, False)

@@ -374,7 +374,7 @@ def _se_block(pred, target, sample_weight, grad_flat, row_loss_out, n, sq):
     has_w = sample_weight.size > 0
     grad_in_pass = grad_flat.size > 0 and not has_w
     inv_n = t(1.0 / n)
-    step = sq.size // k
+    step = sq.size // k if k else rows  # whole rows of the scratch (k = 0: one fill)
     total = 0.0
     # whole rows at a time: the squares (unweighted: the gradient too) in one flat
     # vector loop into the scratch, then each row's in-order sum from there; short
