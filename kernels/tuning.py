@@ -2,8 +2,9 @@
 
 nb/ reads these values at import (``nb/_options.py``); cy/ receives the sizes and
 thresholds at import (``cy/__init__.py`` calls each module's ``_configure_tuning``)
-and the approximation constants at build time (``setup.py`` compiles them in as
-macros, so the vectorised loops keep literal constants). Changing a size or a
+and the approximation constants and stack scratch sizes at build time (``setup.py``
+compiles them in as macros, so the vectorised loops keep literal constants and the
+scratch lives on the stack). Changing a size or a
 threshold never changes a result (chunk and block boundaries, and the serial or
 parallel choice, leave every row's arithmetic as it is); changing a numerics constant
 changes float32 results. The measurements behind the values: docs/performance.md
