@@ -23,7 +23,8 @@ CY_DIR = HERE / "kernels" / "cy"
 
 
 def tuning_macros() -> list[tuple[str, str]]:
-    """The float32 numerics of kernels/tuning.py (one spec for nb/ and cy/)."""
+    """The float32 numerics and the stack scratch sizes of kernels/tuning.py (one spec
+    for nb/ and cy/)."""
     spec = importlib.util.spec_from_file_location(
         "tuning", HERE / "kernels" / "tuning.py"
     )

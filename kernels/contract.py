@@ -323,17 +323,26 @@ def _out(
     """Return a validated output buffer, or a new one when ``out`` is None."""
     if out is None:
         return np.empty(shape, dtype=dtype)
-    _array(name, out)
+    flags = _array(name, out).flags
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
+    if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.writeable:
+    if not flags.writeable:
         raise ValueError(f"{name} is read-only")
-    for a in inputs:
-        if a is not None and a.size and out.size and np.may_share_memory(out, a):
-            raise ValueError(f"{name} must not overlap an input array")
+    if out.size:
+        for a in inputs:
+            if a is not None and a.size and _may_overlap(out, flags.owndata, a):
+                raise ValueError(f"{name} must not overlap an input array")
     return out
+
+
+def _may_overlap(out: np.ndarray, out_owns: bool, a: np.ndarray) -> bool:
+    """np.may_share_memory, skipped for two distinct arrays that each own their
+    memory (they cannot overlap; the check runs on every call of every kernel)."""
+    if out_owns and a is not out and a.base is None and a.flags.owndata:
+        return False
+    return np.may_share_memory(out, a)
 
 
 def _finite_float(name: str, value: Any, low: float | None = None) -> float:
@@ -372,6 +381,15 @@ def _loss_options(
 ) -> float:
     """Check sample_weight ((n,), the dtype of the one ``ref`` array) and return
     label_smoothing in [0, 1]."""
+    _sample_weight(sample_weight, n, **ref)
+    eps = _finite_float("label_smoothing", label_smoothing, 0.0)
+    if eps > 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
+    return eps
+
+
+def _sample_weight(sample_weight: Any, n: int, **ref: np.ndarray) -> None:
+    """Check sample_weight: None, or (n,) of the dtype of the one ``ref`` array."""
     if sample_weight is not None:
         _array("sample_weight", sample_weight, 1)
         _same_dtype(**ref, sample_weight=sample_weight)
@@ -379,10 +397,6 @@ def _loss_options(
             raise ValueError(
                 f"sample_weight has shape {sample_weight.shape}, expected ({n},)"
             )
-    eps = _finite_float("label_smoothing", label_smoothing, 0.0)
-    if eps > 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
-    return eps
 
 
 def _sq_norm_buffer(out: Any) -> None:
@@ -667,16 +681,18 @@ class Backend:
         """
         _array("pred", pred, 2)
         _array("target", target, 2)
-        _same_dtype(pred=pred, target=target)
-        n, k = pred.shape
         dtype = pred.dtype
+        if target.dtype is not dtype:  # the same dtype is nearly always one object
+            _same_dtype(pred=pred, target=target)
+        n, k = pred.shape
         if target.shape != pred.shape:
             raise ValueError(
                 f"target has shape {target.shape}, expected {pred.shape} (as pred)"
             )
         if k == 0:
             raise ValueError("pred must have at least one output column")
-        _loss_options(sample_weight, 0.0, n, pred=pred)
+        if sample_weight is not None:
+            _sample_weight(sample_weight, n, pred=pred)
         empty = _EMPTY[dtype]
         if compute_grad:
             grad_out = _out("grad_out", grad_out, (n, k), dtype, pred, target)

@@ -2,8 +2,9 @@
 
 nb/ reads these values at import (``nb/_options.py``); cy/ receives the sizes and
 thresholds at import (``cy/__init__.py`` calls each module's ``_configure_tuning``)
-and the approximation constants at build time (``setup.py`` compiles them in as
-macros, so the vectorised loops keep literal constants). Changing a size or a
+and the approximation constants and stack scratch sizes at build time (``setup.py``
+compiles them in as macros, so the vectorised loops keep literal constants and the
+scratch lives on the stack). Changing a size or a
 threshold never changes a result (chunk and block boundaries, and the serial or
 parallel choice, leave every row's arithmetic as it is); changing a numerics constant
 changes float32 results. The measurements behind the values: docs/performance.md
@@ -35,6 +36,9 @@ COL_BLOCK = 64
 #: A row-wise loss task (softmax, softmax-CE, squared error) holds about this many
 #: values (whole rows).
 LOSS_TASK = 2048
+#: The squared error squares whole rows of a task into a float64 scratch of this many
+#: values (one row when it is longer), then sums each row from there.
+SQUARED_ERROR_SCRATCH = 512
 #: Every piece of the train_step / loss_grad workspace starts on a multiple of this
 #: many elements (64 bytes or more for both dtypes when the workspace itself is
 #: 64-byte aligned); contract.train_workspace_layout applies it.
@@ -58,11 +62,14 @@ ERF_F32_CLAMP = 4.0
 
 
 def c_macros() -> list[tuple[str, str]]:
-    """The numerics constants as C macros (float literals) for the Cython build."""
+    """The numerics constants (float literals) and the sizes of stack scratch
+    (integers) as C macros for the Cython build."""
     values = {
         "FNN_EXP_F32_MAX": EXP_F32_MAX,
         "FNN_EXP_F32_MIN": EXP_F32_MIN,
         "FNN_TANH_F32_SMALL": TANH_F32_SMALL,
         "FNN_ERF_F32_CLAMP": ERF_F32_CLAMP,
     }
-    return [(name, f"({float(v)!r}f)") for name, v in values.items()]
+    return [(name, f"({float(v)!r}f)") for name, v in values.items()] + [
+        ("FNN_SE_SCRATCH", str(int(SQUARED_ERROR_SCRATCH)))
+    ]

@@ -159,6 +159,21 @@ def test_bad_out_buffers_rejected_and_untouched(backend):
         assert np.all(buf == 7.0)
 
 
+def test_out_buffer_overlap_found_through_views(backend):
+    """The overlap check's shortcut for arrays owning their memory must not hide a
+    view into an input, nor an input that is a view of the output."""
+    buf = f32(8, 3)
+    pred, target = buf[:4], f32(4, 3)
+    with pytest.raises(ValueError, match="grad_out must not overlap"):
+        backend.squared_error(pred, target, grad_out=buf[2:6])
+    out = sentinel(4, 3)
+    with pytest.raises(ValueError, match="grad_out must not overlap"):
+        backend.squared_error(out[:], target, grad_out=out)
+    assert np.all(out == 7.0)
+    _, grad = backend.squared_error(pred, target, grad_out=buf[4:])  # disjoint views
+    assert grad.base is buf and np.all(grad == 0.0)
+
+
 def test_read_only_optimizer_state_rejected(backend):
     p = f32(3)
     p.flags.writeable = False

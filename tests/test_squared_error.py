@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastnn.kernels import tuning
 
 import fastnn
 
@@ -40,6 +41,65 @@ def test_matches_the_oracle(backend, oracle, dtype, rng, weights, shape):
     d = pred.astype(np.float64) - target
     w = np.ones(shape[0]) if sw is None else sw.astype(np.float64)
     assert loss == pytest.approx(np.sum(w * 0.5 * (d * d).sum(1)) / shape[0], rel=tol)
+
+
+@pytest.mark.parametrize("weights", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, tuning.SQUARED_ERROR_SCRATCH + 88), (700, 3)],
+    ids=["row-longer-than-scratch", "several-scratch-fills"],
+)
+def test_scratch_boundaries_match_the_oracle(backend, oracle, dtype, rng, weights,
+                                             shape):  # fmt: skip
+    pred, target, sw = _case(rng, dtype, *shape, weights=weights)
+    got_rows, want_rows = np.empty(shape[0], dtype), np.empty(shape[0], dtype)
+    loss, grad = backend.squared_error(
+        pred, target, sample_weight=sw, row_loss_out=got_rows
+    )
+    want, want_g = oracle.squared_error(
+        pred, target, sample_weight=sw, row_loss_out=want_rows
+    )
+    tol = TOL[dtype]
+    assert loss == pytest.approx(want, rel=tol)
+    np.testing.assert_allclose(grad, want_g, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got_rows, want_rows, rtol=tol)
+
+
+def test_raw_cython_kernel_checks_its_arrays():
+    """The Cython raw kernel takes plain arrays (no typed memoryviews): it checks
+    them itself, a clear error instead of reading or writing out of bounds."""
+    raw = fastnn.get_backend("cython").raw.squared_error
+    p = np.ones((4, 3), np.float32)
+    e = np.empty(0, np.float32)
+    g = np.zeros((4, 3), np.float32)
+    assert raw(p, p.copy(), e, g, e) == 0.0
+    ro = g.copy()
+    ro.flags.writeable = False
+    bad = [
+        ((p.tolist(), p, e, g, e), TypeError, "pred must be a numpy.ndarray"),
+        ((p.astype(np.float16), p, e, g, e), TypeError, "pred must be float32 or"),
+        ((p, p.astype(np.float64), e, g, e), TypeError, "target has dtype float64"),
+        ((p, p.astype(">f4"), e, g, e), TypeError, "target has dtype"),
+        ((p[:, :2], p[:, :2].copy(), e, g, e), ValueError, "pred must be C-contig"),
+        ((p, p[:, 0], e, g, e), ValueError, "target must be 2-D"),
+        ((p, p, e, ro, e), ValueError, "grad_out is read-only"),
+        ((p, p[:2].copy(), e, g, e), ValueError, "does not match"),
+        ((p, p, np.ones(3, np.float32), g, e), ValueError, "does not match"),
+        ((p, p, e, g[:2].copy(), e), ValueError, "does not match"),
+        ((p, p, e, g, np.empty(5, np.float32)), ValueError, "does not match"),
+    ]
+    for args, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            raw(*args)
+    assert not g.any()
+
+
+def test_raw_kernels_take_rows_without_outputs(backend):
+    """The wrapper rejects k = 0; the raw kernels still give a zero loss (the sum
+    over no outputs) instead of dividing their scratch by zero."""
+    pred = np.empty((3, 0), np.float64)
+    empty = np.empty(0, np.float64)
+    assert backend.raw.squared_error(pred, pred, empty, empty, empty) == 0.0
 
 
 def test_gradient_matches_finite_differences(backend, rng):

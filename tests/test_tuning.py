@@ -44,14 +44,25 @@ def test_float32_exp_underflows_gradually(backend):
     assert p[0, 1] == pytest.approx(np.exp(-95.0), rel=1e-3)
 
 
-@pytest.mark.parametrize("shape", [(1024, 8), (3000, 7), (40000, 9)])
-def test_squared_error_is_bitwise_the_same_in_numba_and_cython(dtype, shape):
-    """The same row blocks (tuning.LOSS_TASK) and the same arithmetic, serial or
-    parallel: the same loss and gradient bits."""
+# rows longer than the squared error's scratch, and several scratch fills per task
+SE_LONG_ROW = tuning.SQUARED_ERROR_SCRATCH + 88
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
+@pytest.mark.parametrize(
+    "shape", [(1024, 8), (3000, 7), (40000, 9), (5, SE_LONG_ROW), (700, 3)]
+)
+def test_squared_error_is_bitwise_the_same_in_numba_and_cython(dtype, shape, weighted):
+    """The same row blocks (tuning.LOSS_TASK), scratch fills and arithmetic, serial or
+    parallel: the same loss, gradient and row-loss bits."""
     rng = np.random.default_rng(1)
     pred, target = (rng.normal(size=shape).astype(dtype) for _ in range(2))
-    w = rng.uniform(0.2, 2.0, size=shape[0]).astype(dtype)
-    nb = fastnn.get_backend("numba").squared_error(pred, target, sample_weight=w)
-    cy = fastnn.get_backend("cython").squared_error(pred, target, sample_weight=w)
-    assert nb[0] == cy[0]
-    assert nb[1].tobytes() == cy[1].tobytes()
+    w = rng.uniform(0.2, 2.0, size=shape[0]).astype(dtype) if weighted else None
+    out = []
+    for name in ("numba", "cython"):
+        rows = np.empty(shape[0], dtype)
+        loss, grad = fastnn.get_backend(name).squared_error(
+            pred, target, sample_weight=w, row_loss_out=rows
+        )
+        out.append((loss, grad.tobytes(), rows.tobytes()))
+    assert out[0] == out[1]

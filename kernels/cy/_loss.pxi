@@ -8,6 +8,11 @@ from libc.float cimport DBL_EPSILON, FLT_EPSILON
 cdef enum:
     _CE_ROWS = 32
 
+# float64 values of a squared-error task's scratch (tuning.SQUARED_ERROR_SCRATCH,
+# compiled in by setup.py)
+cdef extern from *:
+    enum: FNN_SE_SCRATCH
+
 
 cdef inline floating _row_max(const floating* z, Py_ssize_t K) noexcept nogil:
     """max z; a NaN is skipped here but then spreads through exp(z - m)."""
@@ -133,29 +138,47 @@ cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floatin
 
 cdef inline double _se_block(const floating* p, const floating* t, const floating* w,
                             floating* g, floating* row_out, Py_ssize_t i0,
-                            Py_ssize_t i1, Py_ssize_t n, Py_ssize_t K) noexcept nogil:
+                            Py_ssize_t i1, Py_ssize_t n, Py_ssize_t K, double* sq,
+                            Py_ssize_t sq_size) noexcept nogil:
     """Rows [i0, i1) of the fused squared error: l_i = 0.5 sum_j d_ij^2 (float64, j in
     order), d = p - t; g = d w_i / n when g != NULL. Returns sum_i w_i l_i over the
-    rows, added in row order."""
-    cdef Py_ssize_t i, j, b
-    cdef floating scale
+    rows, added in row order. sq: float64 scratch of sq_size >= K values."""
+    cdef Py_ssize_t i, j, b, q, lo, m, c0 = i0
+    # whole rows of the scratch per fill (K = 0: one fill)
+    cdef Py_ssize_t step = sq_size // K if K > 0 else i1 - i0
+    cdef floating scale, dt
     cdef floating inv_n = <floating>(1.0 / n)
     cdef double s, d, row, total = 0
-    # the loss pass carries no stores and no branch per element (a float64 chain per
-    # row; rows overlap), the gradient pass below is a plain vector loop
-    for i in range(i0, i1):
-        b = i * K
-        s = 0
-        for j in range(K):
-            d = <double>(p[b + j] - t[b + j])
-            s += d * d
-        row = 0.5 * s
-        if row_out != NULL:
-            row_out[i] = <floating>row
-        total += row * w[i] if w != NULL else row
-    if g != NULL:
+    cdef bint grad_in_pass = g != NULL and w == NULL
+    # whole rows at a time: the squares (unweighted: the gradient too) in one flat
+    # vector loop into the scratch, then each row's in-order sum from there; short
+    # independent add chains, where summing straight from the inputs ran one long
+    # convert-multiply-add chain per row (the Numba twin is the same)
+    while c0 < i1:
+        m = min(step, i1 - c0)
+        lo = c0 * K
+        if grad_in_pass:
+            for q in range(m * K):
+                dt = p[lo + q] - t[lo + q]
+                g[lo + q] = dt * inv_n
+                sq[q] = <double>dt * <double>dt
+        else:
+            for q in range(m * K):
+                d = <double>(p[lo + q] - t[lo + q])
+                sq[q] = d * d
+        for i in range(m):
+            b = i * K
+            s = 0
+            for j in range(K):
+                s += sq[b + j]
+            row = 0.5 * s
+            if row_out != NULL:
+                row_out[c0 + i] = <floating>row
+            total += row * w[c0 + i] if w != NULL else row
+        c0 += m
+    if g != NULL and w != NULL:
         for i in range(i0, i1):
-            scale = w[i] / <floating>n if w != NULL else inv_n
+            scale = w[i] / <floating>n
             b = i * K
             for j in range(K):
                 g[b + j] = (p[b + j] - t[b + j]) * scale
@@ -196,6 +219,29 @@ cdef inline double _bce_block(const floating* z, const floating* t, const floati
     return total
 
 
+cdef inline double _se_task(const floating* p, const floating* t, const floating* w,
+                            floating* g, floating* row_out, Py_ssize_t c,
+                            Py_ssize_t per_task, Py_ssize_t n, Py_ssize_t K,
+                            bint sigmoid) noexcept nogil:
+    """Task c of _se_core: rows [c per_task, (c + 1) per_task) of n, with _se_block's
+    scratch on the stack (on the heap for rows longer than it)."""
+    cdef Py_ssize_t i0 = c * per_task
+    cdef Py_ssize_t i1 = min(i0 + per_task, n)
+    cdef double small[FNN_SE_SCRATCH]
+    cdef double* sq = small
+    cdef double total
+    if sigmoid:
+        return _bce_block(p, t, w, g, i0, i1, n, K)
+    if K > FNN_SE_SCRATCH:
+        sq = <double*>malloc(K * sizeof(double))
+        if sq == NULL:
+            return NAN  # out of memory: a NaN loss, never a wrong number
+        total = _se_block(p, t, w, g, row_out, i0, i1, n, K, sq, K)
+        free(sq)
+        return total
+    return _se_block(p, t, w, g, row_out, i0, i1, n, K, sq, FNN_SE_SCRATCH)
+
+
 cdef double _se_core(const floating* p, const floating* t, const floating* w,
                      floating* g, floating* row_out, double* rows, Py_ssize_t n,
                      Py_ssize_t K, bint sigmoid=False) noexcept nogil:
@@ -208,13 +254,12 @@ cdef double _se_core(const floating* p, const floating* t, const floating* w,
     cdef int nt = _threads_for(<double>n * K * _SE_COST)
     if nt > nchunks or n < 2:
         nt = <int>nchunks if n > 1 else 1
-    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        if sigmoid:
-            rows[c] = _bce_block(p, t, w, g, c * per_task,
-                                 min(c * per_task + per_task, n), n, K)
-        else:
-            rows[c] = _se_block(p, t, w, g, row_out, c * per_task,
-                                min(c * per_task + per_task, n), n, K)
+    if nt == 1:  # not even a one-thread OpenMP region: it costs more than small ops
+        for c in range(nchunks):
+            rows[c] = _se_task(p, t, w, g, row_out, c, per_task, n, K, sigmoid)
+    else:
+        for c in prange(nchunks, schedule="static", num_threads=nt):
+            rows[c] = _se_task(p, t, w, g, row_out, c, per_task, n, K, sigmoid)
     # in block order: independent of the thread count
     for c in range(nchunks):
         total += rows[c]

@@ -61,5 +61,6 @@ def squared_error(n, k, tune):
 
 @njit(**JIT)
 def rows_per_task(k, tune):
-    """Rows of k values per row-wise loss task (whole rows, about loss_task values)."""
-    return max(1, tune.loss_task // k)
+    """Rows of k values per row-wise loss task (whole rows, about loss_task values;
+    k = 0: loss_task rows, as cy's _loss_rows)."""
+    return max(1, tune.loss_task // k) if k > 0 else tune.loss_task

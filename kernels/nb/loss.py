@@ -26,11 +26,14 @@ import math
 import numpy as np
 from numba import njit, prange, types
 
+from .. import tuning
 from . import _options as opt
 from . import _split
 from ._options import JIT, PARALLEL, ZERO
 from .activations import bitcast, exp_t
 
+# float64 values of a squared-error task's scratch (see _se_block)
+_SE_SCRATCH = tuning.SQUARED_ERROR_SCRATCH
 # Transposed blocks below this many classes, where they beat the row-by-row kernel
 # (measured: docs/performance.md, "Kernel tuning").
 _T_MAX_K = 32
@@ -351,34 +354,62 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
 
 # ---------------------------------------------------------------------- squared error
 @njit(**JIT)
-def _se_block(pred, target, sample_weight, grad_flat, row_loss_out, n):
+def _se_scratch(k):
+    """The float64 scratch of one squared-error task (see _se_block)."""
+    return np.empty(max(_SE_SCRATCH, k), np.float64)
+
+
+@njit(**JIT)
+def _se_block(pred, target, sample_weight, grad_flat, row_loss_out, n, sq):
     """One block of rows (every argument sliced to it; n the whole batch):
     l_i = 0.5 sum_j d_ij^2 (float64, j in order), d = pred - target; grad = d w_i / n
-    when grad_flat is non-empty. Returns sum_i w_i l_i, added in row order."""
+    when grad_flat is non-empty. Returns sum_i w_i l_i, added in row order. sq: a
+    float64 scratch of at least k values (_se_scratch)."""
     # IN  pred, target (rows, K), sample_weight (rows,) or empty
     # OUT grad_flat (rows*K,) or empty, row_loss_out (rows,) or empty
     rows, k = pred.shape
     t = pred.dtype.type
     pf = pred.reshape(-1)
     tf = target.reshape(-1)
+    has_w = sample_weight.size > 0
+    grad_in_pass = grad_flat.size > 0 and not has_w
+    inv_n = t(1.0 / n)
+    step = sq.size // k if k else rows  # whole rows of the scratch (k = 0: one fill)
     total = 0.0
-    # loops from 0 over the block (offsets provably >= 0: no wraparound checks);
-    # the loss pass has no store or branch per element, the gradient pass is a
-    # plain vector loop
-    for i in range(rows):
-        b = i * k
-        s = 0.0
-        for j in range(k):
-            d = np.float64(pf[b + j] - tf[b + j])
-            s += d * d
-        row = 0.5 * s
-        if row_loss_out.size:
-            row_loss_out[i] = row
-        total += row * sample_weight[i] if sample_weight.size else row
-    if grad_flat.size:
-        inv_n = t(1.0 / n)
+    # whole rows at a time: the squares (unweighted: the gradient too) in one flat
+    # vector loop into the scratch, then each row's in-order sum from there; short
+    # independent add chains, where summing straight from the inputs ran one long
+    # convert-multiply-add chain per row. Loops start at 0 (offsets provably >= 0: no
+    # wraparound checks).
+    for c0 in range(0, rows, step):
+        m = min(step, rows - c0)
+        pc = pf[c0 * k : (c0 + m) * k]
+        tc = tf[c0 * k : (c0 + m) * k]
+        if grad_in_pass:
+            gc = grad_flat[c0 * k : (c0 + m) * k]
+            for q in range(m * k):
+                d = pc[q] - tc[q]
+                gc[q] = d * inv_n
+                sq[q] = np.float64(d) * np.float64(d)
+        else:
+            for q in range(m * k):
+                d = np.float64(pc[q] - tc[q])
+                sq[q] = d * d
+        rl = row_loss_out[c0 : c0 + m]
+        wc = sample_weight[c0 : c0 + m]
+        for r in range(m):
+            b = r * k
+            s = 0.0
+            for j in range(k):
+                s += sq[b + j]
+            row = 0.5 * s
+            if rl.size:
+                rl[r] = row
+            total += row * wc[r] if has_w else row
+    if grad_flat.size and has_w:
+        tn = t(n)
         for i in range(rows):
-            scale = sample_weight[i] / t(n) if sample_weight.size else inv_n
+            scale = sample_weight[i] / tn
             b = i * k
             for j in range(k):
                 grad_flat[b + j] = (pf[b + j] - tf[b + j]) * scale
@@ -423,16 +454,17 @@ def _bce_block(logits, target, sample_weight, grad_flat, n):
 
 
 @njit(**JIT)
-def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1, sigmoid):
+def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1, sigmoid,
+             sq):  # fmt: skip
     """_se_block (or _bce_block when ``sigmoid``) on rows r0..r1 (empty optional
-    arrays stay empty)."""
+    arrays stay empty); sq: the task's _se_scratch."""
     k = pred.shape[1]
     if sigmoid:
         return _bce_block(pred[r0:r1], target[r0:r1], sample_weight[r0:r1],
                           grad_flat[r0 * k : r1 * k], pred.shape[0])  # fmt: skip
     return _se_block(pred[r0:r1], target[r0:r1], sample_weight[r0:r1],
                      grad_flat[r0 * k : r1 * k], row_loss_out[r0:r1],
-                     pred.shape[0])  # fmt: skip
+                     pred.shape[0], sq)  # fmt: skip
 
 
 @njit(**JIT)
@@ -441,26 +473,28 @@ def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_tas
     """(1/n) sum_i w_i l_i of the squared error (sigmoid: the sigmoid cross-entropy):
     blocks of ``rows_per_task`` rows, their sums added in order (as _se_parallel, so
     both give the same bits)."""
-    n = pred.shape[0]
+    n, k = pred.shape
     grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
+    sq = _se_scratch(k)
     total = 0.0
     for r0 in range(0, n, rows_per_task):
         total += _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0,
-                          min(r0 + rows_per_task, n), sigmoid)  # fmt: skip
+                          min(r0 + rows_per_task, n), sigmoid, sq)  # fmt: skip
     return total / n
 
 
 @njit(**PARALLEL)
 def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task,
                  sigmoid=False):  # fmt: skip
-    n = pred.shape[0]
+    n, k = pred.shape
     n_blocks = (n + rows_per_task - 1) // rows_per_task
     partials = np.empty(n_blocks, np.float64)
     grad_flat = grad_out.reshape(-1)
     for c in prange(n_blocks):
         r0 = np.int64(c) * rows_per_task
         partials[c] = _se_rows(pred, target, sample_weight, grad_flat, row_loss_out,
-                               r0, min(r0 + rows_per_task, n), sigmoid)  # fmt: skip
+                               r0, min(r0 + rows_per_task, n), sigmoid,
+                               _se_scratch(k))  # fmt: skip
     total = 0.0
     for c in range(n_blocks):  # in order: independent of the thread count
         total += partials[c]
