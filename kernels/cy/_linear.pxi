@@ -25,6 +25,23 @@ cdef inline void _epilogue_rows(floating* y, floating* z, const floating* b,
         _epilogue_row(y + i * m, z + i * m if z != NULL else NULL, b, j0, j1, act, alpha)
 
 
+cdef inline void _forward_block(_Split* s, Py_ssize_t p, bint epilogue,
+                                const floating* x, const floating* w,
+                                const floating* b, floating* y, floating* z,
+                                Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, int act,
+                                floating a) noexcept nogil:
+    """Fixed GEMM block p of y = x @ w, then its epilogue while it is in cache."""
+    cdef Py_ssize_t lo, cnt
+    _gemm_block(s, p, False, False, n, m, k, 1, x, k, w, m, 0, y, m)
+    if epilogue:
+        lo = p * s.size
+        cnt = min(s.size, s.dim - lo)
+        if s.rows:
+            _epilogue_rows(y, z, b, lo, lo + cnt, 0, m, m, act, a)
+        else:
+            _epilogue_rows(y, z, b, 0, n, lo, lo + cnt, m, act, a)
+
+
 cdef void _linear_forward_core(const floating* x, const floating* w,
                                const floating* b, floating* y, floating* z,
                                Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, int act,
@@ -33,7 +50,7 @@ cdef void _linear_forward_core(const floating* x, const floating* w,
 
     x (n, k), w (k, m), y and z (n, m), row-major; n, m >= 1.
     """
-    cdef Py_ssize_t i, p, lo, cnt
+    cdef Py_ssize_t i, p
     cdef bint epilogue = b != NULL or z != NULL or act != 0
     cdef _Split s
     cdef int nt, prev
@@ -46,15 +63,12 @@ cdef void _linear_forward_core(const floating* x, const floating* w,
     s = _gemm_split(n, m, k)
     nt = _gemm_threads(&s)
     prev = _blas_single_begin()
-    for p in prange(s.parts, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        _gemm_block(&s, p, False, False, n, m, k, 1, x, k, w, m, 0, y, m)
-        if epilogue:
-            lo = p * s.size
-            cnt = min(s.size, s.dim - lo)
-            if s.rows:
-                _epilogue_rows(y, z, b, lo, lo + cnt, 0, m, m, act, a)
-            else:
-                _epilogue_rows(y, z, b, 0, n, lo, lo + cnt, m, act, a)
+    if nt == 1:  # no OpenMP region (see _gemm_par_with)
+        for p in range(s.parts):
+            _forward_block(&s, p, epilogue, x, w, b, y, z, n, k, m, act, a)
+    else:
+        for p in prange(s.parts, schedule="static", num_threads=nt):
+            _forward_block(&s, p, epilogue, x, w, b, y, z, n, k, m, act, a)
     _blas_single_end(prev)
 
 
@@ -92,7 +106,7 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
 
     db / dx NULL: not computed. dy, z, y, dz (n, m); x, dx (n, k); w, dw (k, m).
     """
-    cdef Py_ssize_t width, nblocks, c, j0, kc, nkc, lo
+    cdef Py_ssize_t width, nblocks, c, kc, nkc
     cdef floating beta = 0
     cdef int nt
     if k * m == 0:
@@ -106,10 +120,14 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
         nblocks = (m + width - 1) // width
         if nt > nblocks:
             nt = <int>nblocks
-        for c in prange(nblocks, schedule="static", num_threads=nt,
-                        use_threads_if=nt > 1):
-            j0 = c * width
-            _dz_db_block(dy, z, y, dz, db, n, m, j0, min(j0 + width, m), act, a)
+        if nt == 1:  # no OpenMP region (see _gemm_par_with)
+            for c in range(nblocks):
+                _dz_db_block(dy, z, y, dz, db, n, m, c * width,
+                             min(c * width + width, m), act, a)
+        else:
+            for c in prange(nblocks, schedule="static", num_threads=nt):
+                _dz_db_block(dy, z, y, dz, db, n, m, c * width,
+                             min(c * width + width, m), act, a)
     elif db != NULL:
         _fill(db, m, 0)
     # dw = x^T dz (+ wd * w, prefilled, beta = 1)
@@ -117,10 +135,14 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
         if wd != 0:
             nkc = (k * m + _CHUNK - 1) // _CHUNK
             nt = _threads_for(<double>k * m)
-            for kc in prange(nkc, schedule="static", num_threads=nt,
-                             use_threads_if=nt > 1):
-                lo = kc * _CHUNK
-                _scale_into(dw + lo, w + lo, min(<Py_ssize_t>_CHUNK, k * m - lo), wd)
+            if nt == 1:  # no OpenMP region (see _gemm_par_with)
+                for kc in range(nkc):
+                    _scale_into(dw + kc * _CHUNK, w + kc * _CHUNK,
+                                min(<Py_ssize_t>_CHUNK, k * m - kc * _CHUNK), wd)
+            else:
+                for kc in prange(nkc, schedule="static", num_threads=nt):
+                    _scale_into(dw + kc * _CHUNK, w + kc * _CHUNK,
+                                min(<Py_ssize_t>_CHUNK, k * m - kc * _CHUNK), wd)
             beta = 1
         if n:
             _gemm_par(True, False, k, m, n, 1, x, k, dz, m, beta, dw, m)

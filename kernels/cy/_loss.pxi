@@ -109,6 +109,20 @@ cdef inline void _ce_rows(const floating* z, const Py_ssize_t* labels,
         free(buf)
 
 
+cdef inline void _ce_task(const floating* z, const Py_ssize_t* labels,
+                         const floating* w, floating* g, floating* row_out,
+                         double* rows, Py_ssize_t c, Py_ssize_t per_task, Py_ssize_t n,
+                         Py_ssize_t K, floating keep, floating eps_k) noexcept nogil:
+    """Task c: rows [c * per_task, ...) in blocks of _CE_ROWS (_ce_rows's scratch)."""
+    cdef Py_ssize_t i0 = c * per_task
+    cdef Py_ssize_t i1 = min(i0 + per_task, n)
+    cdef Py_ssize_t b = i0
+    while b < i1:
+        _ce_rows(z, labels, w, g, row_out, rows, b, min(b + _CE_ROWS, i1), n, K, keep,
+                 eps_k)
+        b = b + _CE_ROWS
+
+
 cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floating* w,
                       floating* g, floating* row_out, double* rows, Py_ssize_t n,
                       Py_ssize_t K, double label_smoothing) noexcept nogil:
@@ -117,19 +131,17 @@ cdef double _sce_core(const floating* z, const Py_ssize_t* labels, const floatin
     cdef floating keep = <floating>(1.0 - label_smoothing)
     cdef floating eps_k = <floating>(label_smoothing / K) if K else 0
     cdef Py_ssize_t per_task = _loss_rows(K)
-    cdef Py_ssize_t c, i, i0, i1, b, nchunks = (n + per_task - 1) // per_task
+    cdef Py_ssize_t c, i, nchunks = (n + per_task - 1) // per_task
     cdef double total = 0
     cdef int nt = _threads_for(<double>n * K * _SOFTMAX_COST)
     if nt > nchunks or n < 2:
         nt = <int>nchunks if n > 1 else 1
-    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        i0 = c * per_task
-        i1 = min(i0 + per_task, n)
-        b = i0
-        while b < i1:  # blocks of _CE_ROWS rows (the scratch of _ce_rows)
-            _ce_rows(z, labels, w, g, row_out, rows, b, min(b + _CE_ROWS, i1), n, K,
-                     keep, eps_k)
-            b = b + _CE_ROWS
+    if nt == 1:  # no OpenMP region: even a one-thread one costs more than small ops
+        for c in range(nchunks):
+            _ce_task(z, labels, w, g, row_out, rows, c, per_task, n, K, keep, eps_k)
+    else:
+        for c in prange(nchunks, schedule="static", num_threads=nt):
+            _ce_task(z, labels, w, g, row_out, rows, c, per_task, n, K, keep, eps_k)
     # mean in row order: independent of the thread count
     for i in range(n):
         total += rows[i] * w[i] if w != NULL else rows[i]

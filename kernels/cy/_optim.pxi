@@ -40,9 +40,14 @@ cdef double _sq_norm_core(const floating* pp, Py_ssize_t n,
     the threshold), the chunks added in order, as _sgd_core / _adam_core return it."""
     cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
     cdef int nt = _threads_for(<double>n * _SGD_COST)
-    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        lo = c * _CHUNK
-        partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
+    if nt == 1:  # no OpenMP region: even a one-thread one costs ~1.6 us
+        for c in range(nchunks):
+            lo = c * _CHUNK
+            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
+    else:
+        for c in prange(nchunks, schedule="static", num_threads=nt):
+            lo = c * _CHUNK
+            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
     return _sum_partials(partials, nchunks)
 
 
@@ -69,20 +74,32 @@ cdef inline void _sgd_span(floating* p, const floating* g, floating* v, Py_ssize
             p[i] = p[i] - lr * vi
 
 
+cdef inline void _sgd_chunk(floating* pp, const floating* gp, floating* vp,
+                            Py_ssize_t n, Py_ssize_t c, double lr, double momentum,
+                            bint nesterov, double weight_decay,
+                            double* partials) noexcept nogil:
+    """Chunk c of _sgd_core: its sum p^2 before the step (with partials), the step."""
+    cdef Py_ssize_t lo = c * _CHUNK
+    cdef Py_ssize_t size = min(<Py_ssize_t>_CHUNK, n - lo)
+    if partials != NULL:
+        partials[c] = _sq_sum(pp + lo, size)
+    _sgd_span(pp + lo, gp + lo, vp + lo if vp != NULL else NULL, size, <floating>lr,
+              <floating>momentum, nesterov, <floating>weight_decay)
+
+
 cdef double _sgd_core(floating* pp, const floating* gp, floating* vp, Py_ssize_t n,
                       double lr, double momentum, bint nesterov, double weight_decay,
                       double* partials) noexcept nogil:
     """SGD over n >= 1 flat elements; vp NULL: no momentum buffer. With ``partials``
     (one double per _CHUNK elements) returns sum p^2 before the step, else 0."""
-    cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
+    cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c
     cdef int nt = _threads_for(<double>n * _SGD_COST)
-    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        lo = c * _CHUNK
-        if partials != NULL:
-            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
-        _sgd_span(pp + lo, gp + lo, vp + lo if vp != NULL else NULL,
-                  min(<Py_ssize_t>_CHUNK, n - lo), <floating>lr, <floating>momentum,
-                  nesterov, <floating>weight_decay)
+    if nt == 1:  # no OpenMP region (see _sq_norm_core)
+        for c in range(nchunks):
+            _sgd_chunk(pp, gp, vp, n, c, lr, momentum, nesterov, weight_decay, partials)
+    else:
+        for c in prange(nchunks, schedule="static", num_threads=nt):
+            _sgd_chunk(pp, gp, vp, n, c, lr, momentum, nesterov, weight_decay, partials)
     return _sum_partials(partials, nchunks) if partials != NULL else 0
 
 
@@ -108,6 +125,22 @@ cdef inline void _adam_span(floating* p, const floating* g, floating* m, floatin
         p[i] = pi - mi / denom * step_size
 
 
+cdef inline void _adam_chunk(floating* pp, const floating* gp, floating* mp,
+                             floating* vp, Py_ssize_t n, Py_ssize_t c, double lr,
+                             double beta1, double beta2, double eps, double bias1,
+                             double bias2_sqrt, double weight_decay, floating shrink,
+                             bint dec, double* partials) noexcept nogil:
+    """Chunk c of _adam_core: its sum p^2 before the step (with partials), the step."""
+    cdef Py_ssize_t lo = c * _CHUNK
+    cdef Py_ssize_t size = min(<Py_ssize_t>_CHUNK, n - lo)
+    if partials != NULL:
+        partials[c] = _sq_sum(pp + lo, size)
+    _adam_span(pp + lo, gp + lo, mp + lo, vp + lo, size, <floating>beta1,
+               <floating>(1.0 - beta1), <floating>beta2, <floating>(1.0 - beta2),
+               <floating>eps, <floating>bias2_sqrt, <floating>(lr / bias1),
+               <floating>weight_decay, shrink, dec)
+
+
 cdef double _adam_core(floating* pp, const floating* gp, floating* mp, floating* vp,
                        Py_ssize_t n, double lr, double beta1, double beta2, double eps,
                        long step, double weight_decay, bint decoupled,
@@ -117,14 +150,14 @@ cdef double _adam_core(floating* pp, const floating* gp, floating* mp, floating*
     cdef double bias2_sqrt = sqrt(1.0 - beta2 ** step)
     cdef bint dec = decoupled and weight_decay != 0
     cdef floating shrink = <floating>(1.0 - lr * weight_decay)
-    cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c, lo
+    cdef Py_ssize_t nchunks = (n + _CHUNK - 1) // _CHUNK, c
     cdef int nt = _threads_for(<double>n * _ADAM_COST)
-    for c in prange(nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-        lo = c * _CHUNK
-        if partials != NULL:
-            partials[c] = _sq_sum(pp + lo, min(<Py_ssize_t>_CHUNK, n - lo))
-        _adam_span(pp + lo, gp + lo, mp + lo, vp + lo, min(<Py_ssize_t>_CHUNK, n - lo),
-                   <floating>beta1, <floating>(1.0 - beta1), <floating>beta2,
-                   <floating>(1.0 - beta2), <floating>eps, <floating>bias2_sqrt,
-                   <floating>(lr / bias1), <floating>weight_decay, shrink, dec)
+    if nt == 1:  # no OpenMP region (see _sq_norm_core)
+        for c in range(nchunks):
+            _adam_chunk(pp, gp, mp, vp, n, c, lr, beta1, beta2, eps, bias1, bias2_sqrt,
+                        weight_decay, shrink, dec, partials)
+    else:
+        for c in prange(nchunks, schedule="static", num_threads=nt):
+            _adam_chunk(pp, gp, mp, vp, n, c, lr, beta1, beta2, eps, bias1, bias2_sqrt,
+                        weight_decay, shrink, dec, partials)
     return _sum_partials(partials, nchunks) if partials != NULL else 0
