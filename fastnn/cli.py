@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="quick",
-        help="a few minutes at most (default)",
+        help="about 10 minutes on 2 cores (default)",
     )
     mode.add_argument(
         "--full",

@@ -40,7 +40,8 @@ _REGRESSOR = dict(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # under 3 minutes on the 2-core CI machine (cold Numba compile ~40 s included)
+    # ~8 minutes on the 2-core AMD EPYC VM, every section and peer (cold Numba
+    # compile ~40 s included)
     "quick": dict(
         rounds=5,
         warmup=1,
