@@ -255,6 +255,26 @@ def _gemm_bound_row(wl, t, sgemm, gemm_epochs, process, times, rows) -> dict:
 
 
 # --------------------------------------------------------------- estimator
+def _fit_row(dataset, sizes, epochs, solver, name, threads, times, processes) -> dict:
+    """One system's whole-fit row: its fit times, and its speed-up over
+    scikit-learn's paired by round (when scikit-learn ran)."""
+    ts = times[name]
+    return {
+        "dataset": dataset,
+        "layers": list(sizes),
+        "epochs": epochs,
+        "solver": solver,
+        "system": name,
+        "threads": threads,
+        "process": processes[name],
+        "fit_time": stat(ts, "s"),
+        "samples_s": ts,
+        "speedup_vs_sklearn": (
+            stat(pair_ratios(times["sklearn"], ts), "x") if "sklearn" in times else None
+        ),
+    }
+
+
 def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
     """Whole fits of fastnn.MLPClassifier (every backend) and scikit-learn's, same
     data, solver and epochs, each in its own process, alternated round by round;
@@ -284,22 +304,7 @@ def estimator(opts, skipped, tick) -> list[dict[str, Any]]:
         for name, ts in times.items():
             if name.startswith(SEQUENTIAL_FIT):
                 continue
-            row = {
-                "dataset": dataset,
-                "layers": list(sizes),
-                "epochs": epochs,
-                "solver": solver,
-                "system": name,
-                "threads": t,
-                "process": processes[name],
-                "fit_time": stat(ts, "s"),
-                "samples_s": ts,
-                "speedup_vs_sklearn": (
-                    stat(pair_ratios(times["sklearn"], ts), "x")
-                    if "sklearn" in times
-                    else None
-                ),
-            }
+            row = _fit_row(dataset, sizes, epochs, solver, name, t, times, processes)
             sequential = SEQUENTIAL_FIT + name.removeprefix("fastnn-")
             if sequential in times:
                 row["sequential_fit"] = {
@@ -340,24 +345,10 @@ def regressor(opts, skipped, tick) -> list[dict[str, Any]]:
                 opts, specs, spec["rounds"], skipped, "regressor", solver=solver,
                 dataset=dataset,
             )  # fmt: skip
-            for name, ts in times.items():
+            sizes = (features, *hidden, outputs)
+            for name in times:
                 rows.append(
-                    {
-                        "dataset": dataset,
-                        "layers": [features, *hidden, outputs],
-                        "epochs": epochs,
-                        "solver": solver,
-                        "system": name,
-                        "threads": t,
-                        "process": processes[name],
-                        "fit_time": stat(ts, "s"),
-                        "samples_s": ts,
-                        "speedup_vs_sklearn": (
-                            stat(pair_ratios(times["sklearn"], ts), "x")
-                            if "sklearn" in times
-                            else None
-                        ),
-                    }
+                    _fit_row(dataset, sizes, epochs, solver, name, t, times, processes)
                 )
             tick()
     return rows
