@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _estimator_cases import SOLVERS
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import (
     load_digits,
@@ -24,15 +25,6 @@ from fastnn.estimator import MLPClassifier
 
 BACKENDS = fastnn.available_backends()
 TOL = 1e-10  # parity bound, float64
-
-SOLVERS = {
-    "sgd": dict(solver="sgd", momentum=0.0, learning_rate_init=0.05),
-    "sgd-momentum": dict(
-        solver="sgd", momentum=0.9, nesterovs_momentum=False, learning_rate_init=0.05
-    ),
-    "sgd-nesterov": dict(solver="sgd", momentum=0.9, learning_rate_init=0.05),
-    "adam": dict(solver="adam", learning_rate_init=0.01),
-}
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _estimator_cases import spy_raw_kernel
 from fastnn.kernels import contract
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_classification
@@ -107,16 +108,7 @@ def test_logistic_steps_are_the_engines_compiled_train_step(
     sigmoid cross-entropy loss code and float 0/1 targets (no layer-by-layer
     pass), and the loss it returns is the loss_curve_'s."""
     X, y = _data(n_classes=2, n=90) if target == "binary" else _multilabel_data()
-    raw = fastnn.get_backend(backend).raw
-    real = raw.train_step
-    codes, targets_shapes = [], []
-
-    def spy(x, labels, targets, *args):
-        codes.append(int(args[6][contract.LOSS]))  # config, in RAW_KERNELS order
-        targets_shapes.append(targets.shape)
-        return real(x, labels, targets, *args)
-
-    monkeypatch.setattr(raw, "train_step", spy)
+    codes, targets_shapes = spy_raw_kernel(monkeypatch, backend, "train_step")
     monkeypatch.setattr(
         Sequential, "_backward", lambda *a, **k: pytest.fail("layer-by-layer pass")
     )
@@ -134,15 +126,7 @@ def test_logistic_steps_are_the_engines_compiled_train_step(
 @pytest.mark.parametrize("target", ["binary", "multilabel"])
 def test_logistic_lbfgs_evaluates_the_engines_loss_grad(monkeypatch, backend, target):
     X, y = _data(n_classes=2) if target == "binary" else _multilabel_data()
-    raw = fastnn.get_backend(backend).raw
-    real = raw.loss_grad
-    codes = []
-
-    def spy(*args):
-        codes.append(int(args[9][contract.LOSS]))  # config, in RAW_KERNELS order
-        return real(*args)
-
-    monkeypatch.setattr(raw, "loss_grad", spy)
+    codes, _ = spy_raw_kernel(monkeypatch, backend, "loss_grad")
     est = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5,
                         random_state=0, backend=backend).fit(X, y)  # fmt: skip
     assert len(codes) >= est.n_iter_ > 0

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _estimator_cases import SOLVERS, spy_raw_kernel
 from fastnn.kernels import contract
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
@@ -21,15 +22,6 @@ from fastnn import MLPRegressor
 BACKENDS = fastnn.available_backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 TOL = 1e-10  # parity bound, float64
-
-SOLVERS = {
-    "sgd": dict(solver="sgd", momentum=0.0, learning_rate_init=0.05),
-    "sgd-momentum": dict(
-        solver="sgd", momentum=0.9, nesterovs_momentum=False, learning_rate_init=0.05
-    ),
-    "sgd-nesterov": dict(solver="sgd", momentum=0.9, learning_rate_init=0.05),
-    "adam": dict(solver="adam", learning_rate_init=0.01),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -386,16 +378,7 @@ def test_steps_are_the_engines_compiled_train_step(monkeypatch, backend, solver)
     """One compiled train_step call per batch with the squared-error loss code and
     (n, n_outputs) float targets; no layer-by-layer pass."""
     X, y = _data(2, n=90)
-    raw = fastnn.get_backend(backend).raw
-    real = raw.train_step
-    codes, targets_shapes = [], []
-
-    def spy(x, labels, targets, *args):
-        codes.append(int(args[6][contract.LOSS]))  # config, in RAW_KERNELS order
-        targets_shapes.append(targets.shape)
-        return real(x, labels, targets, *args)
-
-    monkeypatch.setattr(raw, "train_step", spy)
+    codes, targets_shapes = spy_raw_kernel(monkeypatch, backend, "train_step")
     monkeypatch.setattr(
         fastnn.Sequential,
         "_backward",
@@ -412,15 +395,7 @@ def test_steps_are_the_engines_compiled_train_step(monkeypatch, backend, solver)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lbfgs_evaluates_the_engines_loss_grad(monkeypatch, backend):
     X, y = _data(1)
-    raw = fastnn.get_backend(backend).raw
-    real = raw.loss_grad
-    codes = []
-
-    def spy(*args):
-        codes.append(int(args[9][contract.LOSS]))  # config, in RAW_KERNELS order
-        return real(*args)
-
-    monkeypatch.setattr(raw, "loss_grad", spy)
+    codes, _ = spy_raw_kernel(monkeypatch, backend, "loss_grad")
     est = MLPRegressor(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5,
                        random_state=0, backend=backend).fit(X, y)  # fmt: skip
     assert len(codes) >= est.n_iter_ > 0
