@@ -254,53 +254,118 @@ class Steps:
         n = xb.shape[0]
         ws = self._workspace(n, True)
         opt = self.optimizer
-        empty = _EMPTY[self.dtype]
-        if type(opt) is SGD:
-            code, momentum, nesterov = 0, opt.momentum, opt.nesterov
-            beta1, beta2, eps, decoupled = 0.9, 0.999, 1e-8, False
-            velocity, m, v = opt.state.get("velocity", empty), empty, empty
-        else:
-            code, momentum, nesterov = 1, 0.0, False
-            beta1, beta2, decoupled = opt.beta1, opt.beta2, opt.decoupled
-            eps = opt.eps if eps is None else eps
-            velocity, m, v = empty, opt.state["m"], opt.state["v"]
+        u = self._update_settings(eps)
         step = opt.steps + 1
         check_key = (n, kb.name, loss)
         if check_key in self._step_checked:
             # validated before for this batch shape in this fit: call the raw kernel
             # (parameters in contract.RAW_KERNELS order): no per-call validation
-            config = pack_config(
-                loss=TRAIN_LOSSES[loss],
-                weights_end=self._n_decay, optimizer=code, step=step,
-                nesterov=nesterov, decoupled=decoupled,
-            )  # fmt: skip
-            hyper = pack_hyper(
-                label_smoothing=smoothing, l2=l2,
-                lr=opt.current_lr, momentum=momentum, weight_decay=opt.weight_decay,
-                beta1=beta1, beta2=beta2, eps=eps,
-            )  # fmt: skip
+            config, hyper = self._packed_settings(loss, smoothing, l2, u, step)
             value, correct = kb.raw.train_step(
                 xb, *self._raw_targets(yb, loss),
-                empty if sample_weight is None else sample_weight, self._params,
-                self._grads, self._train_layout, self._train_alphas, ws.work, config,
-                hyper, velocity, m, v,
+                _EMPTY[self.dtype] if sample_weight is None else sample_weight,
+                self._params, self._grads, self._train_layout, self._train_alphas,
+                ws.work, config, hyper, u["velocity"], u["m"], u["v"],
             )  # fmt: skip
         else:
             value, correct = kb.train_step(
                 xb, yb, self._params, self._grads, self._train_layout,
                 self._train_alphas, ws.work, loss=loss,
-                sample_weight=sample_weight,
-                label_smoothing=smoothing, l2=l2,
-                weights_end=self._n_decay,
-                optimizer=("sgd", "adamw" if decoupled else "adam")[code],
-                lr=opt.current_lr, momentum=momentum, nesterov=nesterov,
-                weight_decay=opt.weight_decay, beta1=beta1, beta2=beta2, eps=eps,
-                step=step, velocity=velocity if velocity.size else None,
-                m=m if m.size else None, v=v if v.size else None,
+                sample_weight=sample_weight, label_smoothing=smoothing, l2=l2,
+                weights_end=self._n_decay, step=step, **self._keyword_settings(u),
             )  # fmt: skip
             self._step_checked.add(check_key)
         opt.steps = step
         return float(value), int(correct)
+
+    def _train_steps(
+        self, X, x_rows, rows, y, sample_weight, batch_size: int, l2=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``len(rows) // batch_size`` optimizer steps in one compiled call, each on
+        the training rows ``rows[s * batch_size:(s + 1) * batch_size]`` of ``y``
+        and ``sample_weight`` (None: unweighted) and the matching rows of ``X``
+        (through ``x_rows`` when not None), gathered by the kernel into the
+        workspace; the weights come out bitwise as from :meth:`_train_step` on each
+        batch. Only when :meth:`_uses_compiled_step`. Returns each step's
+        ``(losses, correct)``.
+        """
+        l2 = self.loss.l2 if l2 is None else l2
+        kb = self._kernels()
+        loss, smoothing = self.loss.kernel_loss, self.loss.label_smoothing
+        ws = self._workspace(batch_size, True)
+        opt = self.optimizer
+        u = self._update_settings(None)
+        step = opt.steps + 1
+        check_key = ("steps", batch_size, kb.name, loss)
+        if check_key in self._step_checked:
+            # the fit's arrays, validated by its first call: the raw kernel
+            k = rows.shape[0] // batch_size
+            losses, correct = np.empty(k), np.empty(k, np.int64)
+            config, hyper = self._packed_settings(loss, smoothing, l2, u, step)
+            labels, targets = self._raw_targets(y, loss)
+            batch_labels, batch_targets = self._raw_targets(ws.y, loss)
+            kb.raw.train_steps(
+                X, _EMPTY_LABELS if x_rows is None else x_rows, rows, labels,
+                targets, _EMPTY[self.dtype] if sample_weight is None else
+                sample_weight, ws.x, batch_labels, batch_targets,
+                _EMPTY[self.dtype] if sample_weight is None else ws.sw,
+                self._params, self._grads, self._train_layout, self._train_alphas,
+                ws.work, config, hyper, u["velocity"], u["m"], u["v"], losses,
+                correct,
+            )  # fmt: skip
+        else:
+            losses, correct = kb.train_steps(
+                X, y, rows, batch_size, self._params, self._grads,
+                self._train_layout, self._train_alphas, ws.work, x_rows=x_rows,
+                loss=loss, sample_weight=sample_weight, label_smoothing=smoothing,
+                l2=l2, weights_end=self._n_decay, step=step,
+                **self._keyword_settings(u),
+            )  # fmt: skip
+            self._step_checked.add(check_key)
+        opt.steps = step + losses.shape[0] - 1
+        return losses, correct
+
+    def _update_settings(self, eps: float | None) -> dict[str, Any]:
+        """The optimizer's settings as the compiled update takes them (``eps``:
+        Adam's epsilon for this step, None: the optimizer's)."""
+        opt = self.optimizer
+        empty = _EMPTY[self.dtype]
+        if type(opt) is SGD:
+            return dict(
+                code=0, momentum=opt.momentum, nesterov=opt.nesterov, beta1=0.9,
+                beta2=0.999, eps=1e-8, decoupled=False,
+                velocity=opt.state.get("velocity", empty), m=empty, v=empty,
+            )  # fmt: skip
+        return dict(
+            code=1, momentum=0.0, nesterov=False, beta1=opt.beta1, beta2=opt.beta2,
+            eps=opt.eps if eps is None else eps, decoupled=opt.decoupled,
+            velocity=empty, m=opt.state["m"], v=opt.state["v"],
+        )  # fmt: skip
+
+    def _packed_settings(self, loss, smoothing, l2, u, step):
+        """The raw kernels' (config, hyper) arrays of a step (contract slots)."""
+        opt = self.optimizer
+        config = pack_config(
+            loss=TRAIN_LOSSES[loss], weights_end=self._n_decay, optimizer=u["code"],
+            step=step, nesterov=u["nesterov"], decoupled=u["decoupled"],
+        )  # fmt: skip
+        hyper = pack_hyper(
+            label_smoothing=smoothing, l2=l2, lr=opt.current_lr,
+            momentum=u["momentum"], weight_decay=opt.weight_decay,
+            beta1=u["beta1"], beta2=u["beta2"], eps=u["eps"],
+        )  # fmt: skip
+        return config, hyper
+
+    def _keyword_settings(self, u: dict[str, Any]) -> dict[str, Any]:
+        """The validating train_step / train_steps keywords of the update."""
+        return dict(
+            optimizer=("sgd", "adamw" if u["decoupled"] else "adam")[u["code"]],
+            lr=self.optimizer.current_lr, momentum=u["momentum"],
+            nesterov=u["nesterov"], weight_decay=self.optimizer.weight_decay,
+            beta1=u["beta1"], beta2=u["beta2"], eps=u["eps"],
+            velocity=u["velocity"] if u["velocity"].size else None,
+            m=u["m"] if u["m"].size else None, v=u["v"] if u["v"].size else None,
+        )  # fmt: skip
 
     def _uses_fused_kernels(self) -> bool:
         """Whether a batch's gradients come from one ``loss_grad`` call: the stack
@@ -324,6 +389,17 @@ class Steps:
             kb.name in ("numba", "cython")
             and type(self.optimizer) in (SGD, Adam, AdamW)
             and self.optimizer._params is self._params
+        )
+
+    def _fuses_steps(self) -> bool:
+        """Whether fit may run several steps in one compiled ``train_steps`` call:
+        the compiled path, with this class's own ``_train_step`` (a model whose
+        ``_train_step`` is wrapped, to inject a failure or to profile each step,
+        gets one call per step)."""
+        return (
+            self._uses_compiled_step()
+            and "_train_step" not in vars(self)
+            and type(self)._train_step is Steps._train_step
         )
 
     @contextlib.contextmanager

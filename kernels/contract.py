@@ -151,6 +151,37 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "m",
         "v",
     ),  # fmt: skip
+    # Several train_steps in one call, each on a batch the kernel gathers itself:
+    # step s trains on rows[s*bs:(s+1)*bs] (bs = batch_x's rows) of labels / targets
+    # / sample_weight and on those rows of X (through x_rows when non-empty: X's row
+    # of training row r is x_rows[r]), gathered into the batch_* buffers. Step s is
+    # optimizer step config[STEP] + s; everything else is as train_step. Writes each
+    # step's (loss, n_correct) into losses / correct, whose length is the number of
+    # steps. See Backend.train_steps.
+    "train_steps": (
+        "X",
+        "x_rows",
+        "rows",
+        "labels",
+        "targets",
+        "sample_weight",
+        "batch_x",
+        "batch_labels",
+        "batch_targets",
+        "batch_weight",
+        "params",
+        "grads",
+        "layout",
+        "alphas",
+        "work",
+        "config",
+        "hyper",
+        "velocity",
+        "m",
+        "v",
+        "losses",
+        "correct",
+    ),  # fmt: skip
 }
 
 # ------------------------------------------------------------ compiled train step
@@ -374,6 +405,17 @@ def _labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
                 f"[{labels.min()}, {labels.max()}]"
             )
     return np.ascontiguousarray(labels, dtype=np.intp)
+
+
+def _index_array(name: str, a: Any, bound: int | None = None) -> np.ndarray:
+    """A 1-D C-contiguous intp array of row indices (in [0, bound) when given)."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.ndim != 1:
+        raise TypeError(f"{name} must be a 1-D integer numpy.ndarray")
+    if a.dtype != np.intp or not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous of dtype intp (int64)")
+    if bound is not None and a.size and (a.min() < 0 or a.max() >= bound):
+        raise ValueError(f"{name} must lie in [0, {bound})")
+    return a
 
 
 def _loss_options(
@@ -907,7 +949,163 @@ class Backend:
             "train_step", x, y, params, grads, layout, alphas, work, loss,
             sample_weight, label_smoothing, l2, weights_end,
         )  # fmt: skip
-        dtype = x.dtype
+        empty = _EMPTY[x.dtype]
+        config, hyper, states = self._check_update(
+            net, params, optimizer, lr, momentum, nesterov, weight_decay, beta1,
+            beta2, eps, step, velocity, m, v,
+        )  # fmt: skip
+        outputs = {"params": params, "grads": grads, "work": net["work"], **states}
+        _no_overlap(outputs, x=x, sample_weight=sample_weight, labels=net["labels"],
+                    targets=net["targets"])  # fmt: skip
+        loss_value, correct = self.raw.train_step(
+            x,
+            net["labels"],
+            net["targets"],
+            empty if sample_weight is None else sample_weight,
+            params,
+            grads,
+            net["layout"],
+            alphas,
+            net["work"],
+            config,
+            hyper,
+            states["velocity"],
+            states["m"],
+            states["v"],
+        )
+        return float(loss_value), int(correct)
+
+    def train_steps(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        rows: np.ndarray,
+        batch_size: int,
+        params: np.ndarray,
+        grads: np.ndarray,
+        layout: np.ndarray,
+        alphas: np.ndarray,
+        work: np.ndarray | None = None,
+        *,
+        x_rows: np.ndarray | None = None,
+        loss: str = "softmax_cross_entropy",
+        sample_weight: np.ndarray | None = None,
+        label_smoothing: float = 0.0,
+        l2: float = 0.0,
+        weights_end: int | None = None,
+        optimizer: str = "sgd",
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        step: int = 1,
+        velocity: np.ndarray | None = None,
+        m: np.ndarray | None = None,
+        v: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``len(rows) // batch_size`` optimizer steps in one compiled call, each on
+        a batch the kernel gathers itself.
+
+        Step ``s`` is :meth:`train_step` on the training rows
+        ``idx = rows[s * batch_size:(s + 1) * batch_size]``: ``x = X[idx]`` (or
+        ``X[x_rows[idx]]``), ``y[idx]``, ``sample_weight[idx]``, optimizer step
+        ``step + s``; the weights come out bitwise as from those calls one by one.
+        Small networks spend most of a step in the Python between two calls;
+        here there is none.
+
+        Parameters
+        ----------
+        X : (N_X, in_0) array; the training rows are all of it, or ``x_rows``.
+        y : the targets of the N training rows, as :meth:`train_step`'s ``y``.
+        rows : 1-D integer array, a multiple of ``batch_size`` long, of training
+            row indices in [0, N).
+        batch_size : rows per step (>= 1).
+        x_rows : None (training row r is X's row r, N == N_X) or an (N,) integer
+            array of X's row of each training row.
+        sample_weight : (N,) array of X's dtype, or None.
+        Everything else as :meth:`train_step` (``work`` sized for ``batch_size``
+        rows).
+
+        Returns ``(losses, correct)``: float64 and int64 arrays, one entry per step,
+        as :meth:`train_step` returns them.
+        """
+        _array("X", X, 2)
+        bs = operator.index(batch_size)
+        if bs < 1:
+            raise ValueError(f"batch_size must be >= 1, got {bs}")
+        rows = _index_array("rows", rows)
+        if rows.shape[0] == 0 or rows.shape[0] % bs:
+            raise ValueError(
+                f"rows has {rows.shape[0]} entries; expected a positive multiple "
+                f"of batch_size={bs}"
+            )
+        if np.ndim(y) not in (1, 2):
+            raise ValueError("y must hold one label or target row per training row")
+        n = np.shape(y)[0]
+        if x_rows is None:
+            x_rows = _EMPTY_LABELS
+            if n != X.shape[0]:
+                raise ValueError(
+                    f"y has {n} rows and X {X.shape[0]}: pass x_rows to train on "
+                    "some of X's rows"
+                )
+        else:
+            x_rows = _index_array("x_rows", x_rows, X.shape[0])
+            if x_rows.shape[0] != n:
+                raise ValueError(f"x_rows has {x_rows.shape[0]} entries, y {n}")
+        net = self._check_network(
+            "train_steps", X, y, params, grads, layout, alphas, work, loss,
+            sample_weight, label_smoothing, l2, weights_end, n_rows=n, batch_rows=bs,
+        )  # fmt: skip
+        _index_array("rows", rows, n)
+        config, hyper, states = self._check_update(
+            net, params, optimizer, lr, momentum, nesterov, weight_decay, beta1,
+            beta2, eps, step, velocity, m, v,
+        )  # fmt: skip
+        outputs = {"params": params, "grads": grads, "work": net["work"], **states}
+        _no_overlap(outputs, X=X, sample_weight=sample_weight, labels=net["labels"],
+                    targets=net["targets"], rows=rows, x_rows=x_rows)  # fmt: skip
+        dtype, k = X.dtype, rows.shape[0] // bs
+        labels, targets = net["labels"], net["targets"]
+        empty = _EMPTY[dtype]
+        losses, correct = np.empty(k, np.float64), np.empty(k, np.int64)
+        self.raw.train_steps(
+            X,
+            x_rows,
+            rows,
+            labels,
+            targets,
+            empty if sample_weight is None else sample_weight,
+            np.empty((bs, X.shape[1]), dtype),
+            np.empty(bs if labels.size else 0, np.intp),
+            np.empty((bs, targets.shape[1]) if targets.size else (0, 0), dtype),
+            empty if sample_weight is None else np.empty(bs, dtype),
+            params,
+            grads,
+            net["layout"],
+            alphas,
+            net["work"],
+            config,
+            hyper,
+            states["velocity"],
+            states["m"],
+            states["v"],
+            losses,
+            correct,
+        )
+        return losses, correct
+
+    @staticmethod
+    def _check_update(
+        net, params, optimizer, lr, momentum, nesterov, weight_decay, beta1, beta2,
+        eps, step, velocity, m, v,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+        """The update's checks train_step and train_steps share: the packed
+        ``(config, hyper, states)`` (states: velocity, m, v, empty when unused)."""
+        dtype = params.dtype
         if not isinstance(optimizer, str):
             raise TypeError(f"optimizer must be a name, got {optimizer!r}")
         name = optimizer.lower()
@@ -950,9 +1148,6 @@ class Backend:
                 raise ValueError(
                     f"{sname} must be a writeable array shaped like params"
                 )
-        outputs = {"params": params, "grads": grads, "work": net["work"], **states}
-        _no_overlap(outputs, x=x, sample_weight=sample_weight, labels=net["labels"],
-                    targets=net["targets"])  # fmt: skip
         config = pack_config(
             loss=net["loss"], weights_end=net["weights_end"], optimizer=code,
             step=step, nesterov=bool(nesterov), decoupled=name == "adamw",
@@ -962,23 +1157,7 @@ class Backend:
             momentum=momentum, weight_decay=weight_decay, beta1=float(beta1),
             beta2=float(beta2), eps=eps,
         )  # fmt: skip
-        loss_value, correct = self.raw.train_step(
-            x,
-            net["labels"],
-            net["targets"],
-            empty if sample_weight is None else sample_weight,
-            params,
-            grads,
-            net["layout"],
-            alphas,
-            net["work"],
-            config,
-            hyper,
-            states["velocity"],
-            states["m"],
-            states["v"],
-        )
-        return float(loss_value), int(correct)
+        return config, hyper, states
 
     # ---------------------------------------------------- loss and gradients
     def loss_grad(
@@ -1048,12 +1227,16 @@ class Backend:
 
     def _check_network(
         self, op, x, y, params, grads, layout, alphas, work, loss, sample_weight,
-        label_smoothing, l2, weights_end, writes_params=True,
+        label_smoothing, l2, weights_end, writes_params=True, n_rows=None,
+        batch_rows=None,
     ) -> dict[str, Any]:  # fmt: skip
-        """The checks train_step and loss_grad share; the normalised arguments."""
+        """The checks train_step, train_steps and loss_grad share; the normalised
+        arguments. ``n_rows``: the rows of y and sample_weight, ``batch_rows``: the
+        rows of one step, which size the workspace (None: x's)."""
         _array("x", x, 2)
         dtype = x.dtype
         n, k0 = x.shape
+        n = n if n_rows is None else n_rows
         if n == 0:
             raise ValueError(f"{op} needs a non-empty batch")
         for name, arr in (("params", params), ("grads", grads)):
@@ -1096,7 +1279,9 @@ class Backend:
             raise ValueError(
                 f"weights_end must lie in [0, {n_params}], got {weights_end}"
             )
-        _, _, total = train_workspace_layout(layout, n)
+        _, _, total = train_workspace_layout(
+            layout, n if batch_rows is None else batch_rows
+        )
         if work is None:
             work = np.empty(total, dtype=dtype)
         else:

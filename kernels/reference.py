@@ -382,3 +382,27 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
         if sq_norm:
             loss += 0.5 * l2 * sq
     return loss, correct
+
+
+def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
+                batch_labels, batch_targets, batch_weight, params, grads, layout,
+                alphas, work, config, hyper, velocity, m, v, losses,
+                correct):  # fmt: skip
+    """train_step on each batch of ``rows`` in turn, gathered into the batch_*
+    buffers (the oracle of the compiled backends' train_steps)."""
+    bs = batch_x.shape[0]
+    step_config = config.copy()
+    for s in range(losses.shape[0]):
+        idx = rows[s * bs : (s + 1) * bs]
+        np.take(X, idx if x_rows.size == 0 else x_rows[idx], axis=0, out=batch_x)
+        if labels.size:
+            np.take(labels, idx, out=batch_labels)
+        if targets.size:
+            np.take(targets, idx, axis=0, out=batch_targets)
+        if sample_weight.size:
+            np.take(sample_weight, idx, out=batch_weight)
+        step_config[STEP] = config[STEP] + s
+        losses[s], correct[s] = train_step(
+            batch_x, batch_labels, batch_targets, batch_weight, params, grads,
+            layout, alphas, work, step_config, hyper, velocity, m, v,
+        )  # fmt: skip

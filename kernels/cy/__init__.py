@@ -31,7 +31,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy, squared_error
 from .matmul import matmul  # the kernel shadows the module of the same name
 from .optim import adam_update, sgd_update
-from .train import loss_grad, train_step
+from .train import loss_grad, train_step, train_steps
 
 train._configure_slots(
     {name: i for i, name in enumerate(CONFIG_SLOTS)},
@@ -70,6 +70,7 @@ __all__ = [
     "softmax_cross_entropy",
     "squared_error",
     "train_step",
+    "train_steps",
 ]
 
 

@@ -167,6 +167,44 @@ cdef void _scratch_free(_Scratch* s) noexcept:
     s.partials = NULL
 
 
+cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
+                             const floating* tp, const floating* swp,
+                             floating* params, floating* grads,
+                             const int64_t* layout, Py_ssize_t L,
+                             const double* alphas, floating* work, Py_ssize_t n,
+                             Py_ssize_t n_params, const int64_t* config,
+                             const double* hyper, floating* sa, floating* sb,
+                             const _Update* u, _Scratch* s,
+                             Py_ssize_t* correct) noexcept nogil:
+    """One step: _loss_grad_core, then the update (weights with weight decay,
+    biases without; the L2 term's sum of squares, float64 in fixed chunks, is read
+    by the weights' update before it steps). Returns the loss with its L2 term."""
+    cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
+    cdef double l2 = hyper[_L2]
+    cdef double loss = _loss_grad_core(x, lp, tp, <int>config[_LOSS], swp, params,
+                                       grads, layout, L, alphas, work, n,
+                                       hyper[_LABEL_SMOOTHING], l2, NULL, s.offs,
+                                       s.rows, correct)
+    loss += 0.5 * l2 * _update(params, grads, sa, sb, 0, weights_end,
+                               hyper[_WEIGHT_DECAY], u,
+                               s.partials if l2 != 0 else NULL)
+    _update(params, grads, sa, sb, weights_end, n_params, 0.0, u, NULL)
+    return loss
+
+
+cdef void _update_settings(_Update* u, const int64_t[::1] config,
+                           const double[::1] hyper) noexcept:
+    u.optimizer = <int>config[_OPTIMIZER]
+    u.lr = hyper[_LR]
+    u.momentum = hyper[_MOMENTUM]
+    u.nesterov = config[_NESTEROV] != 0
+    u.beta1 = hyper[_BETA1]
+    u.beta2 = hyper[_BETA2]
+    u.eps = hyper[_EPS]
+    u.decoupled = config[_DECOUPLED] != 0
+    u.step = <long>config[_STEP]
+
+
 # The slots of the config (int64) and hyper (float64) arrays: set from the contract's
 # CONFIG_SLOTS / HYPER_SLOTS at import (kernels/cy/__init__.py), never restated here.
 cdef Py_ssize_t _LOSS, _WEIGHTS_END, _OPTIMIZER, _STEP, _NESTEROV, _DECOUPLED
@@ -261,16 +299,13 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
                floating[::1] v):                  # IN/OUT Adam second moment, or empty
     """Forward, the loss, backward and the optimizer update; (loss, n_correct)."""
     cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], correct = 0
-    cdef Py_ssize_t n_params = params.shape[0]
-    cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
-    cdef double l2 = hyper[_L2]
     cdef const floating* swp = NULL
     cdef const Py_ssize_t* lp = NULL
     cdef const floating* tp = NULL
     cdef floating* sa = NULL
     cdef floating* sb = NULL
     cdef _Scratch s
-    cdef double loss, sq
+    cdef double loss
     cdef int prev
     cdef _Update u
     if n == 0 or L == 0:
@@ -281,38 +316,96 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
         lp = &labels[0]
     if targets.shape[0]:
         tp = &targets[0, 0]
-    u.optimizer = <int>config[_OPTIMIZER]
-    if u.optimizer == 0:
-        if velocity.shape[0]:
-            sa = &velocity[0]
-    else:
-        if m.shape[0]:
-            sa = &m[0]
-        if v.shape[0]:
-            sb = &v[0]
-    u.lr = hyper[_LR]
-    u.momentum = hyper[_MOMENTUM]
-    u.nesterov = config[_NESTEROV] != 0
-    u.beta1 = hyper[_BETA1]
-    u.beta2 = hyper[_BETA2]
-    u.eps = hyper[_EPS]
-    u.decoupled = config[_DECOUPLED] != 0
-    u.step = <long>config[_STEP]
-    _scratch_alloc(&s, L, n, weights_end)
+    _update_settings(&u, config, hyper)
+    _state_pointers(u.optimizer, velocity, m, v, &sa, &sb)
+    _scratch_alloc(&s, L, n, config[_WEIGHTS_END])
     with nogil:
         prev = _blas_single_begin()
-        loss = _loss_grad_core(&x[0, 0], lp, tp, <int>config[_LOSS], swp,
-                               &params[0], &grads[0],
-                               &layout[0, 0], L, &alphas[0], &work[0], n,
-                               hyper[_LABEL_SMOOTHING], l2, NULL, s.offs, s.rows,
-                               &correct)
-        # the update: weights with weight decay, biases without; the L2 term's sum
-        # of squares (float64, fixed chunks) is read by the weights' update, before
-        # it steps
-        sq = _update(&params[0], &grads[0], sa, sb, 0, weights_end,
-                     hyper[_WEIGHT_DECAY], &u, s.partials if l2 != 0 else NULL)
-        loss += 0.5 * l2 * sq
-        _update(&params[0], &grads[0], sa, sb, weights_end, n_params, 0.0, &u, NULL)
+        loss = _train_step_core(&x[0, 0], lp, tp, swp, &params[0], &grads[0],
+                                &layout[0, 0], L, &alphas[0], &work[0], n,
+                                params.shape[0], &config[0], &hyper[0], sa, sb, &u,
+                                &s, &correct)
         _blas_single_end(prev)
     _scratch_free(&s)
     return loss, correct
+
+
+cdef void _state_pointers(int optimizer, floating[::1] velocity, floating[::1] m,
+                          floating[::1] v, floating** sa, floating** sb) noexcept:
+    """The update's state buffers: SGD's velocity, or Adam's m and v (NULL: none)."""
+    if optimizer == 0:
+        if velocity.shape[0]:
+            sa[0] = &velocity[0]
+    else:
+        if m.shape[0]:
+            sa[0] = &m[0]
+        if v.shape[0]:
+            sb[0] = &v[0]
+
+
+def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
+                const Py_ssize_t[::1] x_rows,      # IN  (N,) X's row per training row, or empty
+                const Py_ssize_t[::1] rows,        # IN  (k * bs,) training rows per step
+                const Py_ssize_t[::1] labels,      # IN  (N,) or empty
+                const floating[:, ::1] targets,    # IN  (N, out_last), or empty
+                const floating[::1] sample_weight,  # IN  (N,) or empty
+                floating[:, ::1] batch_x,          # OUT (bs, in_0)
+                Py_ssize_t[::1] batch_labels,      # OUT (bs,) or empty
+                floating[:, ::1] batch_targets,    # OUT (bs, out_last), or empty
+                floating[::1] batch_weight,        # OUT (bs,) or empty
+                floating[::1] params,              # IN/OUT as train_step
+                floating[::1] grads,
+                const int64_t[:, ::1] layout,
+                const double[::1] alphas,
+                floating[::1] work,
+                const int64_t[::1] config,
+                const double[::1] hyper,
+                floating[::1] velocity,
+                floating[::1] m,
+                floating[::1] v,
+                double[::1] losses,                # OUT (k,) each step's loss
+                int64_t[::1] correct):             # OUT (k,) each step's n_correct
+    """train_step on each batch of ``rows`` in turn, gathered here (step s is
+    optimizer step config[STEP] + s)."""
+    cdef Py_ssize_t bs = batch_x.shape[0], k0 = X.shape[1], L = layout.shape[0]
+    cdef Py_ssize_t n_out = batch_targets.shape[1] if batch_targets.shape[0] else 0
+    cdef Py_ssize_t k = losses.shape[0], st, r, i, hits
+    cdef const Py_ssize_t* idx
+    cdef const Py_ssize_t* xr = &x_rows[0] if x_rows.shape[0] else NULL
+    cdef const Py_ssize_t* lp = &batch_labels[0] if labels.shape[0] else NULL
+    cdef const floating* tp = &batch_targets[0, 0] if targets.shape[0] else NULL
+    cdef const floating* swp = &batch_weight[0] if sample_weight.shape[0] else NULL
+    cdef floating* sa = NULL
+    cdef floating* sb = NULL
+    cdef _Scratch s
+    cdef int prev
+    cdef _Update u
+    if bs == 0 or L == 0:
+        return
+    _update_settings(&u, config, hyper)
+    _state_pointers(u.optimizer, velocity, m, v, &sa, &sb)
+    _scratch_alloc(&s, L, bs, config[_WEIGHTS_END])
+    with nogil:
+        prev = _blas_single_begin()
+        for st in range(k):
+            idx = &rows[st * bs]
+            for r in range(bs):
+                i = idx[r]
+                memcpy(&batch_x[r, 0], &X[xr[i] if xr != NULL else i, 0],
+                       k0 * sizeof(floating))
+                if lp != NULL:
+                    batch_labels[r] = labels[i]
+                if tp != NULL:
+                    memcpy(&batch_targets[r, 0], &targets[i, 0],
+                           n_out * sizeof(floating))
+                if swp != NULL:
+                    batch_weight[r] = sample_weight[i]
+            u.step = <long>config[_STEP] + st
+            hits = 0
+            losses[st] = _train_step_core(&batch_x[0, 0], lp, tp, swp, &params[0],
+                                          &grads[0], &layout[0, 0], L, &alphas[0],
+                                          &work[0], bs, params.shape[0], &config[0],
+                                          &hyper[0], sa, sb, &u, &s, &hits)
+            correct[st] = hits
+        _blas_single_end(prev)
+    _scratch_free(&s)

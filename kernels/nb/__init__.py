@@ -25,7 +25,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy, squared_error
 from .matmul import matmul
 from .optim import adam_update, sgd_update
-from .train import loss_grad, train_step
+from .train import loss_grad, train_step, train_steps
 
 __all__ = [
     "BACKEND_INFO",
@@ -43,6 +43,7 @@ __all__ = [
     "softmax_cross_entropy",
     "squared_error",
     "train_step",
+    "train_steps",
 ]
 
 

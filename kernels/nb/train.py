@@ -318,3 +318,56 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
         config, hyper, velocity, m, v, bias2_sqrt, lr / bias1, opt.TUNE,
         _matmul.GEMM_CONFIG,
     )  # fmt: skip
+
+
+@njit(**JIT)
+def _train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
+                 batch_labels, batch_targets, batch_weight, params, grads, layout,
+                 alphas, work, config, hyper, velocity, m, v, bias2_sqrt, step_size,
+                 losses, correct, tune, cfg):  # fmt: skip
+    # step s: its rows gathered into the batch buffers, then _train_step (bias
+    # corrections of step config[STEP] + s precomputed by the caller)
+    bs = batch_x.shape[0]
+    step_config = config.copy()
+    for s in range(losses.shape[0]):
+        idx = rows[s * bs : (s + 1) * bs]
+        for r in range(bs):
+            i = idx[r]
+            batch_x[r] = X[x_rows[i] if x_rows.shape[0] else i]
+            if labels.shape[0]:
+                batch_labels[r] = labels[i]
+            if targets.shape[0]:
+                batch_targets[r] = targets[i]
+            if sample_weight.shape[0]:
+                batch_weight[r] = sample_weight[i]
+        step_config[STEP] = config[STEP] + s
+        losses[s], correct[s] = _train_step(
+            batch_x, batch_labels, batch_targets, batch_weight, params, grads, layout,
+            alphas, work, step_config, hyper, velocity, m, v, bias2_sqrt[s],
+            step_size[s], tune, cfg,
+        )  # fmt: skip
+
+
+def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
+                batch_labels, batch_targets, batch_weight, params, grads, layout,
+                alphas, work, config, hyper, velocity, m, v, losses,
+                correct):  # fmt: skip
+    """train_step on each batch of ``rows`` in turn, gathered in compiled code."""
+    # IN  X (N_X, k0), x_rows (N,) or empty, rows (k * bs,), labels / targets /
+    #     sample_weight of the N training rows (or empty), the rest as train_step
+    # OUT batch_x (bs, k0), batch_labels / batch_targets / batch_weight (or empty),
+    #     losses (k,) float64, correct (k,) int64; IN/OUT as train_step
+    # Adam's bias corrections per step in Python float64, exactly as train_step
+    first = int(config[STEP])
+    lr, beta1, beta2 = float(hyper[LR]), float(hyper[BETA1]), float(hyper[BETA2])
+    k = losses.shape[0]
+    bias2_sqrt, step_size = np.empty(k), np.empty(k)
+    for s in range(k):
+        bias2_sqrt[s] = math.sqrt(1.0 - beta2 ** (first + s))
+        step_size[s] = lr / (1.0 - beta1 ** (first + s))
+    _train_steps(
+        X, x_rows, rows, labels, targets, sample_weight, batch_x, batch_labels,
+        batch_targets, batch_weight, params, grads, layout, alphas, work, config,
+        hyper, velocity, m, v, bias2_sqrt, step_size, losses, correct, opt.TUNE,
+        _matmul.GEMM_CONFIG,
+    )  # fmt: skip

@@ -1,0 +1,322 @@
+"""Several training steps in one compiled call (train_steps) and the loop that uses it.
+
+The kernel gathers each batch itself and must leave the weights bitwise as the same
+steps run one train_step call at a time; the loop runs its full batches through it
+and must train exactly as one call per step (checkpoints, resume and Ctrl-C on the
+same step boundaries).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from fastnn import training
+from fastnn.layers import Linear, ReLU
+from fastnn.losses import MeanSquaredError
+from fastnn.model import MLP, Sequential
+from fastnn.optim import SGD, Adam, AdamW
+
+LOSSES = ("softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy")
+
+
+def _problem(dtype, loss, rng, n_x=37, n=29, d=6, n_out=3):
+    """A 6-9-5-3 network (one layer without bias), X with more rows than the
+    training set (x_rows picks them), targets and weights of the training rows."""
+    sizes, acts, keep = (d, 9, 5, n_out), (5, 2, 0), (1, 0, 0)
+    rows, off = [], 0
+    for i in range(3):
+        rows.append([off, -1, sizes[i], sizes[i + 1], acts[i], keep[i]])
+        off += sizes[i] * sizes[i + 1]
+    n_decay = off
+    for i in (0, 2):
+        rows[i][1] = off
+        off += sizes[i + 1]
+    layout = np.array(rows, dtype=np.int64)
+    params = rng.normal(scale=0.5, size=off).astype(dtype)
+    X = rng.normal(size=(n_x, d)).astype(dtype)
+    x_rows = rng.permutation(n_x)[:n].astype(np.intp)
+    if loss == "softmax_cross_entropy":
+        y = rng.integers(0, n_out, size=n)
+    elif loss == "squared_error":
+        y = rng.normal(size=(n, n_out)).astype(dtype)
+    else:
+        y = (rng.uniform(size=(n, n_out)) < 0.5).astype(dtype)
+    sw = rng.uniform(0.5, 1.5, size=n).astype(dtype)
+    return layout, params, n_decay, X, x_rows, y, sw
+
+
+def _optimizer_kw(optimizer, params):
+    states = {"velocity": np.zeros_like(params)}
+    if optimizer != "sgd":
+        states = {"m": np.zeros_like(params), "v": np.zeros_like(params)}
+    return dict(optimizer=optimizer, lr=0.02, momentum=0.9 if optimizer == "sgd"
+                else 0.0, nesterov=optimizer == "sgd", weight_decay=0.01,
+                **states)  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_kernel_equals_one_train_step_per_batch(backend, dtype, optimizer, loss):
+    """Bitwise the weights, optimizer state, losses and hits of train_step called
+    once per batch on the gathered rows, steps numbered from ``step``."""
+    rng = np.random.default_rng(3)
+    layout, p0, n_decay, X, x_rows, y, sw = _problem(dtype, loss, rng)
+    alphas = np.array([0.01, -0.1, 0.01])
+    bs, k = 4, 5
+    rows = rng.permutation(len(y))[: bs * k].astype(np.intp)
+    smoothing = 0.1 if loss == "softmax_cross_entropy" else 0.0
+    common = dict(loss=loss, label_smoothing=smoothing, l2=1e-2, weights_end=n_decay)
+    params = p0.copy()
+    kw = _optimizer_kw(optimizer, params)
+    losses, hits = backend.train_steps(
+        X, y, rows, bs, params, np.zeros_like(p0), layout, alphas, x_rows=x_rows,
+        sample_weight=sw, step=4, **common, **kw,
+    )  # fmt: skip
+    one = p0.copy()
+    kw_one = _optimizer_kw(optimizer, one)
+    grads = np.zeros_like(p0)
+    for s in range(k):
+        idx = rows[s * bs : (s + 1) * bs]
+        value, correct = backend.train_step(
+            np.ascontiguousarray(X[x_rows[idx]]), np.ascontiguousarray(y[idx]), one,
+            grads, layout, alphas, sample_weight=np.ascontiguousarray(sw[idx]),
+            step=4 + s, **common, **kw_one,
+        )  # fmt: skip
+        assert losses[s] == value and hits[s] == correct
+    assert losses.dtype == np.float64 and hits.dtype == np.int64
+    assert params.tobytes() == one.tobytes()
+    for name in ("velocity", "m", "v"):
+        if name in kw:
+            assert kw[name].tobytes() == kw_one[name].tobytes()
+    assert np.isfinite(losses).all() and not np.array_equal(params, p0)
+    if loss == "softmax_cross_entropy":
+        assert hits.sum() > 0
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_compiled_kernel_matches_numpy_twin(compiled, oracle, dtype, loss):
+    rng = np.random.default_rng(5)
+    layout, p0, n_decay, _, _, y, sw = _problem(dtype, loss, rng, n_x=29)
+    X = rng.normal(size=(29, 6)).astype(dtype)
+    rows = np.arange(24, dtype=np.intp)[::-1].copy()
+    out = []
+    for kb in (oracle, compiled):
+        params = p0.copy()
+        kw = _optimizer_kw("adam", params)
+        losses, hits = kb.train_steps(
+            X, y, rows, 8, params, np.zeros_like(p0), layout,
+            np.array([0.01, -0.1, 0.01]), loss=loss, sample_weight=sw,
+            weights_end=n_decay, **kw,
+        )  # fmt: skip
+        out.append((params, kw["m"], kw["v"], losses, hits))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+
+
+def test_kernel_validates_before_touching_memory(backend):
+    rng = np.random.default_rng(0)
+    layout, params, n_decay, X, x_rows, y, _ = _problem(
+        np.float64, "softmax_cross_entropy", rng
+    )
+    before = params.copy()
+    grads = np.zeros_like(params)
+    alphas = np.full(3, 0.01)
+    rows = np.arange(8, dtype=np.intp)
+
+    def call(**changes):
+        args = dict(X=X, y=y, rows=rows, batch_size=4, x_rows=x_rows)
+        args.update(changes)
+        backend.train_steps(
+            args["X"], args["y"], args["rows"], args["batch_size"], params, grads,
+            layout, alphas, x_rows=args["x_rows"], lr=0.1, weights_end=n_decay,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="rows must lie in"):
+        call(rows=np.array([0, 1, 2, len(y)], dtype=np.intp))
+    with pytest.raises(ValueError, match="rows must lie in"):
+        call(rows=np.array([0, 1, 2, -1], dtype=np.intp))
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        call(rows=rows[:6])
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        call(rows=rows[:0])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        call(batch_size=0)
+    with pytest.raises(ValueError, match="dtype intp"):
+        call(rows=rows.astype(np.int32))
+    with pytest.raises(ValueError, match="x_rows must lie in"):
+        call(x_rows=np.full(len(y), len(X), dtype=np.intp))
+    with pytest.raises(ValueError, match="x_rows has"):
+        call(x_rows=x_rows[:-1])
+    with pytest.raises(ValueError, match="pass x_rows"):
+        call(x_rows=None)
+    with pytest.raises(ValueError, match="labels must lie"):
+        call(y=np.full(len(y), 3))
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        call(X=X.astype(np.float32))
+    with pytest.raises(ValueError, match="one label or target row"):
+        call(y=np.int64(1))
+    assert params.tobytes() == before.tobytes()
+
+
+# ------------------------------------------------------------------ the loop
+def _spy_steps(model):
+    """Count the model's compiled multi-step calls and the steps they ran."""
+    seen = {"calls": 0, "steps": 0}
+    original = model._train_steps
+
+    def spy(X, x_rows, rows, y, sw, batch_size, l2=None):
+        seen["calls"] += 1
+        seen["steps"] += len(rows) // batch_size
+        return original(X, x_rows, rows, y, sw, batch_size, l2)
+
+    model._train_steps = spy
+    return seen
+
+
+def _one_call_per_step(monkeypatch):
+    monkeypatch.setattr(training, "WORK_AT_ONCE", 0)
+
+
+FITS = {
+    "classify-shuffled-val": dict(
+        make=lambda b: MLP((6, 12, 3), backend=b, optimizer=Adam(lr=0.01)),
+        fit=dict(validation_split=0.2, batch_size=7, epochs=3),
+        weighted=True,
+    ),
+    "classify-data-order": dict(
+        make=lambda b: MLP(
+            (6, 12, 3), backend=b, optimizer=SGD(lr=0.05, momentum=0.9, nesterov=True)
+        ),
+        fit=dict(shuffle=False, batch_size=5, epochs=2),
+        weighted=False,
+    ),  # fmt: skip
+    "regress-adamw": dict(
+        make=lambda b: Sequential(
+            [Linear(6, 8), ReLU(), Linear(8, 2)],
+            loss=MeanSquaredError(l2=1e-3),
+            optimizer=AdamW(lr=0.01, weight_decay=0.01),
+            backend=b,
+        ),
+        fit=dict(batch_size=4, epochs=2),
+        weighted=True,
+    ),
+}
+
+
+def _fit_data(name, n=61):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(n, 6))
+    if name.startswith("regress"):
+        y = X[:, :2] @ rng.normal(size=(2, 2)) + 0.1 * rng.normal(size=(n, 2))
+    else:
+        y = np.arange(n) % 3
+    sw = rng.uniform(0.5, 2.0, size=n)
+    return X, y, sw
+
+
+@pytest.mark.parametrize("name", sorted(FITS))
+def test_fit_in_chunks_equals_one_call_per_step(compiled, name, monkeypatch):
+    spec = FITS[name]
+    X, y, sw = _fit_data(name)
+    kw = dict(spec["fit"], seed=4, verbose=0)
+    if spec["weighted"]:
+        kw["sample_weight"] = sw
+    chunked = spec["make"](compiled.name)
+    seen = _spy_steps(chunked)
+    hist = chunked.fit(X, y, **kw)
+    assert seen["calls"] >= 2 and seen["steps"] > seen["calls"]
+    _one_call_per_step(monkeypatch)
+    single = spec["make"](compiled.name)
+    seen_single = _spy_steps(single)
+    hist_single = single.fit(X, y, **kw)
+    assert seen_single["calls"] == 0
+    assert chunked.get_flat_parameters().tobytes() == (
+        single.get_flat_parameters().tobytes()
+    )
+    assert chunked.optimizer.steps == single.optimizer.steps
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert hist.history.get(key) == hist_single.history.get(key)
+
+
+def test_chunks_stop_at_checkpoints_and_resume_exactly(compiled, tmp_path):
+    X, y, _ = _fit_data("classify")
+
+    def model():
+        return MLP((6, 12, 3), backend=compiled.name, optimizer=Adam(lr=0.01))
+
+    kw = dict(batch_size=4, seed=1, verbose=0, checkpoint_every=5)
+    ref = model()
+    ref.fit(X, y, epochs=3, checkpoint=tmp_path / "ref.npz", **kw)
+    path = tmp_path / "run.npz"
+    first = model()
+    saved_at = []
+    original = first._train_steps
+
+    def spy(*args):
+        out = original(*args)
+        saved_at.append(first.optimizer.steps)
+        return out
+
+    first._train_steps = spy
+    first.fit(X, y, epochs=1, checkpoint=path, **kw)
+    # every chunk ends on a multiple of checkpoint_every or at the epoch's last
+    # full batch (16 steps: 15 full batches of 4 rows and one of 1)
+    assert saved_at and all(s % 5 == 0 or s == 15 for s in saved_at)
+    resumed = model()
+    resumed.fit(X, y, epochs=3, checkpoint=path, resume=True, **kw)
+    assert resumed.get_flat_parameters().tobytes() == (
+        ref.get_flat_parameters().tobytes()
+    )
+
+
+def test_ctrl_c_lands_on_a_chunk_boundary_then_resumes(compiled, tmp_path):
+    X, y, _ = _fit_data("classify")
+
+    def model():
+        return MLP((6, 12, 3), backend=compiled.name, optimizer=Adam(lr=0.01))
+
+    kw = dict(batch_size=4, seed=1, verbose=0, checkpoint_every="epoch")
+    ref = model()
+    ref.fit(X, y, epochs=2, checkpoint=tmp_path / "ref.npz", **kw)
+    path = tmp_path / "run.npz"
+    interrupted = model()
+    original = interrupted._train_steps
+
+    def steps(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # deferred to the end of the call
+        return original(*args)
+
+    interrupted._train_steps = steps
+    found = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.fit(X, y, epochs=2, checkpoint=path, **kw)
+    finally:
+        signal.signal(signal.SIGINT, found)
+    steps_done = interrupted.optimizer.steps
+    assert 1 < steps_done < 16  # the first step, then one chunk
+    resumed = model()
+    resumed.fit(X, y, epochs=2, checkpoint=path, resume=True, **kw)
+    assert resumed.get_flat_parameters().tobytes() == (
+        ref.get_flat_parameters().tobytes()
+    )
+
+
+def test_strategies_with_their_own_step_run_one_call_per_step():
+    class OwnStep(training.LocalStrategy):
+        def step(self, model, ws, weighted, batch_rows, l2):
+            return super().step(model, ws, weighted, batch_rows, l2)
+
+    assert training.LocalStrategy().plain_steps()
+    assert not OwnStep().plain_steps()
+    model = MLP((6, 12, 3), backend="cython")
+    seen = _spy_steps(model)
+    X, y, _ = _fit_data("classify")
+    training.fit(model, X, y, strategy=OwnStep(), epochs=1, batch_size=4, verbose=0)
+    assert seen["calls"] == 0 and model.optimizer.steps == 16
