@@ -827,6 +827,27 @@ class _BaseMLP(BaseEstimator):
                 self._head.output(kb, logits, out[i:j])
         return out
 
+    def to_onnx(self, path=None):
+        """Export the fitted estimator's inference graph to ONNX.
+
+        A classifier's graph outputs ``label`` (as :meth:`predict`) and
+        ``probabilities`` (as :meth:`predict_proba`); a regressor's outputs
+        ``predictions`` (as :meth:`predict`). Opset
+        :data:`fastnn.onnx_export.OPSET`. Needs ``pip install "fastnn[onnx]"``.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Also write the model to this file (atomically).
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path)
+
 
 # -------------------------------------------------------------------- classifier
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -1130,26 +1151,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
-
-    def to_onnx(self, path=None):
-        """Export the fitted estimator's inference graph to ONNX.
-
-        Outputs ``label`` (as :meth:`predict`) and ``probabilities`` (as
-        :meth:`predict_proba`), opset :data:`fastnn.onnx_export.OPSET`. Needs
-        ``pip install "fastnn[onnx]"``.
-
-        Parameters
-        ----------
-        path : path-like, optional
-            Also write the model to this file (atomically).
-
-        Returns
-        -------
-        onnx.ModelProto
-        """
-        from .onnx_export import to_onnx
-
-        return to_onnx(self, path)
 
     if NEW_TAGS:
 

@@ -39,9 +39,9 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
 
     Parameters
     ----------
-    model : fastnn.Sequential, fastnn.MLP or fastnn.MLPClassifier
+    model : fastnn.Sequential, fastnn.MLP, fastnn.MLPClassifier or MLPRegressor
         Fitted (a classifier: outputs ``label`` and ``probabilities``; a regressor:
-        ``predictions``).
+        ``predictions``, shaped as ``predict`` returns them).
     path : path-like, optional
         Write the model here (atomically).
 
@@ -66,7 +66,10 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
         x = graph.activation(x, act, alpha)
     if output == "identity":  # a regressor: the last layer's values
         k = int(model.n_outputs_)
-        if model.target_ndim_ == 1:
+        # as predict: a Network's y of shape (n,) gives (n,) back; scikit-learn's
+        # MLPRegressor ravels any single output
+        ravel = model.target_ndim_ == 1 if isinstance(model, Network) else k == 1
+        if ravel:
             flat = graph.const("flat_shape", np.array([-1], dtype=np.int64))
             graph.node("Reshape", [x, flat], name="predictions")
             shape: list = ["N"]
@@ -130,7 +133,8 @@ def _describe(model: Any):
         if model.is_regressor:
             return stages, "identity", None, np.dtype(model.dtype)
         return stages, "softmax", np.asarray(model.classes_), np.dtype(model.dtype)
-    if type(model).__name__ == "MLPClassifier" and hasattr(model, "coefs_"):
+    estimator = type(model).__name__
+    if estimator in ("MLPClassifier", "MLPRegressor") and hasattr(model, "coefs_"):
         last = len(model.coefs_) - 1
         acts = {"logistic": "sigmoid"}
         hidden = acts.get(model.activation, model.activation)
@@ -141,12 +145,14 @@ def _describe(model: Any):
             )
         ]
         dtype = np.dtype(model.coefs_[0].dtype)
+        if estimator == "MLPRegressor":
+            return stages, "identity", None, dtype
         return stages, model.out_activation_, np.asarray(model.classes_), dtype
-    if type(model).__name__ == "MLPClassifier":
-        raise ValueError("this MLPClassifier is not fitted yet: call fit first")
+    if estimator in ("MLPClassifier", "MLPRegressor"):
+        raise ValueError(f"this {estimator} is not fitted yet: call fit first")
     raise TypeError(
-        f"cannot export {type(model).__name__}: expected a fastnn Sequential, MLP "
-        "or MLPClassifier"
+        f"cannot export {estimator}: expected a fastnn Sequential, MLP, "
+        "MLPClassifier or MLPRegressor"
     )
 
 

@@ -106,3 +106,26 @@ def test_cli_export(data, tmp_path):
     Xf = X.astype(np.float32)
     _, proba = _run(onnx.load(tmp_path / "m.onnx"), Xf)
     np.testing.assert_allclose(proba, model.predict_proba(Xf), atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_mlpregressor_round_trip(activation, n_outputs, data):
+    X, _ = data
+    rng = np.random.default_rng(4)
+    Xf = X.astype(np.float32)
+    y = Xf[:, :n_outputs] @ rng.normal(size=(n_outputs, n_outputs))
+    reg = fastnn.MLPRegressor(
+        hidden_layer_sizes=(16, 8), activation=activation, max_iter=5, random_state=0
+    )
+    with pytest.warns(Warning):  # ConvergenceWarning: 5 epochs
+        reg.fit(Xf, y.ravel() if n_outputs == 1 else y)
+    session = ort.InferenceSession(
+        reg.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (pred,) = session.run(["predictions"], {"input": Xf})
+    expected = reg.predict(Xf)
+    assert pred.shape == expected.shape  # raveled for one output, as predict
+    np.testing.assert_allclose(pred, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="MLPRegressor is not fitted"):
+        fastnn.MLPRegressor().to_onnx()
