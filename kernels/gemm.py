@@ -14,7 +14,8 @@ never depend on the split.
 Both bounds come from the kernel's own parameters and the CPU's L1d: ``max_k`` is the
 most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the tile runs
 its whole k against an L1-resident panel, with room left for the rows of A it streams;
-past that OpenBLAS's K-blocking wins), ``min_n`` two register tiles' width (a narrower C
+a longer k runs in blocks of half-L1d panels, which keeps the bits but measured no
+faster than OpenBLAS), ``min_n`` two register tiles' width (a narrower C
 leaves most of each tile's lanes idle); float32's tile sets both, for either dtype.
 docs/performance.md has the measurements behind them.
 """

@@ -124,6 +124,30 @@ def test_own_gemm_unaligned_strided_and_blocked(isa_name, dtype):
 
 
 @pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocking_k_changes_no_bit(isa_name, dtype):
+    """With beta == 0 a long k runs in blocks (each tile's sums go back to C and
+    the next block goes on from them): bitwise the result of one block, whatever
+    the L1 size that sets the blocks; with beta != 0 k is never blocked."""
+    rng = np.random.default_rng(4)
+    with isa(isa_name):
+        for (m, n, k), ta, tb in itertools.product(
+            [(32, 256, 784), (13, 37, 300), (7, 5, 1000)], (False, True), (False, True)
+        ):
+            a, b = operands(rng, m, n, k, ta, tb, dtype, pad=1, offset=1)
+            results = []
+            for l1 in (1 << 24, 32 * 1024, 1024):  # one block, a few, many
+                out = np.full((m, n), np.nan, dtype)
+                with caches(l1, 0):
+                    ext.gemm(a, b, out, ta, tb, -0.5, 0.0, OWN)
+                results.append(out)
+            assert_close(results[0], oracle(a, b, 0, ta, tb, -0.5, 0.0), dtype,
+                         kind="gemm")  # fmt: skip
+            for other in results[1:]:
+                np.testing.assert_array_equal(other, results[0])
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
 def test_own_gemm_leaves_padding_columns_alone(isa_name):
     rng = np.random.default_rng(2)
     with isa(isa_name):

@@ -194,10 +194,12 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 
 typedef void (*fnn_gemm_s_impl)(int, int, int64_t, int64_t, int64_t, float,
                                 const float *, int64_t, const float *, int64_t, float,
-                                float *, int64_t, float *, int64_t, int64_t, int, int);
+                                float *, int64_t, float *, int64_t, int64_t, int64_t,
+                                int, int);
 typedef void (*fnn_gemm_d_impl)(int, int, int64_t, int64_t, int64_t, double,
                                 const double *, int64_t, const double *, int64_t,
-                                double, double *, int64_t, double *, int64_t, int64_t, int, int);
+                                double, double *, int64_t, double *, int64_t, int64_t,
+                                int64_t, int, int);
 
 typedef struct {
     const char *name;
@@ -316,6 +318,21 @@ static void fnn_gemm_blocks(int64_t m, int64_t n, int64_t k, int mr, int nr,
     *nc = cols < n_up ? cols : n_up;
 }
 
+/* The rows of k a tile runs before its sums go back to C: all of k, unless a k x NR
+ * panel of B would not fit in half of L1d (then A's and B's blocks would stream
+ * from L2 or further for every tile) and C may hold raw partial sums (beta == 0);
+ * then k in near-equal blocks that fit. */
+static int64_t fnn_gemm_kc(int64_t k, int beta_zero, int nr, size_t elem)
+{
+    int64_t rows = fnn_gemm_l1() / 2 / (nr * (int64_t)elem);
+    if (!beta_zero || k <= rows)
+        return k;
+    if (rows < 8)
+        rows = 8;
+    int64_t blocks = (k + rows - 1) / rows;
+    return (k + blocks - 1) / blocks;
+}
+
 #define FNN_GEMM_ENTRY(NAME, REAL, FIELD, MRF, NRF)                                  \
     static void NAME(int order, int ta, int tb, int64_t m, int64_t n, int64_t k,     \
                      REAL alpha, const REAL *a, int64_t lda, const REAL *b,          \
@@ -332,13 +349,14 @@ static void fnn_gemm_blocks(int64_t m, int64_t n, int64_t k, int mr, int nr,
                     c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];          \
             return;                                                                  \
         }                                                                            \
-        fnn_gemm_blocks(m, n, k, isa->MRF, isa->NRF, sizeof(REAL), &mc, &nc);        \
+        int64_t kc = fnn_gemm_kc(k, beta == 0, isa->NRF, sizeof(REAL));              \
+        fnn_gemm_blocks(m, n, kc, isa->MRF, isa->NRF, sizeof(REAL), &mc, &nc);       \
         /* packing space: B's block when transposed, else one narrow panel */     \
-        int b_in_l1 = (int64_t)isa->NRF * k * (int64_t)sizeof(REAL) <= fnn_gemm_l1() / 2; \
+        int b_in_l1 = (int64_t)isa->NRF * kc * (int64_t)sizeof(REAL) <= fnn_gemm_l1() / 2; \
         /* B packed when transposed, or when a panel is reused from L1 (read in    \
          * place, rows a power-of-two apart fall in few cache sets) */              \
         int pack = tb == 112 || b_in_l1;                                             \
-        REAL *bp = (REAL *)fnn_gemm_work((size_t)(pack ? nc : isa->NRF) * k *        \
+        REAL *bp = (REAL *)fnn_gemm_work((size_t)(pack ? nc : isa->NRF) * kc *       \
                                          sizeof(REAL));                              \
         if (bp == NULL) { /* no packing space: a plain loop, same result order */   \
             for (i = 0; i < m; i++)                                                  \
@@ -352,7 +370,7 @@ static void fnn_gemm_blocks(int64_t m, int64_t n, int64_t k, int mr, int nr,
             return;                                                                  \
         }                                                                            \
         isa->FIELD(ta == 112, tb == 112, m, n, k, alpha, a, lda, b, ldb, beta, c,    \
-                   ldc, bp, mc, nc, b_in_l1, pack);                                  \
+                   ldc, bp, mc, nc, kc, b_in_l1, pack);                              \
     }
 
 FNN_GEMM_ENTRY(fnn_sgemm, float, s, mr_s, nr_s)

@@ -31,16 +31,37 @@
 static inline __attribute__((always_inline)) ATTR void
 SFX(tile_body)(const int mr, const int at, int64_t nc, int64_t k, const REAL *a,
                int64_t lda, const REAL *bp, int64_t sb, REAL alpha, REAL beta,
-               REAL *c, int64_t ldc)
+               REAL *c, int64_t ldc, int kfirst, int klast)
 {
     VEC acc[MR][NV];
     int i, v;
     int64_t p, j;
+    if (kfirst) {
 #pragma GCC unroll 16
-    for (i = 0; i < MR; i++)
+        for (i = 0; i < MR; i++)
 #pragma GCC unroll 4
-        for (v = 0; v < NV; v++)
-            acc[i][v] = V_ZERO();
+            for (v = 0; v < NV; v++)
+                acc[i][v] = V_ZERO();
+    } else { /* a later block of k: the chain goes on from the raw sums in C */
+        REAL t[NR] __attribute__((aligned(64)));
+#pragma GCC unroll 16
+        for (i = 0; i < MR; i++) {
+            if (i < mr) {
+                const REAL *cr = c + i * ldc;
+                if (nc == NR) {
+#pragma GCC unroll 4
+                    for (v = 0; v < NV; v++)
+                        acc[i][v] = V_LOADU(cr + v * VLEN);
+                } else {
+                    for (j = 0; j < NR; j++)
+                        t[j] = j < nc ? cr[j] : 0;
+#pragma GCC unroll 4
+                    for (v = 0; v < NV; v++)
+                        acc[i][v] = V_LOADU(t + v * VLEN);
+                }
+            }
+        }
+    }
 #pragma GCC unroll 2
     for (p = 0; p < k; p++) {
         VEC b[NV];
@@ -59,7 +80,10 @@ SFX(tile_body)(const int mr, const int at, int64_t nc, int64_t k, const REAL *a,
         a += at ? lda : 1;
         bp += sb;
     }
-    VEC va = V_SET1(alpha);
+    /* not the last block of k: store the raw sums (beta is 0 when k is blocked) */
+    VEC va = V_SET1(klast ? alpha : (REAL)1);
+    if (!klast)
+        beta = 0;
     if (nc == NR) {
 #pragma GCC unroll 16
         for (i = 0; i < MR; i++) {
@@ -97,15 +121,18 @@ SFX(tile_body)(const int mr, const int at, int64_t nc, int64_t k, const REAL *a,
 
 static ATTR void
 SFX(tile)(int mr, int at, int64_t nc, int64_t k, const REAL *a, int64_t lda,
-          const REAL *bp, int64_t sb, REAL alpha, REAL beta, REAL *c, int64_t ldc)
+          const REAL *bp, int64_t sb, REAL alpha, REAL beta, REAL *c, int64_t ldc,
+          int kfirst, int klast)
 {
     switch (mr * 2 + (at != 0)) {
 #define FNN_TILE_CASE(r)                                                            \
     case 2 * r:                                                                     \
-        SFX(tile_body)(r, 0, nc, k, a, lda, bp, sb, alpha, beta, c, ldc);           \
+        SFX(tile_body)(r, 0, nc, k, a, lda, bp, sb, alpha, beta, c, ldc, kfirst,    \
+                       klast);                                                      \
         break;                                                                      \
     case 2 * r + 1:                                                                 \
-        SFX(tile_body)(r, 1, nc, k, a, lda, bp, sb, alpha, beta, c, ldc);           \
+        SFX(tile_body)(r, 1, nc, k, a, lda, bp, sb, alpha, beta, c, ldc, kfirst,    \
+                       klast);                                                      \
         break;
     FNN_TILE_CASE(1) FNN_TILE_CASE(2) FNN_TILE_CASE(3) FNN_TILE_CASE(4)
 #if MR > 4
@@ -174,50 +201,63 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
 }
 
 /* The blocked loops, nothing packed but what must be: B in blocks of nc_max columns
- * (a multiple of NR), each packed into bp when transposed or reused from L1
- * (pack_b), else read where it lies (a packed copy only for a last, narrower panel). A is read
- * in place, mc_max rows at a time (its block stays in L2 across B's panels). The
- * tiles run panel by panel of B when one (k x NR) fits in L1 (b_in_l1), else row
- * tile by row tile of A (k x MR, the smaller). Each MR x NR tile of C runs the whole
- * k in registers. */
+ * (a multiple of NR) by kc_max rows of k, each packed into bp when transposed or
+ * reused from L1 (pack_b), else read where it lies (a packed copy only for a last,
+ * narrower panel). A is read in place, mc_max rows at a time (its block stays in L2
+ * across B's panels). The tiles run panel by panel of B when one (kc x NR) fits in L1
+ * (b_in_l1), else row tile by row tile of A (kc x MR, the smaller). Each MR x NR tile
+ * of C runs a block of k in registers; a later block of k reloads the raw sums from C
+ * and goes on with the same FMA chain (kc_max < k only when beta == 0), so blocking
+ * k changes no bit of C. */
 static ATTR void
 SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REAL *a,
           int64_t lda, const REAL *b, int64_t ldb, REAL beta, REAL *c, int64_t ldc,
-          REAL *bp, int64_t mc_max, int64_t nc_max, int b_in_l1,
+          REAL *bp, int64_t mc_max, int64_t nc_max, int64_t kc_max, int b_in_l1,
           int pack_b)
 {
-    int64_t jc, ic, jr, ir, nc, mc;
+    int64_t jc, pc, ic, jr, ir, nc, mc, kc;
     int in_place = !tb && !pack_b; /* B's full panels read where they lie */
     for (jc = 0; jc < n; jc += nc_max) {
         nc = n - jc < nc_max ? n - jc : nc_max;
         int64_t full = in_place ? nc / NR * NR : 0;
-        if (full < nc)
-            SFX(pack_b)(tb, k, nc - full, b, ldb, jc + full, bp);
-        for (ic = 0; ic < m; ic += mc_max) {
-            mc = m - ic < mc_max ? m - ic : mc_max;
-            const REAL *ablk = ta ? a + ic : a + ic * lda;
-            int64_t rstride = ta ? MR : MR * lda; /* offset between row tiles */
-            if (b_in_l1) { /* a panel of B stays in L1 while A's tiles pass */
-                for (jr = 0; jr < nc; jr += NR) {
-                    int64_t w = nc - jr < NR ? nc - jr : NR;
-                    const REAL *panel = jr < full ? b + jc + jr : bp + (jr - full) * k;
-                    int64_t sb = jr < full ? ldb : NR;
-                    for (ir = 0; ir < mc; ir += MR) {
-                        int h = (int)(mc - ir < MR ? mc - ir : MR);
-                        SFX(tile)(h, ta, w, k, ablk + (ir / MR) * rstride, lda, panel,
-                                  sb, alpha, beta, c + (ic + ir) * ldc + jc + jr, ldc);
-                    }
-                }
-            } else { /* a row tile of A stays in L1 while B's panels pass */
-                for (ir = 0; ir < mc; ir += MR) {
-                    int h = (int)(mc - ir < MR ? mc - ir : MR);
+        for (pc = 0; pc < k; pc += kc_max) {
+            kc = k - pc < kc_max ? k - pc : kc_max;
+            int kfirst = pc == 0, klast = pc + kc == k;
+            /* rows pc.. of op(B): B's rows when not transposed, its columns when */
+            const REAL *bk = tb ? b + pc : b + pc * ldb;
+            if (full < nc)
+                SFX(pack_b)(tb, kc, nc - full, bk, ldb, jc + full, bp);
+            for (ic = 0; ic < m; ic += mc_max) {
+                mc = m - ic < mc_max ? m - ic : mc_max;
+                const REAL *ablk = ta ? a + ic + pc * lda : a + ic * lda + pc;
+                int64_t rstride = ta ? MR : MR * lda; /* offset between row tiles */
+                if (b_in_l1) { /* a panel of B stays in L1 while A's tiles pass */
                     for (jr = 0; jr < nc; jr += NR) {
                         int64_t w = nc - jr < NR ? nc - jr : NR;
                         const REAL *panel =
-                            jr < full ? b + jc + jr : bp + (jr - full) * k;
+                            jr < full ? bk + jc + jr : bp + (jr - full) * kc;
                         int64_t sb = jr < full ? ldb : NR;
-                        SFX(tile)(h, ta, w, k, ablk + (ir / MR) * rstride, lda, panel,
-                                  sb, alpha, beta, c + (ic + ir) * ldc + jc + jr, ldc);
+                        for (ir = 0; ir < mc; ir += MR) {
+                            int h = (int)(mc - ir < MR ? mc - ir : MR);
+                            SFX(tile)(h, ta, w, kc, ablk + (ir / MR) * rstride, lda,
+                                      panel, sb, alpha, beta,
+                                      c + (ic + ir) * ldc + jc + jr, ldc, kfirst,
+                                      klast);
+                        }
+                    }
+                } else { /* a row tile of A stays in L1 while B's panels pass */
+                    for (ir = 0; ir < mc; ir += MR) {
+                        int h = (int)(mc - ir < MR ? mc - ir : MR);
+                        for (jr = 0; jr < nc; jr += NR) {
+                            int64_t w = nc - jr < NR ? nc - jr : NR;
+                            const REAL *panel =
+                                jr < full ? bk + jc + jr : bp + (jr - full) * kc;
+                            int64_t sb = jr < full ? ldb : NR;
+                            SFX(tile)(h, ta, w, kc, ablk + (ir / MR) * rstride, lda,
+                                      panel, sb, alpha, beta,
+                                      c + (ic + ir) * ldc + jc + jr, ldc, kfirst,
+                                      klast);
+                        }
                     }
                 }
             }
