@@ -195,6 +195,16 @@ class _SolverSchedule:
         t = self.optimizer.steps + 1
         return self.epsilon / math.sqrt(1.0 - self.beta_2**t)
 
+    def steps_eps(self, k: int) -> np.ndarray | None:
+        """Adam's epsilon for each of the coming ``k`` steps (None for SGD), as
+        :meth:`step_eps` computes them."""
+        if self.solver == "sgd":
+            return None
+        t = self.optimizer.steps + 1
+        return np.array(
+            [self.epsilon / math.sqrt(1.0 - self.beta_2 ** (t + s)) for s in range(k)]
+        )
+
     def _set_learning_rate(self, lr: float) -> None:
         opt = self.optimizer
         velocity = opt.state.get("velocity")
@@ -275,6 +285,31 @@ class _EstimatorSteps(training.LocalStrategy):
         loss = est._step(self.kb, ws.x, targets, weights, est.alpha * inv_sum,
                          self.dropout)  # fmt: skip
         return loss, 0
+
+    def fuses_steps(self, model, data) -> bool:
+        """Several steps per compiled call where each is the plain fused step:
+        no dropout, no sample weights (each batch's would be rescaled), the loss
+        reported as the engine computes it, the loop's labels the row ids
+        themselves (every row of X trains)."""
+        return (
+            self.dropout is None
+            and data.sw_tr is None
+            and data.x_rows is None
+            and not self.est._averages_outputs()
+            and model._fuses_steps()
+        )
+
+    def steps(self, model, data, rows, batch_size: int, l2):
+        """:meth:`step` on each whole batch of ``rows`` in one compiled call: the
+        head's targets of those rows, L2 ``alpha / batch_size``, Adam's epsilon of
+        each step (scikit-learn's bias correction folded in)."""
+        est = self.est
+        losses, _ = model._train_steps(
+            data.X_tr, None, rows, self.targets, None, batch_size,
+            est.alpha / batch_size, loss=est._head.loss,
+            step_eps=est._optimizer.steps_eps(len(rows) // batch_size),
+        )  # fmt: skip
+        return losses, np.zeros(losses.shape[0], np.int64)
 
 
 class _EpochEnd(Callback):

@@ -128,6 +128,7 @@ class Network:
         self.compiled_step = bool(compiled_step)
         self._compiled_override: bool | None = None  # fit(compiled_step=...)
         self._step_checked: set[tuple] = set()  # batch shapes validated in this fit
+        self._step_buffers: dict[tuple, np.ndarray] = {}  # batch targets, this fit
         self._in_fit = False
         self.stop_training = False
         self._stages = self._plan(self.layers)
@@ -240,6 +241,7 @@ class Network:
         state = self.__dict__.copy()
         state["_workspaces"] = OrderedDict()
         state["_step_checked"] = set()
+        state["_step_buffers"] = {}
         del state["_inference"]
         return state
 

@@ -29,6 +29,7 @@ __all__ = ["Steps"]
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in DTYPES.values()}
 _EMPTY_TARGETS = {dt: np.empty((0, 0), dtype=dt) for dt in DTYPES.values()}
 _EMPTY_LABELS = np.empty(0, dtype=np.intp)
+_NO_STEP_EPS = np.empty(0, dtype=np.float64)
 
 
 def _no_input_grad(x: np.ndarray) -> np.ndarray:
@@ -279,19 +280,21 @@ class Steps:
         return float(value), int(correct)
 
     def _train_steps(
-        self, X, x_rows, rows, y, sample_weight, batch_size: int, l2=None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, X, x_rows, rows, y, sample_weight, batch_size: int, l2=None,
+        loss=None, step_eps=None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """``len(rows) // batch_size`` optimizer steps in one compiled call, each on
         the training rows ``rows[s * batch_size:(s + 1) * batch_size]`` of ``y``
         and ``sample_weight`` (None: unweighted) and the matching rows of ``X``
         (through ``x_rows`` when not None), gathered by the kernel into the
         workspace; the weights come out bitwise as from :meth:`_train_step` on each
-        batch. Only when :meth:`_uses_compiled_step`. Returns each step's
-        ``(losses, correct)``.
+        batch. ``loss``: as :meth:`_train_step`; ``step_eps``: Adam's epsilon per
+        step (float64, None: the optimizer's). Only when :meth:`_uses_compiled_step`.
+        Returns each step's ``(losses, correct)``.
         """
         l2 = self.loss.l2 if l2 is None else l2
         kb = self._kernels()
-        loss, smoothing = self.loss.kernel_loss, self.loss.label_smoothing
+        loss, smoothing = self._kernel_loss(loss)
         ws = self._workspace(batch_size, True)
         opt = self.optimizer
         u = self._update_settings(None)
@@ -303,27 +306,42 @@ class Steps:
             losses, correct = np.empty(k), np.empty(k, np.int64)
             config, hyper = self._packed_settings(loss, smoothing, l2, u, step)
             labels, targets = self._raw_targets(y, loss)
-            batch_labels, batch_targets = self._raw_targets(ws.y, loss)
+            batch_labels, batch_targets = self._raw_targets(
+                self._batch_targets(ws, y), loss
+            )
             kb.raw.train_steps(
                 X, _EMPTY_LABELS if x_rows is None else x_rows, rows, labels,
                 targets, _EMPTY[self.dtype] if sample_weight is None else
                 sample_weight, ws.x, batch_labels, batch_targets,
                 _EMPTY[self.dtype] if sample_weight is None else ws.sw,
                 self._params, self._grads, self._train_layout, self._train_alphas,
-                ws.work, config, hyper, u["velocity"], u["m"], u["v"], losses,
-                correct,
+                ws.work, config, hyper, u["velocity"], u["m"], u["v"],
+                _NO_STEP_EPS if step_eps is None else step_eps, losses, correct,
             )  # fmt: skip
         else:
             losses, correct = kb.train_steps(
                 X, y, rows, batch_size, self._params, self._grads,
                 self._train_layout, self._train_alphas, ws.work, x_rows=x_rows,
                 loss=loss, sample_weight=sample_weight, label_smoothing=smoothing,
-                l2=l2, weights_end=self._n_decay, step=step,
+                l2=l2, weights_end=self._n_decay, step=step, step_eps=step_eps,
                 **self._keyword_settings(u),
             )  # fmt: skip
             self._step_checked.add(check_key)
         opt.steps = step + losses.shape[0] - 1
         return losses, correct
+
+    def _batch_targets(self, ws, y: np.ndarray) -> np.ndarray:
+        """A buffer for one batch of ``y``'s rows: the workspace's own when it fits
+        (the model's targets), else one kept for this fit (an estimator's head
+        targets, while the loop's labels are row ids)."""
+        n = ws.x.shape[0]
+        if ws.y.dtype == y.dtype and ws.y.shape[1:] == y.shape[1:]:
+            return ws.y
+        key = (n, y.dtype.str, y.shape[1:])
+        buf = self._step_buffers.get(key)
+        if buf is None:
+            buf = self._step_buffers[key] = np.empty((n, *y.shape[1:]), y.dtype)
+        return buf
 
     def _update_settings(self, eps: float | None) -> dict[str, Any]:
         """The optimizer's settings as the compiled update takes them (``eps``:
@@ -407,12 +425,14 @@ class Steps:
         """fit(compiled_step=...) for one fit; shapes are validated afresh."""
         self._compiled_override = compiled_step
         self._step_checked = set()
+        self._step_buffers = {}
         self._in_fit = True
         try:
             yield
         finally:
             self._compiled_override = None
             self._step_checked = set()
+            self._step_buffers = {}
             self._in_fit = False
 
     def loss_and_gradients(

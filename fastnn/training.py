@@ -237,13 +237,24 @@ class LocalStrategy:
             return model._train_step(ws.x, ws.y, sw)
         return model._train_step(ws.x, ws.y, sw, l2)
 
-    def plain_steps(self) -> bool:
-        """Whether this strategy's step, shard and add_batch are this class's own:
-        then the loop may run several steps in one compiled call."""
+    def fuses_steps(self, model, data: FitData) -> bool:
+        """Whether the loop may run several full batches in one call of
+        :meth:`steps`: on the compiled path, with this class's own step, shard,
+        add_batch and steps (a strategy that changes one decides for itself)."""
         cls = type(self)
-        return all(
+        own = all(
             getattr(cls, name) is getattr(LocalStrategy, name)
-            for name in ("step", "shard", "add_batch")
+            for name in ("step", "shard", "add_batch", "steps", "fuses_steps")
+        )
+        return own and model._fuses_steps()
+
+    def steps(self, model, data: FitData, rows, batch_size: int, l2):
+        """The steps on the training rows ``rows`` (whole batches of
+        ``batch_size``) in one compiled call, as :meth:`step` on each batch; each
+        step's ``(losses, correct)``. ``l2``: the batches' L2 coefficient (None: the
+        loss's own)."""
+        return model._train_steps(
+            data.X_tr, data.x_rows, rows, data.y_tr, data.sw_tr, batch_size, l2
         )
 
     def add_batch(self, state: TrainState, loss: float, rows: int, correct: int):
@@ -492,7 +503,7 @@ class _Run:
             as progress,
         ):  # fmt: skip
             self.interrupted = guard.is_set
-            self.plain_steps = self.strategy.plain_steps() and model._fuses_steps()
+            self.fused = self.strategy.fuses_steps(model, self.data)
             while state.epoch < args.epochs and not model.stop_training:
                 self._epoch(progress)
             for cb in self.hooks:
@@ -558,12 +569,12 @@ class _Run:
 
     def _steps_at_once(self, b: int, full_left: int) -> int:
         """How many steps the next call runs from batch ``b``: one, or several in
-        one compiled call (:meth:`_compiled_steps`) when the strategy's step is the
-        plain local one on the compiled path and the first step is timed. The
+        one compiled call (the strategy's ``steps``) when the strategy can
+        (``fuses_steps``) and the first step is timed. The
         chunk stops at the epoch's last full batch and at the next checkpoint, so
         Ctrl-C and checkpoints still land on the same step boundaries; it holds at
         most :data:`WORK_AT_ONCE` multiply-adds (Ctrl-C waits for the chunk)."""
-        if not self.plain_steps or self.history.first_step_time is None:
+        if not self.fused or self.history.first_step_time is None:
             return 1
         bs = self.data.settings["batch_size"]
         k = min(WORK_AT_ONCE // (bs * self.model._params.size), full_left)
@@ -575,12 +586,10 @@ class _Run:
     def _compiled_steps(self, i: int, j: int, bs: int):
         """The steps on the epoch's rows ``[i, j)`` (whole batches of ``bs``) in one
         compiled call; each step's ``(losses, correct)``."""
-        data, perm = self.data, self.state.perm
+        perm = self.state.perm
         rows = np.arange(i, j) if perm is None else perm[i:j]
         l2 = None if self.batch_l2 is None else float(self.batch_l2(bs))
-        return self.model._train_steps(
-            data.X_tr, data.x_rows, rows, data.y_tr, data.sw_tr, bs, l2
-        )
+        return self.strategy.steps(self.model, self.data, rows, bs, l2)
 
     def _end_epoch(self, progress: Progress) -> None:
         """Metrics, validation, schedule and callbacks (every process, same order),

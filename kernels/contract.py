@@ -155,9 +155,10 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
     # step s trains on rows[s*bs:(s+1)*bs] (bs = batch_x's rows) of labels / targets
     # / sample_weight and on those rows of X (through x_rows when non-empty: X's row
     # of training row r is x_rows[r]), gathered into the batch_* buffers. Step s is
-    # optimizer step config[STEP] + s; everything else is as train_step. Writes each
-    # step's (loss, n_correct) into losses / correct, whose length is the number of
-    # steps. See Backend.train_steps.
+    # optimizer step config[STEP] + s, with Adam's epsilon step_eps[s] when step_eps
+    # is non-empty; everything else is as train_step. Writes each step's (loss,
+    # n_correct) into losses / correct, whose length is the number of steps. See
+    # Backend.train_steps.
     "train_steps": (
         "X",
         "x_rows",
@@ -179,6 +180,7 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "velocity",
         "m",
         "v",
+        "step_eps",
         "losses",
         "correct",
     ),  # fmt: skip
@@ -1005,6 +1007,7 @@ class Backend:
         velocity: np.ndarray | None = None,
         m: np.ndarray | None = None,
         v: np.ndarray | None = None,
+        step_eps: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``len(rows) // batch_size`` optimizer steps in one compiled call, each on
         a batch the kernel gathers itself.
@@ -1026,6 +1029,8 @@ class Backend:
         x_rows : None (training row r is X's row r, N == N_X) or an (N,) integer
             array of X's row of each training row.
         sample_weight : (N,) array of X's dtype, or None.
+        step_eps : None, or a float64 array of Adam's epsilon for each step (in place
+            of ``eps``; scikit-learn folds its bias correction into epsilon).
         Everything else as :meth:`train_step` (``work`` sized for ``batch_size``
         rows).
 
@@ -1069,6 +1074,17 @@ class Backend:
         _no_overlap(outputs, X=X, sample_weight=sample_weight, labels=net["labels"],
                     targets=net["targets"], rows=rows, x_rows=x_rows)  # fmt: skip
         dtype, k = X.dtype, rows.shape[0] // bs
+        if step_eps is None:
+            step_eps = _EMPTY[np.dtype(np.float64)]
+        elif (
+            not isinstance(step_eps, np.ndarray)
+            or step_eps.dtype != np.float64
+            or step_eps.shape != (k,)
+            or not step_eps.flags.c_contiguous
+        ):
+            raise ValueError(f"step_eps must be a C-contiguous float64 array of {k}")
+        elif not (np.isfinite(step_eps).all() and (step_eps >= 0).all()):
+            raise ValueError("step_eps must be finite and >= 0")
         labels, targets = net["labels"], net["targets"]
         empty = _EMPTY[dtype]
         losses, correct = np.empty(k, np.float64), np.empty(k, np.int64)
@@ -1093,6 +1109,7 @@ class Backend:
             states["velocity"],
             states["m"],
             states["v"],
+            step_eps,
             losses,
             correct,
         )

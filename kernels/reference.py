@@ -386,12 +386,12 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
 
 def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
                 batch_labels, batch_targets, batch_weight, params, grads, layout,
-                alphas, work, config, hyper, velocity, m, v, losses,
+                alphas, work, config, hyper, velocity, m, v, step_eps, losses,
                 correct):  # fmt: skip
     """train_step on each batch of ``rows`` in turn, gathered into the batch_*
     buffers (the oracle of the compiled backends' train_steps)."""
     bs = batch_x.shape[0]
-    step_config = config.copy()
+    step_config, step_hyper = config.copy(), hyper.copy()
     for s in range(losses.shape[0]):
         idx = rows[s * bs : (s + 1) * bs]
         np.take(X, idx if x_rows.size == 0 else x_rows[idx], axis=0, out=batch_x)
@@ -402,7 +402,9 @@ def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
         if sample_weight.size:
             np.take(sample_weight, idx, out=batch_weight)
         step_config[STEP] = config[STEP] + s
+        if step_eps.size:
+            step_hyper[EPS] = step_eps[s]
         losses[s], correct[s] = train_step(
             batch_x, batch_labels, batch_targets, batch_weight, params, grads,
-            layout, alphas, work, step_config, hyper, velocity, m, v,
+            layout, alphas, work, step_config, step_hyper, velocity, m, v,
         )  # fmt: skip

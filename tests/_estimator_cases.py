@@ -19,16 +19,25 @@ SOLVERS = {
 
 
 def spy_raw_kernel(monkeypatch, backend: str, name: str):
-    """Record each call of the backend's raw ``name`` kernel (``train_step`` or
-    ``loss_grad``): returns ``(loss codes, target shapes)``, filled as it runs."""
+    """Record each step of the backend's raw ``name`` kernel (``train_step``, whose
+    steps may also run several per ``train_steps`` call, or ``loss_grad``): returns
+    ``(loss codes, target shapes)`` per step, filled as it runs."""
     raw = fastnn.get_backend(backend).raw
-    real = getattr(raw, name)
     codes, targets_shapes = [], []
 
-    def spy(*args):  # RAW_KERNELS order: x, labels, targets, ..., config (10th)
-        codes.append(int(args[9][contract.LOSS]))
-        targets_shapes.append(args[2].shape)
-        return real(*args)
+    def spy_on(kernel, config_at, targets_at, steps):
+        real = getattr(raw, kernel)
+        order = contract.RAW_KERNELS[kernel]
 
-    monkeypatch.setattr(raw, name, spy)
+        def spy(*args):
+            k = steps(args)
+            codes.extend([int(args[order.index(config_at)][contract.LOSS])] * k)
+            targets_shapes.extend([args[order.index(targets_at)].shape] * k)
+            return real(*args)
+
+        monkeypatch.setattr(raw, kernel, spy)
+
+    spy_on(name, "config", "targets", lambda args: 1)
+    if name == "train_step":
+        spy_on("train_steps", "config", "batch_targets", lambda args: len(args[-2]))
     return codes, targets_shapes

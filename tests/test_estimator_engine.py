@@ -36,14 +36,22 @@ def _data(n_classes=3, n=90):
 
 
 def _count_calls(monkeypatch, module, name):
+    """The rows of each step of the raw ``name`` kernel (``train_step``'s steps
+    include those run several per ``train_steps`` call)."""
     calls = []
-    real = getattr(module, name)
 
-    def spy(*args):
-        calls.append(args[0].shape[0])
-        return real(*args)
+    def spy_on(kernel, rows):
+        real = getattr(module, kernel)
 
-    monkeypatch.setattr(module, name, spy)
+        def spy(*args):
+            calls.extend(rows(args))
+            return real(*args)
+
+        monkeypatch.setattr(module, kernel, spy)
+
+    spy_on(name, lambda args: [args[0].shape[0]])
+    if name == "train_step":  # (X, ..., batch_x (7th), ..., losses, correct)
+        spy_on("train_steps", lambda args: [args[6].shape[0]] * len(args[-2]))
     return calls
 
 

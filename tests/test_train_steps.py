@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from fastnn import training
+from fastnn.estimator import MLPClassifier
 from fastnn.layers import Linear, ReLU
 from fastnn.losses import MeanSquaredError
 from fastnn.model import MLP, Sequential
 from fastnn.optim import SGD, Adam, AdamW
+from fastnn.regressor import MLPRegressor
 
 LOSSES = ("softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy")
 
@@ -72,9 +74,10 @@ def test_kernel_equals_one_train_step_per_batch(backend, dtype, optimizer, loss)
     common = dict(loss=loss, label_smoothing=smoothing, l2=1e-2, weights_end=n_decay)
     params = p0.copy()
     kw = _optimizer_kw(optimizer, params)
+    step_eps = np.linspace(1e-8, 1e-3, k) if optimizer != "sgd" else None
     losses, hits = backend.train_steps(
         X, y, rows, bs, params, np.zeros_like(p0), layout, alphas, x_rows=x_rows,
-        sample_weight=sw, step=4, **common, **kw,
+        sample_weight=sw, step=4, step_eps=step_eps, **common, **kw,
     )  # fmt: skip
     one = p0.copy()
     kw_one = _optimizer_kw(optimizer, one)
@@ -85,6 +88,7 @@ def test_kernel_equals_one_train_step_per_batch(backend, dtype, optimizer, loss)
             np.ascontiguousarray(X[x_rows[idx]]), np.ascontiguousarray(y[idx]), one,
             grads, layout, alphas, sample_weight=np.ascontiguousarray(sw[idx]),
             step=4 + s, **common, **kw_one,
+            **({} if step_eps is None else {"eps": float(step_eps[s])}),
         )  # fmt: skip
         assert losses[s] == value and hits[s] == correct
     assert losses.dtype == np.float64 and hits.dtype == np.int64
@@ -313,10 +317,52 @@ def test_strategies_with_their_own_step_run_one_call_per_step():
         def step(self, model, ws, weighted, batch_rows, l2):
             return super().step(model, ws, weighted, batch_rows, l2)
 
-    assert training.LocalStrategy().plain_steps()
-    assert not OwnStep().plain_steps()
     model = MLP((6, 12, 3), backend="cython")
     seen = _spy_steps(model)
     X, y, _ = _fit_data("classify")
     training.fit(model, X, y, strategy=OwnStep(), epochs=1, batch_size=4, verbose=0)
     assert seen["calls"] == 0 and model.optimizer.steps == 16
+
+
+@pytest.mark.parametrize(
+    "make, fit_kw, fused",
+    [
+        (lambda b: MLPClassifier((8,), solver="adam", backend=b), {}, True),
+        (lambda b: MLPClassifier((8,), solver="sgd", backend=b), {}, True),
+        (lambda b: MLPRegressor((8,), backend=b), {"regress": True}, True),
+        (lambda b: MLPClassifier((8,), backend=b), {"weighted": True}, False),
+        (lambda b: MLPClassifier((8,), backend=b, dropout=0.1), {}, False),
+        (lambda b: MLPRegressor((8,), backend=b), {"regress": 2}, False),
+    ],
+    ids=["adam", "sgd", "regressor", "weighted", "dropout", "regressor-2-outputs"],
+)
+def test_estimators_fuse_their_plain_steps(compiled, make, fit_kw, fused):
+    """scikit-learn's steps run several per compiled call unless a batch's loss
+    or weights need Python (sample weights, dropout, a loss averaged over outputs);
+    the parity tests check the numbers either way."""
+    import warnings
+
+    X, y, sw = _fit_data("classify")
+    if fit_kw.get("regress"):
+        y = X[:, : int(fit_kw["regress"])].sum(axis=1, keepdims=True)
+        y = (
+            np.repeat(y, int(fit_kw["regress"]), axis=1)
+            if fit_kw["regress"] == 2
+            else y.ravel()
+        )
+    est = make(compiled.name).set_params(batch_size=8, max_iter=2, random_state=0)
+    seen = {"calls": 0}
+    original = Sequential._train_steps
+
+    def spy(self, *args, **kw):
+        seen["calls"] += 1
+        return original(self, *args, **kw)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: 2 epochs
+        Sequential._train_steps = spy
+        try:
+            est.fit(X, y, sample_weight=sw if fit_kw.get("weighted") else None)
+        finally:
+            Sequential._train_steps = original
+    assert (seen["calls"] > 0) == fused

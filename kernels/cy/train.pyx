@@ -363,6 +363,7 @@ def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
                 floating[::1] velocity,
                 floating[::1] m,
                 floating[::1] v,
+                const double[::1] step_eps,        # IN  (k,) Adam's eps per step, or empty
                 double[::1] losses,                # OUT (k,) each step's loss
                 int64_t[::1] correct):             # OUT (k,) each step's n_correct
     """train_step on each batch of ``rows`` in turn, gathered here (step s is
@@ -401,6 +402,8 @@ def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
                 if swp != NULL:
                     batch_weight[r] = sample_weight[i]
             u.step = <long>config[_STEP] + st
+            if step_eps.shape[0]:
+                u.eps = step_eps[st]
             hits = 0
             losses[st] = _train_step_core(&batch_x[0, 0], lp, tp, swp, &params[0],
                                           &grads[0], &layout[0, 0], L, &alphas[0],

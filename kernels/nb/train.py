@@ -323,12 +323,12 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
 @njit(**JIT)
 def _train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
                  batch_labels, batch_targets, batch_weight, params, grads, layout,
-                 alphas, work, config, hyper, velocity, m, v, bias2_sqrt, step_size,
-                 losses, correct, tune, cfg):  # fmt: skip
+                 alphas, work, config, hyper, velocity, m, v, step_eps, bias2_sqrt,
+                 step_size, losses, correct, tune, cfg):  # fmt: skip
     # step s: its rows gathered into the batch buffers, then _train_step (bias
     # corrections of step config[STEP] + s precomputed by the caller)
     bs = batch_x.shape[0]
-    step_config = config.copy()
+    step_config, step_hyper = config.copy(), hyper.copy()
     for s in range(losses.shape[0]):
         idx = rows[s * bs : (s + 1) * bs]
         for r in range(bs):
@@ -341,20 +341,23 @@ def _train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
             if sample_weight.shape[0]:
                 batch_weight[r] = sample_weight[i]
         step_config[STEP] = config[STEP] + s
+        if step_eps.shape[0]:
+            step_hyper[EPS] = step_eps[s]
         losses[s], correct[s] = _train_step(
             batch_x, batch_labels, batch_targets, batch_weight, params, grads, layout,
-            alphas, work, step_config, hyper, velocity, m, v, bias2_sqrt[s],
+            alphas, work, step_config, step_hyper, velocity, m, v, bias2_sqrt[s],
             step_size[s], tune, cfg,
         )  # fmt: skip
 
 
 def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
                 batch_labels, batch_targets, batch_weight, params, grads, layout,
-                alphas, work, config, hyper, velocity, m, v, losses,
+                alphas, work, config, hyper, velocity, m, v, step_eps, losses,
                 correct):  # fmt: skip
     """train_step on each batch of ``rows`` in turn, gathered in compiled code."""
     # IN  X (N_X, k0), x_rows (N,) or empty, rows (k * bs,), labels / targets /
     #     sample_weight of the N training rows (or empty), the rest as train_step
+    #     step_eps (k,) float64 or empty
     # OUT batch_x (bs, k0), batch_labels / batch_targets / batch_weight (or empty),
     #     losses (k,) float64, correct (k,) int64; IN/OUT as train_step
     # Adam's bias corrections per step in Python float64, exactly as train_step
@@ -368,6 +371,6 @@ def train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
     _train_steps(
         X, x_rows, rows, labels, targets, sample_weight, batch_x, batch_labels,
         batch_targets, batch_weight, params, grads, layout, alphas, work, config,
-        hyper, velocity, m, v, bias2_sqrt, step_size, losses, correct, opt.TUNE,
-        _matmul.GEMM_CONFIG,
+        hyper, velocity, m, v, step_eps, bias2_sqrt, step_size, losses, correct,
+        opt.TUNE, _matmul.GEMM_CONFIG,
     )  # fmt: skip
