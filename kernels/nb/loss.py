@@ -469,7 +469,7 @@ def _se_rows(pred, target, sample_weight, grad_flat, row_loss_out, r0, r1, sigmo
 
 @njit(**JIT)
 def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task,
-               sigmoid=False):  # fmt: skip
+               sigmoid):  # fmt: skip
     """(1/n) sum_i w_i l_i of the squared error (sigmoid: the sigmoid cross-entropy):
     blocks of ``rows_per_task`` rows, their sums added in order (as _se_parallel, so
     both give the same bits)."""
@@ -485,7 +485,7 @@ def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_tas
 
 @njit(**PARALLEL)
 def _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows_per_task,
-                 sigmoid=False):  # fmt: skip
+                 sigmoid):  # fmt: skip
     n, k = pred.shape
     n_blocks = (n + rows_per_task - 1) // rows_per_task
     partials = np.empty(n_blocks, np.float64)
@@ -512,8 +512,9 @@ def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
     tune = opt.TUNE
     rows = _split.rows_per_task.py_func(k, tune)
     if _split.squared_error.py_func(n, k, tune):
-        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows)
-    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows)
+        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows,
+                            False)  # fmt: skip
+    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows, False)
 
 
 # ---------------------------------------------------------------------------- softmax

@@ -210,10 +210,10 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
         correct = 0
         if _split.squared_error(n, n_out, tune):
             loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
-                                rows_per_task)  # fmt: skip
+                                rows_per_task, FALSE)  # fmt: skip
         else:
             loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
-                              rows_per_task)  # fmt: skip
+                              rows_per_task, FALSE)  # fmt: skip
     elif config[LOSS] == SIGMOID_CE:
         # an exp and two logs per logit: the softmax's cost decides the split
         correct = 0
