@@ -15,10 +15,10 @@ Results are bitwise identical for any thread count.
 from __future__ import annotations
 
 import numba
-import numpy as np
+from numba.np.ufunc.parallel import _launch_threads
 
 from .._fork import in_forked_child, on_fork_child
-from . import _options, activations
+from . import _options
 from . import matmul as _matmul_module
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
@@ -67,15 +67,16 @@ def _serial_only() -> None:
 
 
 def _threading_layer() -> str:
-    """The layer in use; known only after a parallel kernel ran, so run a tiny one
-    (never in a forked child, where no parallel kernel may run)."""
+    """The layer in use; known only once Numba launched its threads, so launch them
+    (never in a forked child, where no parallel kernel may run). Numba's own
+    launcher, not a tiny parallel kernel: compiling one from an empty cache cost
+    seconds of every cold start."""
     try:
         return numba.threading_layer()
     except ValueError:
         if in_forked_child():
             return "none started (forked process: kernels run serially)"
-        z = np.zeros(1, np.float32)
-        activations._forward_parallel(z, z, 1, np.float32(0.0), 1)
+        _launch_threads()
         return numba.threading_layer()
 
 
