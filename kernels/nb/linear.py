@@ -59,8 +59,11 @@ def _bias_act_cols(y, b, z_out, act, alpha, j0, j1):
         if b.size:
             for j in range(j1 - j0):
                 row[j] += b[j0 + j]
-        if z_out.size:
-            z_out[i * m + j0 : i * m + j1] = row
+        if z_out.size:  # a loop, not a slice assignment: Numba's shape-mismatch error
+            # path for that formats strings, ~100 functions linked into every caller
+            zi = z_out[i * m + j0 : i * m + j1]
+            for j in range(j1 - j0):
+                zi[j] = row[j]
         if act != 0:
             act_forward_slice(row, row, act, alpha)
 
