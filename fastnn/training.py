@@ -18,11 +18,11 @@ API (stable)
 
 ``strategy`` (default :class:`LocalStrategy`)
     Where the steps run. :class:`LocalStrategy` runs each step in this process (one
-    compiled ``train_step`` call for the standard stack; after the first step, the
-    full batches up to the next checkpoint, at most :data:`WORK_AT_ONCE` rows x
-    parameters of them, in one compiled ``train_steps`` call that gathers each
-    batch itself: a small network's step is then not dominated by the Python
-    around it). ``fastnn.distributed``'s
+    compiled call for the standard stack: ``train_steps``, which gathers each
+    batch itself, runs the first step alone, then the full batches up to the next
+    checkpoint, at most :data:`WORK_AT_ONCE` rows x parameters of them, in one
+    call, and the short last batch alone: a small network's step is then not
+    dominated by the Python around it). ``fastnn.distributed``'s
     ``MPIStrategy`` runs ``loss_grad`` on this rank's shard of every global batch,
     sums the gradients with one ``Allreduce`` and applies the fused optimizer
     ``update``; it also makes rank 0 the only writer and evaluates sharded. A
@@ -528,14 +528,19 @@ class _Run:
             strategy.begin_epoch()
         while state.batch < n_batches:
             b = state.batch
-            k = self._steps_at_once(b, n // bs - b)
-            i, j = b * bs, min(n, (b + k) * bs)
+            # a fused strategy runs every step through its compiled steps call:
+            # several full batches at once, the first step and the short last
+            # batch alone
+            k, rows = self._steps_at_once(b, n // bs - b, bs), bs
+            if self.fused and b == n // bs:
+                rows = n - b * bs
+            i, j = b * bs, min(n, b * bs + k * rows)
             if self.t_first is None:
                 self.t_first = time.perf_counter()
-            if k > 1:
-                losses, hits = self._compiled_steps(i, j, bs)
+            if self.fused:
+                losses, hits = self._compiled_steps(i, j, rows)
                 for loss, correct in zip(losses.tolist(), hits.tolist(), strict=True):
-                    strategy.add_batch(state, loss, bs, correct)
+                    strategy.add_batch(state, loss, rows, correct)
             else:
                 lo, hi = strategy.shard(i, j)
                 ws = None
@@ -567,16 +572,15 @@ class _Run:
         state.elapsed += time.perf_counter() - t0
         self._end_epoch(progress)
 
-    def _steps_at_once(self, b: int, full_left: int) -> int:
+    def _steps_at_once(self, b: int, full_left: int, bs: int) -> int:
         """How many steps the next call runs from batch ``b``: one, or several in
         one compiled call (the strategy's ``steps``) when the strategy can
-        (``fuses_steps``) and the first step is timed. The
-        chunk stops at the epoch's last full batch and at the next checkpoint, so
-        Ctrl-C and checkpoints still land on the same step boundaries; it holds at
-        most :data:`WORK_AT_ONCE` multiply-adds (Ctrl-C waits for the chunk)."""
+        (``fuses_steps``) and the first step is timed. The chunk stops at the
+        epoch's last full batch and at the next checkpoint, so Ctrl-C and
+        checkpoints still land on the same step boundaries; it holds at most
+        :data:`WORK_AT_ONCE` multiply-adds (Ctrl-C waits for the chunk)."""
         if not self.fused or self.history.first_step_time is None:
             return 1
-        bs = self.data.settings["batch_size"]
         k = min(WORK_AT_ONCE // (bs * self.model._params.size), full_left)
         every = self.args.every
         if self.checkpoint is not None and every != "epoch":
@@ -584,7 +588,7 @@ class _Run:
         return max(k, 1)
 
     def _compiled_steps(self, i: int, j: int, bs: int):
-        """The steps on the epoch's rows ``[i, j)`` (whole batches of ``bs``) in one
+        """The steps on the epoch's rows ``[i, j)`` (batches of ``bs`` rows) in one
         compiled call; each step's ``(losses, correct)``."""
         perm = self.state.perm
         rows = np.arange(i, j) if perm is None else perm[i:j]
