@@ -2,9 +2,8 @@
 
 The micro-kernels (kernels/cy/_gemm.h, compiled into ``fastnn.kernels.cy.gemm``)
 exist for AVX-512F, AVX2+FMA and a portable vector-extension fallback; the best one the
-CPU runs is picked at import from its features (never from build flags).
-``FASTNN_ISA=generic|avx2|avx512`` forces a lower one (for tests); asking for one the
-CPU lacks is an error.
+CPU runs is picked at import from its features (never from build flags);
+``FASTNN_ISA`` forces a lower one (kernels/isa.py: the choice for every kernel family).
 
 The plan (one rule for both compiled backends, decided here only): a product goes to
 fastnn's GEMM when ``k <= max_k`` and ``n >= min_n``, else to OpenBLAS; it judges the
@@ -22,11 +21,9 @@ docs/performance.md has the measurements behind them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-ISA_ENV = "FASTNN_ISA"
-ISAS = ("generic", "avx2", "avx512")
+from .isa import ISA_ENV, ISAS, requested
 
 #: Modes the compiled GEMM entry points understand (kernels/cy/_blas.pxi).
 MODE_BLAS, MODE_PLAN, MODE_OWN = 0, 1, 2
@@ -58,15 +55,6 @@ class GemmPlan:
         )
 
 
-def _requested_isa() -> str | None:
-    value = os.environ.get(ISA_ENV, "").strip().lower()
-    if not value:
-        return None
-    if value not in ISAS:
-        raise ValueError(f"{ISA_ENV}={value!r}: expected one of {', '.join(ISAS)}")
-    return value
-
-
 def _max_k(l1_bytes: int, tile: tuple[int, int], itemsize: int) -> int:
     """Rows of a k x NR panel of B that fit in a quarter of L1d (see the module doc)."""
     return max(tile[0], l1_bytes // 4 // (tile[1] * itemsize))
@@ -79,12 +67,12 @@ def configure() -> GemmPlan:
     """
     from .cy import gemm as ext  # the compiled kernels (raises when not built)
 
-    requested = _requested_isa()
+    wanted = requested()
     best = ext.cpu_isa()
-    if requested is not None:
-        if ext._set_isa(ISAS.index(requested)) < 0:
+    if wanted is not None:
+        if ext._set_isa(ISAS.index(wanted)) < 0:
             raise RuntimeError(
-                f"{ISA_ENV}={requested}: this CPU lacks it (its best is {best}); "
+                f"{ISA_ENV}={wanted}: this CPU lacks it (its best is {best}); "
                 f"use one of {', '.join(ISAS[: ISAS.index(best) + 1])}"
             )
     else:

@@ -527,6 +527,16 @@ def test_report_has_every_section(tiny_run):
     assert r["environment"]["cpu"]["model"] in text
 
 
+def test_environment_names_the_isa_of_each_kernel_family(tiny_run):
+    from fastnn.kernels import cy
+
+    out, _ = tiny_run
+    env = (out / "report.md").read_text().split("## Environment")[1]
+    isa = cy.BACKEND_INFO["isa"]
+    assert isa.startswith(f"GEMM {cy.GEMM_PLAN.isa}, element-wise {cy.ELEMENTWISE_ISA}")
+    assert f"| ISA of the Cython kernels | {isa} |" in env
+
+
 def test_doc_describes_every_field():
     text = DOC.read_text()
 

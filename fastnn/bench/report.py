@@ -913,6 +913,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
                 ["BLAS", blas],
                 ["OpenMP runtimes", omp],
                 ["ISA", _isa(cpu["simd"])],
+                ["ISA of the Cython kernels", _kernel_isa(env)],
                 [
                     "OpenBLAS core type",
                     ", ".join(
@@ -1235,6 +1236,14 @@ def _isa(simd: list[str]) -> str:
              ("sve", "SVE")]  # fmt: skip
     found = [label for flag, label in names if flag in simd]
     return ", ".join(found) or "baseline only (no AVX2)"
+
+
+def _kernel_isa(env: dict[str, Any]) -> str:
+    """The instruction set each compiled kernel family ran (kernels/isa.py)."""
+    cython = env.get("backends", {}).get("cython", {})
+    if not cython.get("available"):
+        return "- (Cython backend unavailable)"
+    return cython.get("isa", "-")
 
 
 def _own_gemm_section(res: dict[str, Any]) -> list[str]:

@@ -5,14 +5,18 @@ registry then reports the "cython" backend unavailable (never a silent fallback)
 GEMMs go through fastnn's own micro-kernels or NumPy's OpenBLAS, per the plan of
 ``kernels/gemm.py`` (``kernels/_blas.py`` finds OpenBLAS); the element-wise and
 row-wise kernels use OpenMP ``prange`` when the build has OpenMP, serially below a
-size threshold.
+size threshold. Both families run the best instruction set of this CPU (or the one
+FASTNN_ISA forces): the element-wise modules are imported from their build for it
+(kernels/isa.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from .. import gemm as _gemm_plan
+from .. import isa as _isa
 from .. import tuning
 from .._blas import CBLAS, GEMM_BLOCK_FLOPS
 from .._fork import in_forked_child, on_fork_child
@@ -23,15 +27,39 @@ from ..contract import (
     TRAIN_LOSSES,
     TRAIN_WORK_ALIGN,
 )
-from . import _openmp, activations, linear, loss, optim, train
+from . import _openmp
 from . import gemm as _gemm_module
 from . import matmul as _matmul_module
-from .activations import activation_backward, activation_forward
-from .linear import linear_backward, linear_forward
-from .loss import softmax, softmax_cross_entropy, squared_error
-from .matmul import matmul  # the kernel shadows the module of the same name
-from .optim import adam_update, sgd_update
-from .train import loss_grad, train_step, train_steps
+
+
+def _built_isas() -> tuple[str, ...]:
+    """The ISAs whose element-wise build is installed (setup.py skips those the
+    compiler or the target lacks)."""
+    return tuple(
+        isa
+        for isa in _isa.ISAS
+        if importlib.util.find_spec(
+            f"{__name__}.{_isa.module_name(_isa.PER_ISA_MODULES[0], isa)}"
+        )
+        is not None
+    )
+
+
+#: The instruction set of the element-wise kernels (the GEMM's: GEMM_PLAN.isa).
+ELEMENTWISE_ISA = _isa.choose(_gemm_module.cpu_isa(), _built_isas(), _isa.requested())
+activations, linear, loss, optim, train = (
+    importlib.import_module(f".{_isa.module_name(m, ELEMENTWISE_ISA)}", __name__)
+    for m in _isa.PER_ISA_MODULES
+)
+activation_backward = activations.activation_backward
+activation_forward = activations.activation_forward
+linear_backward, linear_forward = linear.linear_backward, linear.linear_forward
+softmax, softmax_cross_entropy = loss.softmax, loss.softmax_cross_entropy
+squared_error = loss.squared_error
+matmul = _matmul_module.matmul  # the kernel shadows the module of the same name
+adam_update, sgd_update = optim.adam_update, optim.sgd_update
+loss_grad, train_step = train.loss_grad, train.train_step
+train_steps = train.train_steps
 
 train._configure_slots(
     {name: i for i, name in enumerate(CONFIG_SLOTS)},
@@ -123,6 +151,12 @@ BACKEND_INFO = {
     "gemm_blocks": "one block per 0.5 MFLOP (at most one per core)",
     "blas": CBLAS.description,
     "gemm": GEMM_PLAN.description,
+    "isa": f"GEMM {GEMM_PLAN.isa}, element-wise {ELEMENTWISE_ISA}"
+    + (
+        ""
+        if GEMM_PLAN.isa == ELEMENTWISE_ISA == GEMM_PLAN.cpu_isa
+        else f" (forced; CPU: {GEMM_PLAN.cpu_isa})"
+    ),
     "gemm_split": (
         f"fixed blocks of C (at most {_CORES}, the core count), one single-threaded "
         "BLAS call each, run in an OpenMP prange: results independent of n_threads"

@@ -97,27 +97,25 @@ cdef extern from *:
         return xc * p / q;
     }
 
-    /* The hot float32 loops, also compiled for AVX2 and picked at load time (GCC
-       function multiversioning). No FMA in either clone, so both give identical bits. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FNN_CLONES __attribute__((target_clones("avx2", "default"), unused))
-    #else
-    #define FNN_CLONES __attribute__((unused))
-    #endif
-    FNN_CLONES static void fnn_sigmoid_f32(const float* z, float* y, ptrdiff_t n) {
+    /* The hot float32 loops, in C. Each ISA gets its own build of the module
+       (kernels/isa.py), so no target_clones here: FASTNN_ISA must rule them too.
+       noinline: inlined into the Cython span functions, GCC's AVX2 code for them
+       ran slower (docs/performance.md). */
+    #define FNN_UNUSED __attribute__((unused, noinline))
+    FNN_UNUSED static void fnn_sigmoid_f32(const float* z, float* y, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + fnn_expf(-z[i]));
     }
-    FNN_CLONES static void fnn_tanh_f32(const float* z, float* y, ptrdiff_t n) {
+    FNN_UNUSED static void fnn_tanh_f32(const float* z, float* y, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_tanhf(z[i]);
     }
     /* gelu (exact): z (1 + erf(z / sqrt 2)) / 2, and dy * (Phi(z) + z phi(z)) */
-    FNN_CLONES static void fnn_gelu_f32(const float* z, float* y, ptrdiff_t n) {
+    FNN_UNUSED static void fnn_gelu_f32(const float* z, float* y, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) {
             float zi = z[i];
             y[i] = zi * (fnn_erff(zi * 0.70710678118654752f) + 1.0f) * 0.5f;
         }
     }
-    FNN_CLONES static void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
+    FNN_UNUSED static void fnn_gelu_grad_f32(const float* dy, const float* z, float* out,
                                              ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) {
             float zi = z[i];
@@ -126,12 +124,12 @@ cdef extern from *:
             out[i] = dy[i] * (cdf + pdf);
         }
     }
-    FNN_CLONES static void fnn_exp_shift_f32(const float* z, float* e, ptrdiff_t n,
+    FNN_UNUSED static void fnn_exp_shift_f32(const float* z, float* e, ptrdiff_t n,
                                              float m) {
         for (ptrdiff_t i = 0; i < n; i++) e[i] = fnn_expf(z[i] - m);
     }
     /* in place: a separate loop, since e == z would defeat the alias check above */
-    FNN_CLONES static void fnn_exp_inplace_f32(float* e, ptrdiff_t n) {
+    FNN_UNUSED static void fnn_exp_inplace_f32(float* e, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) e[i] = fnn_expf(e[i]);
     }
     """

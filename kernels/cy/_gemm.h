@@ -223,12 +223,15 @@ static int fnn_isa_current = -1;
 static int64_t fnn_l1_bytes = 32 * 1024;
 static int64_t fnn_l2_bytes = 256 * 1024;
 
-/* The best instruction set this CPU (and OS) runs. */
+/* The best instruction set this CPU (and OS) runs, for every kernel family: the
+ * element-wise builds of avx512 (kernels/isa.py) also need BW, DQ and VL. */
 static int fnn_gemm_cpu_isa(void)
 {
 #if FNN_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
         return FNN_ISA_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return FNN_ISA_AVX2;
