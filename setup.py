@@ -84,10 +84,11 @@ if not OPENMP:
     print("fastnn: OpenMP not available, building serial kernels", file=sys.stderr)
 # -fno-trapping-math and -fno-math-errno only let GCC vectorise loops with selects
 # (such as leaky_relu, the branch-free float32 exp) and sqrt; they assume nothing
-# about NaN/inf.
-compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno", *ISA.COMMON_FLAGS] + (
-    ["-fopenmp"] if OPENMP else []
-)
+# about NaN/inf. -g0 overrides Python's -g: debug info was ~80% of each module's size,
+# and the per-ISA builds triple the modules (symbols stay for profilers).
+compile_args = [
+    "-O3", "-fno-trapping-math", "-fno-math-errno", "-g0", *ISA.COMMON_FLAGS,
+] + (["-fopenmp"] if OPENMP else [])  # fmt: skip
 link_args = ["-fopenmp"] if OPENMP else []
 if os.environ.get("FASTNN_NATIVE") == "1":
     compile_args.append("-march=native")
