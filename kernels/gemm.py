@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .isa import ISA_ENV, ISAS, requested
+from .isa import ISAS, choose, requested
 
 #: Modes the compiled GEMM entry points understand (kernels/cy/_blas.pxi).
 MODE_BLAS, MODE_PLAN, MODE_OWN = 0, 1, 2
@@ -67,17 +67,10 @@ def configure() -> GemmPlan:
     """
     from .cy import gemm as ext  # the compiled kernels (raises when not built)
 
-    wanted = requested()
     best = ext.cpu_isa()
-    if wanted is not None:
-        if ext._set_isa(ISAS.index(wanted)) < 0:
-            raise RuntimeError(
-                f"{ISA_ENV}={wanted}: this CPU lacks it (its best is {best}); "
-                f"use one of {', '.join(ISAS[: ISAS.index(best) + 1])}"
-            )
-    else:
-        ext._set_isa(-1)
-    isa = ext.get_isa()
+    # every ISA's micro-kernels are compiled in (the CPU check rules out those absent)
+    isa = choose(best, ISAS, requested())
+    ext._set_isa(ISAS.index(isa))
     index = ISAS.index(isa)
     l1, l2 = ext._set_caches(0, 0)
     tile32, tile64 = ext.tile(index, False), ext.tile(index, True)

@@ -12,6 +12,7 @@ import pytest
 from fastnn.kernels import cy
 from fastnn.kernels import gemm as gemm_plan
 from fastnn.kernels.cy import gemm as ext
+from fastnn.kernels.isa import ISA_ENV
 from tolerances import assert_close
 
 RUNNABLE_ISAS = gemm_plan.ISAS[: gemm_plan.ISAS.index(ext.cpu_isa()) + 1]
@@ -214,7 +215,7 @@ def test_fastnn_isa_forces_a_lower_path_and_refuses_a_missing_one(
     requested, monkeypatch
 ):
     best = ext.cpu_isa()
-    monkeypatch.setenv(gemm_plan.ISA_ENV, requested)
+    monkeypatch.setenv(ISA_ENV, requested)
     try:
         if gemm_plan.ISAS.index(requested) <= gemm_plan.ISAS.index(best):
             plan = gemm_plan.configure()
@@ -225,12 +226,12 @@ def test_fastnn_isa_forces_a_lower_path_and_refuses_a_missing_one(
                 gemm_plan.configure()
             assert ext.get_isa() == best  # nothing changed
     finally:
-        monkeypatch.delenv(gemm_plan.ISA_ENV)
+        monkeypatch.delenv(ISA_ENV)
         assert gemm_plan.configure().isa == best
 
 
 def test_fastnn_isa_rejects_an_unknown_name(monkeypatch):
-    monkeypatch.setenv(gemm_plan.ISA_ENV, "sse9")
+    monkeypatch.setenv(ISA_ENV, "sse9")
     with pytest.raises(ValueError, match="FASTNN_ISA='sse9'"):
         gemm_plan.configure()
 
