@@ -155,7 +155,7 @@ BACKEND_INFO = {
     + (
         ""
         if GEMM_PLAN.isa == ELEMENTWISE_ISA == GEMM_PLAN.cpu_isa
-        else f" (forced; CPU: {GEMM_PLAN.cpu_isa})"
+        else f" ({'forced; ' if _isa.requested() else ''}CPU: {GEMM_PLAN.cpu_isa})"
     ),
     "gemm_split": (
         f"fixed blocks of C (at most {_CORES}, the core count), one single-threaded "
