@@ -238,9 +238,10 @@ class LocalStrategy:
         return model._train_step(ws.x, ws.y, sw, l2)
 
     def fuses_steps(self, model, data: FitData) -> bool:
-        """Whether the loop may run several full batches in one call of
-        :meth:`steps`: on the compiled path, with this class's own step, shard,
-        add_batch and steps (a strategy that changes one decides for itself)."""
+        """Whether the loop runs its steps through :meth:`steps` (several full
+        batches per compiled call) instead of :meth:`step`: on the compiled path,
+        with this class's own step, shard, add_batch and steps (a strategy that
+        changes one decides for itself)."""
         cls = type(self)
         own = all(
             getattr(cls, name) is getattr(LocalStrategy, name)
