@@ -13,6 +13,7 @@ import signal
 
 import numpy as np
 import pytest
+from test_train_step import _net
 
 from fastnn import training
 from fastnn.estimator import MLPClassifier
@@ -25,20 +26,12 @@ from fastnn.regressor import MLPRegressor
 LOSSES = ("softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy")
 
 
-def _problem(dtype, loss, rng, n_x=37, n=29, d=6, n_out=3):
-    """A 6-9-5-3 network (one layer without bias), X with more rows than the
-    training set (x_rows picks them), targets and weights of the training rows."""
-    sizes, acts, keep = (d, 9, 5, n_out), (5, 2, 0), (1, 0, 0)
-    rows, off = [], 0
-    for i in range(3):
-        rows.append([off, -1, sizes[i], sizes[i + 1], acts[i], keep[i]])
-        off += sizes[i] * sizes[i + 1]
-    n_decay = off
-    for i in (0, 2):
-        rows[i][1] = off
-        off += sizes[i + 1]
-    layout = np.array(rows, dtype=np.int64)
-    params = rng.normal(scale=0.5, size=off).astype(dtype)
+def _problem(dtype, loss, rng, n_x=37, n=29):
+    """test_train_step's 6-9-5-3 network (one layer without bias), X with more rows
+    than the training set (x_rows picks them), targets and weights of the training
+    rows."""
+    layout, params, n_decay = _net(dtype, rng)
+    d, n_out = int(layout[0, 2]), int(layout[-1, 3])
     X = rng.normal(size=(n_x, d)).astype(dtype)
     x_rows = rng.permutation(n_x)[:n].astype(np.intp)
     if loss == "softmax_cross_entropy":
