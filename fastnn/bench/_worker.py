@@ -15,7 +15,7 @@ reaches file descriptor 1 is sent to stderr instead):
   "regressor" and ``outputs`` instead of ``classes``; "ops": the per-op kernel cases of
   one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``; "gemm": the
   products of one training step by fastnn's GEMM, ``gemm`` "own" or "openblas",
-  and ``min_time``), ``sizes``,
+  or by NumPy, ``gemm`` "numpy", and ``min_time``), ``sizes``,
   ``batch_size``,
   ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``ranks``
   (an "epoch" of fastnn.distributed.fit: this process is one rank of an MPI job of
@@ -41,6 +41,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import sys
 import time
@@ -89,6 +90,36 @@ def make_regression_data(
     y = np.tanh(X @ (teacher / np.float32(np.sqrt(features))))
     y += np.float32(0.1) * rng.standard_normal(y.shape, dtype=np.float32)
     return X, np.ascontiguousarray(y[:, 0] if outputs == 1 else y)
+
+
+Sample = Callable[[], object]
+
+
+def _run(fn: Sample, loops: int, self_timed: bool = False) -> float:
+    t0 = time.perf_counter()
+    if self_timed:
+        return sum(float(fn()) for _ in range(loops)) / loops
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter() - t0) / loops
+
+
+def calibrate(fn: Sample, min_time: float, max_loops: int = 1_000_000) -> int:
+    """Calls per sample so that one sample lasts at least ``min_time`` seconds.
+
+    ``fn`` has been warmed up by the caller (JIT compile, first touch).
+    """
+    loops = 1
+    while True:
+        t = _run(fn, loops) * loops
+        if t >= min_time or loops >= max_loops:
+            return loops
+        if t <= 0:
+            loops *= 10
+        else:
+            loops = min(
+                max_loops, max(loops + 1, math.ceil(loops * 1.2 * min_time / t))
+            )
 
 
 def gemm_step(
@@ -326,11 +357,14 @@ def _sequential_fit(backend: str, params: dict, spec: dict, X, y):
 
 
 def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
-    """The products of one training step (``gemm_step``) through fastnn's compiled
+    """The products of one training step (``gemm_step``): through fastnn's compiled
     GEMM entry point in fixed blocks, all by its own GEMM ("own") or all by OpenBLAS
-    as fastnn calls it ("openblas"): seconds per step, the mean of a calibrated loop."""
+    as fastnn calls it ("openblas"), or by ``np.matmul`` as NumPy's users run it
+    ("numpy": OpenBLAS's own threads, fastnn never imported): seconds per step, the
+    mean of a calibrated loop."""
+    if spec["gemm"] == "numpy":
+        return _numpy_gemm_system(spec)
     import fastnn
-    from fastnn.bench.runner import _run, calibrate
 
     if "cython" not in fastnn.available_backends():
         raise Unavailable(fastnn.kernels.backend_status()["cython"])
@@ -364,11 +398,28 @@ def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
     return sample, {"gemm_isa": GEMM_PLAN.isa}
 
 
+def _numpy_gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
+    _, calls = gemm_step(spec["sizes"], spec["batch_size"])
+    matmul = np.matmul
+
+    def step() -> None:
+        for A, B, C in calls:
+            matmul(A, B, out=C)
+
+    step()
+    loops = calibrate(step, spec["min_time"])
+
+    def sample() -> float:
+        step()  # untimed: wakes OpenBLAS's threads after the pause between samples
+        return _run(step, loops)
+
+    return sample, {}
+
+
 def _op_system(spec: dict) -> tuple[Callable[[str], float], dict]:
     """The per-op cases of one fastnn backend: ``(sample(case_id), facts)``, facts
     holding each case's first-call seconds (JIT compile or cache load)."""
     import fastnn
-    from fastnn.bench.runner import _run, calibrate
     from fastnn.bench.workloads import op_cases
 
     backend = spec["system"].removeprefix("fastnn-")

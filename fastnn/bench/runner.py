@@ -12,15 +12,15 @@ summarised, so drift of the shared machine during a run hits both sides of each 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["calibrate", "interleave", "pair_ratios", "stat"]
+# the calibrated loop lives with the worker, which must run without importing fastnn
+from ._worker import Sample, _run, calibrate
 
-Sample = Callable[[], object]
+__all__ = ["calibrate", "interleave", "pair_ratios", "stat"]
 
 
 def stat(values: Sequence[float], unit: str) -> dict[str, Any]:
@@ -72,33 +72,6 @@ def scaled(s: dict[str, Any], factor: float, unit: str) -> dict[str, Any]:
     }
     out["iqr"] = out["q3"] - out["q1"]
     return out
-
-
-def _run(fn: Sample, loops: int, self_timed: bool = False) -> float:
-    t0 = time.perf_counter()
-    if self_timed:
-        return sum(float(fn()) for _ in range(loops)) / loops
-    for _ in range(loops):
-        fn()
-    return (time.perf_counter() - t0) / loops
-
-
-def calibrate(fn: Sample, min_time: float, max_loops: int = 1_000_000) -> int:
-    """Calls per sample so that one sample lasts at least ``min_time`` seconds.
-
-    ``fn`` has been warmed up by the caller (JIT compile, first touch).
-    """
-    loops = 1
-    while True:
-        t = _run(fn, loops) * loops
-        if t >= min_time or loops >= max_loops:
-            return loops
-        if t <= 0:
-            loops *= 10
-        else:
-            loops = min(
-                max_loops, max(loops + 1, math.ceil(loops * 1.2 * min_time / t))
-            )
 
 
 def interleave(

@@ -314,8 +314,9 @@ DISTRIBUTED_ROW = {
 OWN_GEMM_ROW = {
     "type": "object",
     "required": ["workload", "batch_size", "threads", "cpu", "isa", "own_step_s",
-                 "openblas_step_s", "own_gflops", "openblas_gflops", "speedup",
-                 "target", "process"],
+                 "openblas_step_s", "numpy_step_s", "own_gflops", "openblas_gflops",
+                 "numpy_gflops", "speedup", "speedup_vs_numpy", "target",
+                 "process"],
     "properties": {
         "workload": STR,
         "batch_size": {"type": "integer", "minimum": 1},
@@ -324,9 +325,12 @@ OWN_GEMM_ROW = {
         "isa": {"enum": ["generic", "avx2", "avx512"]},
         "own_step_s": STAT,
         "openblas_step_s": STAT,
+        "numpy_step_s": STAT,
         "own_gflops": NUM,
         "openblas_gflops": NUM,
-        "speedup": STAT,
+        "numpy_gflops": NUM,
+        "speedup": STAT,  # over OpenBLAS in fastnn's blocks
+        "speedup_vs_numpy": STAT,  # over np.matmul (OpenBLAS's threads): the target's
         "target": NUM,
         "process": {"type": "object", "additional": PROCESS},
     },

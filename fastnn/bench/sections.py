@@ -463,10 +463,12 @@ OWN_GEMM_TARGETS = {32: 1.3, 128: 1.1}
 
 
 def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
-    """The products of one 784-256-128-10 training step through fastnn's GEMM entry
-    point, all by its own micro-kernels in one process and all by OpenBLAS (as
-    fastnn calls it: fixed blocks, one single-threaded call each) in another,
-    alternated round by round at min(2, cores) threads; speed-up paired by round."""
+    """The products of one 784-256-128-10 training step, three ways, each in a
+    process of its own, alternated round by round at min(2, cores) threads: all by
+    fastnn's own micro-kernels and all by OpenBLAS as fastnn calls it (fastnn's GEMM
+    entry point: fixed blocks of C, one single-threaded call each), and by
+    ``np.matmul`` as NumPy's users run it (OpenBLAS's own threads; the target's
+    baseline). Speed-ups paired by round."""
     from .. import threads as _threads
     from .._config import cpu_info
 
@@ -478,14 +480,16 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
         base = {"task": "gemm", "sizes": list(OWN_GEMM_SIZES), "batch_size": batch,
                 "threads": t, "min_time": min_time}  # fmt: skip
         specs = {
-            name: {**base, "system": f"fastnn-gemm-{name}", "gemm": name}
-            for name in ("own", "openblas")
-        }
+            name: {**base, "system": system, "gemm": name}
+            for name, system in (("own", "fastnn-gemm-own"),
+                                 ("openblas", "fastnn-gemm-openblas"),
+                                 ("numpy", GEMM_ONLY))
+        }  # fmt: skip
         with isolated.started(specs) as (workers, skips):
             for name, why in skips.items():
                 _skip(skipped, "own_gemm", specs[name]["system"], why,
                       batch_size=batch)  # fmt: skip
-            if len(workers) < 2:
+            if len(workers) < len(specs):
                 tick()
                 continue
             times = isolated.alternate(
@@ -493,7 +497,8 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
             )
             isa = workers["own"].info.get("gemm_isa")
             processes = {n: w.process() for n, w in workers.items()}
-        step_flops = flops * batch
+        gflops = {n: flops * batch / stat(times[n], "s")["median"] / 1e9
+                  for n in specs}  # fmt: skip
         rows.append(
             {
                 "workload": "-".join(map(str, OWN_GEMM_SIZES)),
@@ -503,11 +508,14 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
                 "isa": isa,
                 "own_step_s": stat(times["own"], "s"),
                 "openblas_step_s": stat(times["openblas"], "s"),
-                "own_gflops": step_flops / stat(times["own"], "s")["median"] / 1e9,
-                "openblas_gflops": step_flops
-                / stat(times["openblas"], "s")["median"]
-                / 1e9,
+                "numpy_step_s": stat(times["numpy"], "s"),
+                "own_gflops": gflops["own"],
+                "openblas_gflops": gflops["openblas"],
+                "numpy_gflops": gflops["numpy"],
                 "speedup": stat(pair_ratios(times["openblas"], times["own"]), "x"),
+                "speedup_vs_numpy": stat(
+                    pair_ratios(times["numpy"], times["own"]), "x"
+                ),
                 "target": target,
                 "process": processes,
             }
