@@ -265,3 +265,27 @@ def test_both_compiled_backends_run_the_plan(dtype):
             out = np.empty((m, n), dtype)
             backend.matmul(a, b, out, False, False, False)
             np.testing.assert_array_equal(out, expected, err_msg=backend.__name__)
+
+
+def test_numba_without_the_extension_says_why_it_runs_blas_only(tmp_path):
+    """The Numba backend calls fastnn's own GEMM from the Cython extension; when that
+    cannot be imported, every product goes to BLAS and the backend's info says so
+    with the import error (never a silent change of kernels)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fastnn.kernels.cy'] = None\n"
+        "import fastnn\n"
+        "print(fastnn.kernels.get_backend('numba').info['gemm'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # the installed fastnn, not the source folder
+    )
+    assert out.returncode == 0, out.stderr
+    said = "for every product: fastnn's own GEMM (the Cython extension) is unavailable"
+    assert f"{said} (ModuleNotFoundError: import of fastnn.kernels.cy" in out.stdout

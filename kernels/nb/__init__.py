@@ -98,6 +98,8 @@ def backend_info() -> dict:
             + ")"
             if _matmul_module.OWN_GEMM
             else _matmul_module.CBLAS.description
+            + " for every product: fastnn's own GEMM (the Cython extension) "
+            f"is unavailable ({_matmul_module.OWN_GEMM_MISSING})"
         ),
         "gemm_max_blocks": _matmul_module.GEMM_CONFIG[0],
         "blas_thread_control": _matmul_module.BLAS_CONTROL

@@ -66,16 +66,17 @@ _dgemm32, _dgemm64 = _GEMMS["d", 32], _GEMMS["d", 64]
 
 
 def _own_gemm_plan():
-    """fastnn's own GEMM as the Cython extension exports it (kernels/gemm.py), or
-    None when the extension is not built (then every product goes to BLAS)."""
+    """(fastnn's own GEMM as the Cython extension exports it (kernels/gemm.py), why
+    not): (None, the import error) when the extension is not built or not
+    importable; then every product goes to BLAS and ``backend_info`` says why."""
     try:
         from ..cy import GEMM_PLAN
-    except ImportError:
-        return None
-    return GEMM_PLAN
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return GEMM_PLAN, None
 
 
-OWN_GEMM = _own_gemm_plan()
+OWN_GEMM, OWN_GEMM_MISSING = _own_gemm_plan()
 # The same micro-kernels as the Cython backend, by address (ILP64 cblas signature);
 # without the extension the symbols point at BLAS and are never called (mode 0).
 for _prefix, _real, _addr in (
