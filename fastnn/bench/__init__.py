@@ -61,6 +61,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         regressor={**_REGRESSOR, "rounds": 3},
         settle_s=0.15,  # > OpenBLAS's ~0.1 s of spinning after its last GEMM
         side_effect_rounds=9,
+        # the own-GEMM targets' ratios: samples of a few ms, so many rounds are cheap
+        own_gemm_rounds=15,
+        own_gemm_min_time=0.02,
     ),
     "full": dict(
         rounds=15,
@@ -81,6 +84,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         regressor={**_REGRESSOR, "rounds": 7},
         settle_s=0.15,
         side_effect_rounds=21,
+        own_gemm_rounds=31,
+        own_gemm_min_time=0.05,
     ),
     # the smallest configuration that still fills every section (tests)
     "tiny": dict(
@@ -110,6 +115,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         settle_s=0.0,  # nothing in the tests reads the numbers
         side_effect_rounds=3,
+        own_gemm_rounds=3,
+        own_gemm_min_time=0.002,
         op_only=[
             "linear_forward_relu|32x784->256",
             "softmax_cross_entropy|128x10",

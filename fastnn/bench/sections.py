@@ -476,9 +476,8 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
     t = min(2, _threads.cpu_count())
     flops = sum(p["flops"] for p in gemm_step(OWN_GEMM_SIZES, 1)[0])  # per sample
     for batch, target in OWN_GEMM_TARGETS.items():
-        min_time = max(0.002, opts.preset["op_min_time"])
         base = {"task": "gemm", "sizes": list(OWN_GEMM_SIZES), "batch_size": batch,
-                "threads": t, "min_time": min_time}  # fmt: skip
+                "threads": t, "min_time": opts.preset["own_gemm_min_time"]}  # fmt: skip
         specs = {
             name: {**base, "system": system, "gemm": name}
             for name, system in (("own", "fastnn-gemm-own"),
@@ -493,7 +492,7 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
                 tick()
                 continue
             times = isolated.alternate(
-                workers, opts.preset["rounds"], opts.preset["settle_s"]
+                workers, opts.preset["own_gemm_rounds"], opts.preset["settle_s"]
             )
             isa = workers["own"].info.get("gemm_isa")
             processes = {n: w.process() for n, w in workers.items()}
