@@ -364,3 +364,36 @@ def test_estimators_fuse_their_plain_steps(compiled, make, fit_kw, fused):
         finally:
             Sequential._train_steps = original
     assert (seen["calls"] > 0) == fused
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_estimators_fused_steps_equal_one_call_per_step(compiled, solver, monkeypatch):
+    """Bitwise the weights and loss curve of the same fit with one call per step
+    (as a weighted fit runs: unit weights must not change a bit), the short last
+    batch's L2 strength included: alpha * (1 / rows), as the unfused step has it,
+    not alpha / rows, which differs in the last bit for these sizes."""
+    import warnings
+
+    from fastnn.estimator import _EstimatorSteps
+
+    X, y, _ = _fit_data("classify", n=70)  # batches of 7 (0.3 / 7 != 0.3 * (1 / 7))
+    y = np.arange(70) % 3
+
+    def fit(sample_weight=None):
+        est = MLPClassifier(
+            (6,), solver=solver, alpha=0.3, batch_size=7, max_iter=3,
+            random_state=0, backend=compiled.name,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: 3 epochs
+            return est.fit(X, y, sample_weight=sample_weight)
+
+    fused = fit()
+    weighted = fit(np.ones(70))
+    monkeypatch.setattr(_EstimatorSteps, "fuses_steps", lambda self, model, data: False)
+    single = fit()
+    for other in (single, weighted):
+        for a, b in zip(fused.coefs_ + fused.intercepts_,
+                        other.coefs_ + other.intercepts_, strict=True):  # fmt: skip
+            assert a.tobytes() == b.tobytes()
+        assert fused.loss_curve_ == other.loss_curve_
