@@ -1074,6 +1074,10 @@ class Backend:
         _no_overlap(outputs, X=X, sample_weight=sample_weight, labels=net["labels"],
                     targets=net["targets"], rows=rows, x_rows=x_rows)  # fmt: skip
         dtype, k = X.dtype, rows.shape[0] // bs
+        if operator.index(step) > np.iinfo(np.int64).max - (k - 1):
+            raise ValueError(
+                f"step={step}: the last of the {k} steps is numbered past int64"
+            )
         if step_eps is None:
             step_eps = _EMPTY[np.dtype(np.float64)]
         elif (

@@ -160,6 +160,25 @@ def test_kernel_validates_before_touching_memory(backend):
     assert params.tobytes() == before.tobytes()
 
 
+def test_kernel_rejects_step_numbers_past_int64(backend):
+    """The last step's number (step + steps - 1) must fit the kernels' int64:
+    wrapped, Adam's bias correction would silently turn the weights to garbage."""
+    rng = np.random.default_rng(0)
+    layout, params, n_decay, X, x_rows, y, _ = _problem(
+        np.float64, "softmax_cross_entropy", rng
+    )
+    before = params.copy()
+    kw = _optimizer_kw("adam", params)
+    last = np.iinfo(np.int64).max
+    with pytest.raises(ValueError, match="step"):
+        backend.train_steps(
+            X, y, np.arange(8, dtype=np.intp), 4, params, np.zeros_like(params),
+            layout, np.full(3, 0.01), x_rows=x_rows, weights_end=n_decay,
+            step=last, **kw,
+        )  # fmt: skip
+    assert params.tobytes() == before.tobytes()
+
+
 # ------------------------------------------------------------------ the loop
 def _spy_steps(model):
     """Count the model's compiled multi-step calls and the steps they ran."""
