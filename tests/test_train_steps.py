@@ -416,3 +416,46 @@ def test_estimators_fused_steps_equal_one_call_per_step(compiled, solver, monkey
                         other.coefs_ + other.intercepts_, strict=True):  # fmt: skip
             assert a.tobytes() == b.tobytes()
         assert fused.loss_curve_ == other.loss_curve_
+
+
+def _order_fit(backend, order):
+    X, y, _ = _fit_data("classify", n=64)
+    model = MLP((6, 12, 3), backend=backend, optimizer=SGD(lr=0.05))
+    training.fit(model, X, y, batch_order=order, epochs=2, batch_size=4, seed=0,
+                 verbose=0)  # fmt: skip
+    return model.get_flat_parameters()
+
+
+def test_a_custom_batch_order_is_checked_before_the_compiled_gather(compiled):
+    """The compiled steps gather the order's rows unchecked: an index out of range
+    or negative is a clear error (it read out of bounds), a short order too (its
+    last steps went missing), and any integer array-like order trains as the same
+    order in intp (int32 and lists were rejected mid-fit)."""
+
+    def reversed_as(kind):
+        def order(n_rows, rng):
+            p = np.arange(n_rows)[::-1]
+            if kind == "oob":
+                p[40] = n_rows + 10**6
+            elif kind == "negative":
+                p[40] = -5
+            elif kind == "short":
+                p = p[:-3]
+            elif kind == "int32":
+                p = p.astype(np.int32)
+            elif kind == "list":
+                p = p.tolist()
+            return p
+
+        return order
+
+    for kind, match in (("oob", r"lie in \[0, 64\)"),
+                        ("negative", r"lie in \[0, 64\)"),
+                        ("short", "64 integer row indices")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            _order_fit(compiled.name, reversed_as(kind))
+    expected = _order_fit(compiled.name, reversed_as("intp"))
+    for kind in ("int32", "list"):
+        assert _order_fit(compiled.name, reversed_as(kind)).tobytes() == (
+            expected.tobytes()
+        )
