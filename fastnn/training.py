@@ -31,7 +31,8 @@ API (stable)
 ``batch_order`` (default: :func:`shuffled_order` when ``shuffle`` else
 :func:`data_order`)
     ``batch_order(n, rng) -> ndarray | None``, called at the start of every epoch:
-    the order of the ``n`` training rows for that epoch (None: data order). Batches
+    the order of the ``n`` training rows for that epoch (``n`` integer row indices
+    in [0, n), repeats allowed; None: data order). Batches
     are the consecutive slices of ``batch_size`` rows of that order, the last one
     smaller (scikit-learn's ``gen_batches``). ``rng`` is the fit's shuffle generator
     (checkpointed with the fit); an order with a random state of its own (e.g.
