@@ -110,13 +110,22 @@ def config() -> dict[str, Any]:
         "packages": {p: _package_version(p, status) for p in _PACKAGES},
         "backends": backends,
         "default_backend": kernels.get_default_backend(),
-        "auto_backend": kernels.get_backend("auto").name,
+        "auto_backend": _auto_backend(),
         "threads": threads.get_num_threads(),
         "thread_env": {name: os.environ.get(name) for name in THREAD_ENV},
         "blas": blas_info(),
         "cpu": cpu_info(),
         "distributed": distributed_info(),
     }
+
+
+def _auto_backend() -> str:
+    """The backend "auto" picks, or why it has none (a bad FASTNN_ISA): the report
+    must still print to show what is wrong."""
+    try:
+        return kernels.get_backend("auto").name
+    except ValueError as exc:
+        return f"none ({exc})"
 
 
 def distributed_info() -> dict[str, Any]:

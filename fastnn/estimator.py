@@ -301,12 +301,14 @@ class _EstimatorSteps(training.LocalStrategy):
 
     def steps(self, model, data, rows, batch_size: int, l2):
         """:meth:`step` on each whole batch of ``rows`` in one compiled call: the
-        head's targets of those rows, L2 ``alpha / batch_size``, Adam's epsilon of
-        each step (scikit-learn's bias correction folded in)."""
+        head's targets of those rows, L2 ``alpha / batch_size`` (computed as
+        :meth:`step` does, to the bit), Adam's epsilon of each step (scikit-learn's
+        bias correction folded in)."""
         est = self.est
+        _, inv_sum = est._batch_weights(None, batch_size, None)
         losses, _ = model._train_steps(
             data.X_tr, None, rows, self.targets, None, batch_size,
-            est.alpha / batch_size, loss=est._head.loss,
+            est.alpha * inv_sum, loss=est._head.loss,
             step_eps=est._optimizer.steps_eps(len(rows) // batch_size),
         )  # fmt: skip
         return losses, np.zeros(losses.shape[0], np.int64)

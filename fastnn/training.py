@@ -31,7 +31,8 @@ API (stable)
 ``batch_order`` (default: :func:`shuffled_order` when ``shuffle`` else
 :func:`data_order`)
     ``batch_order(n, rng) -> ndarray | None``, called at the start of every epoch:
-    the order of the ``n`` training rows for that epoch (None: data order). Batches
+    the order of the ``n`` training rows for that epoch (``n`` integer row indices
+    in [0, n), repeats allowed; None: data order). Batches
     are the consecutive slices of ``batch_size`` rows of that order, the last one
     smaller (scikit-learn's ``gen_batches``). ``rng`` is the fit's shuffle generator
     (checkpointed with the fit); an order with a random state of its own (e.g.
@@ -527,6 +528,7 @@ class _Run:
             state.loss_sum, state.correct, state.seen = 0.0, 0, 0
             state.elapsed = 0.0
             strategy.begin_epoch()
+        state.perm = _checked_order(state.perm, n)
         while state.batch < n_batches:
             b = state.batch
             # a fused strategy runs every step through its compiled steps call:
@@ -671,6 +673,24 @@ def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_eve
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     return epochs, batch_size, verbose, checkpoint_every, callbacks
+
+
+def _checked_order(order, n: int) -> np.ndarray | None:
+    """An epoch's order (``batch_order``'s, or a checkpoint's) as the loop indexes
+    it: None (data order) or a C-contiguous intp array of ``n`` row indices in
+    [0, n), repeats allowed. Checked here, once an epoch: the compiled steps
+    gather these rows without bounds checks."""
+    if order is None:
+        return None
+    arr = np.asarray(order)
+    if arr.dtype.kind not in "iu" or arr.shape != (n,):
+        raise ValueError(
+            f"batch_order must return None or {n} integer row indices, got "
+            f"dtype {arr.dtype} and shape {arr.shape}"
+        )
+    if n and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"batch_order's row indices must lie in [0, {n})")
+    return np.ascontiguousarray(arr, dtype=np.intp)
 
 
 def gather_batch(ws, X, x_rows, y, sw, perm, i, j) -> None:

@@ -2,7 +2,9 @@
 
 Backends load lazily on first use. A backend whose dependency is missing (Numba not
 installed, the Cython extension not built) is reported unavailable with the reason; it
-is never silently replaced by another one.
+is never silently replaced by another one. A FASTNN_ISA the compiled backends cannot
+honour (kernels/isa.py) is an error even for "auto", which would otherwise run the
+NumPy reference instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import threading
 
 from .contract import ACTIVATIONS, RAW_KERNELS, Backend, activation_code
+from .isa import ISAError
 
 __all__ = [
     "ACTIVATIONS",
@@ -34,6 +37,7 @@ AUTO_ORDER = ("cython", "numba", "numpy")
 
 _loaded: dict[str, Backend] = {}
 _errors: dict[str, str] = {}
+_bad_setting: set[str] = set()  # failed on FASTNN_ISA: "auto" must not skip them
 _lock = threading.Lock()
 _default = "auto"
 _threads: int | None = None  # the kernels' thread count (None: each backend's own)
@@ -56,6 +60,8 @@ def _load(name: str) -> Backend | None:
             Exception
         ) as exc:  # missing numba, unbuilt or broken extension: report it
             _errors[name] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, ISAError):
+                _bad_setting.add(name)
             return None
 
 
@@ -98,6 +104,10 @@ def get_backend(name: str | Backend | None = None) -> Backend:
             backend = _load(candidate)
             if backend is not None:
                 return backend
+            if candidate in _bad_setting:
+                raise ValueError(
+                    f"backend {candidate!r} is unavailable: {_errors[candidate]}"
+                )
         raise RuntimeError("no kernel backend is available")  # numpy always loads
     if name not in _MODULES:
         raise ValueError(

@@ -1023,14 +1023,15 @@ class Backend:
         ----------
         X : (N_X, in_0) array; the training rows are all of it, or ``x_rows``.
         y : the targets of the N training rows, as :meth:`train_step`'s ``y``.
-        rows : 1-D integer array, a multiple of ``batch_size`` long, of training
-            row indices in [0, N).
+        rows : 1-D C-contiguous intp array, a multiple of ``batch_size`` long, of
+            training row indices in [0, N).
         batch_size : rows per step (>= 1).
-        x_rows : None (training row r is X's row r, N == N_X) or an (N,) integer
-            array of X's row of each training row.
+        x_rows : None (training row r is X's row r, N == N_X) or an (N,)
+            C-contiguous intp array of X's row of each training row.
         sample_weight : (N,) array of X's dtype, or None.
-        step_eps : None, or a float64 array of Adam's epsilon for each step (in place
-            of ``eps``; scikit-learn folds its bias correction into epsilon).
+        step_eps : None, or a C-contiguous float64 array of Adam's epsilon for each
+            step (in place of ``eps``; scikit-learn folds its bias correction into
+            epsilon; SGD ignores it).
         Everything else as :meth:`train_step` (``work`` sized for ``batch_size``
         rows).
 
@@ -1074,6 +1075,10 @@ class Backend:
         _no_overlap(outputs, X=X, sample_weight=sample_weight, labels=net["labels"],
                     targets=net["targets"], rows=rows, x_rows=x_rows)  # fmt: skip
         dtype, k = X.dtype, rows.shape[0] // bs
+        if operator.index(step) > np.iinfo(np.int64).max - (k - 1):
+            raise ValueError(
+                f"step={step}: the last of the {k} steps is numbered past int64"
+            )
         if step_eps is None:
             step_eps = _EMPTY[np.dtype(np.float64)]
         elif (

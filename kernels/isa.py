@@ -43,18 +43,25 @@ BUILD_FLAGS = {
 COMMON_FLAGS = ("-ffp-contract=off",)
 
 
+class ISAError(ValueError, RuntimeError):
+    """FASTNN_ISA names an instruction set this process cannot run (a setting to
+    fix, not a backend to skip: the backend registry raises it instead of falling
+    back to a backend that ignores FASTNN_ISA)."""
+
+
 def module_name(module: str, isa: str) -> str:
     """The name of ``module``'s build for ``isa`` (the baseline's: the plain name)."""
     return module if isa == "generic" else f"_{module}_{isa}"
 
 
 def requested() -> str | None:
-    """The ISA that FASTNN_ISA forces, or None when it is unset or empty."""
+    """The ISA that FASTNN_ISA forces, or None when it is unset or empty; ISAError
+    (a ValueError) for a name not in :data:`ISAS`."""
     value = os.environ.get(ISA_ENV, "").strip().lower()
     if not value:
         return None
     if value not in ISAS:
-        raise ValueError(f"{ISA_ENV}={value!r}: expected one of {', '.join(ISAS)}")
+        raise ISAError(f"{ISA_ENV}={value!r}: expected one of {', '.join(ISAS)}")
     return value
 
 
@@ -62,18 +69,19 @@ def choose(cpu_best: str, built: tuple[str, ...], wanted: str | None) -> str:
     """The ISA to run: ``wanted`` (FASTNN_ISA), else the best of ``built`` that this
     CPU (whose best is ``cpu_best``) runs.
 
-    Raises RuntimeError when ``wanted`` is past the CPU's best or was not built.
+    Raises ISAError (a RuntimeError) when ``wanted`` is past the CPU's best or was
+    not built.
     """
     runnable = ISAS[: ISAS.index(cpu_best) + 1]
     if wanted is None:
         return max((i for i in built if i in runnable), key=ISAS.index)
     if wanted not in runnable:
-        raise RuntimeError(
+        raise ISAError(
             f"{ISA_ENV}={wanted}: this CPU lacks it (its best is {cpu_best}); "
             f"use one of {', '.join(runnable)}"
         )
     if wanted not in built:
-        raise RuntimeError(
+        raise ISAError(
             f"{ISA_ENV}={wanted}: the element-wise kernels were not built for it "
             f"(built: {', '.join(built)}; setup.py builds avx2 and avx512 on x86-64 "
             "when the compiler takes their flags)"

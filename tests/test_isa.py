@@ -148,3 +148,26 @@ def test_isa_builds_cover_fastnn():
         isa.module_name(m, cy.ELEMENTWISE_ISA) for m in isa.PER_ISA_MODULES
     }
     assert fastnn.get_backend("cython").info["isa"] == cy.BACKEND_INFO["isa"]
+
+
+@pytest.mark.parametrize("name", ["sse9", *(n for n in isa.ISAS if n not in RUNNABLE)])
+def test_a_bad_isa_is_an_error_not_a_slower_default_backend(name):
+    """The default ("auto") backend raises FASTNN_ISA's error instead of quietly
+    training on a backend that ignores it (the NumPy reference: the compiled
+    backends both run the chosen ISA's GEMM); a backend named explicitly that
+    needs no ISA still runs, and show_config still reports what is wrong."""
+    code = (
+        "import numpy as np, fastnn\n"
+        "X, y = np.zeros((8, 4)), np.arange(8) % 3\n"
+        "fastnn.MLP((4, 3), backend='numpy').fit(X, y, epochs=1, verbose=0)\n"
+        "print('numpy ran')\n"
+        "fastnn.show_config()\n"
+        "fastnn.MLP((4, 3)).fit(X, y, epochs=1, verbose=0)\n"
+    )
+    proc = _run_with_isa(name, ["-c", code])
+    assert "numpy ran" in proc.stdout, proc.stderr
+    assert "default 'auto' -> none (backend 'cython' is unavailable" in proc.stdout
+    assert proc.returncode != 0
+    assert f"FASTNN_ISA={name!r}" in proc.stderr or f"FASTNN_ISA={name}:" in (
+        proc.stderr
+    )

@@ -160,6 +160,25 @@ def test_kernel_validates_before_touching_memory(backend):
     assert params.tobytes() == before.tobytes()
 
 
+def test_kernel_rejects_step_numbers_past_int64(backend):
+    """The last step's number (step + steps - 1) must fit the kernels' int64:
+    wrapped, Adam's bias correction would silently turn the weights to garbage."""
+    rng = np.random.default_rng(0)
+    layout, params, n_decay, X, x_rows, y, _ = _problem(
+        np.float64, "softmax_cross_entropy", rng
+    )
+    before = params.copy()
+    kw = _optimizer_kw("adam", params)
+    last = np.iinfo(np.int64).max
+    with pytest.raises(ValueError, match="step"):
+        backend.train_steps(
+            X, y, np.arange(8, dtype=np.intp), 4, params, np.zeros_like(params),
+            layout, np.full(3, 0.01), x_rows=x_rows, weights_end=n_decay,
+            step=last, **kw,
+        )  # fmt: skip
+    assert params.tobytes() == before.tobytes()
+
+
 # ------------------------------------------------------------------ the loop
 def _spy_steps(model):
     """Count the model's compiled multi-step calls and the steps they ran."""
@@ -364,3 +383,79 @@ def test_estimators_fuse_their_plain_steps(compiled, make, fit_kw, fused):
         finally:
             Sequential._train_steps = original
     assert (seen["calls"] > 0) == fused
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_estimators_fused_steps_equal_one_call_per_step(compiled, solver, monkeypatch):
+    """Bitwise the weights and loss curve of the same fit with one call per step
+    (as a weighted fit runs: unit weights must not change a bit), the short last
+    batch's L2 strength included: alpha * (1 / rows), as the unfused step has it,
+    not alpha / rows, which differs in the last bit for these sizes."""
+    import warnings
+
+    from fastnn.estimator import _EstimatorSteps
+
+    X, y, _ = _fit_data("classify", n=70)  # batches of 7 (0.3 / 7 != 0.3 * (1 / 7))
+    y = np.arange(70) % 3
+
+    def fit(sample_weight=None):
+        est = MLPClassifier(
+            (6,), solver=solver, alpha=0.3, batch_size=7, max_iter=3,
+            random_state=0, backend=compiled.name,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: 3 epochs
+            return est.fit(X, y, sample_weight=sample_weight)
+
+    fused = fit()
+    weighted = fit(np.ones(70))
+    monkeypatch.setattr(_EstimatorSteps, "fuses_steps", lambda self, model, data: False)
+    single = fit()
+    for other in (single, weighted):
+        for a, b in zip(fused.coefs_ + fused.intercepts_,
+                        other.coefs_ + other.intercepts_, strict=True):  # fmt: skip
+            assert a.tobytes() == b.tobytes()
+        assert fused.loss_curve_ == other.loss_curve_
+
+
+def _order_fit(backend, order):
+    X, y, _ = _fit_data("classify", n=64)
+    model = MLP((6, 12, 3), backend=backend, optimizer=SGD(lr=0.05))
+    training.fit(model, X, y, batch_order=order, epochs=2, batch_size=4, seed=0,
+                 verbose=0)  # fmt: skip
+    return model.get_flat_parameters()
+
+
+def test_a_custom_batch_order_is_checked_before_the_compiled_gather(compiled):
+    """The compiled steps gather the order's rows unchecked: an index out of range
+    or negative is a clear error (it read out of bounds), a short order too (its
+    last steps went missing), and any integer array-like order trains as the same
+    order in intp (int32 and lists were rejected mid-fit)."""
+
+    def reversed_as(kind):
+        def order(n_rows, rng):
+            p = np.arange(n_rows)[::-1]
+            if kind == "oob":
+                p[40] = n_rows + 10**6
+            elif kind == "negative":
+                p[40] = -5
+            elif kind == "short":
+                p = p[:-3]
+            elif kind == "int32":
+                p = p.astype(np.int32)
+            elif kind == "list":
+                p = p.tolist()
+            return p
+
+        return order
+
+    for kind, match in (("oob", r"lie in \[0, 64\)"),
+                        ("negative", r"lie in \[0, 64\)"),
+                        ("short", "64 integer row indices")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            _order_fit(compiled.name, reversed_as(kind))
+    expected = _order_fit(compiled.name, reversed_as("intp"))
+    for kind in ("int32", "list"):
+        assert _order_fit(compiled.name, reversed_as(kind)).tobytes() == (
+            expected.tobytes()
+        )
