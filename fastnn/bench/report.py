@@ -1284,9 +1284,9 @@ def _own_gemm_section(res: dict[str, Any]) -> list[str]:
                     r["isa"],
                     r["batch_size"],
                     r["threads"],
-                    _s(r["own_step_s"], 1e6, 1),
-                    _s(r["numpy_step_s"], 1e6, 1),
-                    _s(r["openblas_step_s"], 1e6, 1),
+                    _s(r["own_step_s"], 1e6),
+                    _s(r["numpy_step_s"], 1e6),
+                    _s(r["openblas_step_s"], 1e6),
                     f"{_f(r['own_gflops'])} / {_f(r['numpy_gflops'])} / "
                     f"{_f(r['openblas_gflops'])}",
                     _s(r["speedup_vs_numpy"]),
