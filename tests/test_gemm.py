@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,9 +273,6 @@ def test_numba_without_the_extension_says_why_it_runs_blas_only(tmp_path):
     """The Numba backend calls fastnn's own GEMM from the Cython extension; when that
     cannot be imported, every product goes to BLAS and the backend's info says so
     with the import error (never a silent change of kernels)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys; sys.modules['fastnn.kernels.cy'] = None\n"
         "import fastnn\n"
