@@ -6,6 +6,13 @@ On x86-64 the element-wise modules are built again for AVX2+FMA and AVX-512 from
 generated one-line stubs that include the same source (kernels/isa.py: the import
 picks one by the CPU's features). ``FASTNN_NATIVE=1`` adds -march=native to every
 build (the binary may then not run on an older CPU, so it is opt-in).
+
+Once the extensions are built, the Numba kernels are compiled into Numba's on-disk
+cache inside the built package (fastnn/precompile.py), so the first run of the numba
+backend after an install loads them instead of compiling (~1.5 min per dtype on a
+2-core machine). Numba uses such a cache only on the CPU that made it: a wheel built
+for other machines can skip it with ``FASTNN_NUMBA_PRECOMPILE=0``; in-place (editable)
+builds skip it, their cache fills in the source tree on first use.
 """
 
 import importlib.util
@@ -19,6 +26,7 @@ from pathlib import Path
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 CY_DIR = HERE / "kernels" / "cy"
@@ -117,7 +125,43 @@ extensions = [
     for module in ISA.PER_ISA_MODULES
 ]
 
+
+def precompile_numba(build_lib: Path) -> None:
+    """Fill the Numba cache of the package in ``build_lib`` (a fresh process that
+    imports it from there). A failure fails the build, naming the switch that skips
+    it: pip shows a build's output only when it fails, and a skipped precompile
+    costs every user's first numba run a minute."""
+    cache = build_lib / "fastnn" / "kernels" / "nb" / "__pycache__"
+    for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:  # an earlier build's
+        stale.unlink()
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)  # the cache must land in the package
+    paths = [str(build_lib.resolve()), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    print("fastnn: compiling the Numba kernels into their cache", file=sys.stderr)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastnn.precompile"], cwd=build_lib, env=env
+    )
+    if proc.returncode != 0:
+        sys.exit(
+            f"fastnn: precompiling the Numba kernels failed (exit status "
+            f"{proc.returncode}, its error above). FASTNN_NUMBA_PRECOMPILE=0 installs "
+            "without it: the numba backend then compiles them on first use."
+        )
+
+
+class BuildExtThenPrecompile(build_ext):
+    """build_ext, then the Numba kernels compiled into the built package's cache."""
+
+    def run(self):
+        super().run()
+        skip = os.environ.get("FASTNN_NUMBA_PRECOMPILE") == "0"
+        if not (skip or self.inplace or getattr(self, "editable_mode", False)):
+            precompile_numba(Path(self.build_lib))
+
+
 setup(
+    cmdclass={"build_ext": BuildExtThenPrecompile},
     # the per-ISA builds triple the C to compile: use every core (CI has two)
     options={"build_ext": {"parallel": os.cpu_count() or 1}},
     ext_modules=cythonize(

@@ -626,12 +626,30 @@ def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
     return _script("coldstart.py", args, preset, env)
 
 
+def _precompile(preset: dict, env: dict) -> float:
+    """``python -m fastnn.precompile`` (what ``pip install`` runs) in a fresh process;
+    returns its wall time."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "fastnn.precompile"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=preset.get("coldstart_timeout", 600),
+    )
+    return time.perf_counter() - t0
+
+
 def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
     """Per backend, in fresh processes: first training step minus the steady step.
 
-    Numba runs twice: with an empty cache (what the first run after an install pays)
-    and with the default, populated cache (every later run). The numpy and Cython
-    backends have nothing to compile: one run, cache "n/a".
+    Numba runs up to three times: with an empty cache (what the first run pays when
+    no cache was built for this CPU: a wheel built elsewhere, or
+    FASTNN_NUMBA_PRECOMPILE=0), with the cache that ``fastnn.precompile`` alone
+    fills in a fresh folder (the first run after ``pip install``, which runs it; its
+    time is reported as ``precompile_s``) and with the default, populated cache
+    (every later run). The numpy and Cython backends have nothing to compile: one
+    run, cache "n/a".
     """
     t = max(opts.threads)
     rows = []
@@ -639,6 +657,8 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
         variants = [("n/a", None)]
         if b == "numba":
             variants = [("warm", None)]
+            if opts.preset["installed_cache"]:
+                variants.insert(0, ("installed", "<precompiled>"))
             if opts.preset["cold_cache"]:
                 variants.insert(0, ("cold", "<tmp>"))
             else:
@@ -651,12 +671,16 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                     cache="cold",
                 )
         for cache, cache_dir in variants:
+            extra = {}
             try:
-                if cache_dir == "<tmp>":
-                    with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as d:
-                        r = _coldstart(b, opts.preset, t, d)
-                else:
+                if cache_dir is None:
                     r = _coldstart(b, opts.preset, t, None)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as d:
+                        if cache_dir == "<precompiled>":
+                            env = dict(os.environ, NUMBA_CACHE_DIR=d)
+                            extra["precompile_s"] = _precompile(opts.preset, env)
+                        r = _coldstart(b, opts.preset, t, d)
             except Exception as exc:
                 _skip(
                     skipped,
@@ -682,6 +706,7 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                     "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
                     "time_to_first_step_s": r["time_to_first_step_s"],
                     "process_wall_s": r["process_wall_s"],
+                    **extra,
                 }
             )
             tick()

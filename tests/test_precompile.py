@@ -1,0 +1,132 @@
+"""fastnn.precompile (what ``pip install`` runs) leaves nothing for the numba backend
+to compile: a fresh process that trains, predicts and evaluates through the CLI, the
+model API and the estimators finds every kernel in the cache it filled.
+
+One dtype (float32, the default): the precompile runs the same calls for float64, and
+compiling both from an empty cache takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+pytest.importorskip("sklearn")
+
+# The runtime dependencies that are not build requirements (pyproject.toml): pip
+# builds (and precompiles) fastnn in an environment without them.
+NOT_IN_BUILD_ENV = ("sklearn", "tqdm", "matplotlib")
+
+# As pip's build environment runs it: none of NOT_IN_BUILD_ENV (nor optional extras).
+_PRECOMPILE = """
+import sys
+
+BLOCKED = {blocked!r}
+
+
+class NotInBuildEnv:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not a build requirement of fastnn")
+
+
+sys.meta_path.insert(0, NotInBuildEnv())
+import numpy as np
+from fastnn.precompile import compile_all
+
+compile_all(dtypes=(np.float32,))
+""".format(
+    blocked=NOT_IN_BUILD_ENV
+    + ("pandas", "pyarrow", "onnx", "onnxruntime", "mpi4py", "torch", "jax")
+)
+
+# Names every function Numba compiles while users' calls run.
+_USE = """
+import json
+import warnings
+import numpy as np
+from numba.core import event
+
+compiled = []
+
+
+class Names(event.Listener):
+    def on_start(self, ev):
+        func = getattr(ev.data["dispatcher"], "py_func", None)
+        compiled.append(getattr(func, "__qualname__", str(func)))
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Names())
+warnings.simplefilter("ignore")  # the estimators' ConvergenceWarning
+import fastnn
+from fastnn import MLPClassifier, MLPRegressor
+from fastnn.cli import main
+
+after = {}
+main(["train", "--backend", "numba", "--epochs", "2", "--quiet"])
+after["fastnn train"] = list(compiled)
+main(["train", "--backend", "numba", "--epochs", "2", "--quiet",
+      "--task", "regression", "--optimizer", "sgd"])
+after["fastnn train --task regression"] = list(compiled)
+rng = np.random.default_rng(0)
+X = rng.standard_normal((300, 20)).astype(np.float32)
+y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+for solver in ("sgd", "adam"):
+    kw = dict(hidden_layer_sizes=(16,), solver=solver, backend="numba", max_iter=3)
+    MLPClassifier(**kw).fit(X, y).predict_proba(X)
+    MLPClassifier(**kw, early_stopping=True).fit(X, y % 2).predict(X)
+    MLPClassifier(**kw).fit(X, np.c_[y % 2, y > 0]).predict(X)
+    MLPRegressor(**kw).fit(X, X[:, 0]).predict(X)
+    MLPClassifier(**kw).partial_fit(X, y, classes=[0, 1, 2])
+after["estimators"] = list(compiled)
+X.flags.writeable = False
+model = fastnn.MLP((20, 32, 3), backend="numba")
+model.fit(X, y, epochs=2, batch_size=64, verbose=0, sample_weight=np.ones(300))
+model.evaluate(X, y)
+after["MLP on read-only X"] = list(compiled)
+print(json.dumps(after))
+"""
+
+
+def test_nothing_left_to_compile_after_precompile(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    for script in (_PRECOMPILE, _USE):
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+    after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after == {name: [] for name in after}, after
+    assert len(after) == 4
+
+
+def test_blocked_modules_are_the_runtime_only_dependencies():
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    build = re.search(
+        r"\[build-system\]\s*(#[^\n]*\n)*requires = \[(.*?)\]", pyproject, re.S
+    )
+    build_names = set(re.findall(r'"([A-Za-z0-9_.-]+)', build.group(2)))
+    runtime = {
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0)
+        for r in metadata.requires("fastnn") or []
+        if "extra ==" not in r
+    }
+    import_names = {"scikit-learn": "sklearn"}
+    assert {import_names.get(n, n) for n in runtime - build_names} == set(
+        NOT_IN_BUILD_ENV
+    )
