@@ -39,10 +39,32 @@ class NotInBuildEnv:
 
 
 sys.meta_path.insert(0, NotInBuildEnv())
+import collections
+import json
+import re
+
 import numpy as np
+from numba.core import event
+
+signatures = collections.defaultdict(set)
+
+
+class Signatures(event.Listener):
+    def on_start(self, ev):
+        pass
+
+    def on_end(self, ev):
+        func = ev.data["dispatcher"].py_func
+        # a read-only array is a type of its own (users pass read-only data)
+        sig = re.sub(r", (True|False), aligned", ", aligned", str(ev.data["args"]))
+        signatures[func.__module__ + "." + func.__qualname__].add(sig)
+
+
+event.register("numba:compile", Signatures())
 from fastnn.precompile import compile_all
 
 compile_all(dtypes=(np.float32,))
+print(json.dumps({{name: sorted(s) for name, s in signatures.items()}}))
 """.format(
     blocked=NOT_IN_BUILD_ENV
     + ("pandas", "pyarrow", "onnx", "onnxruntime", "mpi4py", "torch", "jax")
@@ -99,20 +121,42 @@ print(json.dumps(after))
 """
 
 
-def test_nothing_left_to_compile_after_precompile(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    for script in (_PRECOMPILE, _USE):
-        out = subprocess.run(
-            [sys.executable, "-c", script],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-    after = json.loads(out.stdout.strip().splitlines()[-1])
+def _run(script: str, env: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def precompiled(tmp_path_factory):
+    """A fresh Numba cache that only the precompile filled; what it compiled."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("nb-cache")))
+    return env, _run(_PRECOMPILE, env)
+
+
+def test_nothing_left_to_compile_after_precompile(precompiled):
+    env, _ = precompiled
+    after = _run(_USE, env)
     assert after == {name: [] for name in after}, after
     assert len(after) == 4
+
+
+def test_each_kernel_compiles_once_per_dtype(precompiled):
+    # every caller passes a kernel the same array shapes (an optional output flat,
+    # whether empty or not): a second specialisation costs seconds of every install
+    # and first run. Read-only inputs are the one legitimate second type.
+    _, signatures = precompiled
+    ours = {n: s for n, s in signatures.items() if n.startswith("fastnn.")}
+    assert len(ours) > 40, sorted(ours)
+    assert {n: s for n, s in ours.items() if len(s) > 1} == {}
+    # row assignments (a[i] = b[j]) bring Numba's shape-mismatch error formatting
+    assert not [n for n in signatures if "shape_context" in n]
 
 
 def test_blocked_modules_are_the_runtime_only_dependencies():

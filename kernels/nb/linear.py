@@ -116,9 +116,11 @@ def linear_forward(x, w, b, y_out, z_out, act, alpha):
     """z = x @ w + b; y_out = f(z); z_out = z when non-empty."""
     # IN  x (n, k), w (k, m), b (m,) or empty, act, alpha
     # OUT y_out (n, m), z_out (n, m) or empty
+    # z_out flat, as the training step passes it: one compiled specialisation
     _linear_forward(
-        x, w, b, y_out, z_out, act, y_out.dtype.type(alpha), _matmul.GEMM_CONFIG
-    )
+        x, w, b, y_out, z_out.reshape(-1), act, y_out.dtype.type(alpha),
+        _matmul.GEMM_CONFIG,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- backward
@@ -195,7 +197,7 @@ def _linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
         else:
             _add_scaled_slice(dw_out.reshape(-1), w.reshape(-1), wd)
     # 3. dx = dz w^T
-    if dx_out.size:  # (an empty dx_out arrives 1-D: reshape for typing)
+    if dx_out.size:  # dx_out arrives flat
         dx = dx_out.reshape((x.shape[0], x.shape[1]))
         gemm(dz_out, w, dx, FALSE, TRUE, 1.0, 0.0, cfg)
 
@@ -208,8 +210,9 @@ def linear_backward(dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act, alpha,
     #     dx_out (n, k) or empty
     n, m = dy.shape
     tune = opt.TUNE
+    # dx_out flat, as the training step passes it: one compiled specialisation
     _linear_backward(
-        dy, x, w, z, y, dz_out, dw_out, db_out, dx_out, act,
+        dy, x, w, z, y, dz_out, dw_out, db_out, dx_out.reshape(-1), act,
         dy.dtype.type(alpha), float(weight_decay),
         _split.dz.py_func(n, m, act, db_out.size > 0, tune),
         _split.scale_add.py_func(w.size, tune), tune.chunk, tune.col_block,

@@ -284,7 +284,7 @@ def _sce_range(logits, labels, sample_weight, grad_out, row_loss_out, eps, parti
                r0, r1, step):  # fmt: skip
     """Rows r0..r1 in blocks of ``step`` rows, one scratch for all of them."""
     n, k = logits.shape
-    grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
+    grad_flat = grad_out.reshape(-1)  # callers pass it flat: one specialisation
     rows = min(step, r1 - r0)
     if k < _T_MAX_K:
         grad2 = grad_flat.reshape((n if grad_flat.size else 0, k))
@@ -345,10 +345,11 @@ def softmax_cross_entropy(logits, labels, sample_weight, grad_out, row_loss_out,
     eps = float(label_smoothing)
     tune = opt.TUNE
     rows = _split.rows_per_task.py_func(k, tune)
+    grad_flat = grad_out.reshape(-1)  # flat: one compiled specialisation
     if _split.softmax.py_func(n, k, tune):
-        return _sce_parallel(logits, labels, sample_weight, grad_out, row_loss_out,
+        return _sce_parallel(logits, labels, sample_weight, grad_flat, row_loss_out,
                              eps, rows)  # fmt: skip
-    return _sce_serial(logits, labels, sample_weight, grad_out, row_loss_out, eps,
+    return _sce_serial(logits, labels, sample_weight, grad_flat, row_loss_out, eps,
                        rows)  # fmt: skip
 
 
@@ -474,7 +475,7 @@ def _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows_per_tas
     blocks of ``rows_per_task`` rows, their sums added in order (as _se_parallel, so
     both give the same bits)."""
     n, k = pred.shape
-    grad_flat = grad_out.reshape(-1)  # an empty grad_out arrives 1-D
+    grad_flat = grad_out.reshape(-1)  # callers pass it flat: one specialisation
     sq = _se_scratch(k)
     total = 0.0
     for r0 in range(0, n, rows_per_task):
@@ -511,10 +512,11 @@ def squared_error(pred, target, sample_weight, grad_out, row_loss_out):
         return math.nan
     tune = opt.TUNE
     rows = _split.rows_per_task.py_func(k, tune)
+    grad_flat = grad_out.reshape(-1)  # flat: one compiled specialisation
     if _split.squared_error.py_func(n, k, tune):
-        return _se_parallel(pred, target, sample_weight, grad_out, row_loss_out, rows,
+        return _se_parallel(pred, target, sample_weight, grad_flat, row_loss_out, rows,
                             False)  # fmt: skip
-    return _se_serial(pred, target, sample_weight, grad_out, row_loss_out, rows, False)
+    return _se_serial(pred, target, sample_weight, grad_flat, row_loss_out, rows, False)
 
 
 # ---------------------------------------------------------------------------- softmax

@@ -204,31 +204,32 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
     n_out = layout[n_layers - 1, 3]
     last = offs[n_layers - 1, 0]
     out = work[last : last + n * n_out].reshape((n, n_out))
-    dout = work[d_off : d_off + n * n_out].reshape((n, n_out))
+    dout_flat = work[d_off : d_off + n * n_out]  # the loss kernels take it flat
+    dout = dout_flat.reshape((n, n_out))
     rows_per_task = _split.rows_per_task(n_out, tune)
     if config[LOSS] == SQUARED_ERROR:
         correct = 0
         if _split.squared_error(n, n_out, tune):
-            loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
+            loss = _se_parallel(out, targets, sample_weight, dout_flat, work[0:0],
                                 rows_per_task, FALSE)  # fmt: skip
         else:
-            loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
+            loss = _se_serial(out, targets, sample_weight, dout_flat, work[0:0],
                               rows_per_task, FALSE)  # fmt: skip
     elif config[LOSS] == SIGMOID_CE:
         # an exp and two logs per logit: the softmax's cost decides the split
         correct = 0
         if _split.softmax(n, n_out, tune):
-            loss = _se_parallel(out, targets, sample_weight, dout, work[0:0],
+            loss = _se_parallel(out, targets, sample_weight, dout_flat, work[0:0],
                                 rows_per_task, TRUE)  # fmt: skip
         else:
-            loss = _se_serial(out, targets, sample_weight, dout, work[0:0],
+            loss = _se_serial(out, targets, sample_weight, dout_flat, work[0:0],
                               rows_per_task, TRUE)  # fmt: skip
     else:
         if _split.softmax(n, n_out, tune):
-            loss = _sce_parallel(out, labels, sample_weight, dout, work[0:0],
+            loss = _sce_parallel(out, labels, sample_weight, dout_flat, work[0:0],
                                  hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
         else:
-            loss = _sce_serial(out, labels, sample_weight, dout, work[0:0],
+            loss = _sce_serial(out, labels, sample_weight, dout_flat, work[0:0],
                                hyper[LABEL_SMOOTHING], rows_per_task)  # fmt: skip
         correct = _argmax_hits(out, labels)
     # backward, last layer first; dz overwrites the incoming gradient in place
@@ -331,13 +332,17 @@ def _train_steps(X, x_rows, rows, labels, targets, sample_weight, batch_x,
     step_config, step_hyper = config.copy(), hyper.copy()
     for s in range(losses.shape[0]):
         idx = rows[s * bs : (s + 1) * bs]
+        # element loops, not row assignments: those bring Numba's shape-mismatch
+        # error formatting (seconds of compile) into the step
         for r in range(bs):
             i = idx[r]
-            batch_x[r] = X[x_rows[i] if x_rows.shape[0] else i]
+            xi = x_rows[i] if x_rows.shape[0] else i
+            for c in range(batch_x.shape[1]):
+                batch_x[r, c] = X[xi, c]
             if labels.shape[0]:
                 batch_labels[r] = labels[i]
-            if targets.shape[0]:
-                batch_targets[r] = targets[i]
+            for c in range(batch_targets.shape[1] if targets.shape[0] else 0):
+                batch_targets[r, c] = targets[i, c]
             if sample_weight.shape[0]:
                 batch_weight[r] = sample_weight[i]
         step_config[STEP] = config[STEP] + s
