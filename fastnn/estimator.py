@@ -135,7 +135,7 @@ class _Dropout:
         if key not in self._buffers:
             self._buffers[key] = (np.empty_like(y), np.empty_like(y))
         mask, masked = self._buffers[key]
-        self.rng.random(out=mask)
+        self.rng.random(out=mask, dtype=mask.dtype)  # float32 models: float32 masks
         mask += mask.dtype.type(1.0 - self.rate)
         np.floor(mask, out=mask)
         mask *= mask.dtype.type(1.0 / (1.0 - self.rate))

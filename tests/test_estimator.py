@@ -357,6 +357,19 @@ def test_dropout_trains_reproducibly_and_predicts_deterministically():
     assert drop.score(X, y) > 0.7
 
 
+def test_dropout_trains_a_float32_model():
+    # float32 X gives a float32 model: its dropout masks are float32 (the draw into
+    # them raised TypeError, "Supplied output array has the wrong type")
+    X, y = _targets("multiclass", n=80)
+    X32 = X.astype(np.float32)
+    params = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0, dropout=0.3)
+    drop = MLPClassifier(**params).fit(X32, y)
+    again = MLPClassifier(**params).fit(X32, y)
+    assert drop.coefs_[0].dtype == np.float32
+    assert _max_param_diff(drop, again) == 0.0
+    assert np.isfinite(drop.loss_curve_).all()
+
+
 def test_n_threads_is_applied_and_restored():
     X, y = _targets("multiclass", n=60)
     before = fastnn.get_num_threads()
