@@ -5,10 +5,11 @@
 compiling them (tens of seconds). It trains tiny networks through the public API, in
 both float dtypes, with every kind of call the engine makes (softmax cross-entropy and
 squared error, SGD and Adam, sample weights, a validation split, read-only inputs,
-prediction, the single-op kernels), once with the serial kernels and once with the
-parallel ones: Numba compiles one specialisation per argument type, never per value,
-so tiny arrays compile exactly what large ones use. It needs only what building
-fastnn needs (pyproject.toml's build requirements: NumPy, SciPy, Numba, threadpoolctl).
+prediction, input gradients, the single-op kernels), once with the serial kernels and
+once with the parallel ones: Numba compiles one specialisation per argument type,
+never per value, so tiny arrays compile exactly what large ones use. It needs only what
+building fastnn needs (pyproject.toml's build requirements: NumPy, SciPy, Numba,
+threadpoolctl).
 
 Numba keys its cache by the source files' contents, its own version, Python's, and the
 CPU's name and features: a cache built on one CPU is never used on another (Numba then
@@ -52,6 +53,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 def _train_everything(dtype: np.dtype) -> None:
     """Every kind of call the model API makes, on the numba backend."""
     from . import MLP, SGD, Adam
+    from .explain import input_gradients
     from .kernels import get_backend
 
     rng = np.random.default_rng(0)
@@ -71,6 +73,9 @@ def _train_everything(dtype: np.dtype) -> None:
                     sample_weight=weights, seed=0)  # fmt: skip
             clf.predict_proba(X_fit)
             clf.evaluate(X_fit, labels, sample_weight=weights)
+            # the fused loss_grad alone: explain, the distributed fit, L-BFGS (in
+            # float64, on the user's own X, read-only too, when it is float64)
+            input_gradients(clf, X_fit, y=labels)
             for y in (targets, targets[:, 0]):
                 reg = MLP((n_in, 5, y.ndim), loss="mse", optimizer=optimizer,
                           dtype=dtype, backend="numba")  # fmt: skip
