@@ -713,3 +713,19 @@ def test_cold_start_target_is_the_first_run_after_pip_install(tiny_run):
     r["compile"].insert(0, dict(installed, precompile_s=200.0))
     assert schema.errors(r) == []
     assert numba_value() == pytest.approx(10.0 - 3.0)
+
+
+def test_a_failed_precompile_is_skipped_with_its_error(monkeypatch):
+    """The installed row's precompile failing: the skip reason names its error (it
+    was CalledProcessError's command line and status only)."""
+    import subprocess
+
+    from fastnn.bench import sections
+
+    def run(command, **kwargs):
+        err = "Traceback (most recent call last):\nImportError: numba is broken\n"
+        return subprocess.CompletedProcess(command, 1, "", err)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(RuntimeError, match="exit status 1: ImportError: numba is br"):
+        sections._precompile({}, dict(os.environ))

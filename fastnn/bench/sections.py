@@ -577,6 +577,13 @@ def side_effect(opts, skipped, tick) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- compile
+def _failed(status: int, stdout: str, stderr: str) -> RuntimeError:
+    """A failed subprocess as an error: its status and last line of output (the
+    skip reason the report shows)."""
+    tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+    return RuntimeError(f"exit status {status}: {tail[0]}")
+
+
 def _script(name: str, args: list[str], preset: dict, env=None) -> dict[str, Any]:
     """Run ``fastnn/bench/<name>`` as a script in a fresh Python process; its last
     stdout line is one JSON object (``process_wall_s`` added).
@@ -610,8 +617,7 @@ def _script(name: str, args: list[str], preset: dict, env=None) -> dict[str, Any
         raise
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"exit status {proc.returncode}: {tail[0]}")
+        raise _failed(proc.returncode, stdout, stderr)
     data = json.loads(stdout.strip().splitlines()[-1])
     data["process_wall_s"] = wall
     return data
@@ -628,15 +634,18 @@ def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
 
 def _precompile(preset: dict, env: dict) -> float:
     """``python -m fastnn.precompile`` (what ``pip install`` runs) in a fresh process;
-    returns its wall time."""
+    returns its wall time. Its own time limit: it compiles both dtypes (3.5 min on a
+    quiet 2-core machine, 7.5 on a loaded one), more than a cold start's 600 s allow."""
     t0 = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "fastnn.precompile"],
         env=env,
-        check=True,
         capture_output=True,
-        timeout=preset.get("coldstart_timeout", 600),
+        text=True,
+        timeout=preset.get("precompile_timeout", 1800),
     )
+    if proc.returncode != 0:
+        raise _failed(proc.returncode, proc.stdout, proc.stderr)
     return time.perf_counter() - t0
 
 
