@@ -32,9 +32,9 @@ HERE = Path(__file__).parent
 CY_DIR = HERE / "kernels" / "cy"
 
 
-def load_plain(name: str):
-    """kernels/<name>.py as a module of its own (it imports nothing of the package)."""
-    spec = importlib.util.spec_from_file_location(name, HERE / "kernels" / f"{name}.py")
+def load_plain(name: str, folder: str = "kernels"):
+    """<folder>/<name>.py as a module of its own (it imports nothing of the package)."""
+    spec = importlib.util.spec_from_file_location(name, HERE / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -126,38 +126,28 @@ extensions = [
 ]
 
 
-def precompile_numba(build_lib: Path) -> None:
-    """Fill the Numba cache of the package in ``build_lib`` (a fresh process that
-    imports it from there). A failure fails the build, naming the switch that skips
-    it: pip shows a build's output only when it fails, and a skipped precompile
-    costs every user's first numba run a minute."""
-    cache = build_lib / "fastnn" / "kernels" / "nb" / "__pycache__"
-    for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:  # an earlier build's
-        stale.unlink()
-    env = dict(os.environ)
-    env.pop("NUMBA_CACHE_DIR", None)  # the cache must land in the package
-    paths = [str(build_lib.resolve()), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    print("fastnn: compiling the Numba kernels into their cache", file=sys.stderr)
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastnn.precompile"], cwd=build_lib, env=env
-    )
-    if proc.returncode != 0:
-        sys.exit(
-            f"fastnn: precompiling the Numba kernels failed (exit status "
-            f"{proc.returncode}, its error above). FASTNN_NUMBA_PRECOMPILE=0 installs "
-            "without it: the numba backend then compiles them on first use."
-        )
+# fastnn/precompile.py: its build step (in_build) needs only NumPy
+PRECOMPILE = load_plain("precompile", "fastnn")
 
 
 class BuildExtThenPrecompile(build_ext):
-    """build_ext, then the Numba kernels compiled into the built package's cache."""
+    """build_ext, then the Numba kernels compiled into the built package's cache.
+
+    A failure fails the build, naming the switch that skips it: pip shows a build's
+    output only when it fails, and a skipped precompile costs every user's first
+    numba run a minute."""
 
     def run(self):
         super().run()
-        skip = os.environ.get("FASTNN_NUMBA_PRECOMPILE") == "0"
-        if not (skip or self.inplace or getattr(self, "editable_mode", False)):
-            precompile_numba(Path(self.build_lib))
+        if self.inplace or getattr(self, "editable_mode", False):
+            return
+        status = PRECOMPILE.in_build(Path(self.build_lib), os.environ)
+        if status:
+            sys.exit(
+                f"fastnn: precompiling the Numba kernels failed (exit status {status}, "
+                "its error above). FASTNN_NUMBA_PRECOMPILE=0 installs without it: the "
+                "numba backend then compiles them on first use."
+            )
 
 
 setup(

@@ -20,8 +20,12 @@ container image built from a wheel made on another machine.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -116,6 +120,44 @@ def compile_all(dtypes=(np.float32, np.float64)) -> float:
             with _kernel_split(parallel):
                 _train_everything(np.dtype(dtype))
     return time.perf_counter() - t0
+
+
+def in_build(build_lib: Path, environ: Mapping[str, str]) -> int | None:
+    """What setup.py runs on the package built in ``build_lib`` (not in-place builds).
+
+    First the Numba cache files an earlier build left there go, also when the
+    precompile is skipped (``FASTNN_NUMBA_PRECOMPILE=0`` in ``environ``): the wheel
+    would ship them, and Numba loads an entry whose inlined helpers in another module
+    have changed since (kernels/nb/_options.py). Then the precompile runs in a fresh
+    process that imports the built package, with no ``NUMBA_*`` variable:
+    ``NUMBA_CACHE_DIR`` would send the cache out of the package, and settings such as
+    ``NUMBA_OPT``, ``NUMBA_BOUNDSCHECK`` or ``NUMBA_DEBUGINFO`` change the compiled
+    code but not Numba's cache key, so every user of the build would load code made
+    with them.
+
+    Parameters
+    ----------
+    build_lib : Path
+        The build folder holding the built ``fastnn`` package.
+    environ : mapping
+        The build's environment variables.
+
+    Returns
+    -------
+    int or None
+        The precompile's exit status; None when skipped.
+    """
+    cache = build_lib / "fastnn" / "kernels" / "nb" / "__pycache__"
+    for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+        stale.unlink()
+    if environ.get("FASTNN_NUMBA_PRECOMPILE") == "0":
+        return None
+    env = {k: v for k, v in environ.items() if not k.startswith("NUMBA_")}
+    paths = [str(build_lib.resolve()), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    print("fastnn: compiling the Numba kernels into their cache", file=sys.stderr)
+    command = [sys.executable, "-m", "fastnn.precompile"]
+    return subprocess.run(command, cwd=build_lib, env=env).returncode
 
 
 def main() -> int:

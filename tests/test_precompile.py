@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fastnn.precompile import in_build
+
 pytest.importorskip("numba")
 pytest.importorskip("sklearn")
 
@@ -178,3 +180,42 @@ def test_blocked_modules_are_the_runtime_only_dependencies():
     assert {import_names.get(n, n) for n in runtime - build_names} == set(
         NOT_IN_BUILD_ENV
     )
+
+
+def test_in_build_clears_an_earlier_builds_cache_also_when_skipped(tmp_path):
+    # a reused build/ folder: with the precompile skipped, the wheel shipped the
+    # earlier build's entries, which Numba loads though a helper they inline (another
+    # module) has changed since
+    cache = tmp_path / "fastnn" / "kernels" / "nb" / "__pycache__"
+    cache.mkdir(parents=True)
+    names = ["train._loss_grad-249.py311.nbi", "train._loss_grad-249.py311.1.nbc"]
+    for name in [*names, "train.cpython-311.pyc"]:
+        (cache / name).write_bytes(b"stale")
+    assert in_build(tmp_path, {"FASTNN_NUMBA_PRECOMPILE": "0"}) is None
+    assert [p.name for p in cache.iterdir()] == ["train.cpython-311.pyc"]
+
+
+def test_in_build_precompiles_the_built_package_without_numba_settings(
+    tmp_path, monkeypatch
+):
+    # NUMBA_OPT, NUMBA_BOUNDSCHECK...: not in Numba's cache key, so a build made with
+    # them would hand their code to every user; NUMBA_CACHE_DIR: not in the package
+    runs = []
+
+    def run(command, cwd, env):
+        runs.append((command, cwd, env))
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    environ = {
+        "NUMBA_CACHE_DIR": "/elsewhere",
+        "NUMBA_OPT": "0",
+        "NUMBA_BOUNDSCHECK": "1",
+        "PYTHONPATH": "/build-env/site",
+        "HOME": "/home/user",
+    }
+    assert in_build(tmp_path, environ) == 3
+    ((command, cwd, env),) = runs
+    assert command == [sys.executable, "-m", "fastnn.precompile"] and cwd == tmp_path
+    built_first = os.pathsep.join([str(tmp_path.resolve()), "/build-env/site"])
+    assert env == {"PYTHONPATH": built_first, "HOME": "/home/user"}
