@@ -1170,8 +1170,8 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         "built elsewhere, or an install with FASTNN_NUMBA_PRECOMPILE=0); installed, "
         "a fresh NUMBA_CACHE_DIR that only `python -m fastnn.precompile` filled (the "
         "first run after `pip install`, which runs it; the precompile column is its "
-        "wall time, paid once by the install); warm, the populated default cache "
-        "(every later run).",
+        "wall time, paid once by the install); warm, a second run on the cache the "
+        "run before it left (every later run).",
         "",
         _table(
             [

@@ -4,6 +4,7 @@ system is recorded under ``skipped`` with its reason."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -656,20 +657,18 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
     no cache was built for this CPU: a wheel built elsewhere, or
     FASTNN_NUMBA_PRECOMPILE=0), with the cache that ``fastnn.precompile`` alone
     fills in a fresh folder (the first run after ``pip install``, which runs it; its
-    time is reported as ``precompile_s``) and with the default, populated cache
-    (every later run). The numpy and Cython backends have nothing to compile: one
-    run, cache "n/a".
+    time is reported as ``precompile_s``) and once more with the cache the run before
+    it left (every later run; the default cache when neither was measured). The numpy
+    and Cython backends have nothing to compile: one run, cache "n/a".
     """
     t = max(opts.threads)
     rows = []
     for b in opts.backends:
-        variants = [("n/a", None)]
+        variants = [("n/a", "default")]
         if b == "numba":
-            variants = [("warm", None)]
-            if opts.preset["installed_cache"]:
-                variants.insert(0, ("installed", "<precompiled>"))
+            variants = []
             if opts.preset["cold_cache"]:
-                variants.insert(0, ("cold", "<tmp>"))
+                variants.append(("cold", "empty"))
             else:
                 _skip(
                     skipped,
@@ -679,46 +678,56 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                     "(it takes tens of seconds)",
                     cache="cold",
                 )
-        for cache, cache_dir in variants:
-            extra = {}
-            try:
-                if cache_dir is None:
-                    r = _coldstart(b, opts.preset, t, None)
-                else:
-                    with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as d:
-                        if cache_dir == "<precompiled>":
+            if opts.preset["installed_cache"]:
+                variants.append(("installed", "precompiled"))
+            variants.append(("warm", "again" if variants else "default"))
+        with contextlib.ExitStack() as folders:
+            last = None  # the cache folder of the latest run
+            for cache, how in variants:
+                extra = {}
+                try:
+                    if how == "default":
+                        d = None
+                    elif how == "again":
+                        d = last
+                    else:
+                        d = folders.enter_context(
+                            tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-")
+                        )
+                        if how == "precompiled":
                             env = dict(os.environ, NUMBA_CACHE_DIR=d)
                             extra["precompile_s"] = _precompile(opts.preset, env)
-                        r = _coldstart(b, opts.preset, t, d)
-            except Exception as exc:
-                _skip(
-                    skipped,
-                    "compile",
-                    f"fastnn-{b}",
-                    f"{type(exc).__name__}: {exc}",
-                    cache=cache,
+                    r = _coldstart(b, opts.preset, t, d)
+                    last = d
+                except Exception as exc:
+                    _skip(
+                        skipped,
+                        "compile",
+                        f"fastnn-{b}",
+                        f"{type(exc).__name__}: {exc}",
+                        cache=cache,
+                    )
+                    tick()
+                    continue
+                steady = stat(r["steady_step_s"], "s")
+                rows.append(
+                    {
+                        "backend": b,
+                        "cache": cache,
+                        "threads": t,
+                        "workload": "784-256-128-10",
+                        "batch_size": 128,
+                        "import_s": r["import_s"],
+                        "load_s": r["load_s"],
+                        "first_step_s": r["first_step_s"],
+                        "steady_step_s": steady,
+                        "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
+                        "time_to_first_step_s": r["time_to_first_step_s"],
+                        "process_wall_s": r["process_wall_s"],
+                        **extra,
+                    }
                 )
                 tick()
-                continue
-            steady = stat(r["steady_step_s"], "s")
-            rows.append(
-                {
-                    "backend": b,
-                    "cache": cache,
-                    "threads": t,
-                    "workload": "784-256-128-10",
-                    "batch_size": 128,
-                    "import_s": r["import_s"],
-                    "load_s": r["load_s"],
-                    "first_step_s": r["first_step_s"],
-                    "steady_step_s": steady,
-                    "compile_s": max(0.0, r["first_step_s"] - steady["median"]),
-                    "time_to_first_step_s": r["time_to_first_step_s"],
-                    "process_wall_s": r["process_wall_s"],
-                    **extra,
-                }
-            )
-            tick()
     return rows
 
 
