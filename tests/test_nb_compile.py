@@ -13,29 +13,19 @@ import subprocess
 import sys
 
 import pytest
+from _numba_events import RECORD_COMPILED
 
 pytest.importorskip("numba")
 
 # Records the name of every function Numba compiles after the import of the
 # backend, and whether the import itself compiled a parallel kernel.
-_CHILD = """
+_CHILD = (
+    """
 import json
 import numpy as np
-from numba.core import event
-
-compiled = []
-
-
-class Names(event.Listener):
-    def on_start(self, ev):
-        func = getattr(ev.data["dispatcher"], "py_func", None)
-        compiled.append(getattr(func, "__qualname__", str(func)))
-
-    def on_end(self, ev):
-        pass
-
-
-event.register("numba:compile", Names())
+"""
+    + RECORD_COMPILED
+    + """
 from fastnn.kernels import nb
 from fastnn.kernels.nb import linear
 
@@ -50,6 +40,7 @@ z = np.empty((3, 4), np.float32)
 linear.linear_forward(x, w, b, y, z, 1, 0.0)
 print(json.dumps({"at_import": at_import, "layer": layer, "compiled": compiled}))
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from _numba_events import RECORD_COMPILED
 
 from fastnn.precompile import in_build
 
@@ -73,25 +74,14 @@ print(json.dumps({{name: sorted(s) for name, s in signatures.items()}}))
 )
 
 # Names every function Numba compiles while users' calls run.
-_USE = """
+_USE = (
+    """
 import json
 import warnings
 import numpy as np
-from numba.core import event
-
-compiled = []
-
-
-class Names(event.Listener):
-    def on_start(self, ev):
-        func = getattr(ev.data["dispatcher"], "py_func", None)
-        compiled.append(getattr(func, "__qualname__", str(func)))
-
-    def on_end(self, ev):
-        pass
-
-
-event.register("numba:compile", Names())
+"""
+    + RECORD_COMPILED
+    + """
 warnings.simplefilter("ignore")  # the estimators' ConvergenceWarning
 import fastnn
 from fastnn import MLPClassifier, MLPRegressor
@@ -125,6 +115,7 @@ fastnn.explain.input_gradients(model, X.copy(), y=y)
 after["explain.input_gradients"] = list(compiled)
 print(json.dumps(after))
 """
+)
 
 
 def _run(script: str, env: dict) -> dict:
