@@ -91,6 +91,8 @@ class Linear(Layer):
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
         # Gradients of the last backward pass (views into the model's flat buffer).
+        # After a fused training step, grad_weight holds the data term's gradient:
+        # the step leaves the L2 term's l2 * W to the optimizer's update.
         self.grad_weight: np.ndarray | None = None
         self.grad_bias: np.ndarray | None = None
 

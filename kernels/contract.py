@@ -895,13 +895,17 @@ class Backend:
         """One optimizer step of a Linear(+activation) stack, as one compiled call.
 
         Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), the fused loss
-        on the last output, backward through every layer (``dW`` gets ``l2 * W``)
-        into ``grads``, then the optimizer update of ``params`` in place:
-        ``params[:weights_end]`` (the weights) with ``weight_decay``, the rest (the
-        biases) without. Exactly the kernel calls of the layer-by-layer path
-        (``linear_forward``, ``softmax_cross_entropy`` or ``squared_error``,
-        ``linear_backward``, ``sgd_update`` / ``adam_update``), in the same order,
-        with no Python between them in the compiled backends.
+        on the last output, backward through every layer into ``grads``, then the
+        optimizer update of ``params`` in place: ``params[:weights_end]`` (the
+        weights) with ``weight_decay``, the rest (the biases) without. The L2
+        term's gradient ``l2 * W`` is added by the update, which reads W anyway,
+        not by backward (a pass over the weights less): ``grads`` keeps the data
+        term's gradient, and ``grads + l2 * W``, rounded as ``linear_backward`` adds
+        it, is bitwise :meth:`loss_grad`'s. Otherwise exactly the kernel calls of
+        the layer-by-layer path (``linear_forward``, ``softmax_cross_entropy`` or
+        ``squared_error``, ``linear_backward``, ``sgd_update`` / ``adam_update``),
+        in the same order, with no Python between them in the compiled backends:
+        the updated parameters are bitwise that path's.
 
         Parameters
         ----------
@@ -927,7 +931,7 @@ class Backend:
         label_smoothing : as :meth:`softmax_cross_entropy` (0 for the other losses).
         l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
             float64 over ``params[:weights_end]`` before the update) and ``l2 * W``
-            to dW.
+            to the gradient the update steps with (not to ``grads``).
         weights_end : params[:weights_end] are the weights (all of params when None).
         optimizer : "sgd", "adam" or "adamw".
         lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step : as

@@ -287,13 +287,12 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
 
 
 def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
-               config, hyper, input_grad):  # fmt: skip
+               config, hyper, input_grad, l2):  # fmt: skip
     """Forward, the loss (softmax cross-entropy on labels, squared error or sigmoid
-    cross-entropy on targets, by config[LOSS]) and backward (the L2 term of the loss
-    not added): ``(loss, n_correct)``. input_grad non-empty: d loss / d x written
-    there."""
+    cross-entropy on targets, by config[LOSS]) and backward, l2 W added to each dW
+    (the L2 term of the loss not added): ``(loss, n_correct)``. input_grad
+    non-empty: d loss / d x written there."""
     n = x.shape[0]
-    l2 = float(hyper[L2])
     offsets, d_off, _ = train_workspace_layout(layout, n)
     empty = work[:0]
     rows = layout.tolist()
@@ -340,10 +339,10 @@ def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, 
               config, hyper, input_grad):  # fmt: skip
     """Loss (L2 term included) and gradients of a Linear stack, no update: the
     oracle of the compiled backends' loss_grad. Returns ``(loss, n_correct)``."""
-    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
-                               layout, alphas, work, config, hyper,
-                               input_grad)  # fmt: skip
     l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper, input_grad,
+                               l2)  # fmt: skip
     if l2 and weights_end:
         loss += 0.5 * l2 * _sq_norm(params[:weights_end])
     return loss, correct
@@ -353,12 +352,13 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
                config, hyper, velocity, m, v):  # fmt: skip
     """One optimizer step of a Linear stack: loss_grad's calls, then the update.
 
-    The oracle of the compiled backends' fused train_step (same calls, same order).
-    Returns ``(loss incl. the L2 term, n_correct)``.
+    The oracle of the compiled backends' fused train_step (same calls, same order):
+    backward leaves the L2 term's gradient l2 W to the update, so ``grads`` keeps the
+    data term's gradient. Returns ``(loss incl. the L2 term, n_correct)``.
     """
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
-                               layout, alphas, work, config, hyper,
-                               work[:0])  # fmt: skip
+                               layout, alphas, work, config, hyper, work[:0],
+                               0.0)  # fmt: skip
     l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
     lr, momentum = float(hyper[LR]), float(hyper[MOMENTUM])
     beta1, beta2, eps = float(hyper[BETA1]), float(hyper[BETA2]), float(hyper[EPS])
@@ -372,13 +372,16 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
     for seg, wd, sq_norm in segments:
         if seg.stop <= seg.start:
             continue
+        g = grads[seg]
+        if sq_norm:  # the weights: + l2 W, rounded as linear_backward adds it
+            g = g + params.dtype.type(l2) * params[seg]
         if config[OPTIMIZER] == TRAIN_OPTIMIZERS["sgd"]:
             # an empty velocity (no momentum) slices to an empty array
-            sq = sgd_update(params[seg], grads[seg], velocity[seg], lr, momentum,
-                            nesterov, wd, sq_norm)  # fmt: skip
+            sq = sgd_update(params[seg], g, velocity[seg], lr, momentum, nesterov, wd,
+                            sq_norm)  # fmt: skip
         else:
-            sq = adam_update(params[seg], grads[seg], m[seg], v[seg], lr, beta1,
-                             beta2, eps, step, wd, decoupled, sq_norm)  # fmt: skip
+            sq = adam_update(params[seg], g, m[seg], v[seg], lr, beta1, beta2, eps,
+                             step, wd, decoupled, sq_norm)  # fmt: skip
         if sq_norm:
             loss += 0.5 * l2 * sq
     return loss, correct

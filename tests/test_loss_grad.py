@@ -22,9 +22,9 @@ LOSSES = ("softmax_cross_entropy", "squared_error", "sigmoid_cross_entropy")
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
 
-def _network(rng, dtype, acts, bias=True):
+def _network(rng, dtype, acts, bias=True, sizes=SIZES):
     """Flat params (weights first, then biases), the layout table and alphas."""
-    pairs = list(zip(SIZES[:-1], SIZES[1:], strict=True))
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     n_w = sum(k * m for k, m in pairs)
     n_b = sum(m for _, m in pairs) if bias else 0
     params = rng.normal(scale=0.6, size=n_w + n_b).astype(dtype)
@@ -38,16 +38,16 @@ def _network(rng, dtype, acts, bias=True):
     return params, layout, alphas, n_w
 
 
-def _batch(rng, dtype, n=11, loss="softmax_cross_entropy"):
+def _batch(rng, dtype, n=11, loss="softmax_cross_entropy", sizes=SIZES):
     """x, the loss's target (labels, float targets for squared error, 0/1 targets
     for sigmoid cross-entropy), weights."""
-    x = rng.normal(size=(n, SIZES[0])).astype(dtype)
+    x = rng.normal(size=(n, sizes[0])).astype(dtype)
     if loss == "squared_error":
-        y = rng.normal(size=(n, SIZES[-1])).astype(dtype)
+        y = rng.normal(size=(n, sizes[-1])).astype(dtype)
     elif loss == "sigmoid_cross_entropy":
-        y = (rng.uniform(size=(n, SIZES[-1])) < 0.5).astype(dtype)
+        y = (rng.uniform(size=(n, sizes[-1])) < 0.5).astype(dtype)
     else:
-        y = np.arange(n) % SIZES[-1]
+        y = np.arange(n) % sizes[-1]
     sw = rng.uniform(0.2, 2.0, size=n).astype(dtype)
     return x, y, sw
 
@@ -109,11 +109,65 @@ def test_gradients_match_finite_differences(backend, rng, net, loss):
         assert dx[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-8), (i, j)
 
 
+# optimizer settings of train_step, and the public update that does the same
+UPDATES = {
+    "sgd-nesterov": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+                         weight_decay=1e-3),
+    "adam": dict(optimizer="adam", lr=0.01, weight_decay=1e-3, step=3),
+    "adamw": dict(optimizer="adamw", lr=0.01, weight_decay=0.05, step=3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sizes", [SIZES, (300, 400, 64, 10)], ids=["serial", "parallel"]
+)
+@pytest.mark.parametrize("update", sorted(UPDATES))
+def test_train_step_is_loss_grad_then_the_update_bitwise(backend, dtype, rng, update,
+                                                          sizes):  # fmt: skip
+    """train_step adds the L2 term's gradient inside the update (and leaves grads
+    without it): the parameters and optimizer state are bitwise those of loss_grad
+    (l2 W in dW) followed by the public sgd_update / adam_update, with weight decay
+    on the weights, for updates below and above the parallel threshold."""
+    params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"],
+                                           sizes=sizes)  # fmt: skip
+    x, y, sw = _batch(rng, dtype, sizes=sizes)
+    cfg = UPDATES[update]
+    state = {k: rng.uniform(0.0, 0.1, params.size).astype(dtype) for k in "mv"}
+    velocity = rng.normal(scale=0.1, size=params.size).astype(dtype)
+    _, _, grads, _ = _call(backend, x, y, sw, params, layout, alphas, n_w)
+    expected = params.copy()
+    exp_state = {k: b.copy() for k, b in state.items()}
+    exp_velocity = velocity.copy()
+    for seg, wd in ((slice(0, n_w), cfg["weight_decay"]), (slice(n_w, None), 0.0)):
+        if cfg["optimizer"] == "sgd":
+            backend.sgd_update(expected[seg], grads[seg], exp_velocity[seg],
+                               lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True,
+                               weight_decay=wd)  # fmt: skip
+        else:
+            backend.adam_update(expected[seg], grads[seg], exp_state["m"][seg],
+                                exp_state["v"][seg], step=cfg["step"], lr=cfg["lr"],
+                                weight_decay=wd,
+                                decoupled=cfg["optimizer"] == "adamw")  # fmt: skip
+    stepped = params.copy()
+    backend.train_step(
+        x, y, stepped, np.zeros_like(params), layout, alphas, sample_weight=sw,
+        label_smoothing=0.1, l2=1e-2, weights_end=n_w,
+        **({"velocity": velocity} if cfg["optimizer"] == "sgd" else state), **cfg,
+    )  # fmt: skip
+    assert stepped.tobytes() == expected.tobytes()
+    if cfg["optimizer"] == "sgd":
+        assert velocity.tobytes() == exp_velocity.tobytes()
+    else:
+        for k in "mv":
+            assert state[k].tobytes() == exp_state[k].tobytes()
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer, loss):
     """train_step is loss_grad followed by the update: the same loss (its L2 term
-    summed in the same chunks) and bitwise the same gradients."""
+    summed in the same chunks) and bitwise the same gradients, once the L2 term's
+    gradient, which train_step leaves to the update, is added as backward adds it."""
     params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
     x, y, sw = _batch(rng, dtype, loss=loss)
     loss_value, correct, grads, _ = _call(backend, x, y, sw, params, layout, alphas,
@@ -128,6 +182,8 @@ def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer, l
         **(states if optimizer == "adam" else {}),
     )  # fmt: skip
     assert step_loss == loss_value and step_correct == correct
+    assert step_grads.tobytes() != grads.tobytes()  # the data term's gradient
+    step_grads[:n_w] += params.dtype.type(1e-2) * params[:n_w]
     assert step_grads.tobytes() == grads.tobytes()
     assert not np.array_equal(stepped, params)
 

@@ -89,11 +89,11 @@ cdef inline void _dz_db_block(const floating* dy, const floating* z, const float
                 db[j0 + j] = db[j0 + j] + dz[off + j]
 
 
-cdef inline void _scale_into(floating* dst, const floating* src, Py_ssize_t size,
+cdef inline void _add_scaled(floating* dst, const floating* src, Py_ssize_t size,
                              floating s) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(size):
-        dst[i] = s * src[i]
+        dst[i] = dst[i] + s * src[i]
 
 
 cdef void _linear_backward_core(const floating* dy, const floating* x,
@@ -107,7 +107,6 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
     db / dx NULL: not computed. dy, z, y, dz (n, m); x, dx (n, k); w, dw (k, m).
     """
     cdef Py_ssize_t width, nblocks, c, kc, nkc
-    cdef floating beta = 0
     cdef int nt
     if k * m == 0:
         dw = NULL
@@ -130,24 +129,24 @@ cdef void _linear_backward_core(const floating* dy, const floating* x,
                              min(c * width + width, m), act, a)
     elif db != NULL:
         _fill(db, m, 0)
-    # dw = x^T dz (+ wd * w, prefilled, beta = 1)
+    # dw = x^T dz, then + wd * w: after the product, as the oracle and the training
+    # step's update (which adds the L2 term itself) round it
     if dw != NULL:
+        if n:
+            _gemm_par(True, False, k, m, n, 1, x, k, dz, m, 0, dw, m)
+        else:
+            _fill(dw, k * m, 0)
         if wd != 0:
             nkc = (k * m + _CHUNK - 1) // _CHUNK
             nt = _threads_for(<double>k * m)
             if nt == 1:  # no OpenMP region (see _gemm_par_with)
                 for kc in range(nkc):
-                    _scale_into(dw + kc * _CHUNK, w + kc * _CHUNK,
+                    _add_scaled(dw + kc * _CHUNK, w + kc * _CHUNK,
                                 min(<Py_ssize_t>_CHUNK, k * m - kc * _CHUNK), wd)
             else:
                 for kc in prange(nkc, schedule="static", num_threads=nt):
-                    _scale_into(dw + kc * _CHUNK, w + kc * _CHUNK,
+                    _add_scaled(dw + kc * _CHUNK, w + kc * _CHUNK,
                                 min(<Py_ssize_t>_CHUNK, k * m - kc * _CHUNK), wd)
-            beta = 1
-        if n:
-            _gemm_par(True, False, k, m, n, 1, x, k, dz, m, beta, dw, m)
-        elif wd == 0:
-            _fill(dw, k * m, 0)
     # dx = dz w^T
     if dx != NULL and n and k:
         if m:

@@ -36,7 +36,7 @@ def sgd_update(floating[::1] param,        # IN/OUT flat parameters
     partials = _partials(sq_norm, n)
     with nogil:
         sq = _sgd_core(&param[0], &grad[0], vp, n, lr, momentum, nesterov, weight_decay,
-                       partials)
+                       0.0, partials)
     free(partials)
     return sq
 
@@ -57,6 +57,6 @@ def adam_update(floating[::1] param,       # IN/OUT flat parameters
     partials = _partials(sq_norm, n)
     with nogil:
         sq = _adam_core(&param[0], &grad[0], &m[0], &v[0], n, lr, beta1, beta2, eps,
-                        step, weight_decay, decoupled, partials)
+                        step, weight_decay, decoupled, 0.0, partials)
     free(partials)
     return sq

@@ -57,19 +57,19 @@ cdef struct _Update:
 
 
 cdef double _update(floating* params, floating* grads, floating* sa, floating* sb,
-                    Py_ssize_t lo, Py_ssize_t hi, double wd, const _Update* u,
-                    double* partials) noexcept nogil:
+                    Py_ssize_t lo, Py_ssize_t hi, double wd, double l2,
+                    const _Update* u, double* partials) noexcept nogil:
     """Segment [lo, hi) of the flat buffers, as optim.pyx's sgd/adam_update (sa: the
-    velocity or m, sb: v); with ``partials`` returns the segment's sum p^2 before the
-    step, else 0."""
+    velocity or m, sb: v) on the gradient grads + l2 params; with ``partials`` returns
+    the segment's sum p^2 before the step, else 0."""
     if hi <= lo:
         return 0
     if u.optimizer == 0:
         return _sgd_core(params + lo, grads + lo,
                          sa + lo if u.momentum != 0 and sa != NULL else NULL, hi - lo,
-                         u.lr, u.momentum, u.nesterov, wd, partials)
+                         u.lr, u.momentum, u.nesterov, wd, l2, partials)
     return _adam_core(params + lo, grads + lo, sa + lo, sb + lo, hi - lo, u.lr,
-                      u.beta1, u.beta2, u.eps, u.step, wd, u.decoupled, partials)
+                      u.beta1, u.beta2, u.eps, u.step, wd, u.decoupled, l2, partials)
 
 
 cdef double _loss_grad_core(const floating* x, const Py_ssize_t* labels,
@@ -178,17 +178,20 @@ cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
                              Py_ssize_t* correct) noexcept nogil:
     """One step: _loss_grad_core, then the update (weights with weight decay,
     biases without; the L2 term's sum of squares, float64 in fixed chunks, is read
-    by the weights' update before it steps). Returns the loss with its L2 term."""
+    by the weights' update before it steps). The L2 term's gradient l2 W is added by
+    the update, which reads W anyway, not by backward: a pass over the weights less,
+    the same sums (backward adds it after the product, in the same rounding).
+    ``grads`` keeps the data term's gradient. Returns the loss with its L2 term."""
     cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
     cdef double l2 = hyper[_L2]
     cdef double loss = _loss_grad_core(x, lp, tp, <int>config[_LOSS], swp, params,
                                        grads, layout, L, alphas, work, n,
-                                       hyper[_LABEL_SMOOTHING], l2, NULL, s.offs,
+                                       hyper[_LABEL_SMOOTHING], 0.0, NULL, s.offs,
                                        s.rows, correct)
     loss += 0.5 * l2 * _update(params, grads, sa, sb, 0, weights_end,
-                               hyper[_WEIGHT_DECAY], u,
+                               hyper[_WEIGHT_DECAY], l2, u,
                                s.partials if l2 != 0 else NULL)
-    _update(params, grads, sa, sb, weights_end, n_params, 0.0, u, NULL)
+    _update(params, grads, sa, sb, weights_end, n_params, 0.0, 0.0, u, NULL)
     return loss
 
 

@@ -72,13 +72,18 @@ def _sq_sum_parallel(p, chunk):
 
 # -------------------------------------------------------------------------------- SGD
 @njit(**JIT)
-def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):
-    """g' = g + wd p; v = mu v + g'; p -= lr (g' + mu v if nesterov else v).
-    Returns sum p^2 before the step (summed per ``chunk``) when sq_norm, else 0."""
-    # IN  g (n,), lr, mu, wd (param dtype), flags   IN/OUT p (n,), v (n,) or empty
+def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, l2, use_l2, use_mu, sq_norm,
+               chunk):  # fmt: skip
+    """g' = g + l2 p + wd p (the loss's L2 term when the training step leaves it to
+    the update, then weight decay, each rounded as added); v = mu v + g'; p -= lr (g'
+    + mu v if nesterov else v). Returns sum p^2 before the step (summed per
+    ``chunk``) when sq_norm, else 0."""
+    # IN  g (n,), lr, mu, wd, l2 (param dtype), flags   IN/OUT p (n,), v (n,) or empty
     sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
+        if use_l2:
+            gi = gi + l2 * p[i]
         if use_wd:
             gi = gi + wd * p[i]
         if use_mu:
@@ -92,7 +97,8 @@ def _sgd_slice(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):
 
 
 @njit(**PARALLEL)
-def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk):
+def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, l2, use_l2, use_mu, sq_norm,
+                  chunk):  # fmt: skip
     n = p.size
     partials = np.empty((n + chunk - 1) // chunk)
     for c in prange((n + chunk - 1) // chunk):
@@ -100,7 +106,8 @@ def _sgd_parallel(p, g, v, lr, mu, nesterov, wd, use_wd, use_mu, sq_norm, chunk)
         hi = min(lo + chunk, n)
         # an empty velocity (momentum 0) slices to an empty view
         partials[c] = _sgd_slice(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd,
-                                 use_wd, use_mu, sq_norm, chunk)  # fmt: skip
+                                 use_wd, l2, use_l2, use_mu, sq_norm,
+                                 chunk)  # fmt: skip
     return _sum_in_order(partials)
 
 
@@ -115,7 +122,7 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_n
     use_wd = weight_decay != 0.0
     use_mu = momentum != 0.0
     args = (param, grad, velocity, t(lr), t(momentum), bool(nesterov),
-            t(weight_decay), use_wd, use_mu)  # fmt: skip
+            t(weight_decay), use_wd, t(0.0), False, use_mu)  # fmt: skip
     tune = opt.TUNE
     if _split.sgd.py_func(param.size, tune):
         return _sgd_parallel(*args, bool(sq_norm), tune.chunk)
@@ -125,15 +132,18 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay, sq_n
 # ------------------------------------------------------------------------------- Adam
 @njit(**JIT)
 def _adam_slice(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_size,
-                use_wd, decoupled, sq_norm, chunk):  # fmt: skip
-    """Adam: g' = g + wd p; AdamW: p *= decay. m = b1 m + c1 g'; v = b2 v + c2 g'^2;
-    p -= (m / (sqrt(v) / bias2_sqrt + eps)) * step_size. Returns sum p^2 before the
-    step (summed per ``chunk``) when sq_norm, else 0."""
+                use_wd, decoupled, l2, use_l2, sq_norm, chunk):  # fmt: skip
+    """g' = g + l2 p (as _sgd_slice); Adam: g' += wd p; AdamW: p *= decay.
+    m = b1 m + c1 g'; v = b2 v + c2 g'^2; p -= (m / (sqrt(v) / bias2_sqrt + eps)) *
+    step_size. Returns sum p^2 before the step (summed per ``chunk``) when sq_norm,
+    else 0."""
     # IN  g (n,), scalars (param dtype), flags   IN/OUT p, m, v (n,)
     sq = _sq_sum_chunks(p, chunk) if sq_norm else 0.0
     for i in range(p.size):
         gi = g[i]
         pi = p[i]
+        if use_l2:
+            gi = gi + l2 * pi
         if use_wd:
             if decoupled:
                 pi = pi * decay
@@ -150,7 +160,7 @@ def _adam_slice(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_siz
 
 @njit(**PARALLEL)
 def _adam_parallel(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_size,
-                   use_wd, decoupled, sq_norm, chunk):  # fmt: skip
+                   use_wd, decoupled, l2, use_l2, sq_norm, chunk):  # fmt: skip
     n = p.size
     partials = np.empty((n + chunk - 1) // chunk)
     for c in prange((n + chunk - 1) // chunk):
@@ -158,7 +168,7 @@ def _adam_parallel(p, g, m, v, b1, c1, b2, c2, wd, decay, bias2_sqrt, eps, step_
         hi = min(lo + chunk, n)
         partials[c] = _adam_slice(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, c1, b2,
                                   c2, wd, decay, bias2_sqrt, eps, step_size, use_wd,
-                                  decoupled, sq_norm, chunk)  # fmt: skip
+                                  decoupled, l2, use_l2, sq_norm, chunk)  # fmt: skip
     return _sum_in_order(partials)
 
 
@@ -175,7 +185,8 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay,
     bias2_sqrt = math.sqrt(1.0 - beta2**step)
     args = (param, grad, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
             t(weight_decay), t(1.0 - lr * weight_decay), t(bias2_sqrt), t(eps),
-            t(lr / bias1), weight_decay != 0.0, bool(decoupled))  # fmt: skip
+            t(lr / bias1), weight_decay != 0.0, bool(decoupled), t(0.0),
+            False)  # fmt: skip
     tune = opt.TUNE
     if _split.adam.py_func(param.size, tune):
         return _adam_parallel(*args, bool(sq_norm), tune.chunk)

@@ -148,10 +148,11 @@ def _argmax_hits(logits, labels):
 
 
 @njit(**JIT)
-def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt,
+def _update(params, grads, velocity, m, v, lo, hi, wd, l2, hyper, config, bias2_sqrt,
             step_size, sq_norm, tune):  # fmt: skip
-    """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update
-    (sum p^2 before the step returned when sq_norm, else 0)."""
+    """One segment [lo, hi) of the flat buffers, as nb.optim.sgd/adam_update on the
+    gradient grads + l2 params (sum p^2 before the step returned when sq_norm, else
+    0)."""
     if hi <= lo:
         return 0.0
     t = params.dtype.type
@@ -166,33 +167,35 @@ def _update(params, grads, velocity, m, v, lo, hi, wd, hyper, config, bias2_sqrt
         a = velocity[lo:hi]  # an empty buffer (no momentum) slices to empty
         if _split.sgd(p.size, tune):
             return _sgd_parallel(p, g, a, t(lr), t(momentum), nesterov, t(wd),
-                                 wd != 0.0, momentum != 0.0, sq_norm,
-                                 chunk)  # fmt: skip
+                                 wd != 0.0, t(l2), l2 != 0.0, momentum != 0.0,
+                                 sq_norm, chunk)  # fmt: skip
         return _sgd_slice(p, g, a, t(lr), t(momentum), nesterov, t(wd), wd != 0.0,
-                          momentum != 0.0, sq_norm, chunk)  # fmt: skip
+                          t(l2), l2 != 0.0, momentum != 0.0, sq_norm,
+                          chunk)  # fmt: skip
     a = m[lo:hi]
     b = v[lo:hi]
     if _split.adam(p.size, tune):
         return _adam_parallel(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                               t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt),
-                              t(eps), t(step_size), wd != 0.0, decoupled, sq_norm,
-                              chunk)  # fmt: skip
+                              t(eps), t(step_size), wd != 0.0, decoupled, t(l2),
+                              l2 != 0.0, sq_norm, chunk)  # fmt: skip
     return _adam_slice(p, g, a, b, t(beta1), t(1.0 - beta1), t(beta2),
                        t(1.0 - beta2), t(wd), t(1.0 - lr * wd), t(bias2_sqrt), t(eps),
-                       t(step_size), wd != 0.0, decoupled, sq_norm, chunk)  # fmt: skip
+                       t(step_size), wd != 0.0, decoupled, t(l2), l2 != 0.0, sq_norm,
+                       chunk)  # fmt: skip
 
 
 @njit(**JIT)
 def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
-               config, hyper, input_grad, tune, cfg):  # fmt: skip
+               config, hyper, l2, input_grad, tune, cfg):  # fmt: skip
     # IN  x (n, k0), labels (n,) intp, targets (n, K) or empty, sample_weight (n,) or
     #     empty, params (flat), layout (L, 6), alphas (L,), config, hyper (contract
-    #     slots), tune (_options.Tuning), cfg (matmul.GEMM_CONFIG)
+    #     slots), l2 (the L2 term's gradient l2 W added to dW: hyper's, or 0.0 when
+    #     the update adds it), tune (_options.Tuning), cfg (matmul.GEMM_CONFIG)
     # OUT grads (flat), work (carved, see _carve), input_grad (n * k0,) or empty
     # Forward, the loss and backward; returns (loss without its L2 term, correct).
     n = x.shape[0]
     n_layers = layout.shape[0]
-    l2 = hyper[L2]
     offs, d_off = _carve(layout, n)
     # forward (layer 0 reads x; the others read the previous y in the workspace)
     _forward_layer(x, params, work, layout, alphas, offs, ZERO, n, cfg)
@@ -251,11 +254,11 @@ def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alph
                   work, config, hyper, input_grad, tune, cfg):  # fmt: skip
     """_loss_grad plus the L2 term, summed in the chunks train_step's update uses."""
     prev = blas_single_begin(cfg)
-    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
-                               layout, alphas, work, config, hyper, input_grad, tune,
-                               cfg)  # fmt: skip
-    blas_single_end(cfg, prev)
     l2 = hyper[L2]
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper, l2, input_grad,
+                               tune, cfg)  # fmt: skip
+    blas_single_end(cfg, prev)
     weights_end = config[WEIGHTS_END]
     if l2 != 0.0 and weights_end > 0:
         w = params[:weights_end]
@@ -275,17 +278,21 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     # BLAS to one thread once for the whole step (each gemm would switch it back
     # and forth); the blocks are single-threaded calls either way
     prev = blas_single_begin(cfg)
+    # backward leaves the L2 term's gradient l2 W to the update, which reads W anyway
+    # (a pass over the weights less; the same sums: backward adds it after the
+    # product too); grads keeps the data term's gradient
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
-                               layout, alphas, work, config, hyper, work[0:0], tune,
-                               cfg)  # fmt: skip
+                               layout, alphas, work, config, hyper, 0.0, work[0:0],
+                               tune, cfg)  # fmt: skip
     # the update: weights with weight decay, biases without; the L2 term's sum of
     # squares (float64, fixed chunks) is read by the weights' update, before it steps
     l2 = hyper[L2]
     weights_end = config[WEIGHTS_END]
     sq = _update(params, grads, velocity, m, v, ZERO, weights_end, hyper[WEIGHT_DECAY],
-                 hyper, config, bias2_sqrt, step_size, l2 != 0.0, tune)  # fmt: skip
+                 l2, hyper, config, bias2_sqrt, step_size, l2 != 0.0,
+                 tune)  # fmt: skip
     loss += 0.5 * l2 * sq
-    _update(params, grads, velocity, m, v, weights_end, params.size, 0.0, hyper,
+    _update(params, grads, velocity, m, v, weights_end, params.size, 0.0, 0.0, hyper,
             config, bias2_sqrt, step_size, FALSE, tune)  # fmt: skip
     blas_single_end(cfg, prev)
     return loss, correct
