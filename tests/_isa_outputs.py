@@ -58,8 +58,9 @@ def _kernel_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarr
 
 
 def _training_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The fused train_step (every activation, SGD and Adam) and the estimators'
-    losses (squared error, sigmoid cross-entropy) through loss_grad/train_step."""
+    """The fused train_step (every activation, SGD and Adam, with an L2 term, which
+    the update adds) and the estimators' losses (squared error, sigmoid
+    cross-entropy) through loss_grad/train_step."""
     out: dict[str, np.ndarray] = {}
     X = rng.standard_normal((96, 13)).astype(dtype)
     y = rng.integers(0, 5, 96)
@@ -67,7 +68,7 @@ def _training_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.nda
         for opt in (fastnn.SGD(lr=0.05, momentum=0.9, nesterov=True), fastnn.Adam()):
             model = fastnn.MLP(
                 sizes=(13, 19, 7, 5), activation=act, optimizer=opt, dtype=dtype,
-                backend="cython",
+                backend="cython", loss=fastnn.SoftmaxCrossEntropy(l2=1e-3),
             )  # fmt: skip
             model.fit(X, y, epochs=2, batch_size=17, verbose=0, seed=1)
             for i, param in enumerate(model.parameters()):
