@@ -212,7 +212,8 @@ TRAIN_OPTIMIZERS = {"sgd": 0, "adam": 1}
 #: loss_grad reads the first two.
 CONFIG_SLOTS = ("loss", "weights_end", "optimizer", "step", "nesterov", "decoupled")
 #: Slots of the float64 ``hyper`` array, in order: label_smoothing (softmax
-#: cross-entropy), l2 (the loss's (l2 / 2) ||W||^2 term, l2 W added to dW), then the
+#: cross-entropy), l2 (the loss's (l2 / 2) ||W||^2 term, l2 W added to each dW that
+#: loss_grad returns and that train_step's update steps with), then the
 #: update's lr, momentum, weight_decay, beta1, beta2, eps. loss_grad reads the first
 #: two.
 HYPER_SLOTS = ("label_smoothing", "l2", "lr", "momentum", "weight_decay", "beta1",
@@ -897,11 +898,15 @@ class Backend:
         Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), the fused loss
         on the last output, backward through every layer into ``grads``, then the
         optimizer update of ``params`` in place: ``params[:weights_end]`` (the
-        weights) with ``weight_decay``, the rest (the biases) without. The L2
-        term's gradient ``l2 * W`` is added by the update, which reads W anyway,
-        not by backward (a pass over the weights less): ``grads`` keeps the data
-        term's gradient, and ``grads + l2 * W``, rounded as ``linear_backward`` adds
-        it, is bitwise :meth:`loss_grad`'s. Otherwise exactly the kernel calls of
+        weights) with ``weight_decay``, the rest (the biases) without. When the
+        layers' weight matrices are exactly ``params[:weights_end]`` (a model's
+        flat buffer), the L2 term's gradient ``l2 * W`` is added by the update,
+        which reads W anyway, not by backward (a pass over the weights less):
+        ``grads`` keeps the data term's gradient, and ``grads + l2 * W``, rounded as
+        ``linear_backward`` adds it, is bitwise :meth:`loss_grad`'s; for any other
+        ``weights_end`` backward adds it to every dW, as :meth:`loss_grad` does.
+        Either way the update steps with :meth:`loss_grad`'s gradient. Otherwise
+        exactly the kernel calls of
         the layer-by-layer path (``linear_forward``, ``softmax_cross_entropy`` or
         ``squared_error``, ``linear_backward``, ``sgd_update`` / ``adam_update``),
         in the same order, with no Python between them in the compiled backends:
@@ -931,7 +936,8 @@ class Backend:
         label_smoothing : as :meth:`softmax_cross_entropy` (0 for the other losses).
         l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
             float64 over ``params[:weights_end]`` before the update) and ``l2 * W``
-            to the gradient the update steps with (not to ``grads``).
+            to every layer's dW that the update steps with (not to ``grads`` when
+            the weights are ``params[:weights_end]``).
         weights_end : params[:weights_end] are the weights (all of params when None).
         optimizer : "sgd", "adam" or "adamw".
         lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step : as

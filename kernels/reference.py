@@ -348,18 +348,29 @@ def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, 
     return loss, correct
 
 
+def _weights_fill(layout, weights_end):
+    """Whether the layers' weight matrices (disjoint spans) are exactly
+    params[:weights_end], as in a model's flat buffer: only then may the update of
+    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
+    spans = [(w_off, w_off + k * m) for w_off, _, k, m, _, _ in layout.tolist()]
+    size = sum(hi - lo for lo, hi in spans)
+    return size == weights_end and max(hi for _, hi in spans) <= weights_end
+
+
 def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
                config, hyper, velocity, m, v):  # fmt: skip
     """One optimizer step of a Linear stack: loss_grad's calls, then the update.
 
     The oracle of the compiled backends' fused train_step (same calls, same order):
-    backward leaves the L2 term's gradient l2 W to the update, so ``grads`` keeps the
-    data term's gradient. Returns ``(loss incl. the L2 term, n_correct)``.
+    when the weights are params[:weights_end], backward leaves the L2 term's gradient
+    l2 W to the update, so ``grads`` keeps the data term's gradient (otherwise
+    backward adds it, as loss_grad). Returns ``(loss incl. the L2 term, n_correct)``.
     """
+    l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
+    l2_in_update = _weights_fill(layout, weights_end)
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
                                layout, alphas, work, config, hyper, work[:0],
-                               0.0)  # fmt: skip
-    l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
+                               0.0 if l2_in_update else l2)  # fmt: skip
     lr, momentum = float(hyper[LR]), float(hyper[MOMENTUM])
     beta1, beta2, eps = float(hyper[BETA1]), float(hyper[BETA2]), float(hyper[EPS])
     nesterov, decoupled = bool(config[NESTEROV]), bool(config[DECOUPLED])
@@ -373,7 +384,7 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
         if seg.stop <= seg.start:
             continue
         g = grads[seg]
-        if sq_norm:  # the weights: + l2 W, rounded as linear_backward adds it
+        if sq_norm and l2_in_update:  # + l2 W, rounded as linear_backward adds it
             g = g + params.dtype.type(l2) * params[seg]
         if config[OPTIMIZER] == TRAIN_OPTIMIZERS["sgd"]:
             # an empty velocity (no momentum) slices to an empty array

@@ -162,6 +162,43 @@ def test_train_step_is_loss_grad_then_the_update_bitwise(backend, dtype, rng, up
             assert state[k].tobytes() == exp_state[k].tobytes()
 
 
+@pytest.mark.parametrize("weights_end", ["all", "none", "part"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_train_step_with_any_weights_end_steps_with_loss_grads_gradient(
+    backend, dtype, rng, optimizer, weights_end
+):
+    """weights_end need not end the weight matrices (all of params, biases included,
+    as when it is None; none of them; part of them): the L2 term's gradient is still
+    l2 W on every layer's dW and nothing on the biases, as loss_grad's, so train_step
+    is bitwise loss_grad followed by the public update."""
+    params, layout, alphas, n_w = _network(rng, dtype, NETWORKS["relu-gelu"])
+    end = {"all": params.size, "none": 0, "part": n_w // 2}[weights_end]
+    x, y, sw = _batch(rng, dtype)
+    cfg = dict(lr=0.1, weight_decay=1e-3)
+    _, _, grads, _ = _call(backend, x, y, sw, params, layout, alphas, end)
+    expected = params.copy()
+    velocity, exp_velocity = np.zeros_like(params), np.zeros_like(params)
+    m, v = np.zeros_like(params), np.zeros_like(params)
+    exp_m, exp_v = m.copy(), v.copy()
+    for seg, wd in ((slice(0, end), cfg["weight_decay"]), (slice(end, None), 0.0)):
+        if expected[seg].size == 0:
+            continue
+        if optimizer == "sgd":
+            backend.sgd_update(expected[seg], grads[seg], exp_velocity[seg],
+                               lr=cfg["lr"], momentum=0.9, weight_decay=wd)  # fmt: skip
+        else:
+            backend.adam_update(expected[seg], grads[seg], exp_m[seg], exp_v[seg],
+                                step=1, lr=cfg["lr"], weight_decay=wd)  # fmt: skip
+    stepped = params.copy()
+    backend.train_step(
+        x, y, stepped, np.zeros_like(params), layout, alphas, sample_weight=sw,
+        label_smoothing=0.1, l2=1e-2, weights_end=end, optimizer=optimizer,
+        **(dict(momentum=0.9, velocity=velocity) if optimizer == "sgd" else
+           dict(m=m, v=v)), **cfg,
+    )  # fmt: skip
+    assert stepped.tobytes() == expected.tobytes()
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_same_loss_and_gradients_as_train_step(backend, dtype, rng, optimizer, loss):

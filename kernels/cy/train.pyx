@@ -167,6 +167,22 @@ cdef void _scratch_free(_Scratch* s) noexcept:
     s.partials = NULL
 
 
+cdef bint _weights_fill(const int64_t* layout, Py_ssize_t L,
+                        Py_ssize_t weights_end) noexcept nogil:
+    """Whether the layers' weight matrices (disjoint spans) are exactly
+    params[:weights_end], as in a model's flat buffer: only then may the update of
+    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
+    cdef Py_ssize_t i, span, size = 0
+    cdef const int64_t* row
+    for i in range(L):
+        row = layout + i * _NCOL
+        span = row[2] * row[3]
+        if row[0] + span > weights_end:
+            return False
+        size += span
+    return size == weights_end
+
+
 cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
                              const floating* tp, const floating* swp,
                              floating* params, floating* grads,
@@ -181,15 +197,19 @@ cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
     by the weights' update before it steps). The L2 term's gradient l2 W is added by
     the update, which reads W anyway, not by backward: a pass over the weights less,
     the same sums (backward adds it after the product, in the same rounding).
-    ``grads`` keeps the data term's gradient. Returns the loss with its L2 term."""
+    ``grads`` keeps the data term's gradient. Only when the weights are
+    params[:weights_end]: otherwise backward adds l2 W, as loss_grad. Returns the
+    loss with its L2 term."""
     cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
     cdef double l2 = hyper[_L2]
+    cdef bint in_update = _weights_fill(layout, L, weights_end)
     cdef double loss = _loss_grad_core(x, lp, tp, <int>config[_LOSS], swp, params,
                                        grads, layout, L, alphas, work, n,
-                                       hyper[_LABEL_SMOOTHING], 0.0, NULL, s.offs,
+                                       hyper[_LABEL_SMOOTHING],
+                                       0.0 if in_update else l2, NULL, s.offs,
                                        s.rows, correct)
     loss += 0.5 * l2 * _update(params, grads, sa, sb, 0, weights_end,
-                               hyper[_WEIGHT_DECAY], l2, u,
+                               hyper[_WEIGHT_DECAY], l2 if in_update else 0.0, u,
                                s.partials if l2 != 0 else NULL)
     _update(params, grads, sa, sb, weights_end, n_params, 0.0, 0.0, u, NULL)
     return loss

@@ -270,6 +270,20 @@ def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alph
 
 
 @njit(**JIT)
+def _weights_fill(layout, weights_end):
+    """Whether the layers' weight matrices (disjoint spans) are exactly
+    params[:weights_end], as in a model's flat buffer: only then may the update of
+    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
+    size = 0
+    for i in range(layout.shape[0]):
+        span = layout[i, 2] * layout[i, 3]
+        if layout[i, 0] + span > weights_end:
+            return False
+        size += span
+    return size == weights_end
+
+
+@njit(**JIT)
 def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
                 work, config, hyper, velocity, m, v, bias2_sqrt, step_size, tune,
                 cfg):  # fmt: skip
@@ -278,19 +292,22 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     # BLAS to one thread once for the whole step (each gemm would switch it back
     # and forth); the blocks are single-threaded calls either way
     prev = blas_single_begin(cfg)
-    # backward leaves the L2 term's gradient l2 W to the update, which reads W anyway
-    # (a pass over the weights less; the same sums: backward adds it after the
-    # product too); grads keeps the data term's gradient
-    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
-                               layout, alphas, work, config, hyper, 0.0, work[0:0],
-                               tune, cfg)  # fmt: skip
-    # the update: weights with weight decay, biases without; the L2 term's sum of
-    # squares (float64, fixed chunks) is read by the weights' update, before it steps
     l2 = hyper[L2]
     weights_end = config[WEIGHTS_END]
+    # backward leaves the L2 term's gradient l2 W to the update, which reads W anyway
+    # (a pass over the weights less; the same sums: backward adds it after the
+    # product too), when the weights are params[:weights_end]; grads then keeps the
+    # data term's gradient
+    in_update = _weights_fill(layout, weights_end)
+    loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
+                               layout, alphas, work, config, hyper,
+                               0.0 if in_update else l2, work[0:0], tune,
+                               cfg)  # fmt: skip
+    # the update: weights with weight decay, biases without; the L2 term's sum of
+    # squares (float64, fixed chunks) is read by the weights' update, before it steps
     sq = _update(params, grads, velocity, m, v, ZERO, weights_end, hyper[WEIGHT_DECAY],
-                 l2, hyper, config, bias2_sqrt, step_size, l2 != 0.0,
-                 tune)  # fmt: skip
+                 l2 if in_update else 0.0, hyper, config, bias2_sqrt, step_size,
+                 l2 != 0.0, tune)  # fmt: skip
     loss += 0.5 * l2 * sq
     _update(params, grads, velocity, m, v, weights_end, params.size, 0.0, 0.0, hyper,
             config, bias2_sqrt, step_size, FALSE, tune)  # fmt: skip
