@@ -433,6 +433,19 @@ def test_every_value_targets_are_missed_by_one_failing_condition():
     assert side["status"] == "missed by after import fastnn"
 
 
+def test_every_value_targets_are_not_met_with_a_condition_unmeasured():
+    """A backend whose start-up was not measured keeps "for every backend" from
+    being met by the others."""
+    row = bench_report._target(
+        "t", "x", 0.0, "s", {"fastnn-numba": 4.0, "fastnn-cython": None}, every=True
+    )
+    assert row["status"] == "not measured: fastnn-cython"
+    row = bench_report._target(
+        "t", "x", 0.0, "s", {"a": -1.0, "b": float("nan"), "c": 2.0}, every=True
+    )
+    assert row["status"] == "missed by a; not measured: b"
+
+
 def test_missing_peer_is_skipped_not_an_error(tiny_run):
     import importlib.util
 

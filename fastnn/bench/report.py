@@ -113,12 +113,18 @@ def _target(
     met = {
         k: (v <= threshold if at_most else v >= threshold) for k, v in measured.items()
     }
+    missed = [k for k, m in met.items() if not m]
+    unmeasured = [k for k in values if k not in measured]
     if not measured:
         status = "not measured"
+    elif every and (missed or unmeasured):
+        # a condition not measured is not met either
+        status = "; ".join(
+            [f"missed by {', '.join(missed)}"] * bool(missed)
+            + [f"not measured: {', '.join(unmeasured)}"] * bool(unmeasured)
+        )
     elif all(met.values()):
         status = "met"
-    elif every:
-        status = "missed by " + ", ".join(k for k, m in met.items() if not m)
     elif any(met.values()):
         status = "met by " + ", ".join(k for k, m in met.items() if m)
     else:
