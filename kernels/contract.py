@@ -898,15 +898,15 @@ class Backend:
         Forward (``y_l = f_l(y_{l-1} @ W_l + b_l)``, ``y_{-1} = x``), the fused loss
         on the last output, backward through every layer into ``grads``, then the
         optimizer update of ``params`` in place: ``params[:weights_end]`` (the
-        weights) with ``weight_decay``, the rest (the biases) without. When the
-        layers' weight matrices are exactly ``params[:weights_end]`` (a model's
-        flat buffer), the L2 term's gradient ``l2 * W`` is added by the update,
-        which reads W anyway, not by backward (a pass over the weights less):
-        ``grads`` keeps the data term's gradient, and ``grads + l2 * W``, rounded as
-        ``linear_backward`` adds it, is bitwise :meth:`loss_grad`'s; for any other
-        ``weights_end`` backward adds it to every dW, as :meth:`loss_grad` does.
-        Either way the update steps with :meth:`loss_grad`'s gradient. Otherwise
-        exactly the kernel calls of
+        weights) with ``weight_decay``, the rest (the biases) without. When
+        ``params[:weights_end]`` holds every layer's weight matrix and no bias (a
+        model's flat buffer), the L2 term's gradient ``l2 * W`` is added by the
+        update, which reads W anyway, not by backward (a pass over the weights
+        less): ``grads`` keeps the data term's gradient, and ``grads + l2 * W``,
+        rounded as ``linear_backward`` adds it, is bitwise :meth:`loss_grad`'s; for
+        any other ``weights_end`` backward adds it to every dW, as
+        :meth:`loss_grad` does. Either way the update steps with
+        :meth:`loss_grad`'s gradient. Otherwise exactly the kernel calls of
         the layer-by-layer path (``linear_forward``, ``softmax_cross_entropy`` or
         ``squared_error``, ``linear_backward``, ``sgd_update`` / ``adam_update``),
         in the same order, with no Python between them in the compiled backends:
@@ -937,7 +937,7 @@ class Backend:
         l2 : the loss's (l2 / 2) ||W||^2 term: added to the returned loss (summed in
             float64 over ``params[:weights_end]`` before the update) and ``l2 * W``
             to every layer's dW that the update steps with (not to ``grads`` when
-            the weights are ``params[:weights_end]``).
+            ``params[:weights_end]`` holds the weights and no bias).
         weights_end : params[:weights_end] are the weights (all of params when None).
         optimizer : "sgd", "adam" or "adamw".
         lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step : as

@@ -348,13 +348,15 @@ def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, 
     return loss, correct
 
 
-def _weights_fill(layout, weights_end):
-    """Whether the layers' weight matrices (disjoint spans) are exactly
-    params[:weights_end], as in a model's flat buffer: only then may the update of
-    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
-    spans = [(w_off, w_off + k * m) for w_off, _, k, m, _, _ in layout.tolist()]
-    size = sum(hi - lo for lo, hi in spans)
-    return size == weights_end and max(hi for _, hi in spans) <= weights_end
+def _update_adds_l2(layout, weights_end):
+    """Whether params[:weights_end] holds every layer's weight matrix and no bias
+    (what lies between them is no parameter: a model's padding): only then may the
+    update of that segment add the L2 term's gradient l2 W, which backward adds to
+    every dW."""
+    return all(
+        w_off + k * m <= weights_end and (b_off < 0 or b_off >= weights_end)
+        for w_off, b_off, k, m, _, _ in layout.tolist()
+    )
 
 
 def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
@@ -362,12 +364,13 @@ def train_step(x, labels, targets, sample_weight, params, grads, layout, alphas,
     """One optimizer step of a Linear stack: loss_grad's calls, then the update.
 
     The oracle of the compiled backends' fused train_step (same calls, same order):
-    when the weights are params[:weights_end], backward leaves the L2 term's gradient
-    l2 W to the update, so ``grads`` keeps the data term's gradient (otherwise
-    backward adds it, as loss_grad). Returns ``(loss incl. the L2 term, n_correct)``.
+    when params[:weights_end] holds the weights and no bias, backward leaves the L2
+    term's gradient l2 W to the update, so ``grads`` keeps the data term's gradient
+    (otherwise backward adds it, as loss_grad). Returns ``(loss incl. the L2 term,
+    n_correct)``.
     """
     l2, weights_end = float(hyper[L2]), int(config[WEIGHTS_END])
-    l2_in_update = _weights_fill(layout, weights_end)
+    l2_in_update = _update_adds_l2(layout, weights_end)
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
                                layout, alphas, work, config, hyper, work[:0],
                                0.0 if l2_in_update else l2)  # fmt: skip

@@ -114,6 +114,29 @@ def test_no_bias_mixed_activations_keep_z_and_schedule(backend):
 
 
 @pytest.mark.parametrize("backend", COMPILED)
+def test_padded_model_step_leaves_the_l2_gradient_to_the_update(backend):
+    """The flat buffer pads every matrix to whole cache lines (54 float32 weights
+    take 64), so params[:n_decay] has gaps: the fused step still adds l2 W in the
+    update, and each layer's grad_weight holds the data term's gradient."""
+    X, y, _ = _data(8, d=6)
+
+    def factory(l2):
+        return MLP((6, 9, 7, 4), "relu", dtype=np.float32, backend=backend,
+                   optimizer=SGD(lr=0.1), loss=SoftmaxCrossEntropy(l2=l2))  # fmt: skip
+
+    model, data_term = factory(0.5), factory(0.0)
+    model.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert model._param_specs[1][1].start > 6 * 9  # a gap after the first matrix
+    data_term.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    data_term.set_flat_parameters(model.get_flat_parameters())
+    _, grads = data_term.loss_and_gradients(X, y)
+    model.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    for lin, grad in zip(model.linears, grads[:3], strict=True):
+        # with l2 W in it, grad_weight would be off by 0.5 W (~0.2)
+        np.testing.assert_allclose(lin.grad_weight, grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
 def test_threads_do_not_change_float32_results(backend):
     """Big enough for parallel GEMM blocks, epilogues, losses and updates."""
     X, y, sw = _data(300, d=200, k=10, weights=True)

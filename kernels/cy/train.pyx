@@ -167,20 +167,21 @@ cdef void _scratch_free(_Scratch* s) noexcept:
     s.partials = NULL
 
 
-cdef bint _weights_fill(const int64_t* layout, Py_ssize_t L,
-                        Py_ssize_t weights_end) noexcept nogil:
-    """Whether the layers' weight matrices (disjoint spans) are exactly
-    params[:weights_end], as in a model's flat buffer: only then may the update of
-    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
-    cdef Py_ssize_t i, span, size = 0
+cdef bint _update_adds_l2(const int64_t* layout, Py_ssize_t L,
+                         Py_ssize_t weights_end) noexcept nogil:
+    """Whether params[:weights_end] holds every layer's weight matrix and no bias
+    (what lies between them is no parameter: a model's padding): only then may the
+    update of that segment add the L2 term's gradient l2 W, which backward adds to
+    every dW."""
+    cdef Py_ssize_t i
     cdef const int64_t* row
     for i in range(L):
         row = layout + i * _NCOL
-        span = row[2] * row[3]
-        if row[0] + span > weights_end:
+        if row[0] + row[2] * row[3] > weights_end:
             return False
-        size += span
-    return size == weights_end
+        if 0 <= row[1] < weights_end:
+            return False
+    return True
 
 
 cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
@@ -197,12 +198,12 @@ cdef double _train_step_core(const floating* x, const Py_ssize_t* lp,
     by the weights' update before it steps). The L2 term's gradient l2 W is added by
     the update, which reads W anyway, not by backward: a pass over the weights less,
     the same sums (backward adds it after the product, in the same rounding).
-    ``grads`` keeps the data term's gradient. Only when the weights are
-    params[:weights_end]: otherwise backward adds l2 W, as loss_grad. Returns the
+    ``grads`` keeps the data term's gradient. Only when params[:weights_end] holds
+    the weights and no bias: otherwise backward adds l2 W, as loss_grad. Returns the
     loss with its L2 term."""
     cdef Py_ssize_t weights_end = config[_WEIGHTS_END]
     cdef double l2 = hyper[_L2]
-    cdef bint in_update = _weights_fill(layout, L, weights_end)
+    cdef bint in_update = _update_adds_l2(layout, L, weights_end)
     cdef double loss = _loss_grad_core(x, lp, tp, <int>config[_LOSS], swp, params,
                                        grads, layout, L, alphas, work, n,
                                        hyper[_LABEL_SMOOTHING],

@@ -270,17 +270,17 @@ def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alph
 
 
 @njit(**JIT)
-def _weights_fill(layout, weights_end):
-    """Whether the layers' weight matrices (disjoint spans) are exactly
-    params[:weights_end], as in a model's flat buffer: only then may the update of
-    that segment add the L2 term's gradient l2 W, which backward adds to every dW."""
-    size = 0
+def _update_adds_l2(layout, weights_end):
+    """Whether params[:weights_end] holds every layer's weight matrix and no bias
+    (what lies between them is no parameter: a model's padding): only then may the
+    update of that segment add the L2 term's gradient l2 W, which backward adds to
+    every dW."""
     for i in range(layout.shape[0]):
-        span = layout[i, 2] * layout[i, 3]
-        if layout[i, 0] + span > weights_end:
+        if layout[i, 0] + layout[i, 2] * layout[i, 3] > weights_end:
             return False
-        size += span
-    return size == weights_end
+        if 0 <= layout[i, 1] < weights_end:
+            return False
+    return True
 
 
 @njit(**JIT)
@@ -296,9 +296,9 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     weights_end = config[WEIGHTS_END]
     # backward leaves the L2 term's gradient l2 W to the update, which reads W anyway
     # (a pass over the weights less; the same sums: backward adds it after the
-    # product too), when the weights are params[:weights_end]; grads then keeps the
-    # data term's gradient
-    in_update = _weights_fill(layout, weights_end)
+    # product too), when params[:weights_end] holds the weights and no bias; grads
+    # then keeps the data term's gradient
+    in_update = _update_adds_l2(layout, weights_end)
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
                                layout, alphas, work, config, hyper,
                                0.0 if in_update else l2, work[0:0], tune,
