@@ -444,6 +444,10 @@ def test_every_value_targets_are_not_met_with_a_condition_unmeasured():
         "t", "x", 0.0, "s", {"a": -1.0, "b": float("nan"), "c": 2.0}, every=True
     )
     assert row["status"] == "missed by a; not measured: b"
+    side = bench_report._side_effect_target(
+        {"side_effect": [{"variant": "import fastnn", "ratio_vs_plain": {"median": 1}}]}
+    )  # the fit variant's runs failed: no row
+    assert side["status"] == "not measured: after fastnn fit"
 
 
 def test_missing_peer_is_skipped_not_an_error(tiny_run):
