@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from . import _mpi_probe, kernels, threads
+from . import _gemm_wisdom, _mpi_probe, kernels, threads
 
 _SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
                "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd",
@@ -233,5 +233,8 @@ def show_config(file: Any = None) -> None:
         f"CPU:       {cpu['model']} ({cpu['machine']}), {cpu['cores']} cores, "
         f"SIMD {_format_value(cpu['simd'])}"
     )
+    plan = _gemm_wisdom.status()
+    kept = "" if plan["file"] is None else f"; {plan['kept']} kept in {plan['file']}"
+    lines.append(f"GEMM plan: {plan['how']}{kept}")
     lines += _mpi_lines(cfg["distributed"])
     print("\n".join(lines), file=file if file is not None else sys.stdout)

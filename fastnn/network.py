@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import _gemm_wisdom, kernels
 from ._buffers import aligned_copy, aligned_empty, aligned_zeros, padded_size
 from ._validation import (
     check_n_features,
@@ -349,7 +349,12 @@ class Network:
         return ws
 
     def _new_workspace(self, n: int, train: bool) -> _Workspace:
-        """Buffers for a batch of ``n`` rows, of the caller's own (not cached)."""
+        """Buffers for a batch of ``n`` rows, of the caller's own (not cached); for
+        training, the products of a step on ``n`` rows get their measured kernels
+        first (fastnn/_gemm_wisdom.py)."""
+        if train and self._kernels().name != "numpy":
+            widths = [(lin.in_features, lin.out_features) for lin in self.linears]
+            _gemm_wisdom.plan_training(n, widths, self.dtype)
         if train and self._train_layout is not None:
             return self._train_workspace(n)
         dt = self.dtype

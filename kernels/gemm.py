@@ -5,16 +5,18 @@ exist for AVX-512F, AVX2+FMA and a portable vector-extension fallback; the best 
 CPU runs is picked at import from its features (never from build flags);
 ``FASTNN_ISA`` forces a lower one (kernels/isa.py: the choice for every kernel family).
 
-The plan (one rule for both compiled backends, decided here only): a product goes to
-fastnn's GEMM when ``k <= max_k`` and ``n >= min_n``, else to OpenBLAS; it judges the
+The plan (one for both compiled backends): a product whose shape
+was measured (fastnn/_gemm_wisdom.py: the products of a training step, timed once per
+CPU and kept on disk) goes to the kernel that was faster; any other goes to fastnn's
+GEMM when ``k <= max_k`` and ``n >= min_n`` (the rule), else to OpenBLAS. It judges the
 whole product, and every fixed block of C that one thread computes (the split of
 kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same kernel, so the bits of C
 never depend on the split.
-Both bounds come from the kernel's own parameters and the CPU's L1d: ``max_k`` is the
-most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the tile runs
-its whole k against an L1-resident panel, with room left for the rows of A it streams;
-a longer k runs in blocks of half-L1d panels, which keeps the bits but measured no
-faster than OpenBLAS), ``min_n`` two register tiles' width (a narrower C
+The rule's bounds come from the kernel's own parameters and the CPU's L1d: ``max_k``
+is the most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the
+tile runs its whole k against an L1-resident panel, with room left for the rows of A
+it streams; a longer k runs in blocks of half-L1d panels, which keeps the bits but
+measured no faster than OpenBLAS), ``min_n`` two register tiles' width (a narrower C
 leaves most of each tile's lanes idle); float32's tile sets both, for either dtype.
 docs/performance.md has the measurements behind them.
 """
@@ -43,6 +45,11 @@ class GemmPlan:
     min_n: int
     sgemm: int  # addresses of fnn_sgemm / fnn_dgemm (ILP64 cblas_?gemm signature)
     dgemm: int
+    lookup: int  # address of fnn_plan_lookup (the measured plan's table)
+
+    def rule_takes(self, n: int, k: int) -> bool:
+        """The rule: fastnn's GEMM for a product of n columns and depth k?"""
+        return k <= self.max_k and n >= self.min_n
 
     @property
     def description(self) -> str:
@@ -75,6 +82,7 @@ def configure() -> GemmPlan:
     l1, l2 = ext._set_caches(0, 0)
     tile32, tile64 = ext.tile(index, False), ext.tile(index, True)
     sgemm, dgemm = ext.addresses()
+    ext._plan_clear()  # measurements of another ISA or cache size do not hold
     return GemmPlan(
         isa=isa,
         cpu_isa=best,
@@ -86,4 +94,5 @@ def configure() -> GemmPlan:
         min_n=2 * tile32[1],
         sgemm=int(sgemm),
         dgemm=int(dgemm),
+        lookup=int(ext.plan_lookup_address()),
     )

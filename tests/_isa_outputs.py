@@ -96,13 +96,18 @@ def _products_by_openblas():
     round differently (FMA in their micro-kernels); the element-wise ones must not."""
     plan = cy.GEMM_PLAN
     for module in cy._GEMM_MODULES:
-        module._configure_own_gemm(gemm.MODE_BLAS, 0, 0, plan.sgemm, plan.dgemm)
+        module._configure_own_gemm(gemm.MODE_BLAS, 0, 0, plan.sgemm, plan.dgemm, 0)
     try:
         yield
     finally:
         for module in cy._GEMM_MODULES:
             module._configure_own_gemm(
-                gemm.MODE_PLAN, plan.max_k, plan.min_n, plan.sgemm, plan.dgemm
+                gemm.MODE_PLAN,
+                plan.max_k,
+                plan.min_n,
+                plan.sgemm,
+                plan.dgemm,
+                plan.lookup,
             )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 from fastnn.kernels import BACKEND_NAMES
@@ -10,6 +14,21 @@ import fastnn
 
 DTYPES = (np.float32, np.float64)
 COMPILED = tuple(n for n in BACKEND_NAMES if n != "numpy")
+
+
+def pytest_configure(config) -> None:
+    """The measured GEMM plan (fastnn/_gemm_wisdom.py) of the whole session goes to a
+    folder of its own, which subprocesses inherit: tests never read or write the
+    user's cache."""
+    if "FASTNN_CACHE_DIR" not in os.environ:
+        config._fastnn_cache = tempfile.mkdtemp(prefix="fastnn-test-cache-")
+        os.environ["FASTNN_CACHE_DIR"] = config._fastnn_cache
+
+
+def pytest_unconfigure(config) -> None:
+    folder = getattr(config, "_fastnn_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_report_header(config) -> list[str]:

@@ -691,11 +691,11 @@ def test_distributed_rows_pair_two_mpi_ranks_with_one(tiny_run):
     assert "| fastnn-numba | 784-256-128-10 | 256 | 2 |" in section.split("## ")[0]
 
 
-def test_own_gemm_rows_compare_the_step_products_in_three_processes(tiny_run):
-    """fastnn's own GEMM, OpenBLAS in fastnn's blocks and np.matmul on the eight
-    products of a 784-256-128-10 step, each in a process of its own (np.matmul's
-    never imported fastnn), at batch 32 and 128, CPU and ISA recorded; speed-ups
-    paired by round."""
+def test_own_gemm_rows_compare_the_step_products_in_four_processes(tiny_run):
+    """fastnn's own GEMM, the measured plan, OpenBLAS in fastnn's blocks and
+    np.matmul on the eight products of a 784-256-128-10 step, each in a process of
+    its own (np.matmul's never imported fastnn), at batch 32 and 128, CPU and ISA
+    recorded; speed-ups paired by round."""
     from fastnn.kernels.cy import GEMM_PLAN
 
     from fastnn.bench.workloads import gemm_step
@@ -707,21 +707,22 @@ def test_own_gemm_rows_compare_the_step_products_in_three_processes(tiny_run):
         assert row["isa"] == GEMM_PLAN.isa
         assert row["cpu"] == r["environment"]["cpu"]["model"]
         procs = row["process"]
-        assert set(procs) == {"own", "openblas", "numpy"}
+        assert set(procs) == {"own", "plan", "openblas", "numpy"}
         pids = {p["pid"] for p in procs.values()}
-        assert len(pids) == 3 and os.getpid() not in pids
+        assert len(pids) == 4 and os.getpid() not in pids
         assert not procs["numpy"]["imported_fastnn"]
-        assert procs["own"]["imported_fastnn"] and procs["openblas"]["imported_fastnn"]
+        assert all(procs[n]["imported_fastnn"] for n in ("own", "plan", "openblas"))
         flops = sum(
             p["flops"] for p in gemm_step((784, 256, 128, 10), row["batch_size"])[0]
         )
-        for name in ("own", "openblas", "numpy"):
+        for name in ("own", "plan", "openblas", "numpy"):
             assert row[f"{name}_gflops"] == pytest.approx(
                 flops / row[f"{name}_step_s"]["median"] / 1e9
             )
         rounds = r["config"]["preset"]["own_gemm_rounds"]
         assert row["speedup"]["n"] == row["own_step_s"]["n"] == rounds
         assert row["speedup_vs_numpy"]["n"] == row["numpy_step_s"]["n"] == rounds
+        assert row["plan_speedup_vs_numpy"]["n"] == row["plan_step_s"]["n"] == rounds
     section = (
         (out / "report.md").read_text().split("## fastnn's own GEMM vs OpenBLAS")[1]
     )

@@ -358,8 +358,9 @@ def _sequential_fit(backend: str, params: dict, spec: dict, X, y):
 
 def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
     """The products of one training step (``gemm_step``): through fastnn's compiled
-    GEMM entry point in fixed blocks, all by its own GEMM ("own") or all by OpenBLAS
-    as fastnn calls it ("openblas"), or by ``np.matmul`` as NumPy's users run it
+    GEMM entry point in fixed blocks, all by its own GEMM ("own"), all by OpenBLAS
+    as fastnn calls it ("openblas") or each by the kernel the measured plan gives it
+    as a fit does ("plan"), or by ``np.matmul`` as NumPy's users run it
     ("numpy": OpenBLAS's own threads, fastnn never imported): seconds per step, the
     mean of a calibrated loop."""
     if spec["gemm"] == "numpy":
@@ -372,8 +373,15 @@ def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
     from fastnn.kernels.cy import GEMM_PLAN
     from fastnn.kernels.cy import gemm as ext
 
-    mode = {"own": plan.MODE_OWN, "openblas": plan.MODE_BLAS}[spec["gemm"]]
+    mode = {"own": plan.MODE_OWN, "openblas": plan.MODE_BLAS, "plan": plan.MODE_PLAN}
+    mode = mode[spec["gemm"]]
     _, calls = gemm_step(spec["sizes"], spec["batch_size"])
+    if spec["gemm"] == "plan":  # as a model's first fit: read or measure the plan
+        from fastnn import _gemm_wisdom
+
+        sizes = spec["sizes"]
+        widths = list(zip(sizes[:-1], sizes[1:], strict=True))
+        _gemm_wisdom.plan_training(spec["batch_size"], widths, np.float32)
     # (operand, transposed) as stored: a^T and W^T are views of C-ordered arrays
     args = [
         (A.T if not A.flags.c_contiguous else A, not A.flags.c_contiguous,

@@ -389,7 +389,13 @@ def _own_gemm_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{r['own_gflops']:.3g} vs {r['numpy_gflops']:.3g} GFLOP/s "
                 f"({r['cpu']}); OpenBLAS in fastnn's blocks "
                 f"{r['openblas_gflops']:.3g} GFLOP/s, own "
-                f"{r['speedup']['median']:.3g}x that",
+                f"{r['speedup']['median']:.3g}x that"
+                + (
+                    f"; the measured plan {r['plan_gflops']:.3g} GFLOP/s, "
+                    f"{r['plan_speedup_vs_numpy']['median']:.3g}x np.matmul"
+                    if "plan_gflops" in r
+                    else ""
+                ),
             )
         )
     return out
@@ -1192,7 +1198,9 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         "a fresh NUMBA_CACHE_DIR that only `python -m fastnn.precompile` filled (the "
         "first run after `pip install`, which runs it; the precompile column is its "
         "wall time, paid once by the install); warm, a second run on the cache the "
-        "run before it left (every later run).",
+        "run before it left (every later run). Every run but a warm one also starts "
+        "with an empty FASTNN_CACHE_DIR: it measures the GEMM plan of the step's "
+        "products.",
         "",
         _table(
             [
@@ -1284,14 +1292,15 @@ def _own_gemm_section(res: dict[str, Any]) -> list[str]:
     if not rows:
         return L + ["Not measured in this run (see Skipped).", ""]
     L += [
-        "The eight matrix products of one 784-256-128-10 training step, three ways, "
+        "The eight matrix products of one 784-256-128-10 training step, four ways, "
         "each in a process of its own, alternated round by round: through fastnn's "
         "GEMM entry point (fixed blocks of C, one per thread) all by fastnn's own "
-        "micro-kernels (**own**) and all by OpenBLAS as fastnn calls it (**in "
-        "blocks**: one single-threaded OpenBLAS call per block), and by np.matmul "
-        "as NumPy's users run it (**np.matmul**: OpenBLAS's own threads, fastnn "
-        "never imported; the target's baseline). Speed-ups: the baseline's time "
-        "over the own kernels', paired by round.",
+        "micro-kernels (**own**), each by the kernel the measured GEMM plan gives "
+        "it, as a fit runs them (**plan**), and all by OpenBLAS as fastnn calls it "
+        "(**in blocks**: one single-threaded OpenBLAS call per block), and by "
+        "np.matmul as NumPy's users run it (**np.matmul**: OpenBLAS's own threads, "
+        "fastnn never imported; the target's baseline). Speed-ups: the baseline's "
+        "time over the own kernels' (or the plan's), paired by round.",
         "",
         _table(
             [
@@ -1300,10 +1309,12 @@ def _own_gemm_section(res: dict[str, Any]) -> list[str]:
                 "batch",
                 "threads",
                 "own µs/step",
+                "plan µs/step",
                 "np.matmul µs/step",
                 "in blocks µs/step",
-                "GFLOP/s own / np.matmul / in blocks",
+                "GFLOP/s own / plan / np.matmul / in blocks",
                 "speed-up vs np.matmul [q1, q3]",
+                "plan vs np.matmul [q1, q3]",
                 "speed-up vs in blocks [q1, q3]",
                 "target",
             ],
@@ -1314,11 +1325,13 @@ def _own_gemm_section(res: dict[str, Any]) -> list[str]:
                     r["batch_size"],
                     r["threads"],
                     _s(r["own_step_s"], 1e6),
+                    _s(r["plan_step_s"], 1e6) if "plan_step_s" in r else "-",
                     _s(r["numpy_step_s"], 1e6),
                     _s(r["openblas_step_s"], 1e6),
-                    f"{_f(r['own_gflops'])} / {_f(r['numpy_gflops'])} / "
-                    f"{_f(r['openblas_gflops'])}",
+                    f"{_f(r['own_gflops'])} / {_f(r.get('plan_gflops'))} / "
+                    f"{_f(r['numpy_gflops'])} / {_f(r['openblas_gflops'])}",
                     _s(r["speedup_vs_numpy"]),
+                    _s(r["plan_speedup_vs_numpy"]) if "plan_step_s" in r else "-",
                     _s(r["speedup"]),
                     f">= {r['target']}x vs np.matmul",
                 ]

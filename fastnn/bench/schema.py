@@ -331,6 +331,10 @@ OWN_GEMM_ROW = {
         "numpy_gflops": NUM,
         "speedup": STAT,  # over OpenBLAS in fastnn's blocks
         "speedup_vs_numpy": STAT,  # over np.matmul (OpenBLAS's threads): the target's
+        # each product by the measured plan's kernel (reports from December 2026 on)
+        "plan_step_s": STAT,
+        "plan_gflops": NUM,
+        "plan_speedup_vs_numpy": STAT,
         "target": NUM,
         "process": {"type": "object", "additional": PROCESS},
     },

@@ -464,12 +464,13 @@ OWN_GEMM_TARGETS = {32: 1.3, 128: 1.1}
 
 
 def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
-    """The products of one 784-256-128-10 training step, three ways, each in a
+    """The products of one 784-256-128-10 training step, four ways, each in a
     process of its own, alternated round by round at min(2, cores) threads: all by
-    fastnn's own micro-kernels and all by OpenBLAS as fastnn calls it (fastnn's GEMM
-    entry point: fixed blocks of C, one single-threaded call each), and by
-    ``np.matmul`` as NumPy's users run it (OpenBLAS's own threads; the target's
-    baseline). Speed-ups paired by round."""
+    fastnn's own micro-kernels, each by the kernel the measured plan gives it (what
+    a fit runs) and all by OpenBLAS as fastnn calls it (fastnn's GEMM entry point:
+    fixed blocks of C, one single-threaded call each), and by ``np.matmul`` as
+    NumPy's users run it (OpenBLAS's own threads; the target's baseline). Speed-ups
+    paired by round."""
     from .. import threads as _threads
     from .._config import cpu_info
 
@@ -482,6 +483,7 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
         specs = {
             name: {**base, "system": system, "gemm": name}
             for name, system in (("own", "fastnn-gemm-own"),
+                                 ("plan", "fastnn-gemm-plan"),
                                  ("openblas", "fastnn-gemm-openblas"),
                                  ("numpy", GEMM_ONLY))
         }  # fmt: skip
@@ -509,12 +511,17 @@ def own_gemm(opts, skipped, tick) -> list[dict[str, Any]]:
                 "own_step_s": stat(times["own"], "s"),
                 "openblas_step_s": stat(times["openblas"], "s"),
                 "numpy_step_s": stat(times["numpy"], "s"),
+                "plan_step_s": stat(times["plan"], "s"),
                 "own_gflops": gflops["own"],
+                "plan_gflops": gflops["plan"],
                 "openblas_gflops": gflops["openblas"],
                 "numpy_gflops": gflops["numpy"],
                 "speedup": stat(pair_ratios(times["openblas"], times["own"]), "x"),
                 "speedup_vs_numpy": stat(
                     pair_ratios(times["numpy"], times["own"]), "x"
+                ),
+                "plan_speedup_vs_numpy": stat(
+                    pair_ratios(times["numpy"], times["plan"]), "x"
                 ),
                 "target": target,
                 "process": processes,
@@ -624,10 +631,20 @@ def _script(name: str, args: list[str], preset: dict, env=None) -> dict[str, Any
     return data
 
 
-def _coldstart(backend: str, preset: dict, threads: int, cache_dir: str | None):
+def _coldstart(
+    backend: str,
+    preset: dict,
+    threads: int,
+    numba_dir: str | None,
+    plan_dir: str | None,
+):
+    """One cold-start run with these folders for Numba's cache and the measured GEMM
+    plan (None: the user's defaults)."""
     env = dict(os.environ)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
+    if numba_dir is not None:
+        env["NUMBA_CACHE_DIR"] = numba_dir
+    if plan_dir is not None:
+        env["FASTNN_CACHE_DIR"] = plan_dir
     args = ["--backend", backend, "--threads", str(threads)]
     args += ["--rounds", str(preset["rounds"]), "--steps", "8", "--batch", "128"]
     return _script("coldstart.py", args, preset, env)
@@ -659,12 +676,14 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
     fills in a fresh folder (the first run after ``pip install``, which runs it; its
     time is reported as ``precompile_s``) and once more with the cache the run before
     it left (every later run; the default cache when neither was measured). The numpy
-    and Cython backends have nothing to compile: one run, cache "n/a".
+    and Cython backends have nothing to compile: one run, cache "n/a". Each first run
+    also starts without a measured GEMM plan (the same fresh folder), so it pays for
+    timing the step's products (fastnn/_gemm_wisdom.py); a run "again" reads it.
     """
     t = max(opts.threads)
     rows = []
     for b in opts.backends:
-        variants = [("n/a", "default")]
+        variants = [("n/a", "fresh")]
         if b == "numba":
             variants = []
             if opts.preset["cold_cache"]:
@@ -694,10 +713,11 @@ def compile_times(opts, skipped, tick) -> list[dict[str, Any]]:
                         d = folders.enter_context(
                             tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-")
                         )
-                        if how == "precompiled":
+                        if how == "precompiled":  # (a fresh folder otherwise)
                             env = dict(os.environ, NUMBA_CACHE_DIR=d)
                             extra["precompile_s"] = _precompile(opts.preset, env)
-                    r = _coldstart(b, opts.preset, t, d)
+                    numba_dir = None if how == "fresh" else d
+                    r = _coldstart(b, opts.preset, t, numba_dir, d)
                     last = d
                 except Exception as exc:
                     _skip(

@@ -141,6 +141,7 @@ for _module in _GEMM_MODULES:
         GEMM_PLAN.min_n,
         GEMM_PLAN.sgemm,
         GEMM_PLAN.dgemm,
+        GEMM_PLAN.lookup,
     )
 
 BACKEND_INFO = {

@@ -63,33 +63,47 @@ def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
 
 # fastnn's own GEMM (kernels/cy/_gemm.h, addresses from kernels/gemm.py): an ILP64
 # cblas_?gemm signature, single-threaded. The plan (kernels/gemm.py) says which
-# products it takes: mode 0 none, 1 those with k <= _own_max_k and n >= _own_min_n,
-# 2 all.
+# products it takes: mode 0 none, 1 the measured plan's choice for a product it holds
+# (the table of kernels/cy/_gemm.h, read through _own_lookup), else the rule: those
+# with k <= _own_max_k and n >= _own_min_n; 2 all.
+ctypedef int (*_plan_lookup_fn)(int64_t, int64_t, int64_t, int, int,
+                                int) noexcept nogil
 cdef size_t _own_sgemm_addr = 0
 cdef size_t _own_dgemm_addr = 0
+cdef _plan_lookup_fn _own_lookup = NULL
 cdef int _own_mode = 0
 cdef Py_ssize_t _own_max_k = 0
 cdef Py_ssize_t _own_min_n = 0
 
 
 def _configure_own_gemm(int mode, Py_ssize_t max_k, Py_ssize_t min_n,
-                        size_t sgemm_addr, size_t dgemm_addr):
-    """Which products go to fastnn's own GEMM (see kernels/gemm.py), and its address."""
+                        size_t sgemm_addr, size_t dgemm_addr, size_t lookup_addr):
+    """Which products go to fastnn's own GEMM (see kernels/gemm.py), its address, and
+    the measured plan's lookup (0: the rule alone)."""
     global _own_mode, _own_max_k, _own_min_n, _own_sgemm_addr, _own_dgemm_addr
+    global _own_lookup
     _own_sgemm_addr = sgemm_addr
     _own_dgemm_addr = dgemm_addr
+    _own_lookup = <_plan_lookup_fn>lookup_addr if lookup_addr else NULL
     _own_mode = mode if sgemm_addr and dgemm_addr else 0
     _own_max_k = max_k
     _own_min_n = min_n
 
 
-cdef inline bint _own_takes(int mode, Py_ssize_t m, Py_ssize_t n,
-                            Py_ssize_t k) noexcept nogil:
-    """The plan's rule: own GEMM for all (2), for short-k, wide-n products (1), or
-    none."""
+cdef inline bint _own_takes(int mode, bint trans_a, bint trans_b, bint dbl,
+                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """The plan: own GEMM for all (2), for the products the measured plan gives it or,
+    where it has no entry, short-k wide-n products (1), or none."""
+    cdef int measured
     if mode == 2:
         return True
-    return mode == 1 and k <= _own_max_k and n >= _own_min_n
+    if mode != 1:
+        return False
+    if _own_lookup != NULL:
+        measured = _own_lookup(m, n, k, trans_a, trans_b, dbl)
+        if measured >= 0:
+            return measured == 1
+    return k <= _own_max_k and n >= _own_min_n
 
 
 cdef inline void _gemm_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,
@@ -100,7 +114,7 @@ cdef inline void _gemm_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,
     """_gemm with the own-GEMM mode given (0 BLAS, 1 the plan, 2 own)."""
     cdef int ta = _TRANS if trans_a else _NO_TRANS
     cdef int tb = _TRANS if trans_b else _NO_TRANS
-    if _own_takes(mode, m, n, k):
+    if _own_takes(mode, trans_a, trans_b, floating is double, m, n, k):
         if floating is float:
             (<_sgemm64_fn>_own_sgemm_addr)(_ROW_MAJOR, ta, tb, m, n, k, alpha, a, lda,
                                            b, ldb, beta, c, ldc)
@@ -170,7 +184,7 @@ cdef inline void _gemm_block_with(int mode, _Split* s, Py_ssize_t p, bint trans_
     (the bits of C must not depend on how it is cut)."""
     cdef Py_ssize_t lo = p * s.size
     cdef Py_ssize_t cnt = min(s.size, s.dim - lo)
-    mode = 2 if _own_takes(mode, m, n, k) else 0
+    mode = 2 if _own_takes(mode, trans_a, trans_b, floating is double, m, n, k) else 0
     if s.rows:
         _gemm_with(mode, trans_a, trans_b, cnt, n, k, alpha,
                    a + (lo if trans_a else lo * lda), lda, b, ldb, beta, c + lo * ldc,

@@ -380,4 +380,99 @@ FNN_GEMM_ENTRY(fnn_sgemm, float, s, mr_s, nr_s)
 FNN_GEMM_ENTRY(fnn_dgemm, double, d, mr_d, nr_d)
 #undef FNN_GEMM_ENTRY
 
+/* The measured plan (kernels/gemm.py, fastnn/_gemm_wisdom.py): which kernel a product
+ * of a given shape runs, where measurement decided it. An insert-only open-addressing
+ * table of 64-bit words, one per product: m, n, k (20 bits each), trans_a, trans_b,
+ * float64, and the choice in the top bit; 0 marks a free slot. A word is written
+ * whole with one atomic store, so the compiled kernels read it without a lock from
+ * any thread while Python adds entries (under the GIL). */
+#define FNN_PLAN_SLOTS 4096
+#define FNN_PLAN_DIM_MAX ((int64_t)1 << 20)
+static uint64_t fnn_plan_slots[FNN_PLAN_SLOTS];
+static size_t fnn_plan_used; /* at most half the slots: probes stay short */
+
+static uint64_t fnn_plan_key(int64_t m, int64_t n, int64_t k, int ta, int tb, int dbl)
+{
+    if (m < 1 || n < 1 || k < 1 || m >= FNN_PLAN_DIM_MAX || n >= FNN_PLAN_DIM_MAX ||
+        k >= FNN_PLAN_DIM_MAX)
+        return 0;
+    return (uint64_t)m | (uint64_t)n << 20 | (uint64_t)k << 40 |
+           (uint64_t)(ta != 0) << 60 | (uint64_t)(tb != 0) << 61 | (uint64_t)(dbl != 0) << 62;
+}
+
+static size_t fnn_plan_home(uint64_t key)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 52) % FNN_PLAN_SLOTS;
+}
+
+/* Products looked up and not found, kept while recording is on (tests check that
+ * planning a model's step covers every product it runs). */
+#define FNN_PLAN_MISSED_MAX 256
+static int fnn_plan_recording;
+static uint64_t fnn_plan_missed[FNN_PLAN_MISSED_MAX];
+static size_t fnn_plan_nmissed;
+
+static int fnn_plan_miss(uint64_t key)
+{
+    if (__atomic_load_n(&fnn_plan_recording, __ATOMIC_RELAXED)) {
+        size_t at = __atomic_fetch_add(&fnn_plan_nmissed, 1, __ATOMIC_RELAXED);
+        if (at < FNN_PLAN_MISSED_MAX)
+            __atomic_store_n(&fnn_plan_missed[at], key, __ATOMIC_RELAXED);
+    }
+    return -1;
+}
+
+/* 1: fastnn's own GEMM, 0: BLAS, -1: no entry (the caller applies the rule). */
+static int fnn_plan_lookup(int64_t m, int64_t n, int64_t k, int ta, int tb, int dbl)
+{
+    uint64_t key = fnn_plan_key(m, n, k, ta, tb, dbl);
+    if (key == 0)
+        return fnn_plan_miss(key);
+    size_t i = fnn_plan_home(key);
+    for (size_t probe = 0; probe < FNN_PLAN_SLOTS; probe++) {
+        uint64_t word = __atomic_load_n(&fnn_plan_slots[i], __ATOMIC_ACQUIRE);
+        if (word == 0)
+            break;
+        if ((word & ~((uint64_t)1 << 63)) == key)
+            return (int)(word >> 63);
+        i = (i + 1) % FNN_PLAN_SLOTS;
+    }
+    return fnn_plan_miss(key);
+}
+
+/* Record the choice for a product (own: 1 or 0); 0 on success, -1 when the shape is
+ * out of the table's range or the table is half full. Callers serialise (the GIL). */
+static int fnn_plan_set(int64_t m, int64_t n, int64_t k, int ta, int tb, int dbl, int own)
+{
+    uint64_t key = fnn_plan_key(m, n, k, ta, tb, dbl);
+    if (key == 0)
+        return -1;
+    uint64_t word = key | (uint64_t)(own != 0) << 63;
+    size_t i = fnn_plan_home(key);
+    for (;;) { /* ends: at most half the slots are taken */
+        uint64_t old = __atomic_load_n(&fnn_plan_slots[i], __ATOMIC_ACQUIRE);
+        if ((old & ~((uint64_t)1 << 63)) == key) {
+            __atomic_store_n(&fnn_plan_slots[i], word, __ATOMIC_RELEASE);
+            return 0;
+        }
+        if (old == 0) {
+            if (fnn_plan_used >= FNN_PLAN_SLOTS / 2)
+                return -1;
+            fnn_plan_used++;
+            __atomic_store_n(&fnn_plan_slots[i], word, __ATOMIC_RELEASE);
+            return 0;
+        }
+        i = (i + 1) % FNN_PLAN_SLOTS;
+    }
+}
+
+/* Forget every entry (a new ISA or cache sizes: the measurements no longer hold). Only
+ * while no kernel runs (tests, configure at import). */
+static void fnn_plan_clear(void)
+{
+    for (size_t i = 0; i < FNN_PLAN_SLOTS; i++)
+        __atomic_store_n(&fnn_plan_slots[i], 0, __ATOMIC_RELEASE);
+    fnn_plan_used = 0;
+}
+
 #endif /* FASTNN_GEMM_H */

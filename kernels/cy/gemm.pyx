@@ -5,7 +5,7 @@ The other kernel modules call the micro-kernels through the addresses returned b
 plan of which products use them lives in kernels/gemm.py.
 """
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 include "_common.pxi"
 include "_blas.pxi"
@@ -25,6 +25,13 @@ cdef extern from "_gemm.h" nogil:
                    int64_t, const float*, int64_t, float, float*, int64_t)
     void fnn_dgemm(int, int, int, int64_t, int64_t, int64_t, double, const double*,
                    int64_t, const double*, int64_t, double, double*, int64_t)
+    int fnn_plan_lookup(int64_t m, int64_t n, int64_t k, int ta, int tb, int dbl)
+    int fnn_plan_set(int64_t m, int64_t n, int64_t k, int ta, int tb, int dbl, int own)
+    void fnn_plan_clear()
+    int fnn_plan_recording
+    uint64_t fnn_plan_missed[]
+    size_t fnn_plan_nmissed
+    int FNN_PLAN_MISSED_MAX
 
 #: Instruction sets in order, as fnn_gemm_*_isa numbers them.
 ISAS = ("generic", "avx2", "avx512")
@@ -64,8 +71,51 @@ def addresses():
     return <size_t>&fnn_sgemm, <size_t>&fnn_dgemm
 
 
+def plan_lookup_address():
+    """fnn_plan_lookup: int (int64 m, n, k, int trans_a, trans_b, float64): 1 own GEMM,
+    0 BLAS, -1 no entry."""
+    return <size_t>&fnn_plan_lookup
+
+
+def _plan_set(int64_t m, int64_t n, int64_t k, bint trans_a, bint trans_b, bint dbl,
+              bint own):
+    """Enter the measured choice for one product; False when the table cannot hold it
+    (a dimension of 2**20 or more, or the table half full)."""
+    return fnn_plan_set(m, n, k, trans_a, trans_b, dbl, own) == 0
+
+
+def _plan_lookup(int64_t m, int64_t n, int64_t k, bint trans_a, bint trans_b,
+                 bint dbl):
+    """The table's entry for a product: True (own), False (BLAS), None (the rule)."""
+    cdef int r = fnn_plan_lookup(m, n, k, trans_a, trans_b, dbl)
+    return None if r < 0 else r == 1
+
+
+def _plan_clear():
+    """Forget every entry (only while no kernel runs)."""
+    fnn_plan_clear()
+
+
+def _plan_record(bint on):
+    """Start (on) or stop recording the products looked up and not found; returns
+    those recorded so far as (m, n, k, trans_a, trans_b, float64) tuples (the keys of
+    out-of-range shapes as zeros) and empties the record."""
+    global fnn_plan_nmissed, fnn_plan_recording
+    cdef size_t i, count = min(fnn_plan_nmissed, <size_t>FNN_PLAN_MISSED_MAX)
+    cdef uint64_t key
+    missed = []
+    for i in range(count):
+        key = fnn_plan_missed[i]
+        missed.append((int(key & 0xFFFFF), int((key >> 20) & 0xFFFFF),
+                       int((key >> 40) & 0xFFFFF), bool((key >> 60) & 1),
+                       bool((key >> 61) & 1), bool((key >> 62) & 1)))
+    fnn_plan_nmissed = 0
+    fnn_plan_recording = on
+    return missed
+
+
 fnn_gemm_set_caches(0, 0)
-_configure_own_gemm(0, 0, 0, <size_t>&fnn_sgemm, <size_t>&fnn_dgemm)
+_configure_own_gemm(0, 0, 0, <size_t>&fnn_sgemm, <size_t>&fnn_dgemm, 0)
 
 
 cdef bint _rows_ok(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_stride,
@@ -78,11 +128,14 @@ cdef bint _rows_ok(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_stride,
 def gemm(const floating[:, :] a,  # IN  (m, k), or (k, m) when trans_a; rows strided
          const floating[:, :] b,  # IN  (k, n), or (n, k) when trans_b; rows strided
          floating[:, :] out,      # IN/OUT (m, n); rows strided
-         bint trans_a, bint trans_b, double alpha, double beta, int mode):
+         bint trans_a, bint trans_b, double alpha, double beta, int mode,
+         bint serial=False):
     """out = alpha op(a) @ op(b) + beta out in the fixed blocks of the compiled kernels.
 
     mode: 0 OpenBLAS, 1 the plan (kernels/gemm.py), 2 fastnn's own GEMM. Every array
-    needs unit stride along its rows (any row stride: the leading dimension).
+    needs unit stride along its rows (any row stride: the leading dimension). serial:
+    the blocks one after the other in the calling thread (how the measured plan times
+    the kernels), else in parallel as the training kernels run them.
     """
     cdef Py_ssize_t m = out.shape[0], n = out.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
@@ -101,12 +154,22 @@ def gemm(const floating[:, :] a,  # IN  (m, k), or (k, m) when trans_a; rows str
     cdef Py_ssize_t lda = max(a.strides[0] // size, a.shape[1])
     cdef Py_ssize_t ldb = max(b.strides[0] // size, b.shape[1])
     cdef Py_ssize_t ldc = max(out.strides[0] // size, n)
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, p
+    cdef _Split split
+    cdef int prev
     with nogil:
         if k == 0:
             for i in range(m):
                 for j in range(n):
                     out[i, j] = 0 if beta == 0 else <floating>beta * out[i, j]
+        elif serial:
+            split = _gemm_split(m, n, k)
+            prev = _blas_single_begin()
+            for p in range(split.parts):
+                _gemm_block_with(mode, &split, p, trans_a, trans_b, m, n, k,
+                                 <floating>alpha, &a[0, 0], lda, &b[0, 0], ldb,
+                                 <floating>beta, &out[0, 0], ldc)
+            _blas_single_end(prev)
         else:
             _gemm_par_with(mode, trans_a, trans_b, m, n, k, <floating>alpha,
                            &a[0, 0], lda, &b[0, 0], ldb, <floating>beta, &out[0, 0],

@@ -89,6 +89,23 @@ for _prefix, _real, _addr in (
         _symbol, _gemm_sig(_real, types.int64)
     )
 _own_sgemm, _own_dgemm = _GEMMS["s", "own"], _GEMMS["d", "own"]
+# The measured plan's table (kernels/cy/_gemm.h fnn_plan_lookup): 1 own, 0 BLAS, -1 no
+# entry; without the extension a stand-in that has none (mode 0 never asks anyway).
+if OWN_GEMM:
+    _LOOKUP_ADDR = OWN_GEMM.lookup
+else:
+    _LOOKUP_TYPE = ctypes.CFUNCTYPE(
+        ctypes.c_int, *(ctypes.c_int64,) * 3, *(ctypes.c_int,) * 3
+    )
+    _no_lookup = _LOOKUP_TYPE(lambda m, n, k, ta, tb, dbl: -1)
+    _LOOKUP_ADDR = ctypes.cast(_no_lookup, ctypes.c_void_p).value
+llvm.add_symbol("fastnn_nb_plan_lookup", _LOOKUP_ADDR)
+_plan_lookup = types.ExternalFunction(
+    "fastnn_nb_plan_lookup",
+    types.intc(
+        types.int64, types.int64, types.int64, types.intc, types.intc, types.intc
+    ),
+)
 
 _HAS_CONTROL = bool(CBLAS.set_threads)
 _SET_ADDR, _GET_ADDR = CBLAS.set_threads, CBLAS.get_threads
@@ -120,11 +137,18 @@ def gemm_flags(ilp64: bool, own_mode: int, max_k: int, min_n: int) -> int:
 
 
 @njit(**JIT)
-def _own_takes(n, k, int64):
-    """The plan's rule on gemm_flags (kernels/gemm.py): own mode 2 takes every
-    product, mode 1 those with k <= max_k and n >= min_n."""
+def _own_takes(m, n, k, trans_a, trans_b, dbl, int64):
+    """The plan on gemm_flags (kernels/gemm.py): own mode 2 takes every product, mode 1
+    those the measured plan gives it or, where it has no entry, those with
+    k <= max_k and n >= min_n."""
     own_mode = (int64 >> 1) & 3
     if own_mode == 1:
+        measured = _plan_lookup(
+            np.int64(m), np.int64(n), np.int64(k), np.intc(trans_a), np.intc(trans_b),
+            np.intc(dbl),
+        )  # fmt: skip
+        if measured >= 0:
+            return measured == 1
         return k <= ((int64 >> 3) & 0xFFFFFF) and n >= (int64 >> 27)
     return own_mode == 2
 
@@ -168,13 +192,13 @@ def _gemm_call(
     """One row-major CBLAS call on blocks: C = alpha op(A) op(B) + beta C.
 
     a, b, c are flat arrays, *_off the element offset of each block, ld* row lengths;
-    int64 is GEMM_CONFIG[3] (gemm_flags): fastnn's own GEMM takes the products its
-    plan gives it, the BLAS the rest.
+    int64 is GEMM_CONFIG[3] (gemm_flags) with the plan resolved for the whole product
+    (_whole_product_plan): own mode 2 runs fastnn's own GEMM, any other the BLAS.
     """
     ta = 112 if trans_a else 111  # CblasTrans / CblasNoTrans
     tb = 112 if trans_b else 111
     ap, bp, cp = a[a_off:].ctypes, b[b_off:].ctypes, c[c_off:].ctypes
-    own = _own_takes(n, k, int64)  # gemm_flags: the plan of kernels/gemm.py
+    own = ((int64 >> 1) & 3) == 2
     int64 = int64 & 1
     # fmt: off
     if own:
@@ -207,10 +231,11 @@ def _gemm_call(
 
 
 @njit(**JIT)
-def _whole_product_plan(n, k, int64):
-    """gemm_flags with the plan's mode 1 resolved for a product of n columns and
-    depth k: 2 (own) or 0 (BLAS)."""
-    return (int64 & ~6) | ((2 if _own_takes(n, k, int64) else 0) << 1)
+def _whole_product_plan(m, n, k, trans_a, trans_b, dbl, int64):
+    """gemm_flags with the plan resolved for the whole m x n x k product: mode 2
+    (own) or 0 (BLAS)."""
+    own = _own_takes(m, n, k, trans_a, trans_b, dbl, int64)
+    return (int64 & ~6) | ((2 if own else 0) << 1)
 
 
 @njit(**JIT)
@@ -220,7 +245,7 @@ def _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
     split (the bits of C must not depend on how it is cut)."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    int64 = _whole_product_plan(n, k, int64)
+    int64 = _whole_product_plan(m, n, k, trans_a, trans_b, c.itemsize == 8, int64)
     lda = a.shape[1]
     ldb = b.shape[1]
     af = a.reshape(-1)

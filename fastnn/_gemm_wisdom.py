@@ -1,0 +1,365 @@
+"""The measured GEMM plan: which kernel each product of a training step runs.
+
+fastnn's own GEMM and OpenBLAS are close on many training shapes, and which one wins
+depends on the CPU: kernels/gemm.py's rule (own GEMM for ``k <= max_k and n >= min_n``)
+came from measurements on one of them. So before a model first trains on batches of
+``n`` rows, :func:`plan_training` times both kernels on each product of that step
+(forward ``x W``, weight gradient ``x^T dZ``, input gradient ``dZ W^T``), run in the
+step's order on arrays shaped like the model's, so each product finds the caches as a
+step leaves them. Where one kernel is faster by more than :data:`MARGIN` it takes the
+product from then on; closer calls keep the rule's choice. Choices are kept on disk
+per machine (CPU model, instruction set, cache sizes, BLAS library, fastnn version),
+like FFTW's wisdom, so each shape is measured once per machine: a later process reads
+them and runs the same kernels, so a fit with a fixed seed gives the same bits in
+every process.
+
+Where the choices cannot be kept on disk (a read-only cache folder), nothing is
+measured and the rule decides, so results never depend on a measurement's noise.
+``FASTNN_GEMM_PLAN=rule`` turns measuring off; ``FASTNN_CACHE_DIR`` moves the folder
+(default ``$XDG_CACHE_HOME/fastnn``, else ``~/.cache/fastnn``).
+
+A product measured after another computation ran the same shape by the rule changes
+that shape's kernel for the rest of the process (the last bits of its results); steps
+of more than :data:`MAX_STEP_FLOPS` are not measured (the rule's choice there costs
+less than timing them would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .checkpoint import write_atomic
+
+__all__ = ["Product", "plan_training", "training_products", "status"]
+
+FORMAT = "fastnn-gemm-plan"
+VERSION = 1
+#: Steps whose products do more than this many flops (2 m n k each) are left to the
+#: rule: timing them would cost more than a wrong choice could.
+MAX_STEP_FLOPS = 1e9
+#: The file keeps the choices of this many products, the latest (a fit on a new
+#: number of rows adds its step's; the kernels' table holds twice as many).
+MAX_KEPT = 1024
+#: Seconds to wait for another process measuring the same machine's plan.
+LOCK_WAIT_S = 60.0
+#: Rounds of the step's products, each kernel in turn (the order alternates).
+ROUNDS = 15
+#: A measurement overrides the rule only when the other kernel's time is at least
+#: this fraction lower (the median of the paired ratios): a closer call is within the
+#: noise of a shared machine (differences of 1-5% come and go between runs).
+MARGIN = 0.05
+
+
+class Product(NamedTuple):
+    """C (m x n) = op(A) op(B) over depth k, as the compiled kernels call GEMM."""
+
+    m: int
+    n: int
+    k: int
+    trans_a: bool
+    trans_b: bool
+
+    def key(self, dtype: np.dtype) -> str:
+        t = ("T" if self.trans_a else "N") + ("T" if self.trans_b else "N")
+        return f"{np.dtype(dtype).name} {self.m}x{self.n}x{self.k} {t}"
+
+
+def training_products(rows: int, widths: list[tuple[int, int]]) -> list[Product]:
+    """The products of one training step on ``rows`` rows through Linear layers of
+    (in, out) ``widths``: each layer's ``x W``, ``x^T dZ`` and, past the first,
+    ``dZ W^T`` (the first layer's input needs no gradient)."""
+    out = []
+    for i, (fan_in, fan_out) in enumerate(widths):
+        out.append(Product(rows, fan_out, fan_in, False, False))
+        out.append(Product(fan_in, fan_out, rows, True, False))
+        if i > 0:
+            out.append(Product(rows, fan_in, fan_out, False, True))
+    return out
+
+
+# ------------------------------------------------------------------ process state
+_lock = threading.Lock()
+_loaded: dict[str, bool] = {}  # entries of this machine's file now in the table
+_disabled: str | None = None  # why measured choices are not used in this process
+
+
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _extension():
+    """(the compiled GEMM module, its plan, kernels/gemm.py) or None: no own GEMM
+    (the extension is not built or refuses to load, e.g. FASTNN_ISA names an ISA
+    this CPU lacks; show_config says why), nothing to plan."""
+    try:
+        from .kernels import gemm as plan_module
+        from .kernels.cy import GEMM_PLAN
+        from .kernels.cy import gemm as ext
+    except Exception:  # the backends' status reports the error itself
+        return None
+    return ext, GEMM_PLAN, plan_module
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("FASTNN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "fastnn"
+
+
+def _machine(plan) -> dict[str, object]:
+    """What the measurements hold for: another value of any of these measures anew."""
+    from . import __version__
+    from ._config import cpu_info
+    from .kernels._blas import CBLAS
+
+    return {
+        "cpu": cpu_info()["model"],
+        "isa": plan.isa,
+        "l1": plan.l1_bytes,
+        "l2": plan.l2_bytes,
+        "blas": os.path.basename(CBLAS.path or ""),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "numpy": np.__version__,
+        "fastnn": __version__,
+    }
+
+
+def _file_for(machine: dict[str, object]) -> Path:
+    digest = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()
+    return _cache_dir() / f"gemm-plan-{digest[:16]}.json"
+
+
+def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
+    """The products of ``path`` (none when it is missing; a warning when it is
+    unreadable or not a plan of this machine: it is measured and written anew)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        warnings.warn(f"cannot read the GEMM plan {path}: {exc}", RuntimeWarning, 2)
+        return {}
+    try:
+        doc = json.loads(text)
+        ok = (
+            doc.get("format") == FORMAT
+            and doc.get("version") == VERSION
+            and doc.get("machine") == machine
+            and isinstance(doc.get("products"), dict)
+            and all(
+                isinstance(v, dict) and isinstance(v.get("own"), bool)
+                for v in doc["products"].values()
+            )
+        )
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        warnings.warn(
+            f"ignoring the GEMM plan {path}: not a {FORMAT} v{VERSION} file of this "
+            "machine; its products are measured again",
+            RuntimeWarning,
+            2,
+        )
+        return {}
+    return doc["products"]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path``: processes that start together (MPI
+    ranks) measure each product once and all run the one choice. A POSIX record
+    lock: a child forked meanwhile does not inherit it. Raises TimeoutError after
+    LOCK_WAIT_S (a process stuck while holding it must not hang this one)."""
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): processes may measure twice
+        yield
+        return
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process held {path.name}.lock for {LOCK_WAIT_S} s"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _enter(ext, products: dict[str, dict]) -> None:
+    """Put the choices of ``products`` (keys of Product.key) in the kernels' table."""
+    for key, entry in products.items():
+        if key in _loaded:
+            continue
+        dtype, shape, trans = key.split(" ")
+        m, n, k = (int(v) for v in shape.split("x"))
+        if ext._plan_set(m, n, k, trans[0] == "T", trans[1] == "T",
+                         dtype == "float64", entry["own"]):  # fmt: skip
+            _loaded[key] = entry["own"]
+
+
+def _measure_step(ext, plan_module, rows, widths, dtype) -> dict[Product, float]:
+    """Per product of the step, the median over rounds of (own GEMM's time /
+    OpenBLAS's): thread CPU time of each call, the products in the step's order
+    (forward through the layers, then each layer's weight and input gradients from
+    the last), the fixed blocks one after the other in this thread (each kernel
+    single-threaded, as each thread of a step runs it), then a pass over the weights
+    and gradients as the update makes."""
+    rng = np.random.default_rng(0)
+    sizes = [widths[0][0]] + [fan_out for _, fan_out in widths]
+    acts = [rng.standard_normal((rows, s)).astype(dtype) for s in sizes]
+    dzs = [rng.standard_normal((rows, s)).astype(dtype) for s in sizes]
+    weights = [(0.05 * rng.standard_normal(w)).astype(dtype) for w in widths]
+    grads = [np.empty(w, dtype) for w in widths]
+    calls = [
+        (Product(rows, fan_out, fan_in, False, False), acts[i], weights[i], acts[i + 1])
+        for i, (fan_in, fan_out) in enumerate(widths)
+    ]
+    for i in reversed(range(len(widths))):
+        fan_in, fan_out = widths[i]
+        calls.append(
+            (Product(fan_in, fan_out, rows, True, False), acts[i], dzs[i + 1], grads[i])
+        )
+        if i > 0:
+            calls.append(
+                (Product(rows, fan_in, fan_out, False, True), dzs[i + 1], weights[i],
+                 dzs[i])
+            )  # fmt: skip
+    own, blas = plan_module.MODE_OWN, plan_module.MODE_BLAS
+    times: dict[int, dict[Product, list[int]]] = {own: {}, blas: {}}
+
+    def step(mode: int, record: bool) -> None:
+        spent: dict[Product, int] = {}
+        for p, a, b, c in calls:
+            start = time.thread_time_ns()
+            ext.gemm(a, b, c, p.trans_a, p.trans_b, 1.0, 0.0, mode, True)
+            spent[p] = spent.get(p, 0) + time.thread_time_ns() - start
+        for w, g in zip(weights, grads, strict=True):  # the update reads both
+            np.multiply(w, 1.0, out=w)
+            g.sum()
+        if record:
+            for p, t in spent.items():
+                times[mode].setdefault(p, []).append(t)
+
+    step(own, False), step(blas, False)  # packing space, caches
+    for r in range(ROUNDS):
+        for mode in (own, blas) if r % 2 == 0 else (blas, own):
+            step(mode, True)
+    return {
+        p: statistics.median(
+            o / max(b, 1) for o, b in zip(times[own][p], times[blas][p], strict=True)
+        )
+        for p in times[own]
+    }
+
+
+def _choice(plan, product: Product, ratio: float) -> dict[str, object]:
+    """The file's entry for a product measured at ``ratio`` (own time / OpenBLAS's):
+    the kernel faster by more than MARGIN, else the rule's."""
+    rule = plan.rule_takes(product.n, product.k)
+    own = True if ratio < 1 - MARGIN else False if ratio > 1 + MARGIN else rule
+    return {"own": own, "ratio": round(ratio, 4), "rule": rule}
+
+
+def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
+    """Make sure each product of a training step on ``rows`` rows (layers of (in,
+    out) ``widths``, ``dtype``) has its measured kernel in the table (see the module
+    docstring); measures those this machine's file lacks and adds them to it."""
+    global _disabled
+    if rows < 1 or os.environ.get("FASTNN_GEMM_PLAN", "measure") == "rule":
+        return
+    found = _extension()
+    if found is None:
+        return
+    ext, plan, plan_module = found
+    dtype = np.dtype(dtype)
+    wanted = training_products(rows, widths)
+    if sum(2.0 * p.m * p.n * p.k for p in wanted) > MAX_STEP_FLOPS:
+        return
+    with _lock:
+        if _disabled is not None or all(p.key(dtype) in _loaded for p in wanted):
+            return
+        machine = _machine(plan)
+        path = _file_for(machine)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _file_lock(path):
+                products = _read(path, machine)
+                _enter(ext, products)
+                missing = [p for p in wanted if p.key(dtype) not in products]
+                if not missing:
+                    return
+                ratios = _measure_step(ext, plan_module, rows, widths, dtype)
+                for p in missing:
+                    products[p.key(dtype)] = _choice(plan, p, ratios[p])
+                kept = dict(list(products.items())[-MAX_KEPT:])  # oldest out
+                doc = {"format": FORMAT, "version": VERSION, "machine": machine,
+                       "products": kept}  # fmt: skip
+                text = json.dumps(doc, indent=1).encode()
+                write_atomic(path, lambda f: f.write(text))
+        except OSError as exc:
+            # a measurement kept nowhere would differ between processes: the rule
+            _disabled = f"cannot keep the plan in {path.parent}: {exc}"
+            return
+        _enter(ext, products)
+
+
+def status() -> dict[str, object]:
+    """What ``fastnn info`` says of the plan: how products are chosen, the file that
+    keeps this machine's measurements, how many it holds and this process uses."""
+    found = _extension()
+    path = kept = None
+    if os.environ.get("FASTNN_GEMM_PLAN", "measure") == "rule":
+        how = "the rule alone (FASTNN_GEMM_PLAN=rule)"
+    elif found is None:
+        how = "OpenBLAS alone (no own GEMM)"
+    elif _disabled is not None:
+        how = f"the rule alone ({_disabled})"
+    else:
+        how = "measured per product shape when a model first trains, else the rule"
+        machine = _machine(found[1])
+        path = _file_for(machine)
+        kept = len(_read(path, machine))
+    return {"how": how, "file": str(path) if path else None, "kept": kept,
+            "in_use": len(_loaded)}  # fmt: skip
+
+
+def loaded() -> dict[str, bool]:
+    """The choices this process entered in the table (Product.key: own GEMM?)."""
+    return dict(_loaded)
+
+
+def _forget() -> None:
+    """Empty the table and this module's state (tests)."""
+    global _disabled
+    found = _extension()
+    if found is not None:
+        found[0]._plan_clear()
+    _loaded.clear()
+    _disabled = None

@@ -1,0 +1,376 @@
+"""The measured GEMM plan (fastnn/_gemm_wisdom.py): the kernels' table, the choice it
+makes in both compiled backends, and the file that keeps it between processes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fastnn.kernels import gemm as gemm_plan
+from fastnn.kernels.cy import GEMM_PLAN
+from fastnn.kernels.cy import gemm as ext
+
+import fastnn
+from fastnn import _gemm_wisdom as wisdom
+
+# (fastnn.kernels.nb.matmul, the attribute, is the function of that name)
+nb_matmul = importlib.import_module("fastnn.kernels.nb.matmul")
+
+
+@pytest.fixture
+def fresh_plan(tmp_path, monkeypatch):
+    """An empty table and cache folder, measuring on; emptied again afterwards."""
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTNN_GEMM_PLAN", raising=False)
+    wisdom._forget()
+    yield tmp_path / "cache"
+    wisdom._forget()
+
+
+def _operands(shape, dtype, seed=0):
+    m, n, k, ta, tb = shape
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    return a, b
+
+
+def _cython(a, b, shape, mode):
+    m, n, _, ta, tb = shape
+    out = np.empty((m, n), a.dtype)
+    ext.gemm(a, b, out, ta, tb, 1.0, 0.0, mode)
+    return out
+
+
+def _numba(a, b, shape):
+    m, n, _, ta, tb = shape
+    out = np.empty((m, n), a.dtype)
+    nb_matmul.matmul(a, b, out, ta, tb, False)  # the plan (MODE_PLAN)
+    return out
+
+
+def test_table_holds_each_product_apart(fresh_plan):
+    assert ext._plan_lookup(32, 256, 784, False, False, False) is None
+    assert ext._plan_set(32, 256, 784, False, False, False, True)
+    assert ext._plan_set(32, 256, 784, False, True, False, False)
+    assert ext._plan_set(32, 256, 784, False, False, True, False)
+    assert ext._plan_lookup(32, 256, 784, False, False, False) is True
+    assert ext._plan_lookup(32, 256, 784, False, True, False) is False
+    assert ext._plan_lookup(32, 256, 784, False, False, True) is False
+    assert ext._plan_lookup(32, 256, 784, True, False, False) is None
+    assert ext._plan_lookup(256, 32, 784, False, False, False) is None
+    assert ext._plan_set(32, 256, 784, False, False, False, False)  # replaced
+    assert ext._plan_lookup(32, 256, 784, False, False, False) is False
+    # dimensions of 2**20 and more stay with the rule
+    assert not ext._plan_set(1 << 20, 8, 8, False, False, False, True)
+    assert ext._plan_lookup(1 << 20, 8, 8, False, False, False) is None
+    ext._plan_clear()
+    assert ext._plan_lookup(32, 256, 784, False, True, False) is None
+
+
+def test_table_refuses_entries_past_half_its_slots(fresh_plan):
+    taken = 0
+    while ext._plan_set(taken + 1, 3, 5, False, False, False, True):
+        taken += 1
+    assert taken == 2048
+    assert ext._plan_lookup(taken, 3, 5, False, False, False) is True
+    assert ext._plan_lookup(taken + 1, 3, 5, False, False, False) is None
+    # an entry already held can still change
+    assert ext._plan_set(7, 3, 5, False, False, False, False)
+    assert ext._plan_lookup(7, 3, 5, False, False, False) is False
+
+
+# shapes whose bits differ between the two kernels (float64 needs k > 256 for that);
+# the rule gives the first three to OpenBLAS (k > max_k), the last to the own GEMM
+_DIFFERING = [
+    ((32, 256, 784, False, False), np.float32),
+    ((32, 256, 784, False, False), np.float64),
+    ((64, 200, 300, True, False), np.float32),
+    ((64, 200, 300, True, False), np.float64),
+    ((48, 200, 300, False, True), np.float32),
+    ((48, 200, 300, False, True), np.float64),
+    ((784, 256, 32, True, False), np.float32),
+]
+
+
+@pytest.mark.parametrize(
+    "shape, dtype", _DIFFERING,
+    ids=[f"{'x'.join(map(str, s[:3]))}-{'NT'[s[3]]}{'NT'[s[4]]}-{np.dtype(d).name}"
+         for s, d in _DIFFERING],
+)  # fmt: skip
+def test_the_measured_choice_runs_in_both_backends(fresh_plan, shape, dtype):
+    """An entry sends its product to the kernel it names, whatever the rule says, in
+    the Cython and the Numba backend; products without one keep the rule."""
+    a, b = _operands(shape, dtype)
+    own = _cython(a, b, shape, gemm_plan.MODE_OWN)
+    blas = _cython(a, b, shape, gemm_plan.MODE_BLAS)
+    assert not np.array_equal(own, blas)  # else this test could not tell them apart
+    m, n, k, ta, tb = shape
+    rule_own = GEMM_PLAN.rule_takes(n, k)
+    assert rule_own == (k == 32)  # both rule outcomes are covered
+    for choice in (True, False):
+        ext._plan_clear()
+        want = own if choice else blas
+        assert ext._plan_set(m, n, k, ta, tb, dtype == np.float64, choice)
+        np.testing.assert_array_equal(_cython(a, b, shape, gemm_plan.MODE_PLAN), want)
+        np.testing.assert_array_equal(_numba(a, b, shape), want)
+        # the other dtype's entry is another product: the rule
+        ext._plan_clear()
+        assert ext._plan_set(m, n, k, ta, tb, dtype != np.float64, choice)
+        rule = own if rule_own else blas
+        np.testing.assert_array_equal(_cython(a, b, shape, gemm_plan.MODE_PLAN), rule)
+        np.testing.assert_array_equal(_numba(a, b, shape), rule)
+
+
+@pytest.mark.parametrize(
+    "ratio, rule, own",
+    [(0.94, False, True), (0.96, False, False), (0.96, True, True), (1.04, True, True),
+     (1.06, True, False), (1.04, False, False)],
+)  # fmt: skip
+def test_a_measurement_overrides_the_rule_only_past_the_margin(ratio, rule, own):
+    class Plan:
+        def rule_takes(self, n, k):
+            return rule
+
+    product = wisdom.Product(32, 256, 784, False, False)
+    assert wisdom.MARGIN == 0.05
+    assert wisdom._choice(Plan(), product, ratio) == {
+        "own": own,
+        "ratio": ratio,
+        "rule": rule,
+    }
+
+
+def test_a_step_too_large_to_time_is_left_to_the_rule(fresh_plan, monkeypatch):
+    monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(wisdom, "MAX_STEP_FLOPS", 5e4)
+    wisdom.plan_training(32, [(20, 24), (24, 3)], np.float32)  # 7.5e4 flops
+    assert wisdom.loaded() == {} and not fresh_plan.exists()
+
+
+def test_the_step_is_timed_product_by_product():
+    """Every product of the step gets a ratio, one per shape, positive."""
+    widths = [(30, 40), (40, 40), (40, 5)]  # two layers of one shape
+    ratios = wisdom._measure_step(ext, gemm_plan, 16, widths, np.dtype(np.float32))
+    assert set(ratios) == set(wisdom.training_products(16, widths))
+    assert all(0 < r < 100 for r in ratios.values())
+
+
+def test_training_products_are_the_steps():
+    assert wisdom.training_products(32, [(784, 256), (256, 10)]) == [
+        (32, 256, 784, False, False),
+        (784, 256, 32, True, False),
+        (32, 10, 256, False, False),
+        (256, 10, 32, True, False),
+        (32, 256, 10, False, True),
+    ]
+
+
+def _model(backend, dtype=np.float32, **kw):
+    return fastnn.Sequential(
+        [fastnn.Linear(20, 24), fastnn.ReLU(), fastnn.Linear(24, 16), fastnn.Tanh(),
+         fastnn.Linear(16, 3)],
+        backend=backend, dtype=dtype, **kw,
+    )  # fmt: skip
+
+
+def _data(n=70):
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((n, 20)).astype(np.float32), rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("compiled_step", [True, False], ids=["fused", "layers"])
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_planning_covers_every_product_of_training(fresh_plan, backend, compiled_step):
+    """A fit looks up no product it did not plan: each one runs its measured kernel,
+    the same in every process (none falls back to the rule mid-fit)."""
+    X, y = _data()
+    model = _model(backend)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0, compiled_step=compiled_step)
+    ext._plan_record(True)
+    try:
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0,
+                  compiled_step=compiled_step)  # fmt: skip
+    finally:
+        missed = ext._plan_record(False)
+    assert missed == []
+    # both batch shapes (16 rows and the last 6) were measured and kept
+    keys = set(wisdom.loaded())
+    for rows in (16, 6):
+        for p in wisdom.training_products(rows, [(20, 24), (24, 16), (16, 3)]):
+            assert p.key(np.float32) in keys
+
+
+def test_the_plan_is_measured_once_and_kept(fresh_plan, monkeypatch):
+    X, y = _data()
+    old_umask = os.umask(0o027)
+    try:
+        _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    finally:
+        os.umask(old_umask)
+    files = list(fresh_plan.glob("gemm-plan-*.json"))
+    assert len(files) == 1
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o640  # 0666 less the umask
+    doc = json.loads(files[0].read_text())
+    assert doc["format"] == wisdom.FORMAT and doc["machine"]["isa"] == GEMM_PLAN.isa
+    products = doc["products"]
+    expected = {
+        p.key(np.float32)
+        for rows in (32, 6)
+        for p in wisdom.training_products(rows, [(20, 24), (24, 16), (16, 3)])
+    }
+    assert set(products) == expected
+    for v in products.values():  # the faster kernel past the margin, else the rule
+        assert v["own"] == (
+            v["ratio"] < 1 - wisdom.MARGIN
+            or (v["rule"] and v["ratio"] <= 1 + wisdom.MARGIN)
+        )
+    before = wisdom.loaded()
+
+    def fail(*args):
+        raise AssertionError("measured a product the file holds")
+
+    monkeypatch.setattr(wisdom, "_measure_step", fail)
+    wisdom._forget()  # as a new process: the file's choices, none measured
+    _model("numba").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert wisdom.loaded() == before
+    for key, own in before.items():
+        dtype, shape, trans = key.split(" ")
+        m, n, k = map(int, shape.split("x"))
+        got = ext._plan_lookup(m, n, k, trans[0] == "T", trans[1] == "T", False)
+        assert got is own
+
+
+def test_an_unwritable_folder_leaves_every_product_to_the_rule(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+    wisdom._forget()
+    try:
+        X, y = _data()
+        _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+        assert wisdom.loaded() == {}
+        assert ext._plan_lookup(32, 24, 20, False, False, False) is None
+        assert "the rule alone (cannot keep the plan" in wisdom.status()["how"]
+    finally:
+        wisdom._forget()
+
+
+def test_rule_mode_measures_nothing(fresh_plan, monkeypatch):
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")
+    monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+    X, y = _data()
+    _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert wisdom.loaded() == {} and not fresh_plan.exists()
+    assert "FASTNN_GEMM_PLAN=rule" in wisdom.status()["how"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"format": "other"}', None],
+    ids=["garbled", "foreign", "another-machine"],
+)
+def test_a_bad_plan_file_is_named_and_measured_again(fresh_plan, content):
+    X, y = _data()
+    _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    doc = json.loads(path.read_text())
+    if content is None:
+        doc["machine"]["cpu"] = "another CPU"
+        content = json.dumps(doc)
+    path.write_text(content)
+    wisdom._forget()
+    with pytest.warns(RuntimeWarning, match="ignoring the GEMM plan .*measured again"):
+        _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert set(json.loads(path.read_text())["products"]) == set(doc["products"])
+
+
+_PROCESS = """
+import json, numpy as np
+from fastnn import _gemm_wisdom as w
+w.plan_training(48, [(300, 200), (200, 40)], np.float32)
+print(json.dumps(w.loaded(), sort_keys=True))
+"""
+
+
+def test_processes_that_start_together_run_one_plan(fresh_plan):
+    """Two processes planning the same products at once: one measures, the other
+    waits on the file lock and reads its choices."""
+    env = dict(os.environ, FASTNN_CACHE_DIR=str(fresh_plan))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS], env=env, stdout=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    first, second = (json.loads(o) for o in outs)
+    assert first == second and len(first) == 5
+
+
+def test_info_says_how_products_are_chosen(fresh_plan):
+    X, y = _data()
+    _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    state = wisdom.status()
+    assert state["how"].startswith("measured per product shape")
+    assert state["kept"] == state["in_use"] == len(wisdom.loaded()) > 0
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "info"], capture_output=True, text=True,
+        env=dict(os.environ, FASTNN_CACHE_DIR=str(fresh_plan)), check=True,
+    ).stdout  # fmt: skip
+    (line,) = [x for x in out.splitlines() if x.startswith("GEMM plan:")]
+    assert "measured per product shape" in line
+    assert f"{state['kept']} kept in {state['file']}" in line
+
+
+def test_the_file_keeps_the_latest_products(fresh_plan, monkeypatch):
+    monkeypatch.setattr(wisdom, "MAX_KEPT", 7)
+    widths = [(20, 24), (24, 3)]  # 5 products a step
+    for rows in (16, 8):
+        wisdom.plan_training(rows, widths, np.float32)
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    kept = list(json.loads(path.read_text())["products"])
+    keys = [p.key(np.float32) for rows in (16, 8)
+            for p in wisdom.training_products(rows, widths)]  # fmt: skip
+    assert kept == keys[-7:]
+    assert len(wisdom.loaded()) == 10  # this process still runs all it measured
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_lock_held_too_long_leaves_the_rule_not_a_hang(fresh_plan, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")  # noqa: F841 (POSIX only)
+    widths = [(20, 24), (24, 3)]
+    wisdom.plan_training(16, widths, np.float32)  # creates the file and its lock
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path) + ".lock"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(wisdom, "LOCK_WAIT_S", 0.3)
+        monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+        wisdom.plan_training(8, widths, np.float32)
+    finally:
+        holder.kill()
+        holder.wait()
+    how = wisdom.status()["how"]
+    assert "held" in how and "the rule alone" in how
+    eight = {p.key(np.float32) for p in wisdom.training_products(8, widths)}
+    assert not eight & set(wisdom.loaded())
