@@ -5,13 +5,13 @@ exist for AVX-512F, AVX2+FMA and a portable vector-extension fallback; the best 
 CPU runs is picked at import from its features (never from build flags);
 ``FASTNN_ISA`` forces a lower one (kernels/isa.py: the choice for every kernel family).
 
-The plan (one for both compiled backends): a product whose shape
-was measured (fastnn/_gemm_wisdom.py: the products of a training step, timed once per
-CPU and kept on disk) goes to the kernel that was faster; any other goes to fastnn's
-GEMM when ``k <= max_k`` and ``n >= min_n`` (the rule), else to OpenBLAS. It judges the
-whole product, and every fixed block of C that one thread computes (the split of
-kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same kernel, so the bits of C
-never depend on the split.
+The plan (one for both compiled backends): a product whose shape was measured
+(fastnn/_gemm_wisdom.py: the products of a training step, timed once per machine and
+kept on disk) goes to the kernel found more than 5% faster, if either was; any other
+goes to fastnn's GEMM when ``k <= max_k`` and ``n >= min_n`` (the rule), else to
+OpenBLAS. It judges the whole product, and every fixed block of C that one thread
+computes (the split of kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same
+kernel, so the bits of C never depend on the split.
 The rule's bounds come from the kernel's own parameters and the CPU's L1d: ``max_k``
 is the most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the
 tile runs its whole k against an L1-resident panel, with room left for the rows of A
@@ -57,8 +57,9 @@ class GemmPlan:
         forced = "" if self.isa == self.cpu_isa else f" (forced; CPU: {self.cpu_isa})"
         return (
             f"fastnn's own ({self.isa}{forced}; tiles {mr}x{nr} float32, "
-            f"{mr64}x{nr64} float64) for products with k <= {self.max_k} and "
-            f"n >= {self.min_n}, OpenBLAS for the rest"
+            f"{mr64}x{nr64} float64) for the products the measured plan gives it "
+            f"and, where it has measured none, those with k <= {self.max_k} and "
+            f"n >= {self.min_n}; OpenBLAS for the rest"
         )
 
 
