@@ -129,7 +129,8 @@ def in_build(build_lib: Path, environ: Mapping[str, str]) -> int | None:
     precompile is skipped (``FASTNN_NUMBA_PRECOMPILE=0`` in ``environ``): the wheel
     would ship them, and Numba loads an entry whose inlined helpers in another module
     have changed since (kernels/nb/_options.py). Then the precompile runs in a fresh
-    process that imports the built package, with no ``NUMBA_*`` variable:
+    process that imports the built package, with no ``NUMBA_*`` variable (and
+    ``FASTNN_GEMM_PLAN=rule``: nothing to measure for a build):
     ``NUMBA_CACHE_DIR`` would send the cache out of the package, and settings such as
     ``NUMBA_OPT``, ``NUMBA_BOUNDSCHECK`` or ``NUMBA_DEBUGINFO`` change the compiled
     code but not Numba's cache key, so every user of the build would load code made
@@ -153,6 +154,9 @@ def in_build(build_lib: Path, environ: Mapping[str, str]) -> int | None:
     if environ.get("FASTNN_NUMBA_PRECOMPILE") == "0":
         return None
     env = {k: v for k, v in environ.items() if not k.startswith("NUMBA_")}
+    # its fits compile kernels; timing the GEMM plan there would only fill the
+    # builder's cache (fastnn/_gemm_wisdom.py)
+    env["FASTNN_GEMM_PLAN"] = "rule"
     paths = [str(build_lib.resolve()), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     print("fastnn: compiling the Numba kernels into their cache", file=sys.stderr)

@@ -209,4 +209,9 @@ def test_in_build_precompiles_the_built_package_without_numba_settings(
     ((command, cwd, env),) = runs
     assert command == [sys.executable, "-m", "fastnn.precompile"] and cwd == tmp_path
     built_first = os.pathsep.join([str(tmp_path.resolve()), "/build-env/site"])
-    assert env == {"PYTHONPATH": built_first, "HOME": "/home/user"}
+    # and no GEMM plan timed into the builder's cache
+    assert env == {
+        "PYTHONPATH": built_first,
+        "HOME": "/home/user",
+        "FASTNN_GEMM_PLAN": "rule",
+    }
