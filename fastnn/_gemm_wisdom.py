@@ -21,7 +21,8 @@ measured and the rule decides, so results never depend on a measurement's noise.
 A product measured after another computation ran the same shape by the rule changes
 that shape's kernel for the rest of the process (the last bits of its results); steps
 of more than :data:`MAX_STEP_FLOPS` are not measured (the rule's choice there costs
-less than timing them would).
+less than timing them would), and a process that has measured for :data:`BUDGET_S`
+keeps each new shape as the rule's choice, unmeasured.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import statistics
 import threading
 import time
@@ -54,12 +56,21 @@ MAX_STEP_FLOPS = 1e9
 MAX_KEPT = 1024
 #: Seconds to wait for another process measuring the same machine's plan.
 LOCK_WAIT_S = 60.0
+#: Seconds of measuring one process may spend; past them a new shape is entered as the
+#: rule's choice, unmeasured (kept, so every process runs it alike): a stream of fits
+#: on ever new numbers of rows (partial_fit on chunks of any size) must not pay for
+#: timing each.
+BUDGET_S = 3.0
 #: Rounds of the step's products, each kernel in turn (the order alternates).
 ROUNDS = 15
 #: A measurement overrides the rule only when the other kernel's time is at least
 #: this fraction lower (the median of the paired ratios): a closer call is within the
 #: noise of a shared machine (differences of 1-5% come and go between runs).
 MARGIN = 0.05
+
+
+#: A product's key in the file (Product.key).
+_KEY = re.compile(r"(float32|float64) [1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]* [NT][NT]")
 
 
 class Product(NamedTuple):
@@ -93,6 +104,7 @@ def training_products(rows: int, widths: list[tuple[int, int]]) -> list[Product]
 _lock = threading.Lock()
 _loaded: dict[str, bool] = {}  # entries of this machine's file now in the table
 _disabled: str | None = None  # why measured choices are not used in this process
+_spent_s = 0.0  # measuring time of this process so far
 
 
 def _reset_after_fork() -> None:
@@ -166,8 +178,10 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
             and doc.get("machine") == machine
             and isinstance(doc.get("products"), dict)
             and all(
-                isinstance(v, dict) and isinstance(v.get("own"), bool)
-                for v in doc["products"].values()
+                _KEY.fullmatch(k)
+                and isinstance(v, dict)
+                and isinstance(v.get("own"), bool)
+                for k, v in doc["products"].items()
             )
         )
     except (ValueError, AttributeError):
@@ -279,10 +293,13 @@ def _measure_step(ext, plan_module, rows, widths, dtype) -> dict[Product, float]
     }
 
 
-def _choice(plan, product: Product, ratio: float) -> dict[str, object]:
+def _choice(plan, product: Product, ratio: float | None) -> dict[str, object]:
     """The file's entry for a product measured at ``ratio`` (own time / OpenBLAS's):
-    the kernel faster by more than MARGIN, else the rule's."""
+    the kernel faster by more than MARGIN, else the rule's (None: not measured, the
+    rule's)."""
     rule = plan.rule_takes(product.n, product.k)
+    if ratio is None:
+        return {"own": rule, "ratio": None, "rule": rule}
     own = True if ratio < 1 - MARGIN else False if ratio > 1 + MARGIN else rule
     return {"own": own, "ratio": round(ratio, 4), "rule": rule}
 
@@ -291,7 +308,7 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     """Make sure each product of a training step on ``rows`` rows (layers of (in,
     out) ``widths``, ``dtype``) has its measured kernel in the table (see the module
     docstring); measures those this machine's file lacks and adds them to it."""
-    global _disabled
+    global _disabled, _spent_s
     if rows < 1 or os.environ.get("FASTNN_GEMM_PLAN", "measure") == "rule":
         return
     found = _extension()
@@ -315,9 +332,14 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
                 missing = [p for p in wanted if p.key(dtype) not in products]
                 if not missing:
                     return
-                ratios = _measure_step(ext, plan_module, rows, widths, dtype)
+                if _spent_s < BUDGET_S:
+                    start = time.perf_counter()
+                    ratios = _measure_step(ext, plan_module, rows, widths, dtype)
+                    _spent_s += time.perf_counter() - start
+                else:
+                    ratios = {}
                 for p in missing:
-                    products[p.key(dtype)] = _choice(plan, p, ratios[p])
+                    products[p.key(dtype)] = _choice(plan, p, ratios.get(p))
                 kept = dict(list(products.items())[-MAX_KEPT:])  # oldest out
                 doc = {"format": FORMAT, "version": VERSION, "machine": machine,
                        "products": kept}  # fmt: skip
@@ -357,9 +379,10 @@ def loaded() -> dict[str, bool]:
 
 def _forget() -> None:
     """Empty the table and this module's state (tests)."""
-    global _disabled
+    global _disabled, _spent_s
     found = _extension()
     if found is not None:
         found[0]._plan_clear()
     _loaded.clear()
     _disabled = None
+    _spent_s = 0.0

@@ -374,3 +374,36 @@ def test_a_lock_held_too_long_leaves_the_rule_not_a_hang(fresh_plan, monkeypatch
     assert "held" in how and "the rule alone" in how
     eight = {p.key(np.float32) for p in wisdom.training_products(8, widths)}
     assert not eight & set(wisdom.loaded())
+
+
+def test_past_the_budget_new_shapes_are_kept_as_the_rule(fresh_plan, monkeypatch):
+    """A process that has spent its measuring time enters new shapes unmeasured, as
+    the rule's choice, and keeps them so: every process then runs them alike."""
+    widths = [(20, 24), (24, 3)]
+    wisdom.plan_training(16, widths, np.float32)  # measured
+    monkeypatch.setattr(wisdom, "BUDGET_S", 0.0)
+    monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+    wisdom.plan_training(9, widths, np.float32)
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    products = json.loads(path.read_text())["products"]
+    for p in wisdom.training_products(9, widths):
+        entry = products[p.key(np.float32)]
+        assert entry == {"own": entry["rule"], "ratio": None, "rule": entry["rule"]}
+        assert entry["rule"] == GEMM_PLAN.rule_takes(p.n, p.k)
+        assert wisdom.loaded()[p.key(np.float32)] is entry["rule"]
+    assert all(
+        products[p.key(np.float32)]["ratio"] is not None
+        for p in wisdom.training_products(16, widths)
+    )
+
+
+def test_a_malformed_key_makes_the_file_foreign(fresh_plan):
+    wisdom.plan_training(16, [(20, 24), (24, 3)], np.float32)
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    doc = json.loads(path.read_text())
+    doc["products"]["float32 16x0x20 NN"] = {"own": True}
+    path.write_text(json.dumps(doc))
+    wisdom._forget()
+    with pytest.warns(RuntimeWarning, match="ignoring the GEMM plan"):
+        wisdom.plan_training(16, [(20, 24), (24, 3)], np.float32)
+    assert "float32 16x0x20 NN" not in json.loads(path.read_text())["products"]
