@@ -11,11 +11,13 @@ product from then on; closer calls keep the rule's choice. Choices are kept on d
 per machine (CPU model, instruction set, cache sizes, BLAS library, fastnn version),
 like FFTW's wisdom, so each shape is measured once per machine: a later process reads
 them and runs the same kernels, so a fit with a fixed seed gives the same bits in
-every process.
+every process. A process enters in the kernels' table the choices of the steps it
+trains only, not all the file holds (those of every program run on the machine).
 
 Where the choices cannot be kept on disk (a read-only cache folder), nothing is
 measured and the rule decides, so results never depend on a measurement's noise.
-``FASTNN_GEMM_PLAN=rule`` turns measuring off; ``FASTNN_CACHE_DIR`` moves the folder
+``FASTNN_GEMM_PLAN=rule`` turns measuring off (``measure``, the default, turns it on;
+another value is an error); ``FASTNN_CACHE_DIR`` moves the folder
 (default ``$XDG_CACHE_HOME/fastnn``, else ``~/.cache/fastnn``).
 
 A product measured after another computation ran the same shape by the rule changes
@@ -114,6 +116,17 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _setting() -> str:
+    """FASTNN_GEMM_PLAN, read as kernels/isa.py reads FASTNN_ISA: "measure" (also
+    when unset or empty) or "rule"; a ValueError naming any other value (a typo must
+    not pass for either)."""
+    raw = os.environ.get("FASTNN_GEMM_PLAN", "")
+    value = raw.strip().lower() or "measure"
+    if value not in ("measure", "rule"):
+        raise ValueError(f"FASTNN_GEMM_PLAN={raw!r}: expected measure or rule")
+    return value
 
 
 def _extension():
@@ -309,7 +322,7 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     out) ``widths``, ``dtype``) has its measured kernel in the table (see the module
     docstring); measures those this machine's file lacks and adds them to it."""
     global _disabled, _spent_s
-    if rows < 1 or os.environ.get("FASTNN_GEMM_PLAN", "measure") == "rule":
+    if rows < 1 or _setting() == "rule":
         return
     found = _extension()
     if found is None:
@@ -328,28 +341,28 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with _file_lock(path):
                 products = _read(path, machine)
-                _enter(ext, products)
                 missing = [p for p in wanted if p.key(dtype) not in products]
-                if not missing:
-                    return
-                if _spent_s < BUDGET_S:
-                    start = time.perf_counter()
-                    ratios = _measure_step(ext, plan_module, rows, widths, dtype)
-                    _spent_s += time.perf_counter() - start
-                else:
-                    ratios = {}
-                for p in missing:
-                    products[p.key(dtype)] = _choice(plan, p, ratios.get(p))
-                kept = dict(list(products.items())[-MAX_KEPT:])  # oldest out
-                doc = {"format": FORMAT, "version": VERSION, "machine": machine,
-                       "products": kept}  # fmt: skip
-                text = json.dumps(doc, indent=1).encode()
-                write_atomic(path, lambda f: f.write(text))
+                if missing:
+                    if _spent_s < BUDGET_S:
+                        start = time.perf_counter()
+                        ratios = _measure_step(ext, plan_module, rows, widths, dtype)
+                        _spent_s += time.perf_counter() - start
+                    else:
+                        ratios = {}
+                    for p in missing:
+                        products[p.key(dtype)] = _choice(plan, p, ratios.get(p))
+                    kept = dict(list(products.items())[-MAX_KEPT:])  # oldest out
+                    doc = {"format": FORMAT, "version": VERSION, "machine": machine,
+                           "products": kept}  # fmt: skip
+                    text = json.dumps(doc, indent=1).encode()
+                    write_atomic(path, lambda f: f.write(text))
         except OSError as exc:
             # a measurement kept nowhere would differ between processes: the rule
             _disabled = f"cannot keep the plan in {path.parent}: {exc}"
             return
-        _enter(ext, products)
+        # this step's choices only: the file also holds those of every other program
+        # run on this machine, which must not change this one's bits
+        _enter(ext, {p.key(dtype): products[p.key(dtype)] for p in wanted})
 
 
 def status() -> dict[str, object]:
@@ -357,7 +370,14 @@ def status() -> dict[str, object]:
     keeps this machine's measurements, how many it holds and this process uses."""
     found = _extension()
     path = kept = None
-    if os.environ.get("FASTNN_GEMM_PLAN", "measure") == "rule":
+    try:
+        setting = _setting()
+    except ValueError as exc:
+        setting = str(exc)
+        how = f"none: a fit raises ValueError ({exc})"
+    if setting not in ("measure", "rule"):
+        pass
+    elif setting == "rule":
         how = "the rule alone (FASTNN_GEMM_PLAN=rule)"
     elif found is None:
         how = "OpenBLAS alone (no own GEMM)"

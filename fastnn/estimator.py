@@ -711,6 +711,7 @@ class _BaseMLP(BaseEstimator):
         params, grads = model._params, model._grads
         layout, alphas = model._train_layout, model._train_alphas
         work = aligned_empty(train_workspace_layout(layout, n)[2], work_dtype)
+        model._plan_gemm(n)  # its own workspace: each loss_grad is a step on n rows
 
         def loss_grad(packed):
             params[:] = packed

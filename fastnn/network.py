@@ -352,9 +352,8 @@ class Network:
         """Buffers for a batch of ``n`` rows, of the caller's own (not cached); for
         training, the products of a step on ``n`` rows get their measured kernels
         first (fastnn/_gemm_wisdom.py)."""
-        if train and self._kernels().name != "numpy":
-            widths = [(lin.in_features, lin.out_features) for lin in self.linears]
-            _gemm_wisdom.plan_training(n, widths, self.dtype)
+        if train:
+            self._plan_gemm(n)
         if train and self._train_layout is not None:
             return self._train_workspace(n)
         dt = self.dtype
@@ -377,6 +376,13 @@ class Network:
             dx=dxs,
             dlogits=aligned_empty((n, width), dt) if train else None,
         )
+
+    def _plan_gemm(self, n: int) -> None:
+        """Give the products of a training step on ``n`` rows their measured kernels
+        (fastnn/_gemm_wisdom.py) before the step first runs."""
+        if self._kernels().name != "numpy":
+            widths = [(lin.in_features, lin.out_features) for lin in self.linears]
+            _gemm_wisdom.plan_training(n, widths, self.dtype)
 
     def _target_buffer(self, n: int) -> np.ndarray:
         """A batch's targets: class indices, or (n, n_outputs) float values."""

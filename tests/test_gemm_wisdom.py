@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -407,3 +408,84 @@ def test_a_malformed_key_makes_the_file_foreign(fresh_plan):
     with pytest.warns(RuntimeWarning, match="ignoring the GEMM plan"):
         wisdom.plan_training(16, [(20, 24), (24, 3)], np.float32)
     assert "float32 16x0x20 NN" not in json.loads(path.read_text())["products"]
+
+
+def _fake_measurement(ratio):
+    """_measure_step stand-in: every product of the step measured at ``ratio``."""
+    return lambda ext, plan_module, rows, widths, dtype: {
+        p: ratio for p in wisdom.training_products(rows, widths)
+    }
+
+
+def test_a_fit_runs_none_of_the_choices_other_programs_kept(fresh_plan, monkeypatch):
+    """The file holds the steps of every program run on the machine; a fit enters
+    its own step's, so its bits (here a prediction on rows that no step of it has)
+    do not depend on what else was measured before it."""
+    monkeypatch.setattr(wisdom, "_measure_step", _fake_measurement(0.5))  # own wins
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+
+    def fit_and_score():  # as a new process running one program
+        wisdom._forget()
+        model = fastnn.Sequential(
+            [fastnn.Linear(784, 256), fastnn.ReLU(), fastnn.Linear(256, 10)],
+            backend="cython",
+        )  # fmt: skip
+        model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0)
+        return model.decision_function(X[:20])
+
+    alone = fit_and_score()
+    # another program trains on batches of 20 rows: the file now holds those
+    wisdom._forget()
+    wisdom.plan_training(20, [(784, 256), (256, 10)], np.float32)
+    assert ext._plan_lookup(20, 256, 784, False, False, False) is True
+    assert not GEMM_PLAN.rule_takes(256, 784)  # the rule's kernel differs
+    np.testing.assert_array_equal(fit_and_score(), alone)
+    assert ext._plan_lookup(20, 256, 784, False, False, False) is None
+
+
+@pytest.mark.parametrize("value", ["rules", "off", "0", "Measure please"])
+def test_an_unknown_plan_setting_is_named(fresh_plan, monkeypatch, value):
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", value)
+    monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))
+    X, y = _data()
+    with pytest.raises(ValueError, match=f"FASTNN_GEMM_PLAN={value!r}: expected"):
+        _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert not fresh_plan.exists()
+    assert f"FASTNN_GEMM_PLAN={value!r}" in wisdom.status()["how"]  # info still runs
+
+
+@pytest.mark.parametrize("value", ["", " Rule ", "MEASURE"])
+def test_plan_settings_read_like_fastnn_isa(fresh_plan, monkeypatch, value):
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", value)
+    X, y = _data()
+    _model("cython").fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert fresh_plan.exists() == (value.strip().lower() != "rule")
+
+
+_ESTIMATOR_FITS = {
+    "sgd-weighted": lambda est, X, y, w: est.fit(X, y, sample_weight=w),
+    "adam-partial": lambda est, X, y, w: est.partial_fit(X, y, classes=[0, 1, 2]),
+    "lbfgs": lambda est, X, y, w: est.fit(X, y),
+}
+
+
+@pytest.mark.parametrize("how", list(_ESTIMATOR_FITS))
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_planning_covers_every_product_of_an_estimators_fit(fresh_plan, backend, how):
+    from fastnn.estimator import MLPClassifier
+
+    X, y = _data()
+    w = np.linspace(0.5, 1.5, len(y))
+    solver = {"sgd-weighted": "sgd", "adam-partial": "adam"}.get(how, how)
+    est = MLPClassifier(hidden_layer_sizes=(24, 16), solver=solver, batch_size=16,
+                        max_iter=2, backend=backend, random_state=0)  # fmt: skip
+    ext._plan_record(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # not converged
+            _ESTIMATOR_FITS[how](est, X, y, w)
+    finally:
+        missed = ext._plan_record(False)
+    assert missed == []
