@@ -14,6 +14,11 @@ them and runs the same kernels, so a fit with a fixed seed gives the same bits i
 every process. A process enters in the kernels' table the choices of the steps it
 trains only, not all the file holds (those of every program run on the machine).
 
+A process enters only the choices of the steps it trains (the file holds every
+program's) and, before a prediction on n rows, the file's choices for those forward
+products (:func:`enter_kept`, measuring nothing): a model predicts the rows of its
+training batches with the kernels it trained with, in any process that loads it.
+
 Where the choices cannot be kept on disk (a read-only cache folder), nothing is
 measured and the rule decides, so results never depend on a measurement's noise.
 ``FASTNN_GEMM_PLAN=rule`` turns measuring off (``measure``, the default, turns it on;
@@ -363,6 +368,31 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
         # this step's choices only: the file also holds those of every other program
         # run on this machine, which must not change this one's bits
         _enter(ext, {p.key(dtype): products[p.key(dtype)] for p in wanted})
+
+
+def enter_kept(rows: int, widths: list[tuple[int, int]], dtype) -> None:
+    """Before a model first predicts ``rows`` rows (layers of (in, out) ``widths``):
+    enter the choices this machine's file keeps for those forward products, measuring
+    nothing. So a model predicts n rows with the kernels its training on batches of n
+    rows ran, in the process that trained it and in any that loads it; a product no
+    step on this machine has measured keeps the rule."""
+    if rows < 1 or _setting() == "rule":
+        return
+    found = _extension()
+    if found is None:
+        return
+    ext, plan, _ = found
+    dtype = np.dtype(dtype)
+    keys = [
+        Product(rows, fan_out, fan_in, False, False).key(dtype)
+        for fan_in, fan_out in widths
+    ]
+    with _lock:
+        if _disabled is not None or all(key in _loaded for key in keys):
+            return
+        machine = _machine(plan)
+        products = _read(_file_for(machine), machine)
+        _enter(ext, {key: products[key] for key in keys if key in products})
 
 
 def status() -> dict[str, object]:

@@ -349,11 +349,10 @@ class Network:
         return ws
 
     def _new_workspace(self, n: int, train: bool) -> _Workspace:
-        """Buffers for a batch of ``n`` rows, of the caller's own (not cached); for
-        training, the products of a step on ``n`` rows get their measured kernels
-        first (fastnn/_gemm_wisdom.py)."""
-        if train:
-            self._plan_gemm(n)
+        """Buffers for a batch of ``n`` rows, of the caller's own (not cached); the
+        products that run on ``n`` rows get their measured kernels first
+        (fastnn/_gemm_wisdom.py)."""
+        self._plan_gemm(n, train)
         if train and self._train_layout is not None:
             return self._train_workspace(n)
         dt = self.dtype
@@ -377,12 +376,16 @@ class Network:
             dlogits=aligned_empty((n, width), dt) if train else None,
         )
 
-    def _plan_gemm(self, n: int) -> None:
+    def _plan_gemm(self, n: int, train: bool = True) -> None:
         """Give the products of a training step on ``n`` rows their measured kernels
-        (fastnn/_gemm_wisdom.py) before the step first runs."""
+        (fastnn/_gemm_wisdom.py) before the step first runs; for a prediction, those
+        this machine's plan keeps for its forward products (nothing is measured)."""
         if self._kernels().name != "numpy":
             widths = [(lin.in_features, lin.out_features) for lin in self.linears]
-            _gemm_wisdom.plan_training(n, widths, self.dtype)
+            if train:
+                _gemm_wisdom.plan_training(n, widths, self.dtype)
+            else:
+                _gemm_wisdom.enter_kept(n, widths, self.dtype)
 
     def _target_buffer(self, n: int) -> np.ndarray:
         """A batch's targets: class indices, or (n, n_outputs) float values."""

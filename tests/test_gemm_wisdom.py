@@ -417,32 +417,72 @@ def _fake_measurement(ratio):
     }
 
 
-def test_a_fit_runs_none_of_the_choices_other_programs_kept(fresh_plan, monkeypatch):
+def test_a_fit_trains_with_its_own_steps_choices_only(fresh_plan, monkeypatch):
     """The file holds the steps of every program run on the machine; a fit enters
-    its own step's, so its bits (here a prediction on rows that no step of it has)
-    do not depend on what else was measured before it."""
+    its own step's (a prediction adds the forward products of its rows, if kept)."""
     monkeypatch.setattr(wisdom, "_measure_step", _fake_measurement(0.5))  # own wins
+    widths = [(784, 256), (256, 10)]
+    wisdom.plan_training(20, widths, np.float32)  # another program's batches of 20
+    wisdom._forget()
     rng = np.random.default_rng(2)
     X = rng.standard_normal((64, 784)).astype(np.float32)
     y = rng.integers(0, 10, 64)
+    model = fastnn.Sequential(
+        [fastnn.Linear(784, 256), fastnn.ReLU(), fastnn.Linear(256, 10)],
+        backend="cython",
+    )  # fmt: skip
+    model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0)
+    step = {p.key(np.float32) for p in wisdom.training_products(32, widths)}
+    assert set(wisdom.loaded()) == step
+    model.decision_function(X[:20])
+    forward = {
+        wisdom.Product(20, o, i, False, False).key(np.float32) for i, o in widths
+    }
+    assert set(wisdom.loaded()) == step | forward
 
-    def fit_and_score():  # as a new process running one program
-        wisdom._forget()
-        model = fastnn.Sequential(
-            [fastnn.Linear(784, 256), fastnn.ReLU(), fastnn.Linear(256, 10)],
-            backend="cython",
-        )  # fmt: skip
-        model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0)
-        return model.decision_function(X[:20])
 
-    alone = fit_and_score()
-    # another program trains on batches of 20 rows: the file now holds those
-    wisdom._forget()
-    wisdom.plan_training(20, [(784, 256), (256, 10)], np.float32)
-    assert ext._plan_lookup(20, 256, 784, False, False, False) is True
+_PREDICT = """
+import sys, numpy as np, fastnn
+model = fastnn.load(sys.argv[1])
+X = np.load(sys.argv[2])
+np.save(sys.argv[3], model.decision_function(X))
+"""
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_a_loaded_model_predicts_its_batch_rows_as_in_training(
+    fresh_plan, monkeypatch, tmp_path, backend
+):
+    """A model predicts n rows with the kernels its training on batches of n rows
+    ran: in the process that trained it and in a new one that loads it."""
+    monkeypatch.setattr(wisdom, "_measure_step", _fake_measurement(0.5))  # own wins
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((96, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    model = fastnn.Sequential(
+        [fastnn.Linear(784, 256), fastnn.ReLU(), fastnn.Linear(256, 10)],
+        backend=backend,
+    )  # fmt: skip
+    model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0)
+    assert ext._plan_lookup(32, 256, 784, False, False, False) is True
     assert not GEMM_PLAN.rule_takes(256, 784)  # the rule's kernel differs
-    np.testing.assert_array_equal(fit_and_score(), alone)
-    assert ext._plan_lookup(20, 256, 784, False, False, False) is None
+    here = model.decision_function(X[:32])
+    path = tmp_path / "model.npz"
+    model.save(path)
+    np.save(tmp_path / "x.npy", X[:32])
+    subprocess.run(
+        [sys.executable, "-c", _PREDICT, str(path), str(tmp_path / "x.npy"),
+         str(tmp_path / "out.npy")],
+        check=True, env=dict(os.environ, FASTNN_CACHE_DIR=str(fresh_plan)),
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), here)
+    # a new process without the plan's choices predicts other bits: the test can fail
+    subprocess.run(
+        [sys.executable, "-c", _PREDICT, str(path), str(tmp_path / "x.npy"),
+         str(tmp_path / "rule.npy")],
+        check=True, env=dict(os.environ, FASTNN_GEMM_PLAN="rule"),
+    )  # fmt: skip
+    assert not np.array_equal(np.load(tmp_path / "rule.npy"), here)
 
 
 @pytest.mark.parametrize("value", ["rules", "off", "0", "Measure please"])
