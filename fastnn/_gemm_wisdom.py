@@ -11,8 +11,7 @@ product from then on; closer calls keep the rule's choice. Choices are kept on d
 per machine (CPU model, instruction set, cache sizes, BLAS library, fastnn version),
 like FFTW's wisdom, so each shape is measured once per machine: a later process reads
 them and runs the same kernels, so a fit with a fixed seed gives the same bits in
-every process. A process enters in the kernels' table the choices of the steps it
-trains only, not all the file holds (those of every program run on the machine).
+every process.
 
 A process enters only the choices of the steps it trains (the file holds every
 program's) and, before a prediction on n rows, the file's choices for those forward
@@ -51,7 +50,7 @@ import numpy as np
 
 from .checkpoint import write_atomic
 
-__all__ = ["Product", "plan_training", "training_products", "status"]
+__all__ = ["Product", "enter_kept", "plan_training", "status", "training_products"]
 
 FORMAT = "fastnn-gemm-plan"
 VERSION = 1
