@@ -321,14 +321,21 @@ def _choice(plan, product: Product, ratio: float | None) -> dict[str, object]:
     return {"own": own, "ratio": round(ratio, 4), "rule": rule}
 
 
+def _planning(rows: int):
+    """What _extension() returns when products on ``rows`` rows take planned
+    choices; None when the rule alone decides (no rows, FASTNN_GEMM_PLAN=rule, no
+    own GEMM)."""
+    if rows < 1 or _setting() == "rule":
+        return None
+    return _extension()
+
+
 def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     """Make sure each product of a training step on ``rows`` rows (layers of (in,
     out) ``widths``, ``dtype``) has its measured kernel in the table (see the module
     docstring); measures those this machine's file lacks and adds them to it."""
     global _disabled, _spent_s
-    if rows < 1 or _setting() == "rule":
-        return
-    found = _extension()
+    found = _planning(rows)
     if found is None:
         return
     ext, plan, plan_module = found
@@ -375,9 +382,7 @@ def enter_kept(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     nothing. So a model predicts n rows with the kernels its training on batches of n
     rows ran, in the process that trained it and in any that loads it; a product no
     step on this machine has measured keeps the rule."""
-    if rows < 1 or _setting() == "rule":
-        return
-    found = _extension()
+    found = _planning(rows)
     if found is None:
         return
     ext, plan, _ = found
