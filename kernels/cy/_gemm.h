@@ -147,7 +147,13 @@ fnn_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd)
 #undef NV
 
 /* ---------------- AVX-512F: 12 x 32 float, 12 x 16 double (24 of 32 registers) ---- */
+#ifdef FNN_AVX512_EMULATED
+/* tests/gemm_avx512_emulated.c: these kernels on a CPU without AVX-512, their
+ * _mm512 operations defined there as pairs of AVX2 ones */
+#define ATTR __attribute__((target("avx2,fma")))
+#else
 #define ATTR __attribute__((target("avx512f,fma")))
+#endif
 #define MR 12
 #define NV 2
 
@@ -229,6 +235,10 @@ static int fnn_gemm_cpu_isa(void)
 {
 #if FNN_X86
     __builtin_cpu_init();
+#ifdef FNN_AVX512_EMULATED
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FNN_ISA_AVX512;
+#endif
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
         && __builtin_cpu_supports("fma"))
