@@ -137,13 +137,18 @@ def _extension():
     """(the compiled GEMM module, its plan, kernels/gemm.py) or None: no own GEMM
     (the extension is not built or refuses to load, e.g. FASTNN_ISA names an ISA
     this CPU lacks; show_config says why), nothing to plan."""
+    return _import_extension()[0]
+
+
+def _import_extension():
+    """(_extension()'s value, None) or (None, why the extension does not load)."""
     try:
         from .kernels import gemm as plan_module
         from .kernels.cy import GEMM_PLAN
         from .kernels.cy import gemm as ext
-    except Exception:  # the backends' status reports the error itself
-        return None
-    return ext, GEMM_PLAN, plan_module
+    except Exception as exc:  # noqa: BLE001 - the reason is reported, not raised
+        return None, f"{type(exc).__name__}: {exc}"
+    return (ext, GEMM_PLAN, plan_module), None
 
 
 def _cache_dir() -> Path:
@@ -414,7 +419,9 @@ def status() -> dict[str, object]:
     elif setting == "rule":
         how = "the rule alone (FASTNN_GEMM_PLAN=rule)"
     elif found is None:
-        how = "OpenBLAS alone (no own GEMM)"
+        # e.g. FASTNN_ISA names an ISA this CPU lacks: then the compiled backends do
+        # not load either, and nothing runs OpenBLAS "alone"
+        how = f"none: fastnn's own GEMM does not load ({_import_extension()[1]})"
     elif _disabled is not None:
         how = f"the rule alone ({_disabled})"
     else:

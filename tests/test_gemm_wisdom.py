@@ -332,6 +332,18 @@ def test_info_says_how_products_are_chosen(fresh_plan):
     assert f"{state['kept']} kept in {state['file']}" in line
 
 
+def test_info_says_why_there_is_no_own_gemm():
+    """A FASTNN_ISA the kernels refuse: no compiled backend loads, so the plan line
+    must not claim that products run on OpenBLAS instead; it gives the reason."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "info"], capture_output=True, text=True,
+        env=dict(os.environ, FASTNN_ISA="no-such-isa"), check=True,
+    ).stdout  # fmt: skip
+    (line,) = [x for x in out.splitlines() if x.startswith("GEMM plan:")]
+    assert "none: fastnn's own GEMM does not load" in line
+    assert "ISAError" in line and "no-such-isa" in line
+
+
 def test_the_file_keeps_the_latest_products(fresh_plan, monkeypatch):
     monkeypatch.setattr(wisdom, "MAX_KEPT", 7)
     widths = [(20, 24), (24, 3)]  # 5 products a step
