@@ -5,8 +5,9 @@
  * the same operation on both halves: element-wise operations, so each lane gets the
  * bits the AVX-512 instruction gives it (an FMA stays one rounding). The one thing not
  * exercised is the compiler's AVX-512 code generation.
- * tests/test_gemm_avx512_emulated.py compiles this file (a shared library, no special
- * flags: the functions carry their own target attributes) and checks it. */
+ * tests/test_gemm_avx512_emulated.py compiles this file with the extension's flags (a
+ * shared library; no -m flags: the functions carry their own target attributes) and
+ * checks it. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>

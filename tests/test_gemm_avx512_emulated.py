@@ -17,13 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastnn.kernels import gemm as gemm_plan
 from fastnn.kernels.cy import gemm as ext
+from fastnn.kernels.isa import COMMON_FLAGS
 from tolerances import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).with_name("gemm_avx512_emulated.c")
 AVX2, AVX512 = 1, 2  # kernels/cy/_gemm.h FNN_ISA_*
 DTYPES = (np.float32, np.float64)
+# the installed extension's own GEMM runs FMA kernels (not FASTNN_ISA=generic's): its
+# bits are the emulated ones too
+FMA_EXTENSION = ext.get_isa() != "generic"
 
 # (m, n, k): ones, below / at / above the AVX-512 tile (12 rows; 32 float or 16
 # double columns) and the AVX2 one (6; 16 or 8), K around a packed panel's L1 limit,
@@ -51,7 +56,10 @@ def emulated(tmp_path_factory):
         pytest.skip("this CPU has no AVX2+FMA to emulate AVX-512 with")
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
     out = tmp_path_factory.mktemp("avx512") / "gemm_avx512_emulated.so"
-    cmd = [*cc, "-O2", "-fPIC", "-shared", f"-I{ROOT / 'kernels' / 'cy'}",
+    # setup.py's flags for the extension (no contraction of a*b+c: the kernels' bits),
+    # but -O2 for -O3: the same IEEE results without fast-math, in a quarter of the time
+    flags = ["-O2", "-fno-trapping-math", "-fno-math-errno", *COMMON_FLAGS]
+    cmd = [*cc, *flags, "-fPIC", "-shared", f"-I{ROOT / 'kernels' / 'cy'}",
            str(SOURCE), "-o", str(out), "-lm"]  # fmt: skip
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-4000:]
@@ -134,6 +142,10 @@ def test_avx512_kernels_match_numpy_and_the_avx2_bits(emulated, dtype, ta, tb, c
             assert_close(out[AVX512], oracle(a, b, c0[:, :n], ta, tb, alpha, beta),
                          dtype, kind="gemm", err_msg=case)  # fmt: skip
             np.testing.assert_array_equal(out[AVX512], out[AVX2], err_msg=case)
+            if FMA_EXTENSION:  # the installed build: AVX2 here, AVX-512 where it runs
+                installed = c0[:, :n].copy()
+                ext.gemm(a, b, installed, ta, tb, alpha, beta, gemm_plan.MODE_OWN)
+                np.testing.assert_array_equal(out[AVX512], installed, err_msg=case)
     finally:
         emulated.fnn_emu_set_caches(0, 0)
 
