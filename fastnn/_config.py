@@ -236,5 +236,14 @@ def show_config(file: Any = None) -> None:
     plan = _gemm_wisdom.status()
     kept = "" if plan["file"] is None else f"; {plan['kept']} kept in {plan['file']}"
     lines.append(f"GEMM plan: {plan['how']}{kept}")
+    measured = "; ".join(
+        f"from {work:,} work units on {threads} threads (measured)"
+        for threads, work in sorted(plan["parallel"].items())
+    )
+    default = f"from {kernels.parallel_min_work(1):,} work units"
+    lines.append(
+        "parallel:  element-wise kernels "
+        + (measured or default + " (measured when a model first trains on 2+ threads)")
+    )
     lines += _mpi_lines(cfg["distributed"])
     print("\n".join(lines), file=file if file is not None else sys.stdout)

@@ -24,6 +24,12 @@ measured and the rule decides, so results never depend on a measurement's noise.
 another value is an error); ``FASTNN_CACHE_DIR`` moves the folder
 (default ``$XDG_CACHE_HOME/fastnn``, else ``~/.cache/fastnn``).
 
+The same file keeps, per thread count, the size from which the element-wise kernels
+(activations, losses, the update) run in parallel (:func:`plan_parallel`): a float32
+relu timed serially and in parallel on sizes from 4,096 to 4M elements, the smallest
+size from which parallel wins by more than :data:`MARGIN` everywhere above. Where the
+serial/parallel line falls changes no result, only the speed.
+
 A product measured after another computation ran the same shape by the rule changes
 that shape's kernel for the rest of the process (the last bits of its results); steps
 of more than :data:`MAX_STEP_FLOPS` are not measured (the rule's choice there costs
@@ -42,15 +48,23 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .checkpoint import write_atomic
+from .threads import num_threads
 
-__all__ = ["Product", "enter_kept", "plan_training", "status", "training_products"]
+__all__ = [
+    "Product",
+    "enter_kept",
+    "plan_parallel",
+    "plan_training",
+    "status",
+    "training_products",
+]
 
 FORMAT = "fastnn-gemm-plan"
 VERSION = 1
@@ -74,6 +88,13 @@ ROUNDS = 15
 #: noise of a shared machine (differences of 1-5% come and go between runs).
 MARGIN = 0.05
 
+
+#: The serial threshold of the element-wise kernels (kernels.set_parallel_min_work) is
+#: measured on these sizes (work units: float32 relu elements, 4,096 to 4,194,304),
+#: each THRESHOLD_ROUNDS times in each mode, a sample at least THRESHOLD_SAMPLE_S long.
+THRESHOLD_SIZES = tuple(2**e for e in range(12, 23))
+THRESHOLD_ROUNDS = 5
+THRESHOLD_SAMPLE_S = 3e-4
 
 #: A product's key in the file (Product.key).
 _KEY = re.compile(r"(float32|float64) [1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]* [NT][NT]")
@@ -111,6 +132,7 @@ _lock = threading.Lock()
 _loaded: dict[str, bool] = {}  # entries of this machine's file now in the table
 _disabled: str | None = None  # why measured choices are not used in this process
 _spent_s = 0.0  # measuring time of this process so far
+_thresholds: dict[int, int] = {}  # serial thresholds entered, by thread count
 
 
 def _reset_after_fork() -> None:
@@ -183,17 +205,20 @@ def _file_for(machine: dict[str, object]) -> Path:
 
 
 def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
-    """The products of ``path`` (none when it is missing; a warning when it is
-    unreadable or not a plan of this machine: it is measured and written anew)."""
+    """The products and serial thresholds of ``path`` ({"products": ...,
+    "parallel": ...}, empty when it is missing; a warning when it is unreadable or
+    not a plan of this machine: it is measured and written anew)."""
+    empty = {"products": {}, "parallel": {}}
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return empty
     except OSError as exc:
         warnings.warn(f"cannot read the GEMM plan {path}: {exc}", RuntimeWarning, 2)
-        return {}
+        return empty
     try:
         doc = json.loads(text)
+        parallel = doc.get("parallel", {})
         ok = (
             doc.get("format") == FORMAT
             and doc.get("version") == VERSION
@@ -205,6 +230,14 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
                 and isinstance(v.get("own"), bool)
                 for k, v in doc["products"].items()
             )
+            and isinstance(parallel, dict)
+            and all(
+                re.fullmatch(r"[1-9][0-9]*", k)
+                and isinstance(v, dict)
+                and type(v.get("min_work")) is int
+                and v["min_work"] >= 1
+                for k, v in parallel.items()
+            )
         )
     except (ValueError, AttributeError):
         ok = False
@@ -215,8 +248,34 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
             RuntimeWarning,
             2,
         )
-        return {}
-    return doc["products"]
+        return empty
+    return {"products": doc["products"], "parallel": parallel}
+
+
+def _edit_file(plan, edit: Callable[[dict[str, dict]], bool]) -> dict[str, dict] | None:
+    """Under the file's lock: read this machine's file (_read), let ``edit`` add to
+    it (True when it did: then the file is written back, atomically, the latest
+    MAX_KEPT products kept). The contents, or None when the folder cannot keep them:
+    then measured choices are off in this process."""
+    global _disabled
+    machine = _machine(plan)
+    path = _file_for(machine)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path):
+            doc = _read(path, machine)
+            if edit(doc):
+                doc["products"] = dict(list(doc["products"].items())[-MAX_KEPT:])
+                text = json.dumps(
+                    {"format": FORMAT, "version": VERSION, "machine": machine, **doc},
+                    indent=1,
+                ).encode()
+                write_atomic(path, lambda f: f.write(text))
+    except OSError as exc:
+        # a measurement kept nowhere would differ between processes: the rule
+        _disabled = f"cannot keep the plan in {path.parent}: {exc}"
+        return None
+    return doc
 
 
 @contextlib.contextmanager
@@ -339,7 +398,6 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     """Make sure each product of a training step on ``rows`` rows (layers of (in,
     out) ``widths``, ``dtype``) has its measured kernel in the table (see the module
     docstring); measures those this machine's file lacks and adds them to it."""
-    global _disabled, _spent_s
     found = _planning(rows)
     if found is None:
         return
@@ -351,34 +409,114 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
     with _lock:
         if _disabled is not None or all(p.key(dtype) in _loaded for p in wanted):
             return
-        machine = _machine(plan)
-        path = _file_for(machine)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with _file_lock(path):
-                products = _read(path, machine)
-                missing = [p for p in wanted if p.key(dtype) not in products]
-                if missing:
-                    if _spent_s < BUDGET_S:
-                        start = time.perf_counter()
-                        ratios = _measure_step(ext, plan_module, rows, widths, dtype)
-                        _spent_s += time.perf_counter() - start
-                    else:
-                        ratios = {}
-                    for p in missing:
-                        products[p.key(dtype)] = _choice(plan, p, ratios.get(p))
-                    kept = dict(list(products.items())[-MAX_KEPT:])  # oldest out
-                    doc = {"format": FORMAT, "version": VERSION, "machine": machine,
-                           "products": kept}  # fmt: skip
-                    text = json.dumps(doc, indent=1).encode()
-                    write_atomic(path, lambda f: f.write(text))
-        except OSError as exc:
-            # a measurement kept nowhere would differ between processes: the rule
-            _disabled = f"cannot keep the plan in {path.parent}: {exc}"
+
+        def add_missing(doc: dict[str, dict]) -> bool:
+            global _spent_s
+            products = doc["products"]
+            missing = [p for p in wanted if p.key(dtype) not in products]
+            if not missing:
+                return False
+            ratios = {}
+            if _spent_s < BUDGET_S:
+                start = time.perf_counter()
+                ratios = _measure_step(ext, plan_module, rows, widths, dtype)
+                _spent_s += time.perf_counter() - start
+            for p in missing:
+                products[p.key(dtype)] = _choice(plan, p, ratios.get(p))
+            return True
+
+        doc = _edit_file(plan, add_missing)
+        if doc is None:
             return
         # this step's choices only: the file also holds those of every other program
         # run on this machine, which must not change this one's bits
-        _enter(ext, {p.key(dtype): products[p.key(dtype)] for p in wanted})
+        _enter(ext, {p.key(dtype): doc["products"][p.key(dtype)] for p in wanted})
+
+
+def _parallel_ratios(threads: int) -> dict[int, float]:
+    """Per size of THRESHOLD_SIZES, the median over THRESHOLD_ROUNDS of (a parallel
+    float32 relu's time / the serial one's) on ``threads`` threads (wall time; the
+    order alternates), through the Cython kernels, the serial threshold switched
+    between none and all for each."""
+    from . import kernels
+
+    raw = kernels.get_backend("cython").raw
+    relu = kernels.activation_code("relu")
+    x = np.random.default_rng(0).standard_normal(THRESHOLD_SIZES[-1], np.float32)
+    out = np.empty_like(x)
+
+    def per_call(size: int, parallel: bool, calls: int) -> float:
+        kernels.set_parallel_min_work(threads, 0 if parallel else 2**62)
+        xs, outs = x[:size], out[:size]
+        start = time.perf_counter()
+        for _ in range(calls):
+            raw.activation_forward(xs, outs, relu, 0.0)
+        return (time.perf_counter() - start) / calls
+
+    ratios = {}
+    for size in THRESHOLD_SIZES:
+        once = max(per_call(size, False, 1), per_call(size, True, 1))  # warm-up
+        calls = max(1, int(THRESHOLD_SAMPLE_S / max(once, 1e-7)))
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(THRESHOLD_ROUNDS):
+            for parallel in (True, False) if r % 2 == 0 else (False, True):
+                samples[parallel].append(per_call(size, parallel, calls))
+        ratios[size] = statistics.median(
+            p / q for p, q in zip(samples[True], samples[False], strict=True)
+        )
+    return ratios
+
+
+def _min_work(ratios: dict[int, float]) -> int:
+    """The serial threshold these ratios call for: the smallest size from which
+    parallel is faster by more than MARGIN at every size timed (twice the largest
+    when it never is)."""
+    chosen = 2 * max(ratios)
+    for size in sorted(ratios, reverse=True):
+        if ratios[size] >= 1 - MARGIN:
+            break
+        chosen = size
+    return chosen
+
+
+def plan_parallel(threads: int) -> None:
+    """Before a model first trains on ``threads`` threads: the compiled kernels'
+    serial threshold for that count (kernels.set_parallel_min_work), measured once
+    per machine and thread count and kept in the plan's file. A threshold changes no
+    result, only the speed; unmeasured (one thread, FASTNN_GEMM_PLAN=rule, no own
+    GEMM, the measuring budget spent), kernels/tuning.py's holds."""
+    from . import kernels
+
+    found = _planning(1)
+    if found is None or threads < 2:
+        return
+    with _lock:
+        if _disabled is not None or threads in _thresholds:
+            return
+
+        def add_threshold(doc: dict[str, dict]) -> bool:
+            global _spent_s
+            if str(threads) in doc["parallel"] or _spent_s >= BUDGET_S:
+                return False
+            start = time.perf_counter()
+            try:
+                with num_threads(threads):  # the kernels on that many threads
+                    ratios = _parallel_ratios(threads)
+            finally:
+                kernels.set_parallel_min_work(threads, None)
+                _spent_s += time.perf_counter() - start
+            doc["parallel"][str(threads)] = {
+                "min_work": _min_work(ratios),
+                "ratios": {str(k): round(v, 4) for k, v in ratios.items()},
+            }
+            return True
+
+        doc = _edit_file(found[1], add_threshold)
+        entry = None if doc is None else doc["parallel"].get(str(threads))
+        if entry is None:
+            return
+        _thresholds[threads] = entry["min_work"]
+        kernels.set_parallel_min_work(threads, entry["min_work"])
 
 
 def enter_kept(rows: int, widths: list[tuple[int, int]], dtype) -> None:
@@ -400,15 +538,17 @@ def enter_kept(rows: int, widths: list[tuple[int, int]], dtype) -> None:
         if _disabled is not None or all(key in _loaded for key in keys):
             return
         machine = _machine(plan)
-        products = _read(_file_for(machine), machine)
+        products = _read(_file_for(machine), machine)["products"]
         _enter(ext, {key: products[key] for key in keys if key in products})
 
 
 def status() -> dict[str, object]:
     """What ``fastnn info`` says of the plan: how products are chosen, the file that
-    keeps this machine's measurements, how many it holds and this process uses."""
+    keeps this machine's measurements, how many it holds and this process uses, and
+    the serial thresholds measured (by thread count)."""
     found = _extension()
     path = kept = None
+    parallel = dict(_thresholds)  # serial thresholds by thread count: in use, kept
     try:
         setting = _setting()
     except ValueError as exc:
@@ -428,9 +568,11 @@ def status() -> dict[str, object]:
         how = "measured per product shape when a model first trains, else the rule"
         machine = _machine(found[1])
         path = _file_for(machine)
-        kept = len(_read(path, machine))
+        doc = _read(path, machine)
+        kept = len(doc["products"])
+        parallel.update({int(t): e["min_work"] for t, e in doc["parallel"].items()})
     return {"how": how, "file": str(path) if path else None, "kept": kept,
-            "in_use": len(_loaded)}  # fmt: skip
+            "in_use": len(_loaded), "parallel": parallel}  # fmt: skip
 
 
 def loaded() -> dict[str, bool]:
@@ -447,3 +589,8 @@ def _forget() -> None:
     _loaded.clear()
     _disabled = None
     _spent_s = 0.0
+    from . import kernels
+
+    for threads in list(_thresholds):
+        kernels.set_parallel_min_work(threads, None)
+    _thresholds.clear()

@@ -41,6 +41,7 @@ from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, loss_from_name
 from .optim import Adam, Optimizer
+from .threads import get_num_threads
 
 __all__ = ["Network", "NotFittedError"]
 
@@ -384,6 +385,7 @@ class Network:
             widths = [(lin.in_features, lin.out_features) for lin in self.linears]
             if train:
                 _gemm_wisdom.plan_training(n, widths, self.dtype)
+                _gemm_wisdom.plan_parallel(get_num_threads())
             else:
                 _gemm_wisdom.enter_kept(n, widths, self.dtype)
 

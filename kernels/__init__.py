@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import threading
 
+from . import tuning
 from .contract import ACTIVATIONS, RAW_KERNELS, Backend, activation_code
 from .isa import ISAError
 
@@ -25,8 +26,10 @@ __all__ = [
     "backend_status",
     "get_backend",
     "get_default_backend",
+    "parallel_min_work",
     "set_backend",
     "set_num_threads",
+    "set_parallel_min_work",
 ]
 
 # Registry name -> module (relative to this package) holding the raw kernels.
@@ -41,6 +44,8 @@ _bad_setting: set[str] = set()  # failed on FASTNN_ISA: "auto" must not skip the
 _lock = threading.Lock()
 _default = "auto"
 _threads: int | None = None  # the kernels' thread count (None: each backend's own)
+_min_work: dict[int, int] = {}  # serial threshold by thread count (else tuning.py's)
+_applied: dict[str, int] = {}  # the threshold each loaded backend runs with
 
 
 def _load(name: str) -> Backend | None:
@@ -55,6 +60,7 @@ def _load(name: str) -> Backend | None:
             _loaded[name] = backend = Backend(name, module, info)
             if _threads is not None:
                 _apply_threads(backend, _threads)
+                _apply_min_work(backend, _threads)
             return backend
         except (
             Exception
@@ -78,6 +84,36 @@ def set_num_threads(n: int) -> None:
     _threads = n
     for backend in list(_loaded.values()):
         _apply_threads(backend, n)
+        _apply_min_work(backend, n)  # the threshold measured for n threads, if any
+
+
+def set_parallel_min_work(threads: int, min_work: int | None) -> None:
+    """When the kernels run on ``threads`` threads, run each serially below
+    ``min_work`` work units (None: kernels/tuning.py's PARALLEL_MIN_WORK), in every
+    compiled backend, loaded now or later. fastnn/_gemm_wisdom.py measures it per
+    machine and thread count; it never changes a result."""
+    if min_work is None:
+        _min_work.pop(threads, None)
+    else:
+        _min_work[threads] = int(min_work)
+    if threads == _threads:
+        for backend in list(_loaded.values()):
+            _apply_min_work(backend, threads)
+
+
+def parallel_min_work(threads: int | None = None) -> int:
+    """The serial threshold (work units) of the kernels on ``threads`` threads (None:
+    the kernels' thread count now)."""
+    return _min_work.get(_threads if threads is None else threads,
+                         tuning.PARALLEL_MIN_WORK)  # fmt: skip
+
+
+def _apply_min_work(backend: Backend, threads: int | None) -> None:
+    setter = backend.raw.__dict__.get("set_parallel_min_work")
+    value = parallel_min_work(threads)
+    if setter is not None and _applied.get(backend.name) != value:  # every fit's
+        setter(value)  # thread switch comes here: a no-op unless it changes
+        _applied[backend.name] = value
 
 
 def backend_status() -> dict[str, str]:

@@ -19,7 +19,10 @@ from __future__ import annotations
 CHUNK = 16384
 #: A kernel runs serially below this much work: waking the sleeping workers of a
 #: parallel region costs more than a streaming pass over fewer elements. One work
-#: unit is one element of a cheap streaming op (relu, a copy, an SGD update).
+#: unit is one element of a cheap streaming op (relu, a copy, an SGD update). The
+#: default until a model first trains on 2 or more threads: then this machine's
+#: crossover for that thread count is measured and kept (fastnn/_gemm_wisdom.py,
+#: plan_parallel; kernels.set_parallel_min_work hands it to the backends).
 PARALLEL_MIN_WORK = 262144
 #: Work units per element, by activation code (identity, relu, leaky_relu, sigmoid,
 #: tanh, gelu), forward or backward.

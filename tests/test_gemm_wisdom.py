@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from fastnn.kernels import gemm as gemm_plan
+from fastnn.kernels import tuning
 from fastnn.kernels.cy import GEMM_PLAN
 from fastnn.kernels.cy import gemm as ext
 
@@ -541,3 +542,85 @@ def test_planning_covers_every_product_of_an_estimators_fit(fresh_plan, backend,
     finally:
         missed = ext._plan_record(False)
     assert missed == []
+
+
+# ------------------------------------------------------------ the serial threshold
+def _file(folder):
+    (path,) = folder.glob("gemm-plan-*.json")
+    return json.loads(path.read_text())
+
+
+def test_the_serial_threshold_is_measured_once_per_thread_count_and_kept(
+    fresh_plan, monkeypatch
+):
+    """A first fit on 2 threads times serial and parallel kernels, keeps the size
+    they cross at for 2 threads and runs the kernels with it; a fit on 1 thread
+    measures none (nothing runs in parallel); a new process reads the kept one."""
+    X, y = _data()
+    _model("cython", n_threads=1).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert _file(fresh_plan).get("parallel", {}) == {}
+    assert fastnn.kernels.parallel_min_work(1) == tuning.PARALLEL_MIN_WORK
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    entry = _file(fresh_plan)["parallel"]["2"]
+    ratios = {int(size): r for size, r in entry["ratios"].items()}
+    assert sorted(ratios) == list(wisdom.THRESHOLD_SIZES)
+    assert entry["min_work"] == wisdom._min_work(ratios)
+    assert fastnn.kernels.parallel_min_work(2) == entry["min_work"]
+    assert wisdom.status()["parallel"] == {2: entry["min_work"]}
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "info"], capture_output=True, text=True,
+        env=dict(os.environ, FASTNN_CACHE_DIR=str(fresh_plan)), check=True,
+    ).stdout  # fmt: skip
+    (line,) = [x for x in out.splitlines() if x.startswith("parallel:")]
+    assert f"from {entry['min_work']:,} work units on 2 threads (measured)" in line
+    wisdom._forget()  # as a new process
+    assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+    monkeypatch.setattr(wisdom, "_parallel_ratios", lambda t: pytest.fail("measured"))
+    _model("numba", n_threads=2).fit(X, y, epochs=1, batch_size=8, verbose=0)
+    assert fastnn.kernels.parallel_min_work(2) == entry["min_work"]
+    with fastnn.num_threads(2):  # what the compiled kernels were given
+        from fastnn.kernels.nb import _options
+
+        assert _options.TUNE.min_work == entry["min_work"]
+
+
+def test_no_threshold_is_measured_by_rule(fresh_plan, monkeypatch):
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")
+    monkeypatch.setattr(wisdom, "_parallel_ratios", lambda t: pytest.fail("measured"))
+    X, y = _data()
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+    assert not list(fresh_plan.glob("gemm-plan-*.json"))
+
+
+@pytest.mark.parametrize(
+    "ratios,expected",
+    [
+        ({4096: 1.3, 8192: 0.9, 16384: 0.97, 32768: 0.8, 65536: 0.7}, 32768),
+        ({4096: 0.9, 8192: 0.8}, 4096),  # parallel ahead everywhere: the smallest
+        ({4096: 1.3, 8192: 0.96}, 16384),  # never ahead by MARGIN: twice the largest
+        ({4096: 0.5, 8192: 1.2}, 16384),  # behind at the largest: nowhere below
+    ],
+)
+def test_the_threshold_is_where_parallel_wins_at_every_larger_size(ratios, expected):
+    assert wisdom._min_work(ratios) == expected
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_the_serial_threshold_changes_no_result(fresh_plan, monkeypatch, backend):
+    """Every kernel in parallel against every kernel serial: the same weights (the
+    threshold may be measured differently on every machine and run)."""
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")  # the thresholds set here hold
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 40)).astype(np.float32)
+    y = rng.integers(0, 5, 300)
+    weights = []
+    for min_work in (0, 2**62):
+        fastnn.kernels.set_parallel_min_work(2, min_work)
+        try:
+            model = fastnn.MLP((40, 300, 64, 5), backend=backend, n_threads=2)
+            model.fit(X, y, epochs=2, batch_size=100, verbose=0, seed=0)
+        finally:
+            fastnn.kernels.set_parallel_min_work(2, None)
+        weights.append(model.get_flat_parameters().tobytes())
+    assert weights[0] == weights[1]

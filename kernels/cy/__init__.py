@@ -69,17 +69,26 @@ train._configure_slots(
     len(TRAIN_LAYOUT_COLUMNS),
 )
 _KERNEL_MODULES = (activations, linear, loss, optim, train)
-for _module in _KERNEL_MODULES + (_matmul_module,):
-    _module._configure_tuning(
-        tuning.CHUNK,
-        tuning.PARALLEL_MIN_WORK,
-        tuning.ACT_COST,
-        tuning.SGD_COST,
-        tuning.ADAM_COST,
-        tuning.SOFTMAX_COST,
-        tuning.SQUARED_ERROR_COST,
-        tuning.LOSS_TASK,
-    )
+
+
+def set_parallel_min_work(min_work: float) -> None:
+    """Run each kernel serially below ``min_work`` work units (kernels/tuning.py's
+    PARALLEL_MIN_WORK until fastnn/_gemm_wisdom.py measures this machine's); never
+    changes a result."""
+    for module in _KERNEL_MODULES + (_matmul_module,):
+        module._configure_tuning(
+            tuning.CHUNK,
+            min_work,
+            tuning.ACT_COST,
+            tuning.SGD_COST,
+            tuning.ADAM_COST,
+            tuning.SOFTMAX_COST,
+            tuning.SQUARED_ERROR_COST,
+            tuning.LOSS_TASK,
+        )
+
+
+set_parallel_min_work(tuning.PARALLEL_MIN_WORK)
 _GEMM_MODULES = (_matmul_module, linear, train, _gemm_module)
 del activations, linear, loss, optim, train
 
@@ -93,6 +102,7 @@ __all__ = [
     "loss_grad",
     "matmul",
     "set_num_threads",
+    "set_parallel_min_work",
     "sgd_update",
     "softmax",
     "softmax_cross_entropy",

@@ -38,6 +38,7 @@ __all__ = [
     "loss_grad",
     "matmul",
     "set_num_threads",
+    "set_parallel_min_work",
     "sgd_update",
     "softmax",
     "softmax_cross_entropy",
@@ -53,6 +54,13 @@ def set_num_threads(n: int) -> None:
     if in_forked_child():
         return
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def set_parallel_min_work(min_work: float) -> None:
+    """Run each kernel serially below ``min_work`` work units (see kernels/cy's);
+    a forked child stays serial."""
+    if not in_forked_child():
+        _options.TUNE = _options.TUNE._replace(min_work=int(min_work))  # one type
 
 
 def _serial_only() -> None:
