@@ -255,8 +255,9 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
 def _edit_file(plan, edit: Callable[[dict[str, dict]], bool]) -> dict[str, dict] | None:
     """Under the file's lock: read this machine's file (_read), let ``edit`` add to
     it (True when it did: then the file is written back, atomically, the latest
-    MAX_KEPT products kept). The contents, or None when the folder cannot keep them:
-    then measured choices are off in this process."""
+    MAX_KEPT products kept). The contents (every product read or added), or None
+    when the folder cannot keep them: then measured choices are off in this
+    process."""
     global _disabled
     machine = _machine(plan)
     path = _file_for(machine)
@@ -265,11 +266,13 @@ def _edit_file(plan, edit: Callable[[dict[str, dict]], bool]) -> dict[str, dict]
         with _file_lock(path):
             doc = _read(path, machine)
             if edit(doc):
-                doc["products"] = dict(list(doc["products"].items())[-MAX_KEPT:])
+                # the oldest out of the file only: this process still runs them
+                kept = dict(list(doc["products"].items())[-MAX_KEPT:])
                 text = json.dumps(
-                    {"format": FORMAT, "version": VERSION, "machine": machine, **doc},
+                    {"format": FORMAT, "version": VERSION, "machine": machine,
+                     **doc, "products": kept},
                     indent=1,
-                ).encode()
+                ).encode()  # fmt: skip
                 write_atomic(path, lambda f: f.write(text))
     except OSError as exc:
         # a measurement kept nowhere would differ between processes: the rule

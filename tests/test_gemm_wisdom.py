@@ -358,6 +358,21 @@ def test_the_file_keeps_the_latest_products(fresh_plan, monkeypatch):
     assert len(wisdom.loaded()) == 10  # this process still runs all it measured
 
 
+def test_a_full_file_still_gives_a_step_its_oldest_products(fresh_plan, monkeypatch):
+    """A step whose first products are the file's oldest and whose others are new:
+    the new ones push the oldest out of the file, and the step still runs each of
+    its products with the choice the file held (no KeyError)."""
+    monkeypatch.setattr(wisdom, "MAX_KEPT", 7)
+    wisdom.plan_training(16, [(20, 24), (24, 3)], np.float32)  # 5 products
+    wisdom._forget()  # as a new process
+    widths = [(20, 24), (24, 5)]  # the first layer's 2 products kept, 3 new
+    wisdom.plan_training(16, widths, np.float32)
+    keys = [p.key(np.float32) for p in wisdom.training_products(16, widths)]
+    assert set(keys) <= set(wisdom.loaded())
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    assert len(json.loads(path.read_text())["products"]) == 7
+
+
 _HOLD_LOCK = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
