@@ -208,6 +208,8 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
     """The products and serial thresholds of ``path`` ({"products": ...,
     "parallel": ...}, empty when it is missing; a warning when it is unreadable or
     not a plan of this machine: it is measured and written anew)."""
+    from . import kernels
+
     empty = {"products": {}, "parallel": {}}
     try:
         text = path.read_text(encoding="utf-8")
@@ -235,7 +237,7 @@ def _read(path: Path, machine: dict[str, object]) -> dict[str, dict]:
                 re.fullmatch(r"[1-9][0-9]*", k)
                 and isinstance(v, dict)
                 and type(v.get("min_work")) is int
-                and v["min_work"] >= 1
+                and 1 <= v["min_work"] <= kernels.MAX_MIN_WORK
                 for k, v in parallel.items()
             )
         )
@@ -449,7 +451,7 @@ def _parallel_ratios(threads: int) -> dict[int, float]:
     out = np.empty_like(x)
 
     def per_call(size: int, parallel: bool, calls: int) -> float:
-        kernels.set_parallel_min_work(threads, 0 if parallel else 2**62)
+        kernels.set_parallel_min_work(threads, 0 if parallel else kernels.MAX_MIN_WORK)
         xs, outs = x[:size], out[:size]
         start = time.perf_counter()
         for _ in range(calls):

@@ -10,6 +10,7 @@ NumPy reference instead.
 from __future__ import annotations
 
 import importlib
+import operator
 import threading
 
 from . import tuning
@@ -46,6 +47,9 @@ _default = "auto"
 _threads: int | None = None  # the kernels' thread count (None: each backend's own)
 _min_work: dict[int, int] = {}  # serial threshold by thread count (else tuning.py's)
 _applied: dict[str, int] = {}  # the threshold each loaded backend runs with
+#: The largest serial threshold (no work is that large): the compiled code holds it
+#: in an int64 (Numba types a larger Python int otherwise, or not at all).
+MAX_MIN_WORK = 2**62
 
 
 def _load(name: str) -> Backend | None:
@@ -91,11 +95,15 @@ def set_parallel_min_work(threads: int, min_work: int | None) -> None:
     """When the kernels run on ``threads`` threads, run each serially below
     ``min_work`` work units (None: kernels/tuning.py's PARALLEL_MIN_WORK), in every
     compiled backend, loaded now or later. fastnn/_gemm_wisdom.py measures it per
-    machine and thread count; it never changes a result."""
+    machine and thread count; it never changes a result. A ``min_work`` outside
+    0..MAX_MIN_WORK is a ValueError."""
     if min_work is None:
         _min_work.pop(threads, None)
     else:
-        _min_work[threads] = int(min_work)
+        min_work = operator.index(min_work)
+        if not 0 <= min_work <= MAX_MIN_WORK:
+            raise ValueError(f"min_work must be in 0..2**62, got {min_work}")
+        _min_work[threads] = min_work
     if threads == _threads:
         for backend in list(_loaded.values()):
             _apply_min_work(backend, threads)

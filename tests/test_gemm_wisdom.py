@@ -639,3 +639,31 @@ def test_the_serial_threshold_changes_no_result(fresh_plan, monkeypatch, backend
             fastnn.kernels.set_parallel_min_work(2, None)
         weights.append(model.get_flat_parameters().tobytes())
     assert weights[0] == weights[1]
+
+
+@pytest.mark.parametrize("bad", [0, -5, True, 2.0**20, "4096", 2**62 + 1, 10**20])
+def test_a_kept_threshold_out_of_range_is_measured_again(fresh_plan, monkeypatch, bad):
+    """A threshold the compiled code cannot hold (Numba typed 10**20 as a Python
+    object and every fused step failed) makes the file not a plan: a warning, and
+    the threshold is measured again."""
+    monkeypatch.setattr(wisdom, "_parallel_ratios", lambda t: {4096: 0.5})
+    wisdom.plan_parallel(2)
+    (path,) = fresh_plan.glob("gemm-plan-*.json")
+    doc = json.loads(path.read_text())
+    doc["parallel"]["2"]["min_work"] = bad
+    path.write_text(json.dumps(doc))
+    wisdom._forget()  # as a new process
+    monkeypatch.setattr(wisdom, "_parallel_ratios", lambda t: {8192: 0.5})
+    with pytest.warns(RuntimeWarning, match="ignoring the GEMM plan"):
+        wisdom.plan_parallel(2)
+    assert fastnn.kernels.parallel_min_work(2) == 8192
+    X, y = _data()
+    _model("numba", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+
+
+@pytest.mark.parametrize("bad,error", [(10**20, ValueError), (-1, ValueError),
+                                       (1.5, TypeError)])  # fmt: skip
+def test_a_threshold_the_kernels_cannot_hold_is_refused(bad, error):
+    with pytest.raises(error):
+        fastnn.kernels.set_parallel_min_work(2, bad)
+    assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
