@@ -168,3 +168,21 @@ def test_avx512_kernels_give_the_same_bits_in_any_block_of_c(emulated, dtype):
         gemm(emulated, AVX512, 1, 0, a, b[:, :cut], cols[:, :cut])
         gemm(emulated, AVX512, 1, 0, a, b[:, cut:], cols[:, cut:])
         np.testing.assert_array_equal(cols, whole)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_edge_tiles_of_every_row_count(emulated, dtype):
+    """An edge tile of each row count (1 to 12: m % 12) runs its own unrolled case of
+    the tile; SHAPES reach only some of them."""
+    rng = np.random.default_rng(11)
+    for m, ta, beta in itertools.product(range(1, 25), (0, 1), (0.0, 0.5)):
+        a, b, c0 = operands(rng, m, 47, 19, ta, 0, dtype, pad=1)
+        out = {}
+        for isa in (AVX2, AVX512):
+            c = c0.copy()
+            gemm(emulated, isa, ta, 0, a, b, c[:, :47], 1.0, beta)
+            out[isa] = c[:, :47]
+        case = f"m={m} ta={ta} beta={beta}"
+        assert_close(out[AVX512], oracle(a, b, c0[:, :47], ta, 0, 1.0, beta), dtype,
+                     kind="gemm", err_msg=case)  # fmt: skip
+        np.testing.assert_array_equal(out[AVX512], out[AVX2], err_msg=case)
