@@ -241,9 +241,12 @@ def show_config(file: Any = None) -> None:
         for threads, work in sorted(plan["parallel"].items())
     )
     default = f"from {kernels.parallel_min_work(1):,} work units"
+    # only a plan that measures (it keeps a file) measures thresholds: the rule, no
+    # own GEMM or an unusable folder leave the default (the GEMM plan line says why)
+    when = "measured when a model first trains on 2+ threads"
     lines.append(
         "parallel:  element-wise kernels "
-        + (measured or default + " (measured when a model first trains on 2+ threads)")
+        + (measured or f"{default} ({when if plan['file'] else 'not measured'})")
     )
     lines += _mpi_lines(cfg["distributed"])
     print("\n".join(lines), file=file if file is not None else sys.stdout)

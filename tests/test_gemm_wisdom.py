@@ -4,6 +4,7 @@ makes in both compiled backends, and the file that keeps it between processes.""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import stat
@@ -343,6 +344,8 @@ def test_info_says_why_there_is_no_own_gemm():
     (line,) = [x for x in out.splitlines() if x.startswith("GEMM plan:")]
     assert "none: fastnn's own GEMM does not load" in line
     assert "ISAError" in line and "no-such-isa" in line
+    (line,) = [x for x in out.splitlines() if x.startswith("parallel:")]
+    assert line.endswith("(not measured)")
 
 
 def test_the_file_keeps_the_latest_products(fresh_plan, monkeypatch):
@@ -667,3 +670,26 @@ def test_a_threshold_the_kernels_cannot_hold_is_refused(bad, error):
     with pytest.raises(error):
         fastnn.kernels.set_parallel_min_work(2, bad)
     assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+
+
+def _parallel_line() -> str:
+    out = io.StringIO()
+    fastnn.show_config(file=out)
+    (line,) = [x for x in out.getvalue().splitlines() if x.startswith("parallel:")]
+    return line
+
+
+def test_info_promises_a_measured_threshold_only_where_one_is_measured(
+    fresh_plan, monkeypatch
+):
+    """By the rule, or with the plan's folder unusable, no fit measures a threshold:
+    fastnn info must not say one will be."""
+    default = f"from {tuning.PARALLEL_MIN_WORK:,} work units"
+    assert _parallel_line().endswith(
+        f"{default} (measured when a model first trains on 2+ threads)"
+    )
+    monkeypatch.setattr(wisdom, "_disabled", "cannot keep the plan in /x: denied")
+    assert _parallel_line().endswith(f"{default} (not measured)")
+    monkeypatch.setattr(wisdom, "_disabled", None)
+    monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")
+    assert _parallel_line().endswith(f"{default} (not measured)")
