@@ -753,6 +753,7 @@ class _BaseMLP(BaseEstimator):
     # ---------------------------------------------------------- SGD / Adam
     def _fit_stochastic(self, X, y, sample_weight, incremental):
         model = self._model
+        model._plan_threads()  # its workspaces may be a fit on other threads old
         kb = kernels.get_backend(self.backend)
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _SolverSchedule(self, model)

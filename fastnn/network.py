@@ -385,9 +385,16 @@ class Network:
             widths = [(lin.in_features, lin.out_features) for lin in self.linears]
             if train:
                 _gemm_wisdom.plan_training(n, widths, self.dtype)
-                _gemm_wisdom.plan_parallel(get_num_threads())
+                self._plan_threads()
             else:
                 _gemm_wisdom.enter_kept(n, widths, self.dtype)
+
+    def _plan_threads(self) -> None:
+        """The element-wise kernels' serial threshold for the thread count training
+        runs on now (fastnn/_gemm_wisdom.py): with each new workspace and at the
+        start of each fit, as a model's workspaces outlive a change of n_threads."""
+        if self._kernels().name != "numpy":
+            _gemm_wisdom.plan_parallel(get_num_threads())
 
     def _target_buffer(self, n: int) -> np.ndarray:
         """A batch's targets: class indices, or (n, n_outputs) float values."""

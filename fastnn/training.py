@@ -504,6 +504,7 @@ class _Run:
             Progress(verbosity, args.epochs, self.data.n, state.epoch, state.seen)
             as progress,
         ):  # fmt: skip
+            model._plan_threads()
             self.interrupted = guard.is_set
             self.fused = self.strategy.fuses_steps(model, self.data)
             while state.epoch < args.epochs and not model.stop_training:

@@ -693,3 +693,30 @@ def test_info_promises_a_measured_threshold_only_where_one_is_measured(
     monkeypatch.setattr(wisdom, "_disabled", None)
     monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")
     assert _parallel_line().endswith(f"{default} (not measured)")
+
+
+def test_a_model_trained_on_one_thread_plans_its_threshold_for_two(
+    fresh_plan, monkeypatch
+):
+    """A model's workspaces outlive a change of n_threads: its first fit on 2
+    threads still measures (or reads) the 2-thread threshold, as a Sequential and
+    as a warm-started estimator."""
+    measured = []
+    monkeypatch.setattr(
+        wisdom, "_parallel_ratios", lambda t: measured.append(t) or {4096: 0.5}
+    )
+    X, y = _data()
+    model = _model("cython", n_threads=1)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    model.n_threads = 2
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert measured == [2]
+    assert fastnn.kernels.parallel_min_work(2) == 4096
+    clf = fastnn.MLPClassifier((24,), n_threads=1, max_iter=2, batch_size=16,
+                               backend="numba", warm_start=True)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 2 iterations
+        clf.fit(X, y)
+        clf.set_params(n_threads=3)
+        clf.fit(X, y)
+    assert measured == [2, 3]
