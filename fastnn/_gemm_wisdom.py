@@ -132,7 +132,9 @@ _lock = threading.Lock()
 _loaded: dict[str, bool] = {}  # entries of this machine's file now in the table
 _disabled: str | None = None  # why measured choices are not used in this process
 _spent_s = 0.0  # measuring time of this process so far
-_thresholds: dict[int, int] = {}  # serial thresholds entered, by thread count
+# serial thresholds entered, by thread count (None: none kept, the budget spent; the
+# file is not read again for that count)
+_thresholds: dict[int, int | None] = {}
 
 
 def _reset_after_fork() -> None:
@@ -517,11 +519,11 @@ def plan_parallel(threads: int) -> None:
             return True
 
         doc = _edit_file(found[1], add_threshold)
-        entry = None if doc is None else doc["parallel"].get(str(threads))
-        if entry is None:
+        if doc is None:
             return
-        _thresholds[threads] = entry["min_work"]
-        kernels.set_parallel_min_work(threads, entry["min_work"])
+        entry = doc["parallel"].get(str(threads))
+        _thresholds[threads] = None if entry is None else entry["min_work"]
+        kernels.set_parallel_min_work(threads, _thresholds[threads])
 
 
 def enter_kept(rows: int, widths: list[tuple[int, int]], dtype) -> None:
@@ -553,7 +555,8 @@ def status() -> dict[str, object]:
     the serial thresholds measured (by thread count)."""
     found = _extension()
     path = kept = None
-    parallel = dict(_thresholds)  # serial thresholds by thread count: in use, kept
+    # serial thresholds by thread count: in use, kept
+    parallel = {t: work for t, work in _thresholds.items() if work is not None}
     try:
         setting = _setting()
     except ValueError as exc:

@@ -720,3 +720,18 @@ def test_a_model_trained_on_one_thread_plans_its_threshold_for_two(
         clf.set_params(n_threads=3)
         clf.fit(X, y)
     assert measured == [2, 3]
+
+
+def test_with_the_budget_spent_a_count_is_looked_up_once(fresh_plan, monkeypatch):
+    """No threshold kept and none measured (the budget spent): each later fit must
+    not read the file again under its lock."""
+    monkeypatch.setattr(wisdom, "_spent_s", wisdom.BUDGET_S)
+    monkeypatch.setattr(wisdom, "_parallel_ratios", lambda t: pytest.fail("measured"))
+    reads = []
+    read = wisdom._read
+    monkeypatch.setattr(wisdom, "_read", lambda *a: reads.append(a) or read(*a))
+    for _ in range(3):
+        wisdom.plan_parallel(2)
+    assert len(reads) == 1
+    assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+    assert wisdom.status()["parallel"] == {}
