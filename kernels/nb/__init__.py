@@ -67,11 +67,15 @@ def _serial_only() -> None:
     """The forked-child switch (see kernels/_fork.py): no prange kernel runs again.
 
     Every raw kernel reads the tuning table at call time (_split compares the work
-    with its min_work), and the GEMMs split into at most GEMM_CONFIG[0] blocks (one
-    block: no parallel loop).
+    with its min_work), and the GEMMs run their blocks one after the other: the
+    parent's blocks (the split depends on the core count only), so a model trains to
+    the parent's bits.
     """
     _options.TUNE = _options.TUNE._replace(min_work=_options.SERIAL_ONLY)
-    _matmul_module.GEMM_CONFIG = (1, *_matmul_module.GEMM_CONFIG[1:])
+    parts, control, *rest = _matmul_module.GEMM_CONFIG
+    if control == _matmul_module.CONTROL:
+        control = _matmul_module.CONTROL_SERIAL
+    _matmul_module.GEMM_CONFIG = (parts, control, *rest)
 
 
 def _threading_layer() -> str:

@@ -19,6 +19,7 @@ from . import _split
 from ._options import FALSE, JIT, PARALLEL, TRUE, ZERO
 from .activations import _backward_parallel, act_backward_slice, act_forward_slice
 from .matmul import (
+    CONTROL,
     _gemm_block,
     blas_single_begin,
     blas_single_end,
@@ -103,7 +104,7 @@ def _linear_forward(x, w, b, y_out, z_out, act, alpha, cfg):
     # the GEMM's own fixed blocks (matmul.gemm_split), each with its epilogue
     parts, size, by_rows = gemm_split(n, m, k, cfg)
     prev = blas_single_begin(cfg)
-    if cfg[1] and parts > 1:
+    if cfg[1] == CONTROL and parts > 1:
         _forward_blocks_parallel(parts, size, by_rows, x, w, b, y_out, zf, act,
                                  alpha, cfg[3])  # fmt: skip
     else:

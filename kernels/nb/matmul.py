@@ -153,12 +153,18 @@ def _own_takes(m, n, k, trans_a, trans_b, dbl, int64):
     return own_mode == 2
 
 
+#: GEMM_CONFIG[1]: no BLAS thread control (the blocks run one after the other, BLAS
+#: keeps its threads), control (each block a single-threaded BLAS call, the blocks in
+#: parallel), or control with the blocks one after the other (a forked child, where no
+#: parallel region may run: the same blocks, so the same bits).
+NO_CONTROL, CONTROL, CONTROL_SERIAL = 0, 1, 2
+
 #: Passed to every compiled GEMM (an argument, not a frozen global, so the disk cache
-#: stays valid on another machine): (most blocks = cores, BLAS thread control 0/1,
+#: stays valid on another machine): (most blocks = cores, BLAS thread control (above),
 #: flops per block, gemm_flags: 64-bit BLAS integers and the own-GEMM plan).
 GEMM_CONFIG = (
     max(1, _CORES),
-    int(_HAS_CONTROL),
+    CONTROL if _HAS_CONTROL else NO_CONTROL,
     float(GEMM_BLOCK_FLOPS),
     gemm_flags(
         CBLAS.int64,
@@ -328,7 +334,7 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
     parts, size, by_rows = gemm_split(m, n, k, config)
     int64 = config[3]
     prev = blas_single_begin(config)
-    if config[1] and parts > 1:  # (one thread: the prange runs the blocks in order)
+    if config[1] == CONTROL and parts > 1:  # one thread: the prange runs them in order
         _gemm_blocks_parallel(
             parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
         )
