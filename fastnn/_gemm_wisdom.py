@@ -441,10 +441,11 @@ def plan_training(rows: int, widths: list[tuple[int, int]], dtype) -> None:
 
 
 def _parallel_ratios(threads: int) -> dict[int, float]:
-    """Per size of THRESHOLD_SIZES, the median over THRESHOLD_ROUNDS of (a parallel
-    float32 relu's time / the serial one's) on ``threads`` threads (wall time; the
-    order alternates), through the Cython kernels, the serial threshold switched
-    between none and all for each."""
+    """Per size of THRESHOLD_SIZES, a parallel float32 relu's time over the serial
+    one's on ``threads`` threads, through the Cython kernels, the serial threshold
+    switched between none and all for each: the fastest of THRESHOLD_ROUNDS samples
+    of each (wall time, the order alternating), as a parallel sample that waited for
+    a descheduled worker is hundreds of times slower than one that did not."""
     from . import kernels
 
     raw = kernels.get_backend("cython").raw
@@ -468,17 +469,15 @@ def _parallel_ratios(threads: int) -> dict[int, float]:
         for r in range(THRESHOLD_ROUNDS):
             for parallel in (True, False) if r % 2 == 0 else (False, True):
                 samples[parallel].append(per_call(size, parallel, calls))
-        ratios[size] = statistics.median(
-            p / q for p, q in zip(samples[True], samples[False], strict=True)
-        )
+        ratios[size] = min(samples[True]) / min(samples[False])
     return ratios
 
 
-def _min_work(ratios: dict[int, float]) -> int:
+def _min_work(ratios: dict[int, float]) -> int | None:
     """The serial threshold these ratios call for: the smallest size from which
-    parallel is faster by more than MARGIN at every size timed (twice the largest
-    when it never is)."""
-    chosen = 2 * max(ratios)
+    parallel is faster by more than MARGIN at every size timed; None when it is not
+    at the largest (then the machine was most likely busy: nothing is kept)."""
+    chosen = None
     for size in sorted(ratios, reverse=True):
         if ratios[size] >= 1 - MARGIN:
             break
@@ -512,8 +511,11 @@ def plan_parallel(threads: int) -> None:
             finally:
                 kernels.set_parallel_min_work(threads, None)
                 _spent_s += time.perf_counter() - start
+            min_work = _min_work(ratios)
+            if min_work is None:  # this process keeps the default; the next measures
+                return False
             doc["parallel"][str(threads)] = {
-                "min_work": _min_work(ratios),
+                "min_work": min_work,
                 "ratios": {str(k): round(v, 4) for k, v in ratios.items()},
             }
             return True

@@ -574,15 +574,21 @@ def test_the_serial_threshold_is_measured_once_per_thread_count_and_kept(
     """A first fit on 2 threads times serial and parallel kernels, keeps the size
     they cross at for 2 threads and runs the kernels with it; a fit on 1 thread
     measures none (nothing runs in parallel); a new process reads the kept one."""
+    timed = []
+
+    def ratios(threads):  # parallel ahead from 32,768 on (a busy machine is random)
+        timed.append(threads)
+        return {size: 1.5 if size < 32768 else 0.8 for size in wisdom.THRESHOLD_SIZES}
+
+    monkeypatch.setattr(wisdom, "_parallel_ratios", ratios)
     X, y = _data()
     _model("cython", n_threads=1).fit(X, y, epochs=1, batch_size=16, verbose=0)
-    assert _file(fresh_plan).get("parallel", {}) == {}
+    assert _file(fresh_plan).get("parallel", {}) == {} and timed == []
     assert fastnn.kernels.parallel_min_work(1) == tuning.PARALLEL_MIN_WORK
     _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert timed == [2]
     entry = _file(fresh_plan)["parallel"]["2"]
-    ratios = {int(size): r for size, r in entry["ratios"].items()}
-    assert sorted(ratios) == list(wisdom.THRESHOLD_SIZES)
-    assert entry["min_work"] == wisdom._min_work(ratios)
+    assert entry["min_work"] == 32768
     assert fastnn.kernels.parallel_min_work(2) == entry["min_work"]
     assert wisdom.status()["parallel"] == {2: entry["min_work"]}
     out = subprocess.run(
@@ -616,12 +622,55 @@ def test_no_threshold_is_measured_by_rule(fresh_plan, monkeypatch):
     [
         ({4096: 1.3, 8192: 0.9, 16384: 0.97, 32768: 0.8, 65536: 0.7}, 32768),
         ({4096: 0.9, 8192: 0.8}, 4096),  # parallel ahead everywhere: the smallest
-        ({4096: 1.3, 8192: 0.96}, 16384),  # never ahead by MARGIN: twice the largest
-        ({4096: 0.5, 8192: 1.2}, 16384),  # behind at the largest: nowhere below
+        ({4096: 1.3, 8192: 0.96}, None),  # never ahead by MARGIN: none
+        ({4096: 0.5, 8192: 1.2}, None),  # behind at the largest: none below either
     ],
 )
 def test_the_threshold_is_where_parallel_wins_at_every_larger_size(ratios, expected):
     assert wisdom._min_work(ratios) == expected
+
+
+def test_a_real_measurement_keeps_its_threshold_or_none(fresh_plan, monkeypatch):
+    """The relu timing itself, on 2 threads: every size timed, and the file keeps the
+    threshold its ratios call for, in use; or, where parallel was never ahead (a
+    busy machine), nothing, and the default stays in use."""
+    measured = []
+    real = wisdom._parallel_ratios
+    monkeypatch.setattr(
+        wisdom, "_parallel_ratios", lambda t: measured.append(real(t)) or measured[-1]
+    )
+    X, y = _data()
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    (ratios,) = measured
+    assert sorted(ratios) == list(wisdom.THRESHOLD_SIZES)
+    assert all(r > 0 for r in ratios.values())
+    kept = _file(fresh_plan).get("parallel", {}).get("2")
+    if wisdom._min_work(ratios) is None:
+        assert kept is None
+        assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+    else:
+        assert kept["min_work"] == wisdom._min_work(ratios)
+        assert fastnn.kernels.parallel_min_work(2) == kept["min_work"]
+
+
+def test_parallel_never_ahead_is_not_kept(fresh_plan, monkeypatch):
+    """A measurement in which parallel never wins (most likely a busy machine) is not
+    kept for good: the default holds, and the next process measures again."""
+    timed = []
+    monkeypatch.setattr(
+        wisdom, "_parallel_ratios",
+        lambda t: timed.append(t) or dict.fromkeys(wisdom.THRESHOLD_SIZES, 3.0),
+    )  # fmt: skip
+    X, y = _data()
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert timed == [2]
+    assert _file(fresh_plan).get("parallel", {}) == {}
+    assert fastnn.kernels.parallel_min_work(2) == tuning.PARALLEL_MIN_WORK
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert timed == [2]  # once per process
+    wisdom._forget()  # as a new process
+    _model("cython", n_threads=2).fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert timed == [2, 2]
 
 
 @pytest.mark.parametrize("backend", ["cython", "numba"])
