@@ -27,8 +27,9 @@ another value is an error); ``FASTNN_CACHE_DIR`` moves the folder
 The same file keeps, per thread count, the size from which the element-wise kernels
 (activations, losses, the update) run in parallel (:func:`plan_parallel`): a float32
 relu timed serially and in parallel on sizes from 4,096 to 4M elements, the smallest
-size from which parallel wins by more than :data:`MARGIN` everywhere above. Where the
-serial/parallel line falls changes no result, only the speed.
+size from which parallel wins by more than :data:`MARGIN` everywhere above (a
+measurement in which it never wins, most likely on a busy machine, is not kept). Where
+the serial/parallel line falls changes no result, only the speed.
 
 A product measured after another computation ran the same shape by the rule changes
 that shape's kernel for the rest of the process (the last bits of its results); steps
