@@ -47,9 +47,9 @@ _default = "auto"
 _threads: int | None = None  # the kernels' thread count (None: each backend's own)
 _min_work: dict[int, int] = {}  # serial threshold by thread count (else tuning.py's)
 _applied: dict[str, int] = {}  # the threshold each loaded backend runs with
-#: The largest serial threshold (no work is that large): the compiled code holds it
-#: in an int64 (Numba types a larger Python int otherwise, or not at all).
-MAX_MIN_WORK = 2**62
+#: The largest serial threshold (Numba types a larger Python int otherwise, or not
+#: at all).
+MAX_MIN_WORK = tuning.MAX_MIN_WORK
 
 
 def _load(name: str) -> Backend | None:
@@ -102,7 +102,7 @@ def set_parallel_min_work(threads: int, min_work: int | None) -> None:
     else:
         min_work = operator.index(min_work)
         if not 0 <= min_work <= MAX_MIN_WORK:
-            raise ValueError(f"min_work must be in 0..2**62, got {min_work}")
+            raise ValueError(f"min_work must be in 0..{MAX_MIN_WORK}, got {min_work}")
         _min_work[threads] = min_work
     if threads == _threads:
         for backend in list(_loaded.values()):

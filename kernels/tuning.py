@@ -24,6 +24,9 @@ CHUNK = 16384
 #: crossover for that thread count is measured and kept (fastnn/_gemm_wisdom.py,
 #: plan_parallel; kernels.set_parallel_min_work hands it to the backends).
 PARALLEL_MIN_WORK = 262144
+#: No work is this large: as a threshold, every kernel serial (a forked child; the
+#: largest threshold the compiled code holds in an int64).
+MAX_MIN_WORK = 2**62
 #: Work units per element, by activation code (identity, relu, leaky_relu, sigmoid,
 #: tanh, gelu), forward or backward.
 ACT_COST = (1, 1, 1, 4, 4, 32)

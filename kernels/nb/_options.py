@@ -52,4 +52,4 @@ TUNE = Tuning(
     tuning.SQUARED_ERROR_COST,
 )  # fmt: skip
 # min_work in a forked child (kernels/_fork.py): no work is large enough.
-SERIAL_ONLY = 2**62
+SERIAL_ONLY = tuning.MAX_MIN_WORK
