@@ -101,6 +101,28 @@ def test_own_gemm_matches_numpy(isa_name, dtype, ta, tb):
 
 @pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_every_row_count_matches_numpy_and_each_row_alone(isa_name, dtype):
+    """Every m up to two tiles of the tallest kernel (12 rows) and past it: the row
+    tiles, the evenly split last pair (32 rows by 6 are 6, 6, 6, 6, 4, 4) and each
+    edge tile's unrolled case agree with the oracle, and with each row of C computed
+    alone (a 1-row tile) to the last bit."""
+    rng = np.random.default_rng(12)
+    with isa(isa_name):
+        for m, ta in itertools.product(range(1, 28), (False, True)):
+            a, b = operands(rng, m, 37, 29, ta, False, dtype)
+            out = np.empty((m, 37), dtype)
+            ext.gemm(a, b, out, ta, False, 1.0, 0.0, OWN)
+            assert_close(out, oracle(a, b, out, ta, False, 1.0, 0.0), dtype,
+                         kind="gemm", err_msg=f"{isa_name} m={m} ta={ta}")  # fmt: skip
+            for i in range(m):
+                row = np.empty((1, 37), dtype)
+                ext.gemm(a[:, i : i + 1] if ta else a[i : i + 1], b, row, ta, False,
+                         1.0, 0.0, OWN)  # fmt: skip
+                np.testing.assert_array_equal(row[0], out[i], err_msg=f"m={m} row {i}")
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_own_gemm_unaligned_strided_and_blocked(isa_name, dtype):
     """Operands that start off any vector boundary, rows further apart than their
     width (lda > cols), an output with its own leading dimension, and caches so small

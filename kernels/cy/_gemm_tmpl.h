@@ -200,6 +200,21 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
     }
 }
 
+/* Rows of the next row tile when `left` rows of the block remain: MR, except that a
+ * last pair of tiles with a short remainder (fewer than MR / 2 rows) splits evenly:
+ * 32 rows by MR = 6 are 6, 6, 6, 6, 4, 4, not 6, 6, 6, 6, 6, 2. A tile of few rows has
+ * few accumulators, too few to hide the FMA latency (a 2-row AVX2 tile runs at about
+ * half speed); rows per tile change no bit of C. */
+static inline int
+SFX(tile_rows)(int64_t left)
+{
+    if (left <= MR)
+        return (int)left;
+    if (left < 2 * MR && left - MR < MR / 2)
+        return (int)((left + 1) / 2);
+    return MR;
+}
+
 /* The blocked loops, nothing packed but what must be: B in blocks of nc_max columns
  * (a multiple of NR) by kc_max rows of k, each packed into bp when transposed or
  * reused from L1 (pack_b), else read where it lies (a packed copy only for a last,
@@ -216,6 +231,7 @@ SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REA
           int pack_b)
 {
     int64_t jc, pc, ic, jr, ir, nc, mc, kc;
+    int h;
     int in_place = !tb && !pack_b; /* B's full panels read where they lie */
     for (jc = 0; jc < n; jc += nc_max) {
         nc = n - jc < nc_max ? n - jc : nc_max;
@@ -230,30 +246,30 @@ SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REA
             for (ic = 0; ic < m; ic += mc_max) {
                 mc = m - ic < mc_max ? m - ic : mc_max;
                 const REAL *ablk = ta ? a + ic + pc * lda : a + ic * lda + pc;
-                int64_t rstride = ta ? MR : MR * lda; /* offset between row tiles */
+                int64_t rstep = ta ? 1 : lda; /* offset between rows of A */
                 if (b_in_l1) { /* a panel of B stays in L1 while A's tiles pass */
                     for (jr = 0; jr < nc; jr += NR) {
                         int64_t w = nc - jr < NR ? nc - jr : NR;
                         const REAL *panel =
                             jr < full ? bk + jc + jr : bp + (jr - full) * kc;
                         int64_t sb = jr < full ? ldb : NR;
-                        for (ir = 0; ir < mc; ir += MR) {
-                            int h = (int)(mc - ir < MR ? mc - ir : MR);
-                            SFX(tile)(h, ta, w, kc, ablk + (ir / MR) * rstride, lda,
+                        for (ir = 0; ir < mc; ir += h) {
+                            h = SFX(tile_rows)(mc - ir);
+                            SFX(tile)(h, ta, w, kc, ablk + ir * rstep, lda,
                                       panel, sb, alpha, beta,
                                       c + (ic + ir) * ldc + jc + jr, ldc, kfirst,
                                       klast);
                         }
                     }
                 } else { /* a row tile of A stays in L1 while B's panels pass */
-                    for (ir = 0; ir < mc; ir += MR) {
-                        int h = (int)(mc - ir < MR ? mc - ir : MR);
+                    for (ir = 0; ir < mc; ir += h) {
+                        h = SFX(tile_rows)(mc - ir);
                         for (jr = 0; jr < nc; jr += NR) {
                             int64_t w = nc - jr < NR ? nc - jr : NR;
                             const REAL *panel =
                                 jr < full ? bk + jc + jr : bp + (jr - full) * kc;
                             int64_t sb = jr < full ? ldb : NR;
-                            SFX(tile)(h, ta, w, kc, ablk + (ir / MR) * rstride, lda,
+                            SFX(tile)(h, ta, w, kc, ablk + ir * rstep, lda,
                                       panel, sb, alpha, beta,
                                       c + (ic + ir) * ldc + jc + jr, ldc, kfirst,
                                       klast);
