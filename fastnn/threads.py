@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from .kernels._fork import in_forked_child, on_fork_child
 
 _controller: ThreadpoolController | None = None
+_controller_modules = 0  # len(sys.modules) when _controller scanned
 _current: int | None = None  # set_num_threads' value (None: the core count)
 _block = threading.local()  # .n: the count of the innermost num_threads block
 # BLAS thread counts are process-wide: the first of several overlapping blocks (in
@@ -46,11 +47,14 @@ def cpu_count() -> int:
 
 
 def _blas_controller() -> ThreadpoolController:
-    global _controller
-    if _controller is None:
+    """threadpoolctl's view of the loaded libraries, scanned again (~0.7 ms) when a
+    module was imported since the last scan: one may have loaded another BLAS
+    (scipy.linalg does), whose threads a block must set and put back too."""
+    global _controller, _controller_modules
+    if _controller is None or len(sys.modules) != _controller_modules:
         import numpy  # noqa: F401  (loads numpy's BLAS)
-        import scipy.linalg  # noqa: F401  (loads scipy's BLAS, used by the kernels)
 
+        _controller_modules = len(sys.modules)
         _controller = ThreadpoolController()
     return _controller
 
@@ -101,7 +105,12 @@ def _blas_threads(n: int) -> Iterator[None]:
     with _blas_lock:
         libraries = _blas_libraries()
         if _blas_depth == 0:
-            _blas_saved = [(lib, lib.num_threads) for lib in libraries]
+            _blas_saved = []
+        # each library's count as the first block that saw it found it (one loaded
+        # while blocks were open is saved by the first block after it)
+        saved = {lib.filepath for lib, _ in _blas_saved}
+        _blas_saved += [(lib, lib.num_threads) for lib in libraries
+                        if lib.filepath not in saved]  # fmt: skip
         _blas_depth += 1
         for lib in libraries:
             if lib.num_threads != n:

@@ -98,20 +98,35 @@ def _openblas_config(dll: ctypes.CDLL, prefix: str, suffix: str) -> str:
     return ""
 
 
+def _owner(info: dict) -> int:
+    """0 NumPy's library, 1 SciPy's, 2 another's (by the folder it lies in)."""
+    folder = os.path.basename(os.path.dirname(info["filepath"]))
+    return 0 if folder.startswith("numpy") else 1 if folder.startswith("scipy") else 2
+
+
+def _blas_libraries() -> list[dict]:
+    """threadpoolctl's view of the BLAS libraries loaded now, NumPy's first, then
+    SciPy's, then any other."""
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return sorted(libs, key=_owner)
+
+
 def find_cblas() -> Cblas:
-    """NumPy's BLAS if it exposes CBLAS, else SciPy's; ImportError if neither does."""
+    """NumPy's BLAS if it exposes CBLAS, else SciPy's; ImportError if neither does.
+
+    SciPy's is loaded only when NumPy's will not do: importing scipy.linalg costs
+    0.15-0.45 s here and starts a second OpenBLAS, with its own threads, in the
+    user's process."""
     import numpy  # noqa: F401  (loads NumPy's BLAS)
+
+    for info in _blas_libraries():
+        cblas = _open(info) if _owner(info) == 0 else None
+        if cblas is not None:
+            return cblas
     import scipy.linalg  # noqa: F401  (loads SciPy's)
 
-    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-
-    def owner(info: dict) -> int:
-        folder = os.path.basename(os.path.dirname(info["filepath"]))
-        return (
-            0 if folder.startswith("numpy") else 1 if folder.startswith("scipy") else 2
-        )
-
-    for info in sorted(libs, key=owner):
+    libs = _blas_libraries()
+    for info in libs:
         cblas = _open(info)
         if cblas is not None:
             return cblas

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import erf
 
 from .contract import (
     BETA1,
@@ -34,6 +33,14 @@ from .contract import (
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """SciPy's erf, imported on GELU's first use: scipy.special loads SciPy's own
+    OpenBLAS, with threads of its own, into the user's process."""
+    from scipy.special import erf
+
+    return erf(x)
 
 
 def _op(a: np.ndarray, trans: bool) -> np.ndarray:
@@ -71,7 +78,7 @@ def activation_forward(z, out, act, alpha):
     elif act == 4:  # tanh
         np.tanh(z, out=out)
     elif act == 5:  # gelu (exact): 0.5 z (1 + erf(z / sqrt 2))
-        cdf = erf(z * z.dtype.type(_SQRT_HALF))
+        cdf = _erf(z * z.dtype.type(_SQRT_HALF))
         cdf += one
         np.multiply(z, cdf, out=out)
         out *= z.dtype.type(0.5)
@@ -95,7 +102,7 @@ def _activation_grad(z, y, act, alpha):
         np.subtract(dt(1), g, out=g)
         return g
     if act == 5:  # Phi(z) + z phi(z)
-        cdf = erf(z * dt(_SQRT_HALF))
+        cdf = _erf(z * dt(_SQRT_HALF))
         cdf += dt(1)
         cdf *= dt(0.5)
         pdf = np.square(z)

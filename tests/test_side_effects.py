@@ -129,3 +129,86 @@ def test_thread_count_of_a_block_is_per_thread():
         w.join(timeout=60)
     assert seen == {1: 1, 2: 2}
     assert fastnn.get_num_threads() == outside
+
+
+def _run(code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_training_loads_no_second_blas():
+    """The kernels run on NumPy's BLAS: training imports no scipy.linalg (0.15-0.45 s,
+    and a second OpenBLAS with threads of its own). Not with Numba: Numba imports it
+    itself when it compiles (numba.np.arraymath checks for SciPy's BLAS)."""
+    code = """
+        import json, sys
+        import numpy as np
+        import fastnn
+        from fastnn.kernels._blas import CBLAS
+        from threadpoolctl import threadpool_info
+
+        X = np.random.default_rng(0).standard_normal((64, 5)).astype(np.float32)
+        backends = [b for b in fastnn.available_backends() if b != "numba"]
+        for backend in backends:
+            m = fastnn.MLP((5, 8, 3), backend=backend)
+            m.fit(X, np.arange(64) % 3, epochs=1, batch_size=16, verbose=0)
+            m.predict(X)
+        blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
+        print(json.dumps([CBLAS.path, "scipy.linalg" in sys.modules, blas, backends]))
+    """
+    path, scipy_linalg, blas, backends = json.loads(_run(code))
+    assert backends == ["cython", "numpy"], backends
+    assert "numpy" in path.split("/")[-2], path  # NumPy's bundled BLAS: no fallback
+    assert not scipy_linalg
+    assert blas == [path]
+
+
+def test_a_block_sets_and_restores_a_blas_loaded_after_an_earlier_block():
+    """A BLAS loaded while a num_threads block is open (the user imports scipy.linalg
+    inside it) is set by the next block and put back when the outermost ends."""
+    code = """
+        import json
+        import numpy as np
+        import fastnn
+        from threadpoolctl import threadpool_info
+
+        def counts():
+            return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                    if i["user_api"] == "blas"}
+
+        with fastnn.num_threads(1):  # only NumPy's BLAS is loaded
+            import scipy.linalg  # noqa: F401
+            loaded = counts()
+            n = max(loaded.values()) + 1
+            with fastnn.num_threads(n):
+                inside = counts()
+        after = counts()
+        print(json.dumps([loaded, inside, after, n]))
+    """
+    loaded, inside, after, n = json.loads(_run(code))
+    assert len(loaded) == 2, loaded  # NumPy's and SciPy's OpenBLAS
+    assert set(inside.values()) == {n}
+    scipy_path = next(p for p in loaded if "scipy" in p.split("/")[-2])
+    assert after[scipy_path] == loaded[scipy_path]
+
+
+def test_without_a_cblas_in_numpys_blas_the_kernels_take_scipys(monkeypatch):
+    """The fallback: NumPy's library offers no cblas_sgemm (a NumPy built against
+    another BLAS), so SciPy's is loaded and used."""
+    from fastnn.kernels import _blas
+
+    real_open = _blas._open
+
+    def scipys_only(info):
+        return None if _blas._owner(info) == 0 else real_open(info)
+
+    monkeypatch.setattr(_blas, "_open", scipys_only)
+    cblas = _blas.find_cblas()
+    assert _blas._owner({"filepath": cblas.path}) == 1, cblas.path
+    assert cblas.sgemm and cblas.dgemm
