@@ -129,3 +129,29 @@ def test_thread_count_of_a_block_is_per_thread():
         w.join(timeout=60)
     assert seen == {1: 1, 2: 2}
     assert fastnn.get_num_threads() == outside
+
+
+@pytest.mark.parametrize("user_value", [None, "FALSE"], ids=["unset", "user-set"])
+def test_import_alone_leaves_environment_alone(user_value):
+    """The probe above imports threadpoolctl before fastnn, which hides that importing
+    threadpoolctl sets KMP_DUPLICATE_LIB_OK=True: here fastnn is the first import."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "KMP_DUPLICATE_LIB_OK"}
+    if user_value is not None:
+        env["KMP_DUPLICATE_LIB_OK"] = user_value
+    probe = (
+        "import json, os; before = dict(os.environ); import fastnn; "
+        "print(json.dumps([before, dict(os.environ)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env=env,
+    )
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after == before
+    assert after.get("KMP_DUPLICATE_LIB_OK") == user_value
