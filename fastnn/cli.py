@@ -382,7 +382,7 @@ def data_options(p: argparse.ArgumentParser, predict: bool = False) -> None:
         default=None,
         help="label column: header name or 0-based index, or none (default: the "
         "last column"
-        + ("; predict drops it when the file has one column more than the model's "
+        + ("; it is dropped when the file has one column more than the model's "
         "features)" if predict else ")"),
     )  # fmt: skip
     p.add_argument(
