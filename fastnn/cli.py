@@ -438,15 +438,20 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace, session: Any = None) -> int:
     from .checkpoint import check_output_path
 
-    # before any training: a typo must not cost the trained model
-    for what, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
-        if path:
-            check_output_path(path, what, ".npz")
     if args.distributed and session is None:
         # one rank of `mpiexec -n N fastnn train --distributed` (fastnn.distributed)
         from .distributed import run_cli_train
 
         return run_cli_train(_train, args)
+
+    def check_outputs() -> None:
+        # before any training: a typo must not cost the trained model
+        for what, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
+            if path:
+                check_output_path(path, what, ".npz")
+
+    if session is None or session.is_root:  # distributed: rank 0 alone writes them
+        check_outputs()
     import fastnn
 
     from .data import infer_task, load_diabetes_split, load_digits_split
