@@ -7,6 +7,8 @@ this package holds the settings and the model API built on them.
 from __future__ import annotations
 
 import importlib.util as _importlib_util
+import os as _os
+import sys as _sys
 
 # kernels/ becomes fastnn.kernels only through an install (pyproject's package-dir):
 # a checkout's fastnn/ folder that shadows the installed package (Python started in
@@ -18,6 +20,21 @@ if _importlib_util.find_spec(f"{__name__}.kernels") is None:
         "the repository root to use the installed fastnn, or install this checkout "
         'in editable mode: pip install -e ".[test]"'
     )
+
+
+# threadpoolctl (fastnn.threads' view of the BLAS pools) sets KMP_DUPLICATE_LIB_OK=True
+# in os.environ when first imported; fastnn sets no environment variable (README,
+# docs/threading.md), and this one would silence Intel OpenMP's guard against two
+# copies of its runtime for every library in the process. fastnn's use of it (reading
+# and setting the pools of libraries already loaded) does not need it: put back what
+# the user had.
+if "threadpoolctl" not in _sys.modules:
+    _kmp_before = _os.environ.get("KMP_DUPLICATE_LIB_OK")
+    import threadpoolctl as _threadpoolctl  # noqa: F401
+
+    if _kmp_before is None:
+        _os.environ.pop("KMP_DUPLICATE_LIB_OK", None)
+    del _kmp_before
 
 from ._config import show_config
 from ._version import __version__

@@ -190,19 +190,20 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .serialize import load
+    from .cli import load_model_arg
 
-    return load(args.model, backend=args.backend, n_threads=args.threads)
+    return load_model_arg(args, backend=args.backend, n_threads=args.threads)
 
 
 # ------------------------------------------------------------------ explain
 def explain_command(args: argparse.Namespace) -> int:
     from . import explain
-    from .cli import read_data
+    from .cli import check_data_width, read_data
 
     model = _load_model(args)
     table = read_data(args, args.data, False, model.n_features_in_)
     X, y = table.X, table.y
+    check_data_width(X, model, "--data", args.data)
     Xc = model._check_predict_X(X)
     n, d = Xc.shape
     if args.image_shape is not None and math.prod(args.image_shape) != d:
@@ -322,13 +323,15 @@ def explain_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- ood
 def ood_command(args: argparse.Namespace) -> int:
     from . import calibration as cal
-    from .cli import read_data
+    from .cli import check_data_width, read_data
 
     model = _load_model(args)
     d = model.n_features_in_
     in_table = read_data(args, args.in_data, False, d)
     X_in, y_in = in_table.X, in_table.y
     X_out = read_data(args, args.out_data, False, d).X
+    check_data_width(X_in, model, "--in", args.in_data)
+    check_data_width(X_out, model, "--out-data", args.out_data)
     X_in = model._check_predict_X(X_in)
     X_out = model._check_predict_X(X_out)
     scored: Any = model
@@ -339,6 +342,7 @@ def ood_command(args: argparse.Namespace) -> int:
     if args.calibrate:
         val = read_data(args, args.calibrate)
         X_val, y_val = val.X, val.y
+        check_data_width(X_val, model, "--calibrate", args.calibrate)
         scored = cal.calibrate(model, X_val, y_val)
         result["temperature"] = scored.temperature_
         result["calibration_nll"] = [scored.nll_before_, scored.nll_after_]

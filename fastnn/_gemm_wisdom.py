@@ -575,6 +575,9 @@ def status() -> dict[str, object]:
         how = f"none: fastnn's own GEMM does not load ({_import_extension()[1]})"
     elif _disabled is not None:
         how = f"the rule alone ({_disabled})"
+    elif (blocked := _unwritable(_cache_dir())) is not None:
+        # what a fit would find (it disables the plan then): info tells it first
+        how = f"the rule alone (cannot keep the plan in {_cache_dir()}: {blocked})"
     else:
         how = "measured per product shape when a model first trains, else the rule"
         machine = _machine(found[1])
@@ -584,6 +587,21 @@ def status() -> dict[str, object]:
         parallel.update({int(t): e["min_work"] for t, e in doc["parallel"].items()})
     return {"how": how, "file": str(path) if path else None, "kept": kept,
             "in_use": len(_loaded), "parallel": parallel}  # fmt: skip
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` could not be created or written by this process (None: it
+    can), found without creating anything: ``fastnn info`` has no side effects."""
+    path = folder
+    while not path.exists():
+        if path.parent == path:
+            return "no existing parent folder"
+        path = path.parent
+    if not path.is_dir():
+        return f"{str(path)!r} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{str(path)!r} is not writable"
+    return None
 
 
 def loaded() -> dict[str, bool]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,18 @@ class History:
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
+
+    def __contains__(self, key: object) -> bool:
+        # without it ``"val_loss" in history`` iterated with __getitem__(0): KeyError
+        return key in self.history
+
+    def __iter__(self) -> Iterator[str]:
+        """The metric names, as ``history[name]`` takes them."""
+        return iter(self.history)
+
+    def keys(self) -> KeysView[str]:
+        """The metric names (``history.history.keys()``)."""
+        return self.history.keys()
 
     def __len__(self) -> int:
         return len(self.epoch)

@@ -382,7 +382,7 @@ def data_options(p: argparse.ArgumentParser, predict: bool = False) -> None:
         default=None,
         help="label column: header name or 0-based index, or none (default: the "
         "last column"
-        + ("; predict drops it when the file has one column more than the model's "
+        + ("; it is dropped when the file has one column more than the model's "
         "features)" if predict else ")"),
     )  # fmt: skip
     p.add_argument(
@@ -438,15 +438,20 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace, session: Any = None) -> int:
     from .checkpoint import check_output_path
 
-    # before any training: a typo must not cost the trained model
-    for what, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
-        if path:
-            check_output_path(path, what, ".npz")
     if args.distributed and session is None:
         # one rank of `mpiexec -n N fastnn train --distributed` (fastnn.distributed)
         from .distributed import run_cli_train
 
         return run_cli_train(_train, args)
+
+    def check_outputs() -> None:
+        # before any training: a typo must not cost the trained model
+        for what, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
+            if path:
+                check_output_path(path, what, ".npz")
+
+    if session is None or session.is_root:  # distributed: rank 0 alone writes them
+        check_outputs()
     import fastnn
 
     from .data import infer_task, load_diabetes_split, load_digits_split
@@ -711,10 +716,31 @@ def _report(r: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def _load_model(args):
+def load_model_arg(args: argparse.Namespace, **kwargs: Any):
+    """The model of ``--model``; a file that is missing or not a model is reported
+    under the flag's name (the README: bad input names the flags)."""
     from .serialize import load
 
-    return load(args.model, backend=args.backend, n_threads=args.threads)
+    try:
+        return load(args.model, **kwargs)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--model: {exc}") from None
+    except ValueError as exc:  # CheckpointError: damaged, not a model
+        raise ValueError(f"--model: {exc}") from None
+
+
+def check_data_width(X: np.ndarray, model: Any, flag: str, path: str) -> None:
+    """A data file whose feature count differs from the model's, named by flags."""
+    d = model.n_features_in_
+    if X.ndim == 2 and X.shape[1] != d:
+        raise ValueError(
+            f"{flag} {path!r} has {X.shape[1]} feature columns, but the --model "
+            f"expects {d}"
+        )
+
+
+def _load_model(args):
+    return load_model_arg(args, backend=args.backend, n_threads=args.threads)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -724,6 +750,7 @@ def _predict(args: argparse.Namespace) -> int:
         check_output_path(args.out, "--out")
     model = _load_model(args)
     X = read_data(args, args.data, False, model.n_features_in_).X
+    check_data_width(X, model, "--data", args.data)
     labels = model.predict(X)
     header = ["prediction"]
     columns = [labels]
@@ -749,6 +776,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args)
     table = read_data(args, args.data)
     X, y = table.X, table.y
+    check_data_width(X, model, "--data", args.data)
     result = model.evaluate(X, y)
     if args.json:
         print(_json(result))
@@ -779,11 +807,10 @@ def _ood(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .onnx_export import OPSET
-    from .serialize import load
 
     if not args.onnx.lower().endswith(".onnx"):
         raise ValueError(f"--onnx must name a .onnx file, got {args.onnx!r}")
-    model = load(args.model)
+    model = load_model_arg(args)
     model.to_onnx(args.onnx)
     outputs = (
         "output 'predictions'"
@@ -800,7 +827,7 @@ def _info(args: argparse.Namespace) -> int:
     if args.model is None:
         fastnn.show_config()
         return 0
-    model = fastnn.load(args.model)
+    model = load_model_arg(args)
     model.summary()
     targets = (
         f"regression targets: {model.n_outputs_}"

@@ -66,6 +66,7 @@ from . import _mpi_probe, serialize, training
 from ._validation import check_int
 from .callbacks import History
 from .checkpoint import CheckpointError
+from .data import DataError
 from .model import Sequential
 from .threads import cpu_count
 from .training import LocalStrategy
@@ -306,6 +307,7 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
         PermissionError,
         OSError,
         CheckpointError,
+        DataError,
         MPIUnavailableError,
     )
 }
@@ -676,9 +678,16 @@ class CLISession:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
+        self.started = False  # training began: fit_function was reached everywhere
 
     def fit_function(self, model) -> Callable[..., History]:
-        """``model.fit``'s distributed twin (same keyword arguments)."""
+        """``model.fit``'s distributed twin (same keyword arguments).
+
+        Collective: every rank got here without an error, or the lowest failing
+        rank's error (raised before training, see :func:`run_cli_train`) is raised
+        on every rank alike."""
+        _raise_agreed(self.comm, None)
+        self.started = True
         return functools.partial(fit, model, comm=self.comm)
 
     def summary(self, history: History) -> dict[str, Any]:
@@ -705,9 +714,17 @@ def run_cli_train(train: Callable[..., int], args) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
+        if isinstance(exc, Exception) and not (session.started or _is_collective(exc)):
+            # before training (a bad option, a missing file): the ranks without an
+            # error wait in fit_function's agreement, which this one joins, so that
+            # the error is raised on every rank alike and reported once, by rank 0
+            try:
+                _raise_agreed(comm, exc)
+            except Exception as agreed:
+                exc = agreed
         if _is_collective(exc):
             if session.is_root:
-                raise
+                raise exc from None
             return _EXIT_ERROR  # rank 0 reports it
         _abort(comm, exc)
         raise

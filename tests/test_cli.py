@@ -169,11 +169,24 @@ def test_csv_with_label_column(tmp_path, capsys):
         ),
         (
             ["predict", "--model", "{csv}", "--data", "{csv}"],
-            "damaged or not a checkpoint",
+            "--model: checkpoint '{csv}' is damaged or not a checkpoint",
+        ),
+        # bad input names the flags (README, "Command line")
+        (
+            ["evaluate", "--model", "missing.npz", "--data", "{csv}"],
+            "--model: checkpoint 'missing.npz' does not exist",
+        ),
+        (
+            ["info", "--model", "missing.npz"],
+            "--model: checkpoint 'missing.npz' does not exist",
         ),
         (
             ["predict", "--model", "{model}", "--data", "{wide}"],
-            "X has 4 features, but",
+            "--data '{wide}' has 4 feature columns, but the --model expects 2",
+        ),
+        (
+            ["evaluate", "--model", "{model}", "--data", "{wide}"],
+            "--data '{wide}' has 4 feature columns, but the --model expects 2",
         ),
         (
             [
@@ -230,7 +243,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, args, messa
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert err.count("\n") == 0 and err.startswith("fastnn: error: "), err
-    assert message in err
+    assert message.format(**paths) in err
     assert "Traceback" not in captured.err + captured.out
 
 

@@ -204,7 +204,7 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
         ),
         (
             ["explain", "--model", "missing.npz", "--data", "{test}", "--out", "{o}"],
-            "does not exist",
+            "--model: checkpoint 'missing.npz' does not exist",
         ),
         (
             ["explain", "--model", "{bad}", "--data", "{test}", "--out", "{o}"],
@@ -212,7 +212,7 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
         ),
         (
             ["explain", "--model", "{model}", "--data", "{wide}", "--out", "{o}"],
-            "X has 65 features, but",
+            "--data '{wide}' has 65 feature columns, but the --model expects 64",
         ),
         (
             [
@@ -315,7 +315,7 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
         ),
         (
             ["ood", "--model", "{model}", "--in", "{test}", "--out-data", "{wide}"],
-            "X has 65 features, but",
+            "--out-data '{wide}' has 65 feature columns, but the --model expects 64",
         ),
         (
             [
@@ -397,7 +397,7 @@ def test_insight_errors_are_one_line(digits_files, tmp_path, capsys, args, messa
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert err.count("\n") == 0 and err.startswith("fastnn: error: "), err
-    assert message in err
+    assert message.format(o=str(tmp_path / "o"), **paths) in err
     assert "Traceback" not in captured.err + captured.out
 
 

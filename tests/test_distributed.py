@@ -392,3 +392,37 @@ def test_file_writing_callbacks_run_on_rank_0_only(tmp_path):
         "m2.npz",
         "m3.npz",
     ]
+
+
+@needs_mpi
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.npz"], "data file 'missing.npz' does not exist"),
+        (["--activation", "swish"], "unknown activation 'swish'"),
+        (["--out", "nodir/m.npz"], "--out 'nodir/m.npz': folder"),
+    ],
+    ids=["missing-data", "bad-option", "out-folder"],
+)
+def test_cli_distributed_error_before_training_is_one_message(tmp_path, args, message):
+    """docs/distributed.md, Faults: an error found before training is raised on every
+    rank alike, one message from rank 0, exit status 1 (before: every rank printed
+    it and called MPI_Abort, or exited on its own)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
+    cmd = _mpiexec(
+        sys.executable, "-m", "fastnn.cli", "train", "--distributed",
+        "--data", "d.npz", "--epochs", "1", "--quiet", *args,
+    )  # fmt: skip
+    proc = launch(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("fastnn:")]
+    assert len(ours) == 1 and ours[0].startswith("fastnn: error: "), err[-3000:]
+    assert message in ours[0]
+    assert "MPI_ABORT" not in err

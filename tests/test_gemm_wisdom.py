@@ -266,6 +266,25 @@ def test_an_unwritable_folder_leaves_every_product_to_the_rule(tmp_path, monkeyp
         wisdom._forget()
 
 
+def test_info_tells_an_unwritable_folder_before_any_fit(tmp_path, monkeypatch):
+    """README: a cache folder that cannot be written uses the rule, and `fastnn info`
+    shows which; before, info said "measured" until a fit had failed to write."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(blocker / "cache"))
+    wisdom._forget()
+    try:
+        how = wisdom.status()["how"]
+        assert how.startswith("the rule alone (cannot keep the plan"), how
+        assert "is not a folder" in how
+        fine = tmp_path / "new" / "cache"  # missing folders info must not create
+        monkeypatch.setenv("FASTNN_CACHE_DIR", str(fine))
+        assert wisdom.status()["how"].startswith("measured per product shape")
+        assert not (tmp_path / "new").exists()
+    finally:
+        wisdom._forget()
+
+
 def test_rule_mode_measures_nothing(fresh_plan, monkeypatch):
     monkeypatch.setenv("FASTNN_GEMM_PLAN", "rule")
     monkeypatch.setattr(wisdom, "_measure_step", lambda *a: pytest.fail("measured"))

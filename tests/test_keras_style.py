@@ -207,3 +207,16 @@ def test_verbose_1_on_a_terminal_is_one_bar_over_the_run_that_stays():
     assert "epoch 3/3" in final[0] and "100%" in final[0] and "192/192" in final[0]
     assert "val_" not in final[0] and "loss=" in final[0]
     assert lines[lines.index(next(s for s in lines if "sample" in s)) + 1] == "done"
+
+
+def test_history_answers_in_and_iterates_its_metric_names():
+    """docs/distributed.md reads history["allreduce_time"]; a user checks for a key
+    first: ``"val_loss" in history`` raised KeyError: 0 (no __contains__, so Python
+    iterated with __getitem__(0))."""
+    X, y = fastnn.load_digits_split()[0::2]
+    m = fastnn.MLP((64, 8, 10))
+    history = m.fit(X[:200], y[:200], epochs=2, verbose=0, seed=0)
+    assert "loss" in history and "val_loss" not in history
+    assert list(history) == list(history.history) == list(history.keys())
+    assert {k: history[k] for k in history} == history.history
+    assert len(history) == 2  # epochs, as before

@@ -212,3 +212,29 @@ def test_without_a_cblas_in_numpys_blas_the_kernels_take_scipys(monkeypatch):
     cblas = _blas.find_cblas()
     assert _blas._owner({"filepath": cblas.path}) == 1, cblas.path
     assert cblas.sgemm and cblas.dgemm
+
+
+@pytest.mark.parametrize("user_value", [None, "FALSE"], ids=["unset", "user-set"])
+def test_import_alone_leaves_environment_alone(user_value):
+    """The probe above imports threadpoolctl before fastnn, which hides that importing
+    threadpoolctl sets KMP_DUPLICATE_LIB_OK=True: here fastnn is the first import."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "KMP_DUPLICATE_LIB_OK"}
+    if user_value is not None:
+        env["KMP_DUPLICATE_LIB_OK"] = user_value
+    probe = (
+        "import json, os; before = dict(os.environ); import fastnn; "
+        "print(json.dumps([before, dict(os.environ)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env=env,
+    )
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after == before
+    assert after.get("KMP_DUPLICATE_LIB_OK") == user_value
