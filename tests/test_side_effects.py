@@ -238,3 +238,32 @@ def test_import_alone_leaves_environment_alone(user_value):
     before, after = json.loads(out.stdout.strip().splitlines()[-1])
     assert after == before
     assert after.get("KMP_DUPLICATE_LIB_OK") == user_value
+
+
+def test_a_fit_leaves_openmps_thread_count_alone():
+    """fastnn's kernels pass their thread count to each parallel loop: the OpenMP
+    runtime's own default (per calling thread, shared with every library on the same
+    runtime) stays as the process had it, whatever n_threads the fits use."""
+    code = """
+        import json
+        import numpy as np
+        import fastnn
+        from threadpoolctl import threadpool_info
+
+        def omp():
+            return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                    if i["user_api"] == "openmp"}
+
+        fastnn.get_backend("cython")  # loads the extension's OpenMP runtime
+        before = omp()
+        X = np.random.default_rng(0).standard_normal((256, 5)).astype(np.float32)
+        for n in (1, max(before.values()) + 1):
+            m = fastnn.MLP((5, 8, 3), backend="cython", n_threads=n)
+            m.fit(X, np.arange(256) % 3, epochs=1, batch_size=16, verbose=0)
+            fastnn.set_num_threads(n)
+            m.predict(X)
+        print(json.dumps([before, omp()]))
+    """
+    before, after = json.loads(_run(code))
+    assert before, "no OpenMP runtime seen: the probe checks nothing"
+    assert after == before

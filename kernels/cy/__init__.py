@@ -120,7 +120,9 @@ def set_num_threads(n: int) -> None:
     parent's workers (absent in the child) are never waited for.
     """
     n = 1 if in_forked_child() else int(n)
-    _openmp.set_num_threads(n)
+    # every prange passes num_threads: OpenMP's own default (omp_set_num_threads, a
+    # setting of the calling thread shared with all code on the same libgomp, such
+    # as Numba's omp layer) is left as the user's process had it
     for module in _KERNEL_MODULES + (_matmul_module, _gemm_module):
         module._set_threads(n)
 
