@@ -637,3 +637,48 @@ def test_edited_checkpoint_with_a_valid_checksum_is_validated(
     with pytest.raises(CheckpointError, match=message):
         make_model().fit(X, labels, epochs=2, seed=0, verbose=0, checkpoint=path,
                          resume=True)  # fmt: skip
+
+
+def test_member_that_is_not_an_npy_array_is_a_checkpoint_error(tmp_path):
+    # np.load returns the raw bytes of a zip member without the .npy magic
+    import zipfile
+
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__meta__.npy", b"garbage")
+    with pytest.raises(CheckpointError, match="'__meta__' is not a .npy array"):
+        fastnn.load(path)
+    make_model().save(path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("param.extra", b"garbage")
+    with pytest.raises(CheckpointError, match="'param.extra' is not a .npy array"):
+        fastnn.load(path)
+
+
+def test_save_to_a_folder_or_into_a_missing_folder_names_the_path(tmp_path):
+    model = make_model()
+    with pytest.raises(IsADirectoryError, match="is a folder") as info:
+        model.save(tmp_path)
+    assert ".tmp" not in str(info.value)
+    missing = tmp_path / "nope" / "m.npz"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        model.save(missing)
+    assert ".tmp" not in str(info.value) and "nope" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_save_into_a_folder_without_write_permission_names_the_path(
+    tmp_path, monkeypatch
+):
+    model = make_model()
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError, match="not writable") as info:
+        model.save(tmp_path / "m.npz")
+    assert ".tmp" not in str(info.value) and "m.npz" in str(info.value)
