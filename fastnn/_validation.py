@@ -106,7 +106,10 @@ def check_y(y: Any, n_samples: int) -> np.ndarray:
     # imported late: a slow import (~1.3 s), skipped for integer labels
     from sklearn.utils.multiclass import type_of_target
 
-    kind = type_of_target(arr, input_name="y")
+    try:
+        kind = type_of_target(arr, input_name="y")
+    except TypeError as exc:  # np.unique of e.g. str and None: "'<' not supported"
+        raise ValueError(f"labels must be mutually comparable: {exc}") from None
     if kind not in ("binary", "multiclass"):
         raise ValueError(
             f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, "

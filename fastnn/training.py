@@ -370,6 +370,8 @@ class _FitArgs:
             s["epochs"], s["batch_size"], s["verbose"], s["validation_split"],
             s["checkpoint_every"], s["callbacks"], s["resume"], s["checkpoint"],
         )  # fmt: skip
+        if s["seed"] is not None:  # SeedSequence's errors do not name the seed
+            check_int("seed", s["seed"], 0)
         compiled_step = s["compiled_step"]
         if compiled_step is not None and not isinstance(
             compiled_step, (bool, np.bool_)

@@ -329,6 +329,24 @@ def test_invalid_y_is_rejected():
         model.predict(X)
 
 
+def test_incomparable_labels_and_bad_seeds_are_named():
+    # NumPy's "'<' not supported between 'NoneType' and 'str'" (from inside
+    # scikit-learn's type_of_target) and SeedSequence's "expected non-negative
+    # integer" named neither y nor seed
+    X, _ = blobs(12, 4, 3)
+    model = MLP((4, 5, 3))
+    y = np.array(["a", "b", "c"] * 4, dtype=object)
+    y[5] = None
+    with pytest.raises(ValueError, match="labels must be mutually comparable"):
+        model.fit(X, y, verbose=0)
+    y = np.arange(12) % 3
+    for seed in (-1, "a", 1.5, True):
+        with pytest.raises(ValueError, match="seed must be"):
+            model.fit(X, y, epochs=1, verbose=0, seed=seed)
+    model.fit(X, y, epochs=1, verbose=0, seed=np.int64(3))
+    assert not np.isnan(model.predict_proba(X)).any()
+
+
 def test_unseen_labels_on_refit(fitted):
     X, y = blobs(24, 8, 3)
     with pytest.raises(ValueError, match="previously unseen labels"):
