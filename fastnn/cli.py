@@ -93,6 +93,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 _positive_int = _int_at_least(1)
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed that both fit and train_test_split accept."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, {2**32 - 1}], got {text!r}"
+        )
+    return v
+
+
 def _number(
     *,
     above: float | None = None,
@@ -225,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameter and compute dtype",
     )
     _runtime_options(t)
-    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument("--seed", type=_seed, default=0, help="default 0")
     t.add_argument(
         "--validation-split",
         type=_number(at_least=0.0, below=1.0),

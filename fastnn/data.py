@@ -481,7 +481,15 @@ def _load_csv(data: bytes, name: str, spec: _LabelSpec, header: str, sep: str) -
     label = spec.resolve(kept_names, has_header, name)
     feature_cols = [c for i, c in enumerate(kept) if i != label]
     if not feature_cols:
-        raise DataError(f"{name} has no feature columns besides the labels")
+        hint = ""
+        if width == 1:  # one column: often another separator than the one used
+            seps = [c for c in ";\t|," if c != sep and c in rows[0][0]]
+            if seps:
+                hint = (
+                    f" (its rows hold {seps[0]!r}: pass --delimiter {seps[0]!r}, "
+                    f"delimiter={seps[0]!r})"
+                )
+        raise DataError(f"{name} has no feature columns besides the labels{hint}")
     X = columns.features(feature_cols, names)
     y = None if label is None else _labels(columns.labels(kept[label]), name)
     for message in notes:
@@ -490,9 +498,12 @@ def _load_csv(data: bytes, name: str, spec: _LabelSpec, header: str, sep: str) -
 
 
 def _bad_cell(name: str, row: int, column: str, value: Any) -> DataError:
-    what = "an empty (or NaN) cell" if str(value).strip() in ("", "nan") else (
-        f"non-numeric value {value!r}"
-    )  # fmt: skip
+    if isinstance(value, float) and np.isinf(value):
+        what = f"an infinite value ({value})"
+    elif str(value).strip() in ("", "nan"):
+        what = "an empty (or NaN) cell"
+    else:
+        what = f"non-numeric value {value!r}"
     return DataError(f"{name} row {row}, column {column!r}: {what}")
 
 
@@ -634,10 +645,12 @@ class _NumpyColumns:
 
 
 def _check_missing(X: np.ndarray, cols: list[int], names: list[str], name: str):
-    missing = np.isnan(X)
-    if missing.any():
-        i, j = np.argwhere(missing)[0]
-        raise _bad_cell(name, int(i) + 1, names[cols[j]], "")
+    """DataError naming the first empty (NaN) or infinite cell."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        value = "" if np.isnan(X[i, j]) else float(X[i, j])
+        raise _bad_cell(name, int(i) + 1, names[cols[j]], value)
 
 
 # ---------------------------------------------------------------- Parquet

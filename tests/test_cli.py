@@ -164,6 +164,12 @@ def test_csv_with_label_column(tmp_path, capsys):
         (["train", "--data", "{noy}"], "no array 'y'"),
         (["train", "--data", "{txt}"], "unsupported data file"),
         (
+            ["train", "--data", "{csv}", "--seed", "-1"],
+            "argument --seed: expected an integer in [0, 4294967295]",
+        ),
+        (["train", "--data", "{semi}"], "pass --delimiter ';'"),
+        (["train", "--data", "{infcell}"], "row 2, column 'b': an infinite value"),
+        (
             ["train", "--data", "{csv}", "--lr", "-1"],
             "argument --lr: expected a number",
         ),
@@ -202,6 +208,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, args, messa
         "text": "a,b,y\n1,abc,0\n3,4,1\n",
         "ragged": "1,2,0\n3,4\n",
         "txt": "hello",
+        "semi": "a;b;y\n1;2;7\n3;4;8\n5;6;7\n7;8;8\n",
+        "infcell": "a,b,y\n1,2,7\n3,inf,8\n5,6,7\n7,8,8\n",
     }
     paths = {}
     for name, text in files.items():

@@ -282,3 +282,14 @@ def test_infinite_labels_are_named_by_row(tmp_path, engine):
     path.write_text("a,label\n1,0.5\n2,1e400\n3,1.5\n")
     with pytest.raises(DataError, match="row 2: the label is not finite"):
         load_dataset(path)
+
+
+def test_infinite_cells_and_a_wrong_delimiter_are_named(tmp_path, engine):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n3,-inf,1\n")
+    with pytest.raises(DataError, match=r"row 2, column 'b': an infinite value \(-inf"):
+        load_dataset(path)
+    path.write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(DataError, match="pass --delimiter ';', delimiter=';'"):
+        load_dataset(path)
+    assert load_dataset(path, delimiter=";")[0].shape == (2, 2)
