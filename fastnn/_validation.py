@@ -41,11 +41,18 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
         raise ValueError(f"Found array with dim {arr.ndim}. {owner} expected <= 2.")
     if arr.dtype.kind == "c":
         raise ValueError("Complex data not supported")
+    if arr.dtype.kind in "mM":  # astype(float64) would give counts of time units
+        raise ValueError(
+            f"Input X must be numeric, got dtype {arr.dtype}: convert dates and "
+            "durations to numbers first"
+        )
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Input X must be numeric: {exc}") from None
+        except OverflowError as exc:  # a Python int beyond float64
+            raise ValueError(f"Input X holds a number too large: {exc}") from None
     n, d = arr.shape
     if n == 0:
         raise ValueError(
@@ -68,7 +75,9 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
 
 def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
     # One cheap reduction first; the exact cause only on the slow path.
-    if np.isfinite(np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)):
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: no warning
+        total = np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)
+    if np.isfinite(total):
         return
     if np.isnan(a).any():
         raise ValueError("Input X contains NaN.")

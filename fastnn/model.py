@@ -126,7 +126,7 @@ class Sequential(Network, Steps):
         validation_split : float in [0, 1), default=0.0
             Hold out this stratified fraction of (X, y) for validation (a random
             one for a regressor; ignored when ``validation_data`` is given).
-        callbacks : iterable of Callback or callable
+        callbacks : iterable of Callback or callable, or None
             E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`;
             a plain callable ``f(epoch, logs)`` is called after every epoch (as a
             :class:`fastnn.LambdaCallback`). Without TerminateOnNaN a diverging fit

@@ -672,7 +672,7 @@ def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_eve
         )
     if checkpoint_every != "epoch":
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-    callbacks = [as_callback(cb) for cb in callbacks]
+    callbacks = [as_callback(cb) for cb in (() if callbacks is None else callbacks)]
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     return epochs, batch_size, verbose, checkpoint_every, callbacks

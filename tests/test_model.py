@@ -347,6 +347,24 @@ def test_incomparable_labels_and_bad_seeds_are_named():
     assert not np.isnan(model.predict_proba(X)).any()
 
 
+def test_odd_X_values_raise_value_error_and_large_finite_ones_do_not_warn():
+    X, y = blobs(12, 4, 3)
+    model = MLP((4, 5, 3), dtype=np.float64)
+    model.fit(X, y, epochs=1, verbose=0, callbacks=None)  # Keras' default
+    # Python ints beyond float64: OverflowError from NumPy's cast
+    with pytest.raises(ValueError, match="too large"):
+        model.predict([[10**400, 1, 1, 1]])
+    with pytest.raises(ValueError, match="datetime64"):
+        model.predict(np.ones((2, 4)).astype("M8[s]"))
+    with pytest.raises(ValueError, match="timedelta64"):
+        model.predict(np.ones((2, 4)).astype("m8[s]"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the finiteness check's sum overflowed
+        assert model.predict(np.full((2, 4), 1e308)).shape == (2,)
+
+
 def test_unseen_labels_on_refit(fitted):
     X, y = blobs(24, 8, 3)
     with pytest.raises(ValueError, match="previously unseen labels"):
