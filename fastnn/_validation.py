@@ -177,6 +177,22 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     return sw
 
 
+def weights_in_dtype(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Checked weights as an aligned copy in ``dtype``: ValueError when one is too
+    large for it (cast, it would be inf: NaN losses, then "training diverged")."""
+    from ._buffers import aligned_copy
+
+    with np.errstate(over="ignore"):
+        out = aligned_copy(w, dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"sample_weight (times class_weight) holds values too large for "
+            f"{np.dtype(dtype).name}: scale the weights down (only their ratios "
+            "matter)"
+        )
+    return out
+
+
 def check_int(name: str, value: Any, low: int) -> int:
     """An int (not a bool) >= low, else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

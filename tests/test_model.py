@@ -365,6 +365,17 @@ def test_odd_X_values_raise_value_error_and_large_finite_ones_do_not_warn():
         assert model.predict(np.full((2, 4), 1e308)).shape == (2,)
 
 
+def test_sample_weights_beyond_the_model_dtype_are_refused():
+    # cast to float32 they were inf: NaN losses, then "training diverged"
+    X, y = blobs(12, 4, 3)
+    model = MLP((4, 5, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="sample_weight .* too large for float32"):
+        model.fit(X, y, epochs=1, verbose=0, sample_weight=np.full(12, 1e300))
+    model.fit(X, y, epochs=1, verbose=0, sample_weight=np.full(12, 1e30))
+    with pytest.raises(ValueError, match="too large for float32"):
+        model.evaluate(X, y, sample_weight=np.full(12, 1e300))
+
+
 def test_unseen_labels_on_refit(fitted):
     X, y = blobs(24, 8, 3)
     with pytest.raises(ValueError, match="previously unseen labels"):
