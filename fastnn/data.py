@@ -342,6 +342,12 @@ class _LabelSpec:
                 "features (plus, optionally, the label column last)"
             )
         if has_header and str(self.column) in names:
+            if names.count(str(self.column)) > 1:
+                where = [i for i, n in enumerate(names) if n == str(self.column)]
+                raise DataError(
+                    f"label column {self.column!r} is ambiguous in {name}: columns "
+                    f"{where} have that name; pass its 0-based index instead"
+                )
             return names.index(str(self.column))
         try:
             idx = int(self.column)

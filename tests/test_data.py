@@ -293,3 +293,13 @@ def test_infinite_cells_and_a_wrong_delimiter_are_named(tmp_path, engine):
     with pytest.raises(DataError, match="pass --delimiter ';', delimiter=';'"):
         load_dataset(path)
     assert load_dataset(path, delimiter=";")[0].shape == (2, 2)
+
+
+def test_a_label_column_name_that_two_columns_share_is_refused(tmp_path, engine):
+    # it silently took the first of them
+    path = tmp_path / "d.csv"
+    path.write_text("a,a,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"label column 'a' is ambiguous .* \[0, 1\]"):
+        load_dataset(path, label_column="a")
+    X, y = load_dataset(path, label_column=1)
+    np.testing.assert_array_equal(y, [2, 4])
