@@ -41,11 +41,18 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
         raise ValueError(f"Found array with dim {arr.ndim}. {owner} expected <= 2.")
     if arr.dtype.kind == "c":
         raise ValueError("Complex data not supported")
+    if arr.dtype.kind in "mM":  # astype(float64) would give counts of time units
+        raise ValueError(
+            f"Input X must be numeric, got dtype {arr.dtype}: convert dates and "
+            "durations to numbers first"
+        )
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Input X must be numeric: {exc}") from None
+        except OverflowError as exc:  # a Python int beyond float64
+            raise ValueError(f"Input X holds a number too large: {exc}") from None
     n, d = arr.shape
     if n == 0:
         raise ValueError(
@@ -68,7 +75,9 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
 
 def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
     # One cheap reduction first; the exact cause only on the slow path.
-    if np.isfinite(np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)):
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: no warning
+        total = np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)
+    if np.isfinite(total):
         return
     if np.isnan(a).any():
         raise ValueError("Input X contains NaN.")
@@ -106,7 +115,10 @@ def check_y(y: Any, n_samples: int) -> np.ndarray:
     # imported late: a slow import (~1.3 s), skipped for integer labels
     from sklearn.utils.multiclass import type_of_target
 
-    kind = type_of_target(arr, input_name="y")
+    try:
+        kind = type_of_target(arr, input_name="y")
+    except TypeError as exc:  # np.unique of e.g. str and None: "'<' not supported"
+        raise ValueError(f"labels must be mutually comparable: {exc}") from None
     if kind not in ("binary", "multiclass"):
         raise ValueError(
             f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, "
@@ -163,6 +175,22 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     if (sw < 0).any():
         raise ValueError("Negative values in data passed to sample_weight")
     return sw
+
+
+def weights_in_dtype(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Checked weights as an aligned copy in ``dtype``: ValueError when one is too
+    large for it (cast, it would be inf: NaN losses, then "training diverged")."""
+    from ._buffers import aligned_copy
+
+    with np.errstate(over="ignore"):
+        out = aligned_copy(w, dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"sample_weight (times class_weight) holds values too large for "
+            f"{np.dtype(dtype).name}: scale the weights down (only their ratios "
+            "matter)"
+        )
+    return out
 
 
 def check_int(name: str, value: Any, low: int) -> int:

@@ -29,6 +29,7 @@ and finiteness are checked before anything touches a model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -100,7 +101,20 @@ def write_atomic(path: str | os.PathLike, write) -> None:
         mode = None
     tmp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+    # the errors name the user's path, not the hidden temp file
+    where = f"cannot write {str(path)!r}"
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{where}: it is a folder")
+    try:
+        fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, f"{where}: folder {str(folder)!r} does not exist"
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            errno.EACCES, f"{where}: folder {str(folder)!r} is not writable"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None and hasattr(os, "fchmod"):
@@ -204,6 +218,10 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
                 raise CheckpointError(f"{where} is a bare .npy array, not a checkpoint")
             for key in npz.files:
                 arrays[key] = npz[key]
+                if not isinstance(arrays[key], np.ndarray):  # raw bytes, no .npy
+                    raise CheckpointError(
+                        f"{where}: member {key!r} is not a .npy array"
+                    )
     except CheckpointError:
         raise
     except ValueError as exc:

@@ -93,6 +93,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 _positive_int = _int_at_least(1)
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed that both fit and train_test_split accept."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, {2**32 - 1}], got {text!r}"
+        )
+    return v
+
+
 def _number(
     *,
     above: float | None = None,
@@ -225,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameter and compute dtype",
     )
     _runtime_options(t)
-    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument("--seed", type=_seed, default=0, help="default 0")
     t.add_argument(
         "--validation-split",
         type=_number(at_least=0.0, below=1.0),
@@ -483,9 +496,13 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         y_train, target_scale = _standardized_targets(y_train)
         n_outputs = 1 if y_train.ndim == 1 else y_train.shape[1]
     else:
-        n_outputs = len(np.unique(y_train))
-        if n_outputs < 2:
+        if len(np.unique(y_train)) < 2:
             raise ValueError("the training data holds fewer than 2 classes")
+        # every class of the data, also one whose only rows the split put in the
+        # test set (a class too small to stratify): else its test rows are
+        # "previously unseen labels" once the training is done
+        classes = np.unique(y_train if y_test is None else np.r_[y_train, y_test])
+        n_outputs = len(classes)
     opt_kwargs: dict[str, Any] = {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         opt_kwargs.update(
@@ -532,7 +549,7 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
         checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
-        classes=None if regress else np.unique(y_train),
+        classes=None if regress else classes,
         callbacks=[divergence] + ([early] if early is not None else []),
     )
     diverged = divergence.stopped_epoch is not None
@@ -578,14 +595,16 @@ def _train(args: argparse.Namespace, session: Any = None) -> int:
             "best_epoch": early.best_epoch + 1,
             "best": early.best,
         }
+    saved = args.out and (session is None or session.is_root) and not diverged
+    if saved:  # before the evaluation: whatever fails there, the model is kept
+        model.save(args.out)
     if X_test is not None and not diverged:
         result.update(
             {f"test_{k}": v for k, v in model.evaluate(X_test, y_test).items()}
         )
     if session is not None:
         result.update(session.summary(history))
-    if args.out and (session is None or session.is_root) and not diverged:
-        model.save(args.out)
+    if saved:
         result["model"] = args.out
     result["wall_time_s"] = time.perf_counter() - t_start
     if session is not None and not session.is_root:

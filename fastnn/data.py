@@ -287,10 +287,25 @@ def _load_npz(source: Any, name: str, require_y: bool) -> Table:
         raise DataError(f"cannot read {name}: {exc}") from None
     except Exception as exc:  # zip errors, truncation
         raise DataError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
+    for key, a in (("X", X), ("y", y), ("feature_names", names)):
+        if a is not None and not isinstance(a, np.ndarray):  # np.load: raw bytes
+            raise DataError(f"{name}: member {key!r} is not a .npy array")
     if y is None and require_y:
         raise DataError(f"{name} has no array 'y' (labels)")
     if X.dtype.kind not in "biuf":
         raise DataError(f"{name}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise DataError(f"{name}: X must be 2-D (rows, features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise DataError(f"{name}: X has no rows")
+    if X.shape[1] == 0:
+        raise DataError(f"{name}: X has no feature columns")
+    if y is not None:
+        if y.ndim not in (1, 2):
+            raise DataError(f"{name}: y must be 1-D or 2-D, got shape {y.shape}")
+        if y.shape[0] != X.shape[0]:
+            raise DataError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]}")
+        y = _finite_labels(y, name)
     feature_names = None
     if names is not None and X.ndim == 2 and names.shape == (X.shape[1],):
         feature_names = [str(v) for v in names]
@@ -327,6 +342,12 @@ class _LabelSpec:
                 "features (plus, optionally, the label column last)"
             )
         if has_header and str(self.column) in names:
+            if names.count(str(self.column)) > 1:
+                where = [i for i, n in enumerate(names) if n == str(self.column)]
+                raise DataError(
+                    f"label column {self.column!r} is ambiguous in {name}: columns "
+                    f"{where} have that name; pass its 0-based index instead"
+                )
             return names.index(str(self.column))
         try:
             idx = int(self.column)
@@ -342,22 +363,51 @@ class _LabelSpec:
         return idx % width
 
 
-def _labels(values: np.ndarray) -> np.ndarray:
+def _labels(values: np.ndarray, name: str) -> np.ndarray:
     """Integer labels when all are integers, floats when all numeric, else strings
-    (stripped)."""
-    if values.dtype.kind in "biuf":
-        if values.dtype.kind == "f" and np.isnan(values).any():
-            raise DataError("a label is missing")
-        return values
-    text = np.char.strip(np.asarray(values, dtype=str))
-    if (text == "").any():
-        raise DataError(f"row {int(np.argmax(text == '')) + 1}: the label is empty")
-    for kind in (np.int64, np.float64):
-        try:
-            return text.astype(kind)
-        except (ValueError, OverflowError):
-            pass
-    return text
+    (stripped). A missing (None, NaN, NA) or infinite label is refused, naming its
+    row: as text it would become a class of its own ("None", "<NA>")."""
+    if values.dtype.kind == "O":
+        missing = _missing(values)
+        if missing.any():
+            row = int(np.argmax(missing)) + 1
+            raise DataError(f"{name} row {row}: the label is missing")
+    if values.dtype.kind not in "biuf":
+        text = np.char.strip(np.asarray(values, dtype=str))
+        if (text == "").any():
+            row = int(np.argmax(text == "")) + 1
+            raise DataError(f"{name} row {row}: the label is empty")
+        for kind in (np.int64, np.float64):
+            try:
+                values = text.astype(kind)
+                break
+            except (ValueError, OverflowError):
+                pass
+        else:
+            return text
+    return _finite_labels(values, name)
+
+
+def _finite_labels(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` unchanged, or DataError naming the first row whose float label is
+    NaN (missing) or infinite."""
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            v = values[i] if values.ndim == 1 else values[i][~np.isfinite(values[i])][0]
+            what = "missing" if np.isnan(v) else f"not finite ({v})"
+            raise DataError(f"{name} row {i + 1}: the label is {what}")
+    return values
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Which cells of a 1-D object array are None, NaN or pandas' NA / NaT."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return np.array([v is None or v != v for v in values], dtype=bool)
+    return np.asarray(pd.isna(values), dtype=bool)
 
 
 # -------------------------------------------------------------------- CSV
@@ -437,18 +487,29 @@ def _load_csv(data: bytes, name: str, spec: _LabelSpec, header: str, sep: str) -
     label = spec.resolve(kept_names, has_header, name)
     feature_cols = [c for i, c in enumerate(kept) if i != label]
     if not feature_cols:
-        raise DataError(f"{name} has no feature columns besides the labels")
+        hint = ""
+        if width == 1:  # one column: often another separator than the one used
+            seps = [c for c in ";\t|," if c != sep and c in rows[0][0]]
+            if seps:
+                hint = (
+                    f" (its rows hold {seps[0]!r}: pass --delimiter {seps[0]!r}, "
+                    f"delimiter={seps[0]!r})"
+                )
+        raise DataError(f"{name} has no feature columns besides the labels{hint}")
     X = columns.features(feature_cols, names)
-    y = None if label is None else _labels(columns.labels(kept[label]))
+    y = None if label is None else _labels(columns.labels(kept[label]), name)
     for message in notes:
         _log.warning(message)
     return Table(X, y, [names[c] for c in feature_cols] if has_header else None, notes)
 
 
 def _bad_cell(name: str, row: int, column: str, value: Any) -> DataError:
-    what = "an empty (or NaN) cell" if str(value).strip() in ("", "nan") else (
-        f"non-numeric value {value!r}"
-    )  # fmt: skip
+    if isinstance(value, float) and np.isinf(value):
+        what = f"an infinite value ({value})"
+    elif str(value).strip() in ("", "nan"):
+        what = "an empty (or NaN) cell"
+    else:
+        what = f"non-numeric value {value!r}"
     return DataError(f"{name} row {row}, column {column!r}: {what}")
 
 
@@ -590,10 +651,12 @@ class _NumpyColumns:
 
 
 def _check_missing(X: np.ndarray, cols: list[int], names: list[str], name: str):
-    missing = np.isnan(X)
-    if missing.any():
-        i, j = np.argwhere(missing)[0]
-        raise _bad_cell(name, int(i) + 1, names[cols[j]], "")
+    """DataError naming the first empty (NaN) or infinite cell."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        value = "" if np.isnan(X[i, j]) else float(X[i, j])
+        raise _bad_cell(name, int(i) + 1, names[cols[j]], value)
 
 
 # ---------------------------------------------------------------- Parquet
@@ -623,5 +686,5 @@ def _load_parquet(source: Any, name: str, spec: _LabelSpec) -> Table:
             )
     X = df.iloc[:, cols].to_numpy(dtype=np.float64)
     _check_missing(X, cols, names, name)
-    y = None if label is None else _labels(df.iloc[:, label].to_numpy())
+    y = None if label is None else _labels(df.iloc[:, label].to_numpy(), name)
     return Table(X, y, [names[c] for c in cols])

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from . import serialize, training
-from ._buffers import aligned_copy
 from ._scores import confidence_from_logits
-from ._validation import check_sample_weight
+from ._validation import check_sample_weight, weights_in_dtype
 from .callbacks import Callback, History
 from .layers import Layer, Linear, activation_layer, layer_from_config
 from .losses import loss_from_config
@@ -126,7 +125,7 @@ class Sequential(Network, Steps):
         validation_split : float in [0, 1), default=0.0
             Hold out this stratified fraction of (X, y) for validation (a random
             one for a regressor; ignored when ``validation_data`` is given).
-        callbacks : iterable of Callback or callable
+        callbacks : iterable of Callback or callable, or None
             E.g. :class:`~fastnn.EarlyStopping`, :class:`~fastnn.TerminateOnNaN`;
             a plain callable ``f(epoch, logs)`` is called after every epoch (as a
             :class:`fastnn.LambdaCallback`). Without TerminateOnNaN a diverging fit
@@ -250,7 +249,7 @@ class Sequential(Network, Steps):
         y_idx = self._training_targets(y_checked, None)
         sw = None
         if sample_weight is not None:
-            sw = aligned_copy(
+            sw = weights_in_dtype(
                 check_sample_weight(sample_weight, Xc.shape[0]), self.dtype
             )
         with num_threads(self.n_threads):

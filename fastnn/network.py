@@ -36,6 +36,7 @@ from ._validation import (
     check_targets,
     check_X,
     check_y,
+    weights_in_dtype,
 )
 from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear
@@ -530,7 +531,7 @@ class Network:
         )
         if cw is not None:
             w = w * cw[y_idx]
-        return aligned_copy(w, self.dtype)
+        return weights_in_dtype(w, self.dtype)
 
     # ------------------------------------------------------------ inference
     def _is_fitted(self) -> bool:

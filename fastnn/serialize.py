@@ -20,6 +20,7 @@ and :func:`load` builds it; metadata is validated before anything is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
@@ -32,6 +33,7 @@ from . import checkpoint as container
 from ._version import __version__
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError
+from .optim import optimizer_from_config
 
 __all__ = ["check_meta", "load", "model_from_config", "register", "save"]
 
@@ -43,6 +45,7 @@ CALLBACK = "callback."
 TARGET_NDIM = "target_ndim"
 _POSITION = ("epoch", "batch", "step", "loss_sum", "correct", "seen", "elapsed",
              "stopped", "finished")  # fmt: skip
+_FLOAT_COUNTERS = ("learning rate", "loss_sum", "elapsed")
 _REQUIRED = ("model", "dtype", "params", "optimizer", "fitted")
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 _MODEL_CLASSES: dict[str, type] = {}
@@ -136,21 +139,38 @@ def load(
         optimizer state restored.
     """
     meta, arrays = read(path)
-    check_meta(meta, arrays)  # before the model is built (allocated)
-    try:
-        model = model_from_config(
-            meta["model"]["class"],
-            meta["model"]["config"],
-            backend=backend,
-            n_threads=n_threads,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} describes an invalid model: {exc}"
-        ) from None
-    check_state(model, meta, arrays)
-    set_state(model, meta, arrays)
+    with _malformed(f"checkpoint {str(path)!r}"):
+        check_meta(meta, arrays)  # before the model is built (allocated)
+        try:
+            model = model_from_config(
+                meta["model"]["class"],
+                meta["model"]["config"],
+                backend=backend,
+                n_threads=n_threads,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} describes an invalid model: {exc}"
+            ) from None
+        check_state(model, meta, arrays)
+        set_state(model, meta, arrays)
     return model
+
+
+@contextlib.contextmanager
+def _malformed(what: str):
+    """Turn the errors of metadata of the wrong shape (a key missing, a list where
+    a dict belongs: KeyError, TypeError, ... from wherever it is used) into one
+    CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, OverflowError,
+            ValueError) as exc:  # fmt: skip
+        raise CheckpointError(
+            f"{what} has malformed metadata ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def check_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -193,6 +213,7 @@ def check_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
             or value < 0
+            or (name not in _FLOAT_COUNTERS and value >= 2**53)  # int64-safe count
         ):
             raise CheckpointError(f"checkpoint {name} is invalid: {value!r}")
     if isinstance(ts, dict) and ts.get("correct", 0) > ts.get("seen", 0):
@@ -205,7 +226,13 @@ def check_state(
     arrays: dict[str, np.ndarray],
     require_train_state: bool = False,
 ) -> None:
-    """Raise CheckpointError unless (meta, arrays) fit ``model`` exactly."""
+    """Raise CheckpointError unless (meta, arrays) fit ``model`` exactly (with
+    ``require_train_state``: and hold a well-formed train state to resume)."""
+    with _malformed("checkpoint"):
+        _check_state(model, meta, arrays, require_train_state)
+
+
+def _check_state(model, meta, arrays, require_train_state: bool) -> None:
     check_meta(meta, arrays)
     mine = model.get_config()
     theirs = meta["model"]["config"]
@@ -267,6 +294,31 @@ def check_state(
                 "checkpoint was written with a different optimizer or loss: "
                 f"{theirs.get('optimizer')}, {theirs.get('loss')}"
             )
+        _probe_train_state(model, meta)
+
+
+def _probe_train_state(model, meta: dict[str, Any]) -> None:
+    """Raise (any error: the caller names it) unless what a resume reads from the
+    metadata is there and usable; run before the model or callbacks change."""
+    ts = meta["train_state"]
+    if not isinstance(ts, dict):
+        raise TypeError(f"train_state is {type(ts).__name__}, not a dict")
+    missing = [k for k in ("rng", "history", "fit", "callbacks", *_POSITION)
+               if k not in ts]  # fmt: skip
+    if missing:
+        raise KeyError(f"train_state lacks {missing}")
+    np.random.SeedSequence(ts["seed_entropy"])
+    probe = np.random.Generator(np.random.PCG64())
+    probe.bit_generator.state = ts["rng"]
+    History.from_dict(ts["history"])
+    if not isinstance(ts["fit"], dict):
+        raise TypeError("train_state 'fit' is not a dict")
+    for cb in ts["callbacks"]:
+        if not isinstance(cb, dict) or "type" not in cb or "state" not in cb:
+            raise TypeError(f"a callback entry is malformed: {cb!r}")
+    # a fresh copy (unbound, no buffers): its scalars and schedule state only
+    opt = optimizer_from_config(model.optimizer.get_config())
+    opt.load_state_dict(meta["optimizer"]["state"])
 
 
 def set_state(model, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -371,6 +423,11 @@ def check_resume(model, saved, settings: dict, callbacks, n_train: int) -> None:
     """Raise CheckpointError unless a training checkpoint continues this fit: same
     settings and data, a valid RNG state, batch position and shuffle order, and the
     same callbacks (each checking its own saved state)."""
+    with _malformed("checkpoint"):
+        _check_resume(model, saved, settings, callbacks, n_train)
+
+
+def _check_resume(model, saved, settings: dict, callbacks, n_train: int) -> None:
     meta, arrays = saved
     ts = meta["train_state"]
     if ts.get("fit") != settings:

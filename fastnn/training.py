@@ -370,6 +370,8 @@ class _FitArgs:
             s["epochs"], s["batch_size"], s["verbose"], s["validation_split"],
             s["checkpoint_every"], s["callbacks"], s["resume"], s["checkpoint"],
         )  # fmt: skip
+        if s["seed"] is not None:  # SeedSequence's errors do not name the seed
+            check_int("seed", s["seed"], 0)
         compiled_step = s["compiled_step"]
         if compiled_step is not None and not isinstance(
             compiled_step, (bool, np.bool_)
@@ -670,7 +672,7 @@ def check_fit_args(epochs, batch_size, verbose, validation_split, checkpoint_eve
         )
     if checkpoint_every != "epoch":
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-    callbacks = [as_callback(cb) for cb in callbacks]
+    callbacks = [as_callback(cb) for cb in (() if callbacks is None else callbacks)]
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     return epochs, batch_size, verbose, checkpoint_every, callbacks

@@ -637,3 +637,105 @@ def test_edited_checkpoint_with_a_valid_checksum_is_validated(
     with pytest.raises(CheckpointError, match=message):
         make_model().fit(X, labels, epochs=2, seed=0, verbose=0, checkpoint=path,
                          resume=True)  # fmt: skip
+
+
+def test_member_that_is_not_an_npy_array_is_a_checkpoint_error(tmp_path):
+    # np.load returns the raw bytes of a zip member without the .npy magic
+    import zipfile
+
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__meta__.npy", b"garbage")
+    with pytest.raises(CheckpointError, match="'__meta__' is not a .npy array"):
+        fastnn.load(path)
+    make_model().save(path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("param.extra", b"garbage")
+    with pytest.raises(CheckpointError, match="'param.extra' is not a .npy array"):
+        fastnn.load(path)
+
+
+def test_save_to_a_folder_or_into_a_missing_folder_names_the_path(tmp_path):
+    model = make_model()
+    with pytest.raises(IsADirectoryError, match="is a folder") as info:
+        model.save(tmp_path)
+    assert ".tmp" not in str(info.value)
+    missing = tmp_path / "nope" / "m.npz"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        model.save(missing)
+    assert ".tmp" not in str(info.value) and "nope" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_save_into_a_folder_without_write_permission_names_the_path(
+    tmp_path, monkeypatch
+):
+    model = make_model()
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError, match="not writable") as info:
+        model.save(tmp_path / "m.npz")
+    assert ".tmp" not in str(info.value) and "m.npz" in str(info.value)
+
+
+def _delete(*keys):
+    def edit(meta):
+        d = meta
+        for k in keys[:-1]:
+            d = d[k]
+        del d[keys[-1]]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "meta_edit",
+    [
+        _set("model", "config", "loss", value=None),
+        _delete("model", "config", "activation"),
+        _set("optimizer", value=None),
+        _set("optimizer", "state", value={}),
+        _set("optimizer", "state", "steps", value=10**19),
+        _set("optimizer", "state_names", value=None),
+        _set("train_state", value=-1),
+        _set("train_state", "history", value=None),
+        _set("train_state", "history", "history", value={"loss": ["x"]}),
+        _set("train_state", "callbacks", value=None),
+        _set("train_state", "fit", value=-1),
+        _set("train_state", "seed_entropy", value=-1),
+        _set("train_state", "rng", "state", "inc", value=-1),
+        _set("train_state", "rng", "uinteger", value=-1),
+        _delete("train_state", "batch"),
+        _delete("train_state", "correct"),
+    ],
+    ids=lambda f: f.__closure__[-1].cell_contents.__repr__()[:40],
+)
+def test_malformed_metadata_with_a_valid_checksum_is_a_checkpoint_error(
+    tmp_path, meta_edit
+):
+    # KeyError, TypeError, AttributeError, OverflowError from deep inside (numpy's
+    # PCG64, SeedSequence, History.from_dict, the optimizer) before
+    X, y = data()
+    labels = np.array(["ant", "bee", "cow"])[y]
+    path = tmp_path / "c.npz"
+    make_model().fit(X, labels, epochs=1, seed=0, verbose=0, checkpoint=path)
+    _edit(path, meta_edit)
+    try:
+        fastnn.load(path).predict(X)
+    except CheckpointError:
+        pass
+    model = make_model()
+    model.fit(X, labels, epochs=1, seed=1, verbose=0)
+    before = model.get_flat_parameters().tobytes()
+    steps = model.optimizer.steps
+    with pytest.raises(CheckpointError):
+        model.fit(X, labels, epochs=2, seed=0, verbose=0, checkpoint=path,
+                  resume=True)  # fmt: skip
+    assert model.get_flat_parameters().tobytes() == before
+    assert model.optimizer.steps == steps

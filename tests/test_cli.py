@@ -164,6 +164,12 @@ def test_csv_with_label_column(tmp_path, capsys):
         (["train", "--data", "{noy}"], "no array 'y'"),
         (["train", "--data", "{txt}"], "unsupported data file"),
         (
+            ["train", "--data", "{csv}", "--seed", "-1"],
+            "argument --seed: expected an integer in [0, 4294967295]",
+        ),
+        (["train", "--data", "{semi}"], "pass --delimiter ';'"),
+        (["train", "--data", "{infcell}"], "row 2, column 'b': an infinite value"),
+        (
             ["train", "--data", "{csv}", "--lr", "-1"],
             "argument --lr: expected a number",
         ),
@@ -215,6 +221,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys, args, messa
         "text": "a,b,y\n1,abc,0\n3,4,1\n",
         "ragged": "1,2,0\n3,4\n",
         "txt": "hello",
+        "semi": "a;b;y\n1;2;7\n3;4;8\n5;6;7\n7;8;8\n",
+        "infcell": "a,b,y\n1,2,7\n3,inf,8\n5,6,7\n7,8,8\n",
     }
     paths = {}
     for name, text in files.items():
@@ -429,3 +437,24 @@ def test_ctrl_c_before_any_checkpoint_does_not_claim_one(
     assert code == 130
     assert capsys.readouterr().err == "fastnn: interrupted; no checkpoint saved\n"
     assert not ckpt.exists()
+
+
+def test_a_class_with_one_row_that_lands_in_the_test_set_is_known(tmp_path, capsys):
+    # too small to stratify, the split is plain: for some seeds the one row of
+    # class 2 is a test row; the model (3 outputs) must know it, not fail with
+    # "previously unseen labels" after training and lose the model
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 3))
+    y = np.r_[np.zeros(20, int), np.ones(19, int), [2]]
+    path = tmp_path / "rare.csv"
+    lines = ["a,b,c,label"] + [
+        ",".join(map(str, row)) + f",{label}" for row, label in zip(X, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.npz"
+    for seed in range(6):
+        args = ["train", "--data", str(path), "--epochs", "1", "--hidden", "4"]
+        code = main([*args, "--quiet", "--seed", str(seed), "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        assert fastnn.load(out).classes_.tolist() == [0, 1, 2]
+        out.unlink()

@@ -208,3 +208,98 @@ def pd_frame(X, y, names=None):
     if names is not None:
         frame.columns = names
     return frame
+
+
+def test_npz_member_that_is_not_an_array_is_refused(tmp_path):
+    # np.load hands back the raw bytes of a zip member without the .npy magic
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 2)))
+    path = tmp_path / "raw.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("X", b"hello")
+        z.writestr("y.npy", buf.getvalue())
+    with pytest.raises(DataError, match="'X' is not a .npy array"):
+        load_dataset(path)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("X.npy", buf.getvalue())
+        z.writestr("y", b"junk")
+    with pytest.raises(DataError, match="'y' is not a .npy array"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (np.zeros(4), np.arange(4) % 2, r"X must be 2-D \(rows, features\)"),
+        (np.zeros((4, 2)), np.zeros((4, 2)) + [0, 1], None),  # 2-D y: regression
+        (np.zeros((4, 2)), np.zeros((4, 2, 1)), "y must be 1-D or 2-D"),
+        (np.zeros((0, 2)), np.zeros(0), "X has no rows"),
+        (np.zeros((4, 0)), np.arange(4) % 2, "X has no feature columns"),
+        (np.zeros((4, 2)), np.arange(3) % 2, "X has 4 rows but y has 3"),
+    ],
+)
+def test_npz_arrays_of_the_wrong_shape_are_named(tmp_path, X, y, message):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    if message is None:
+        load_dataset(path)
+        return
+    with pytest.raises(DataError, match=message):
+        load_dataset(path)
+
+
+def test_cli_npz_with_1d_X_gives_a_clear_error(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.arange(8.0), y=np.arange(8) % 2)
+    out = run_cli("train", "--data", str(path), "--epochs", "1", "--quiet")
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert "IndexError" not in err and "X must be 2-D" in err, err
+
+
+def test_missing_labels_in_parquet_are_refused_not_a_class(tmp_path, blobs):
+    # None / pd.NA among string labels must not become the class "None" / "<NA>"
+    pytest.importorskip("pyarrow")
+    X, y = blobs
+    labels = np.array(["a", "b", "c"], dtype=object)[y]
+    labels[5] = None
+    path = tmp_path / "d.parquet"
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    frame["label"] = labels
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match="row 6: the label is missing"):
+        load_dataset(path)
+    frame["label"] = frame["label"].astype("string")  # pd.NA
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match="row 6: the label is missing"):
+        load_dataset(path)
+
+
+def test_infinite_labels_are_named_by_row(tmp_path, engine):
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n1,0.5\n2,1e400\n3,1.5\n")
+    with pytest.raises(DataError, match="row 2: the label is not finite"):
+        load_dataset(path)
+
+
+def test_infinite_cells_and_a_wrong_delimiter_are_named(tmp_path, engine):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n3,-inf,1\n")
+    with pytest.raises(DataError, match=r"row 2, column 'b': an infinite value \(-inf"):
+        load_dataset(path)
+    path.write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(DataError, match="pass --delimiter ';', delimiter=';'"):
+        load_dataset(path)
+    assert load_dataset(path, delimiter=";")[0].shape == (2, 2)
+
+
+def test_a_label_column_name_that_two_columns_share_is_refused(tmp_path, engine):
+    # it silently took the first of them
+    path = tmp_path / "d.csv"
+    path.write_text("a,a,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"label column 'a' is ambiguous .* \[0, 1\]"):
+        load_dataset(path, label_column="a")
+    X, y = load_dataset(path, label_column=1)
+    np.testing.assert_array_equal(y, [2, 4])

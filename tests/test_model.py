@@ -329,6 +329,53 @@ def test_invalid_y_is_rejected():
         model.predict(X)
 
 
+def test_incomparable_labels_and_bad_seeds_are_named():
+    # NumPy's "'<' not supported between 'NoneType' and 'str'" (from inside
+    # scikit-learn's type_of_target) and SeedSequence's "expected non-negative
+    # integer" named neither y nor seed
+    X, _ = blobs(12, 4, 3)
+    model = MLP((4, 5, 3))
+    y = np.array(["a", "b", "c"] * 4, dtype=object)
+    y[5] = None
+    with pytest.raises(ValueError, match="labels must be mutually comparable"):
+        model.fit(X, y, verbose=0)
+    y = np.arange(12) % 3
+    for seed in (-1, "a", 1.5, True):
+        with pytest.raises(ValueError, match="seed must be"):
+            model.fit(X, y, epochs=1, verbose=0, seed=seed)
+    model.fit(X, y, epochs=1, verbose=0, seed=np.int64(3))
+    assert not np.isnan(model.predict_proba(X)).any()
+
+
+def test_odd_X_values_raise_value_error_and_large_finite_ones_do_not_warn():
+    X, y = blobs(12, 4, 3)
+    model = MLP((4, 5, 3), dtype=np.float64)
+    model.fit(X, y, epochs=1, verbose=0, callbacks=None)  # Keras' default
+    # Python ints beyond float64: OverflowError from NumPy's cast
+    with pytest.raises(ValueError, match="too large"):
+        model.predict([[10**400, 1, 1, 1]])
+    with pytest.raises(ValueError, match="datetime64"):
+        model.predict(np.ones((2, 4)).astype("M8[s]"))
+    with pytest.raises(ValueError, match="timedelta64"):
+        model.predict(np.ones((2, 4)).astype("m8[s]"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the finiteness check's sum overflowed
+        assert model.predict(np.full((2, 4), 1e308)).shape == (2,)
+
+
+def test_sample_weights_beyond_the_model_dtype_are_refused():
+    # cast to float32 they were inf: NaN losses, then "training diverged"
+    X, y = blobs(12, 4, 3)
+    model = MLP((4, 5, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="sample_weight .* too large for float32"):
+        model.fit(X, y, epochs=1, verbose=0, sample_weight=np.full(12, 1e300))
+    model.fit(X, y, epochs=1, verbose=0, sample_weight=np.full(12, 1e30))
+    with pytest.raises(ValueError, match="too large for float32"):
+        model.evaluate(X, y, sample_weight=np.full(12, 1e300))
+
+
 def test_unseen_labels_on_refit(fitted):
     X, y = blobs(24, 8, 3)
     with pytest.raises(ValueError, match="previously unseen labels"):
