@@ -112,6 +112,7 @@ def _blas_threads(n: int) -> Iterator[None]:
         _blas_saved += [(lib, lib.num_threads) for lib in libraries
                         if lib.filepath not in saved]  # fmt: skip
         _blas_depth += 1
+        _block.blas_depth = getattr(_block, "blas_depth", 0) + 1
         for lib in libraries:
             if lib.num_threads != n:
                 lib.set_num_threads(n)
@@ -120,6 +121,7 @@ def _blas_threads(n: int) -> Iterator[None]:
     finally:
         with _blas_lock:
             _blas_depth -= 1
+            _block.blas_depth -= 1
             if _blas_depth == 0:
                 for lib, count in _blas_saved:
                     if lib.num_threads != count:
@@ -159,8 +161,17 @@ def num_threads(n: int | None) -> Iterator[int]:
 
 def _after_fork_in_child() -> None:
     # another thread may have held the lock at fork time; it does not exist here
-    global _blas_lock
+    global _blas_lock, _blas_depth, _blas_saved
     _blas_lock = threading.Lock()
+    # only the forking thread's blocks go on in the child: those of the parent's
+    # other threads will never exit, so the BLAS counts they set are put back now
+    # (else the child's blocks never reach depth 0 and never restore theirs)
+    _blas_depth = getattr(_block, "blas_depth", 0)
+    if _blas_depth == 0:
+        for lib, count in _blas_saved:
+            if lib.num_threads != count:
+                lib.set_num_threads(count)
+        _blas_saved = []
 
 
 on_fork_child(_after_fork_in_child)

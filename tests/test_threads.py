@@ -114,3 +114,55 @@ def test_fork_pool_after_a_fit_runs_serially_in_the_children(tmp_path, backend):
         proc.communicate()
         pytest.fail(f"the fork pool hung after a fit on {backend}")
     assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+FORK_IN_OTHER_BLOCK_SCRIPT = textwrap.dedent(
+    """
+    import os, threading
+    from threadpoolctl import threadpool_info
+    import fastnn
+
+    def blas():
+        return sorted(i["num_threads"] for i in threadpool_info()
+                      if i["user_api"] == "blas")
+
+    found = blas()
+    inside, done = threading.Event(), threading.Event()
+
+    def other():
+        with fastnn.num_threads(1):  # open while the main thread forks
+            inside.set()
+            done.wait(30)
+
+    t = threading.Thread(target=other)
+    t.start()
+    inside.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        # the other thread's block does not exist in the child: its BLAS count is
+        # the one from outside every block, and a block of the child restores its own
+        code = 0 if blas() == found else 3
+        with fastnn.num_threads(3):
+            pass
+        os._exit(code if blas() == found else 4)
+    _, status = os.waitpid(pid, 0)
+    done.set()
+    t.join(30)
+    assert blas() == found
+    print(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_fork_while_another_thread_is_in_a_block_leaves_the_child_blas_alone(
+    tmp_path,
+):
+    """A fork from one thread while another is in a num_threads block: the child
+    does not keep that block's BLAS count, and its own blocks restore theirs (the
+    parent's open block kept the child's depth above 0 and nothing was restored)."""
+    script = tmp_path / "fork_in_block.py"
+    script.write_text(FORK_IN_OTHER_BLOCK_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
