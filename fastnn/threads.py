@@ -100,7 +100,9 @@ def _check(n) -> int:
 
 
 @contextlib.contextmanager
-def _blas_threads(n: int) -> Iterator[None]:
+def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
+    """BLAS on ``n`` threads; ``outer``: the count of this thread's enclosing block,
+    which BLAS is set back to when this (nested) block ends."""
     global _blas_depth, _blas_saved
     with _blas_lock:
         libraries = _blas_libraries()
@@ -127,6 +129,11 @@ def _blas_threads(n: int) -> Iterator[None]:
                     if lib.num_threads != count:
                         lib.set_num_threads(count)
                 _blas_saved = []
+            elif outer is not None:
+                # the rest of this thread's enclosing block runs on its own count
+                for lib, _ in _blas_saved:
+                    if lib.num_threads != outer:
+                        lib.set_num_threads(outer)
 
 
 @contextlib.contextmanager
@@ -145,7 +152,7 @@ def num_threads(n: int | None) -> Iterator[int]:
     _block.n = target
     kernels.set_num_threads(target)
     try:
-        with _blas_threads(target):
+        with _blas_threads(target, outer):
             yield target
     finally:
         _block.n = outer

@@ -45,6 +45,26 @@ def test_overlapping_blocks_of_two_threads_restore_the_setting_found():
     assert fastnn.get_num_threads() == before
 
 
+def test_a_nested_block_gives_blas_back_to_the_enclosing_block():
+    """A block inside a block of another count in the same thread (a predict with
+    n_threads=1 in a callback of a 2-thread fit): the rest of the enclosing block
+    runs BLAS on its own count again (it kept the inner count: a NumPy-backend fit
+    went on slower and with other bits), and the outermost end restores the count
+    found."""
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    found = blas()
+    with fastnn.num_threads(2):
+        outer = blas()
+        with fastnn.num_threads(1):
+            assert blas() == [1] * len(outer)
+        assert blas() == outer
+    assert blas() == found
+
+
 # ------------------------------------------------------------------ fork
 FORK_SCRIPT = textwrap.dedent(
     """
