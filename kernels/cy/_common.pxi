@@ -19,11 +19,9 @@ cdef extern from *:
     #include <omp.h>
     #define FNN_OPENMP 1
     static inline int fnn_omp_max_threads(void) { return omp_get_max_threads(); }
-    static inline void fnn_omp_set_threads(int n) { omp_set_num_threads(n); }
     #else
     #define FNN_OPENMP 0
     static inline int fnn_omp_max_threads(void) { return 1; }
-    static inline void fnn_omp_set_threads(int n) { (void)n; }
     #endif
 
     /* The float32 numerics spec of kernels/tuning.py, compiled in by setup.py. */
@@ -135,7 +133,6 @@ cdef extern from *:
     """
     int FNN_OPENMP
     int fnn_omp_max_threads() noexcept nogil
-    void fnn_omp_set_threads(int n) noexcept nogil
     float fnn_expf(float x) noexcept nogil
     float fnn_tanhf(float x) noexcept nogil
     void fnn_sigmoid_f32(const float* z, float* y, Py_ssize_t n) noexcept nogil
