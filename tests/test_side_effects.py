@@ -131,12 +131,15 @@ def test_thread_count_of_a_block_is_per_thread():
     assert fastnn.get_num_threads() == outside
 
 
-def _run(code: str) -> str:
+def _run(code: str, env: dict[str, str] | None = None) -> str:
+    """The last line ``code`` prints in a fresh interpreter (``env``: its
+    environment, else this one's)."""
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
@@ -227,15 +230,7 @@ def test_import_alone_leaves_environment_alone(user_value):
         "import json, os; before = dict(os.environ); import fastnn; "
         "print(json.dumps([before, dict(os.environ)]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        env=env,
-    )
-    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    before, after = json.loads(_run(probe, env))
     assert after == before
     assert after.get("KMP_DUPLICATE_LIB_OK") == user_value
 
