@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Iterator, KeysView, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -273,3 +276,14 @@ class TerminateOnNaN(Callback):
 
     def set_state(self, meta, arrays):
         self.stopped_epoch = meta.get("stopped_epoch")
+
+
+def _warn_caller(message: str) -> None:
+    """A RuntimeWarning attributed to the first frame outside fastnn (the call of
+    fit in the user's code), however deep in the loop it is raised."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, RuntimeWarning, stacklevel=level)

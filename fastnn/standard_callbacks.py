@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .callbacks import Callback
+import numpy as np
+
+from .callbacks import Callback, _warn_caller
 
 if TYPE_CHECKING:
     from .model import Sequential
@@ -119,6 +121,11 @@ class ModelCheckpoint(Callback):
 
     Notes
     -----
+    The folder of ``filepath`` must exist and be writable: that is checked when
+    training begins (when the folder's name holds no format field), so that a typo
+    does not cost the training. After an epoch whose weights are not finite (a fit
+    that diverged) nothing is saved: the files saved before are kept and a
+    RuntimeWarning says so once per fit (``TerminateOnNaN`` stops such a fit).
     Under :func:`fastnn.distributed.fit` only rank 0 runs it (every rank holds the
     same weights).
     """
@@ -144,12 +151,40 @@ class ModelCheckpoint(Callback):
         self.every = every
         self.best: float | None = None
         self.saved: list[str] = []
+        self._warned = False  # about a diverged fit, in this fit
 
     def on_train_begin(self, model: Sequential) -> None:
         self.best = None
         self.saved = []
+        self._warned = False
+        self._check_folder()
+
+    def _check_folder(self) -> None:
+        """Raise ValueError when the files cannot be written (a missing or read-only
+        folder, or a filepath that is a folder), before any epoch runs."""
+        folder = os.path.dirname(self.filepath) or "."
+        if "{" in folder:  # named per epoch: checked by the save itself
+            return
+        where = f"ModelCheckpoint filepath {self.filepath!r}"
+        if "{" not in self.filepath and os.path.isdir(self.filepath):
+            raise ValueError(f"{where} is a folder, not a file")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{where}: folder {folder!r} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{where}: folder {folder!r} is not writable")
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Sequential):
+        if not np.isfinite(model._params).all():
+            # a diverged fit: keep the files saved before (model.save would refuse)
+            if not self._warned:
+                self._warned = True
+                _warn_caller(
+                    f"ModelCheckpoint: the weights after epoch {epoch + 1} are not "
+                    "finite (training diverged): not saved, the files saved before "
+                    "are kept; pass callbacks=[fastnn.TerminateOnNaN()] to stop at "
+                    "the first non-finite epoch loss"
+                )
+            return
         if self.save_best_only:
             value = _check_monitor("ModelCheckpoint", self.monitor, logs)
             maximize = _maximize(self.monitor, self.mode)

@@ -64,12 +64,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import os
 import signal
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +77,7 @@ import numpy as np
 from . import checkpoint as container
 from . import serialize
 from ._validation import check_int
-from .callbacks import Callback, History
+from .callbacks import Callback, History, _warn_caller
 from .progress import Progress
 from .standard_callbacks import as_callback
 from .threads import num_threads
@@ -800,17 +797,6 @@ class _NoGuard(contextlib.nullcontext):
 
 
 _NO_GUARD = _NoGuard()
-
-
-def _warn_caller(message: str) -> None:
-    """A RuntimeWarning attributed to the first frame outside fastnn (the call of
-    fit in the user's code), however deep in the loop it is raised."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        level += 1
-        frame = frame.f_back
-    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def _interrupted(saved_to: str | Path | None) -> KeyboardInterrupt:

@@ -109,6 +109,48 @@ def test_model_checkpoint_best_only_and_every_n(tmp_path, data):
         _model().fit(X, y, epochs=1, verbose=0, callbacks=[needs_val])
 
 
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing/m.npz", "folder .* does not exist"),
+        ("missing/m{epoch}.npz", "folder .* does not exist"),
+        ("a_folder", "is a folder, not a file"),
+    ],
+)
+def test_model_checkpoint_refuses_an_unwritable_path_before_training(
+    tmp_path, data, name, message
+):
+    X, y = data
+    (tmp_path / "a_folder").mkdir()
+    epochs = []
+    callbacks = [
+        fastnn.ModelCheckpoint(str(tmp_path / name)),
+        lambda epoch, logs: epochs.append(epoch),
+    ]
+    with pytest.raises(ValueError, match="ModelCheckpoint filepath .*" + message):
+        _model().fit(X, y, epochs=2, verbose=0, callbacks=callbacks)
+    assert epochs == []  # no epoch was trained for nothing
+
+
+def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
+    X, y = data
+
+    def diverge(epoch, logs):  # runs before the checkpoint of the same epoch
+        if epoch == 1:
+            model._params[:] = np.nan
+
+    model = _model()
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch}.npz"))
+    with pytest.warns(RuntimeWarning, match="after epoch 2 are not finite") as seen:
+        history = model.fit(X, y, epochs=4, verbose=0, callbacks=[diverge, every])
+    assert len(history["loss"]) == 4  # the fit went on, as in Keras
+    assert [str(w.message).count("ModelCheckpoint") for w in seen] == [1]  # once
+    assert seen[0].filename == __file__  # attributed to the call of fit
+    assert every.saved == [str(tmp_path / "e1.npz")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e1.npz"]
+    assert np.isfinite(fastnn.load(tmp_path / "e1.npz").predict_proba(X)).all()
+
+
 def test_csv_logger_writes_a_row_per_epoch(tmp_path, data):
     X, y = data
     path = tmp_path / "log.csv"
