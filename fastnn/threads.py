@@ -63,6 +63,22 @@ def _blas_libraries() -> list:
     return [c for c in _blas_controller().lib_controllers if c.user_api == "blas"]
 
 
+def _set_blas(lib, n: int) -> None:
+    """Set ``lib``'s thread count from whichever thread runs the block.
+
+    threadpoolctl (3.6 and later) makes the first Python thread that sets a
+    pthreads OpenBLAS's count its only controller and silently ignores a count set
+    from any other thread while that one lives. A block in another thread then left
+    BLAS at the main thread's count (a NumPy-backend fit ignored its n_threads; the
+    compiled kernels' pin to one thread raced with other threads' and changed the
+    last bits of concurrent predictions), and fastnn's first block made the
+    caller's thread the controller of the user's own ``threadpool_limits`` calls.
+    The blocks here coordinate the process-wide count themselves (the lock, the
+    depth and the saved counts), so they set it directly.
+    """
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+
 def set_num_threads(n: int) -> int:
     """Use ``n`` threads in fastnn's later calls; return the previous setting.
 
@@ -117,7 +133,7 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
         _block.blas_depth = getattr(_block, "blas_depth", 0) + 1
         for lib in libraries:
             if lib.num_threads != n:
-                lib.set_num_threads(n)
+                _set_blas(lib, n)
     try:
         yield
     finally:
@@ -127,13 +143,13 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
             if _blas_depth == 0:
                 for lib, count in _blas_saved:
                     if lib.num_threads != count:
-                        lib.set_num_threads(count)
+                        _set_blas(lib, count)
                 _blas_saved = []
             elif outer is not None:
                 # the rest of this thread's enclosing block runs on its own count
                 for lib, _ in _blas_saved:
                     if lib.num_threads != outer:
-                        lib.set_num_threads(outer)
+                        _set_blas(lib, outer)
 
 
 @contextlib.contextmanager
@@ -177,7 +193,7 @@ def _after_fork_in_child() -> None:
     if _blas_depth == 0:
         for lib, count in _blas_saved:
             if lib.num_threads != count:
-                lib.set_num_threads(count)
+                _set_blas(lib, count)
         _blas_saved = []
 
 

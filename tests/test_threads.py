@@ -45,6 +45,51 @@ def test_overlapping_blocks_of_two_threads_restore_the_setting_found():
     assert fastnn.get_num_threads() == before
 
 
+_BLOCK_IN_ANOTHER_THREAD = textwrap.dedent(
+    """
+    import threading
+    import fastnn
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    found = blas()
+    other = 1 if found[0] != 1 else 2
+    with fastnn.num_threads(other):  # the main thread sets the count first
+        pass
+    seen = {}
+
+    def worker():
+        with fastnn.num_threads(other):
+            seen["in"] = blas()
+        seen["out"] = blas()
+        with threadpool_limits(other, user_api="blas"):  # the user's own, after
+            seen["user"] = blas()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["in"] == [other] * len(found), (found, seen)
+    assert seen["out"] == found, (found, seen)
+    assert seen["user"] == [other] * len(found), (found, seen)
+    assert blas() == found
+    """
+)
+
+
+def test_a_block_in_another_thread_sets_blas_and_leaves_threadpoolctl_alone():
+    """threadpoolctl ignores an OpenBLAS count set from any thread but the first
+    that set one: a block in a worker thread left BLAS at the main thread's count
+    (a NumPy-backend fit there ignored n_threads; concurrent compiled predictions
+    changed bits), and a user's threadpool_limits in a worker did nothing after
+    fastnn had run in the main thread. A fresh process: threadpoolctl's choice of
+    that thread is process-wide."""
+    out = subprocess.run([sys.executable, "-c", _BLOCK_IN_ANOTHER_THREAD],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
 def test_a_nested_block_gives_blas_back_to_the_enclosing_block():
     """A block inside a block of another count in the same thread (a predict with
     n_threads=1 in a callback of a 2-thread fit): the rest of the enclosing block
