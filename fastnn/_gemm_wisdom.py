@@ -507,7 +507,7 @@ def plan_parallel(threads: int) -> None:
                 return False
             start = time.perf_counter()
             try:
-                with num_threads(threads):  # the kernels on that many threads
+                with num_threads(threads, blas=False):  # the kernels alone
                     ratios = _parallel_ratios(threads)
             finally:
                 kernels.set_parallel_min_work(threads, None)

@@ -30,7 +30,6 @@ from ._insight import as_sequential, new_figure, write_figure
 from ._scores import check_temperature, confidence_from_logits, logsumexp_rows
 from ._validation import check_int, check_y
 from .model import Sequential
-from .threads import num_threads
 
 __all__ = [
     "SCORES",
@@ -144,7 +143,7 @@ class TemperatureScaled:
         """``softmax(logits / T)``, shape (n_samples, n_classes)."""
         z = self.decision_function(X)
         kb = self.model._kernels()
-        with num_threads(self.model.n_threads):
+        with self.model._threads():
             return kb.softmax(z, z)
 
     def predict(self, X: Any) -> np.ndarray:

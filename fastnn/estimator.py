@@ -50,7 +50,6 @@ from .kernels.contract import train_workspace_layout
 from .layers import Linear, activation_layer
 from .model import Sequential
 from .optim import SGD, Adam
-from .threads import num_threads
 
 __all__ = ["MLPClassifier"]
 
@@ -599,7 +598,7 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
 
-        with num_threads(self.n_threads):
+        with model._threads():
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, y, sample_weight, incremental)
             else:
@@ -867,7 +866,7 @@ class _BaseMLP(BaseEstimator):
         X = np.ascontiguousarray(X, model.dtype)
         kb = kernels.get_backend(self.backend)
         out = np.empty((X.shape[0], self.n_outputs_), dtype=model.dtype)
-        with num_threads(self.n_threads):
+        with model._threads(self.n_threads):
             for i, j, logits in model._logits_chunks(X, check=False):
                 self._head.output(kb, logits, out[i:j])
         return out

@@ -46,7 +46,6 @@ from ._insight import as_sequential, new_figure, write_figure
 from ._validation import check_int, check_y
 from .checkpoint import write_atomic
 from .model import Sequential
-from .threads import num_threads
 
 __all__ = [
     "FeatureReliance",
@@ -226,7 +225,7 @@ def input_gradients(
     batch_size = check_int("batch_size", batch_size, 1)
     out = np.empty_like(Xc)
     gradients = _Gradients(seq)
-    with num_threads(seq.n_threads):
+    with seq._threads():
         kind, idx = _resolve_target(seq, Xc, target, y, output)
         for i in range(0, Xc.shape[0], batch_size):
             j = min(Xc.shape[0], i + batch_size)
@@ -347,7 +346,7 @@ def integrated_gradients(
     w = weights.astype(Xc.dtype)
     attr = np.empty_like(Xc)
     gradients = _Gradients(seq)
-    with num_threads(seq.n_threads):
+    with seq._threads():
         kind, idx = _resolve_target(seq, Xc, target, y, output)
         path = grad = None
         for i in range(0, n, per_call):
@@ -478,7 +477,7 @@ def feature_reliance(
     names = _feature_names(feature_names, d)
     if isinstance(random_state, np.random.Generator):  # scikit-learn takes a seed
         random_state = int(random_state.integers(2**32 - 1))
-    with num_threads(seq.n_threads):
+    with seq._threads():
         kb = seq._kernels()
 
         def score(_estimator, A, labels):

@@ -26,7 +26,6 @@ from .onnx_export import to_onnx
 from .optim import optimizer_from_config
 from .step import Steps
 from .summary import model_summary
-from .threads import num_threads
 from .training import validation_size
 
 __all__ = ["MLP", "NotFittedError", "Sequential", "validation_size"]
@@ -175,7 +174,7 @@ class Sequential(Network, Steps):
         self._require_fitted()
         Xc = self._check_predict_X(X)
         out = np.empty((Xc.shape[0], self.n_outputs_), dtype=self.dtype)
-        with num_threads(self.n_threads):
+        with self._threads():
             for i, j, logits in self._logits_chunks(Xc):
                 out[i:j] = logits
         return out
@@ -187,7 +186,7 @@ class Sequential(Network, Steps):
         Xc = self._check_predict_X(X)
         kb = self._kernels()
         out = np.empty((Xc.shape[0], self.n_outputs_), dtype=self.dtype)
-        with num_threads(self.n_threads):
+        with self._threads():
             for i, j, logits in self._logits_chunks(Xc):
                 kb.softmax(logits, out[i:j])
         return out
@@ -216,7 +215,7 @@ class Sequential(Network, Steps):
         if self.is_regressor:
             return self._predict_values(Xc)
         idx = np.empty(Xc.shape[0], dtype=np.intp)
-        with num_threads(self.n_threads):
+        with self._threads():
             for i, j, logits in self._logits_chunks(Xc):
                 np.argmax(logits, axis=1, out=idx[i:j])
         return self.classes_[idx]
@@ -224,7 +223,7 @@ class Sequential(Network, Steps):
     def _predict_values(self, Xc: np.ndarray) -> np.ndarray:
         """A regressor's outputs for validated X, shaped as its targets."""
         out = np.empty((Xc.shape[0], self.n_outputs_), dtype=self.dtype)
-        with num_threads(self.n_threads):
+        with self._threads():
             for i, j, values in self._logits_chunks(Xc):
                 out[i:j] = values
         return out.ravel() if self.target_ndim_ == 1 else out
@@ -252,7 +251,7 @@ class Sequential(Network, Steps):
             sw = weights_in_dtype(
                 check_sample_weight(sample_weight, Xc.shape[0]), self.dtype
             )
-        with num_threads(self.n_threads):
+        with self._threads():
             logs = self._evaluate_encoded(Xc, y_idx, sw, "")
         if self.is_regressor:
             pred = self._predict_values(Xc).reshape(y_idx.shape)

@@ -42,7 +42,7 @@ from .kernels.contract import train_workspace_layout
 from .layers import Activation, Layer, Linear
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, loss_from_name
 from .optim import Adam, Optimizer
-from .threads import get_num_threads
+from .threads import get_num_threads, num_threads
 
 __all__ = ["Network", "NotFittedError"]
 
@@ -328,6 +328,15 @@ class Network:
 
     def _kernels(self) -> kernels.Backend:
         return kernels.get_backend(self.backend)
+
+    def _threads(self, n: int | None = None):
+        """The ``num_threads`` block a call of this model runs in (``n``: another
+        count than the model's): BLAS's count too on the NumPy backend only (see
+        fastnn/threads.py)."""
+        return num_threads(
+            self.n_threads if n is None else n,
+            blas=self._kernels().name == "numpy",
+        )
 
     # ------------------------------------------------------------ workspaces
     def _workspace(self, n: int, train: bool) -> _Workspace:

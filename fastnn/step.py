@@ -22,7 +22,6 @@ from . import kernels
 from .kernels.contract import TRAIN_LOSSES, pack_config, pack_hyper
 from .network import DTYPES
 from .optim import SGD, Adam, AdamW
-from .threads import num_threads
 
 __all__ = ["Steps"]
 
@@ -447,7 +446,7 @@ class Steps:
         Xc = self._check_predict_X(X)
         y_idx = self._training_targets(self._check_y(y, Xc.shape[0]), None)
         sw = self._combined_weights(y_idx, sample_weight, Xc.shape[0])
-        with num_threads(self.n_threads):
+        with self._threads():
             loss, _ = self._forward_backward(Xc, np.ascontiguousarray(y_idx), sw)
         return loss, [
             self._grads[sl].reshape(s).copy() for _, sl, s in self._param_specs

@@ -4,8 +4,8 @@ fastnn runs its kernels in its own pools (the Cython extension's OpenMP threads,
 Numba's threads) and calls BLAS single-threaded from inside them. The thread count is
 a setting of fastnn: ``set_num_threads(n)`` changes what fastnn's later calls use;
 ``num_threads(n)`` (a ``with`` block, and what every fit/predict runs inside) applies
-it to Numba's threads of the calling thread and to the BLAS libraries (for the NumPy
-backend, whose products run on BLAS's own threads) and puts back exactly what was
+it to Numba's threads of the calling thread and, on the NumPy backend, whose products
+run on BLAS's own threads, to the BLAS libraries, and puts back exactly what was
 there before when the block ends. Nothing here outlives fastnn's call: NumPy, SciPy,
 scikit-learn or PyTorch code beside fastnn keeps the thread settings it had, and no
 environment variable is ever set.
@@ -153,25 +153,33 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def num_threads(n: int | None) -> Iterator[int]:
+def num_threads(n: int | None, blas: bool = True) -> Iterator[int]:
     """Run a block with ``n`` threads (None: fastnn's setting) in fastnn's kernels,
-    Numba and BLAS; afterwards each has exactly the setting it had before.
+    Numba and (``blas``) BLAS; afterwards each has exactly the setting it had before.
 
-    The block's count is this thread's: blocks in other threads keep theirs.
+    The block's count is this thread's: blocks in other threads keep theirs. The
+    compiled backends' calls pass ``blas=False``: their kernels pin BLAS to one
+    thread around their GEMM blocks themselves (kernels/cy/_blas_pin.h), and BLAS's
+    count, process-wide, set by one thread's block would reach another thread's
+    kernel midway (its later blocks on BLAS's threads, with other last bits).
     """
     from . import kernels
 
     target = get_num_threads() if n is None else _check(n)
     outer = getattr(_block, "n", None)
+    outer_blas = getattr(_block, "blas_n", None)  # the enclosing block's that set it
     numba = sys.modules.get("numba")
     numba_before = numba.get_num_threads() if numba is not None else None
     _block.n = target
+    if blas:
+        _block.blas_n = target
     kernels.set_num_threads(target)
     try:
-        with _blas_threads(target, outer):
+        with _blas_threads(target, outer_blas) if blas else contextlib.nullcontext():
             yield target
     finally:
         _block.n = outer
+        _block.blas_n = outer_blas
         kernels.set_num_threads(get_num_threads())
         # Numba's count (thread-local) goes back to what this thread had; Numba
         # loaded inside the block goes back to its default

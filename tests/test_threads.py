@@ -9,7 +9,9 @@ import sys
 import textwrap
 import threading
 
+import numpy as np
 import pytest
+from conftest import COMPILED
 
 import fastnn
 
@@ -227,6 +229,124 @@ def test_fork_while_another_thread_is_in_a_block_leaves_the_child_blas_alone(
     parent's open block kept the child's depth above 0 and nothing was restored)."""
     script = tmp_path / "fork_in_block.py"
     script.write_text(FORK_IN_OTHER_BLOCK_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
+
+
+def _blas_pin():
+    """The compiled kernels' process-wide BLAS pin, callable from Python."""
+    import ctypes
+
+    from fastnn.kernels.cy import BLAS_PIN
+
+    assert all(BLAS_PIN), "NumPy's OpenBLAS offers thread control"
+    pin = ctypes.CFUNCTYPE(ctypes.c_int)(BLAS_PIN[0])
+    unpin = ctypes.CFUNCTYPE(None, ctypes.c_int)(BLAS_PIN[1])
+    return pin, unpin
+
+
+def test_blas_pins_of_overlapping_kernels_keep_one_thread_until_the_last_ends():
+    """Two kernels' pins that overlap, ending in the order they began: BLAS stays on
+    one thread until the second ends (each kernel restoring what it found handed
+    the second's remaining blocks BLAS's threads), then gets its count back."""
+    from fastnn.kernels._blas import CBLAS
+    from threadpoolctl import threadpool_info
+
+    def count():  # the kernels' BLAS (SciPy's may be loaded too)
+        info = threadpool_info()
+        (lib,) = [i for i in info if os.path.samefile(i["filepath"], CBLAS.path)]
+        return lib["num_threads"]
+
+    pin, unpin = _blas_pin()
+    found = count()
+    first = pin()
+    second = pin()
+    unpin(first)
+    still = count()
+    unpin(second)
+    assert still == 1
+    assert count() == found
+
+
+@pytest.mark.parametrize("n_threads", [1, None])
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_concurrent_predictions_are_bitwise_those_of_a_call_alone(
+    backend_name, n_threads
+):
+    """4 threads predicting at once on one model: every result equal to a call alone
+    (5-14 of 80 differed by an ulp while each kernel restored BLAS's count itself)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 784)).astype(np.float32)
+    y = np.arange(600) % 10
+    model = fastnn.MLP((784, 256, 128, 10), backend=backend_name,
+                       n_threads=n_threads, dtype=np.float32)  # fmt: skip
+    model.fit(X, y, epochs=1, batch_size=128, verbose=0, seed=0)
+    Xq = X[:450]
+    alone = model.predict_proba(Xq)
+    results = []
+
+    def work():
+        for _ in range(20):
+            results.append(model.predict_proba(Xq))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 80
+    assert sum(not np.array_equal(r, alone) for r in results) == 0
+
+
+FORK_WHILE_PINNED_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, os, threading
+    import numpy as np
+    from threadpoolctl import threadpool_info
+    import fastnn
+    from fastnn.kernels.cy import BLAS_PIN
+
+    def blas():
+        return sorted(i["num_threads"] for i in threadpool_info()
+                      if i["user_api"] == "blas")
+
+    pin = ctypes.CFUNCTYPE(ctypes.c_int)(BLAS_PIN[0])
+    unpin = ctypes.CFUNCTYPE(None, ctypes.c_int)(BLAS_PIN[1])
+    found = blas()
+    pinned, done = threading.Event(), threading.Event()
+
+    def kernel():  # a kernel of another thread, between its pin and unpin
+        token = pin()
+        pinned.set()
+        done.wait(30)
+        unpin(token)
+
+    t = threading.Thread(target=kernel)
+    t.start()
+    pinned.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if blas() == found else 3  # the other thread's pin is gone
+        m = fastnn.MLP((8, 16, 2), backend="cython")
+        m.fit(np.eye(8), np.arange(8) % 2, epochs=2, verbose=0)  # pins and unpins
+        os._exit(code if blas() == found else 4)
+    _, status = os.waitpid(pid, 0)
+    done.set()
+    t.join(30)
+    assert blas() == found
+    print(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_fork_while_another_thread_holds_the_blas_pin(tmp_path):
+    """A fork while a kernel of another thread has BLAS pinned to one thread: the
+    child gets BLAS's count back (that kernel never ends there) and its own kernels
+    pin and restore it."""
+    script = tmp_path / "fork_pinned.py"
+    script.write_text(FORK_WHILE_PINNED_SCRIPT)
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )

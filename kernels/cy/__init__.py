@@ -137,6 +137,11 @@ def _cpu_count() -> int:
 on_fork_child(lambda: set_num_threads(1))
 _CORES = _cpu_count()
 GEMM_PLAN = _gemm_plan.configure()
+#: (pin, unpin) addresses: BLAS on one thread while any compiled kernel runs its GEMM
+#: blocks (kernels/cy/_blas_pin.h; the Numba backend uses it too); (0, 0) without
+#: BLAS thread control.
+BLAS_PIN = _gemm_module.blas_pin(CBLAS.set_threads, CBLAS.get_threads)
+on_fork_child(_gemm_module._blas_pin_after_fork)
 for _module in _GEMM_MODULES:
     _module._configure_gemm(
         _CORES,
@@ -144,8 +149,7 @@ for _module in _GEMM_MODULES:
         CBLAS.sgemm,
         CBLAS.dgemm,
         CBLAS.int64,
-        CBLAS.set_threads,
-        CBLAS.get_threads,
+        *BLAS_PIN,
     )
     _module._configure_own_gemm(
         _gemm_plan.MODE_PLAN,

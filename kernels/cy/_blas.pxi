@@ -6,9 +6,10 @@
 # its larger dimension; the split depends only on the shape and the machine's core
 # count, never on the thread setting), and each block is one single-threaded BLAS call.
 # The blocks run in an OpenMP prange: OpenBLAS is switched to 1 thread for the duration
-# (through its openblas_set_num_threads, found by kernels/_blas.py), so there is one thread pool at a
-# time and no nested parallelism. Without that control the blocks run serially and BLAS
-# keeps its own threads (never BLAS threads inside prange).
+# (the process-wide pin of kernels/cy/_blas_pin.h over its openblas_set_num_threads,
+# found by kernels/_blas.py), so there is one thread pool at a time and no nested
+# parallelism. Without that control the blocks run serially and BLAS keeps its own
+# threads (never BLAS threads inside prange).
 
 from libc.stdint cimport int64_t
 
@@ -24,8 +25,8 @@ ctypedef void (*_sgemm64_fn)(int, int, int, int64_t, int64_t, int64_t, float,
 ctypedef void (*_dgemm64_fn)(int, int, int, int64_t, int64_t, int64_t, double,
                              const double*, int64_t, const double*, int64_t, double,
                              double*, int64_t) noexcept nogil
-ctypedef void (*_blas_set_fn)(int) noexcept nogil
-ctypedef int (*_blas_get_fn)() noexcept nogil
+ctypedef int (*_blas_pin_fn)() noexcept nogil
+ctypedef void (*_blas_unpin_fn)(int) noexcept nogil
 
 cdef enum:
     _ROW_MAJOR = 101
@@ -35,30 +36,30 @@ cdef enum:
 cdef size_t _sgemm_addr = 0
 cdef size_t _dgemm_addr = 0
 cdef bint _blas_int64 = False
-cdef _blas_set_fn _blas_set = NULL
-cdef _blas_get_fn _blas_get = NULL
+cdef _blas_pin_fn _blas_pin = NULL
+cdef _blas_unpin_fn _blas_unpin = NULL
 cdef Py_ssize_t _gemm_parts_max = 1
 # a block is worth a thread from about this many flops up (kernels/_blas.py)
 cdef double _GEMM_BLOCK_FLOPS = 5e5
 
 
 def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
-                    size_t dgemm_addr, bint int64, size_t set_addr, size_t get_addr):
+                    size_t dgemm_addr, bint int64, size_t pin_addr, size_t unpin_addr):
     """Machine core count (the most GEMM blocks), the least flops of a block, the
-    CBLAS GEMMs and thread setters."""
-    global _gemm_parts_max, _sgemm_addr, _dgemm_addr, _blas_int64, _blas_set, _blas_get
+    CBLAS GEMMs and the BLAS pin (kernels/cy/gemm.pyx blas_pin; 0: no control)."""
+    global _gemm_parts_max, _sgemm_addr, _dgemm_addr, _blas_int64, _blas_pin, _blas_unpin
     global _GEMM_BLOCK_FLOPS
     _gemm_parts_max = parts_max if parts_max > 0 else 1
     _GEMM_BLOCK_FLOPS = block_flops
     _sgemm_addr = sgemm_addr
     _dgemm_addr = dgemm_addr
     _blas_int64 = int64
-    if set_addr and get_addr:
-        _blas_set = <_blas_set_fn>set_addr
-        _blas_get = <_blas_get_fn>get_addr
+    if pin_addr and unpin_addr:
+        _blas_pin = <_blas_pin_fn>pin_addr
+        _blas_unpin = <_blas_unpin_fn>unpin_addr
     else:
-        _blas_set = NULL
-        _blas_get = NULL
+        _blas_pin = NULL
+        _blas_unpin = NULL
 
 
 # fastnn's own GEMM (kernels/cy/_gemm.h, addresses from kernels/gemm.py): an ILP64
@@ -204,23 +205,20 @@ cdef inline void _gemm_block(_Split* s, Py_ssize_t p, bint trans_a, bint trans_b
 
 
 cdef inline int _blas_single_begin() noexcept nogil:
-    """Switch BLAS to one thread; return the previous setting (0: no control)."""
-    cdef int prev = 0
-    if _blas_get != NULL:
-        prev = _blas_get()
-        if prev != 1:
-            _blas_set(1)
-    return prev
+    """BLAS on one thread until _blas_single_end(the token returned; 0: no control)."""
+    if _blas_pin != NULL:
+        return _blas_pin()
+    return 0
 
 
-cdef inline void _blas_single_end(int prev) noexcept nogil:
-    if prev > 1:
-        _blas_set(prev)
+cdef inline void _blas_single_end(int token) noexcept nogil:
+    if token:
+        _blas_unpin(token)
 
 
 cdef inline int _gemm_threads(_Split* s) noexcept nogil:
     """Threads for the blocks: 1 without BLAS thread control or with one block."""
-    if _blas_get == NULL or s.parts < 2 or _num_threads <= 1:
+    if _blas_pin == NULL or s.parts < 2 or _num_threads <= 1:
         return 1
     return <int>min(<Py_ssize_t>_num_threads, s.parts)
 
@@ -233,7 +231,7 @@ cdef inline void _gemm_par_with(int mode, bint trans_a, bint trans_b, Py_ssize_t
     """_gemm split in fixed blocks run in parallel (see the top of this file)."""
     cdef _Split s = _gemm_split(m, n, k)
     cdef int nt = _gemm_threads(&s)
-    cdef int prev = _blas_single_begin()
+    cdef int pin = _blas_single_begin()
     cdef Py_ssize_t p
     if nt == 1:  # no OpenMP region at all: even a one-thread one costs ~1.6 us
         for p in range(s.parts):
@@ -243,7 +241,7 @@ cdef inline void _gemm_par_with(int mode, bint trans_a, bint trans_b, Py_ssize_t
         for p in prange(s.parts, schedule="static", num_threads=nt):
             _gemm_block_with(mode, &s, p, trans_a, trans_b, m, n, k, alpha, a, lda, b,
                              ldb, beta, c, ldc)
-    _blas_single_end(prev)
+    _blas_single_end(pin)
 
 
 cdef inline void _gemm_par(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,

@@ -53,7 +53,7 @@ cdef void _linear_forward_core(const floating* x, const floating* w,
     cdef Py_ssize_t i, p
     cdef bint epilogue = b != NULL or z != NULL or act != 0
     cdef _Split s
-    cdef int nt, prev
+    cdef int nt, pin
     if k == 0:
         _fill(y, n * m, 0)
         for i in range(n):
@@ -62,14 +62,14 @@ cdef void _linear_forward_core(const floating* x, const floating* w,
     # fixed GEMM blocks; each block's epilogue runs right after its GEMM
     s = _gemm_split(n, m, k)
     nt = _gemm_threads(&s)
-    prev = _blas_single_begin()
+    pin = _blas_single_begin()
     if nt == 1:  # no OpenMP region (see _gemm_par_with)
         for p in range(s.parts):
             _forward_block(&s, p, epilogue, x, w, b, y, z, n, k, m, act, a)
     else:
         for p in prange(s.parts, schedule="static", num_threads=nt):
             _forward_block(&s, p, epilogue, x, w, b, y, z, n, k, m, act, a)
-    _blas_single_end(prev)
+    _blas_single_end(pin)
 
 
 cdef inline void _dz_db_block(const floating* dy, const floating* z, const floating* y,

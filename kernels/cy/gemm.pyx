@@ -33,6 +33,12 @@ cdef extern from "_gemm.h" nogil:
     size_t fnn_plan_nmissed
     int FNN_PLAN_MISSED_MAX
 
+cdef extern from "_blas_pin.h" nogil:
+    void fnn_blas_pin_configure(size_t set, size_t get)
+    int fnn_blas_pin()
+    void fnn_blas_unpin(int token)
+    void fnn_blas_pin_after_fork()
+
 #: Instruction sets in order, as fnn_gemm_*_isa numbers them.
 ISAS = ("generic", "avx2", "avx512")
 
@@ -69,6 +75,21 @@ def tile(int isa, bint double_precision):
 def addresses():
     """(fnn_sgemm, fnn_dgemm): ILP64 cblas_?gemm signature, row-major, one thread."""
     return <size_t>&fnn_sgemm, <size_t>&fnn_dgemm
+
+
+def blas_pin(size_t set_addr, size_t get_addr):
+    """The process-wide BLAS pin (kernels/cy/_blas_pin.h) over BLAS's thread count
+    setter and getter: (fnn_blas_pin, fnn_blas_unpin) addresses, (0, 0) when BLAS has
+    no thread control."""
+    if not (set_addr and get_addr):
+        return 0, 0
+    fnn_blas_pin_configure(set_addr, get_addr)
+    return <size_t>&fnn_blas_pin, <size_t>&fnn_blas_unpin
+
+
+def _blas_pin_after_fork():
+    """In a forked child: undo the pins of the parent's other threads."""
+    fnn_blas_pin_after_fork()
 
 
 def plan_lookup_address():
@@ -156,7 +177,7 @@ def gemm(const floating[:, :] a,  # IN  (m, k), or (k, m) when trans_a; rows str
     cdef Py_ssize_t ldc = max(out.strides[0] // size, n)
     cdef Py_ssize_t i, j, p
     cdef _Split split
-    cdef int prev
+    cdef int pin
     with nogil:
         if k == 0:
             for i in range(m):
@@ -164,12 +185,12 @@ def gemm(const floating[:, :] a,  # IN  (m, k), or (k, m) when trans_a; rows str
                     out[i, j] = 0 if beta == 0 else <floating>beta * out[i, j]
         elif serial:
             split = _gemm_split(m, n, k)
-            prev = _blas_single_begin()
+            pin = _blas_single_begin()
             for p in range(split.parts):
                 _gemm_block_with(mode, &split, p, trans_a, trans_b, m, n, k,
                                  <floating>alpha, &a[0, 0], lda, &b[0, 0], ldb,
                                  <floating>beta, &out[0, 0], ldc)
-            _blas_single_end(prev)
+            _blas_single_end(pin)
         else:
             _gemm_par_with(mode, trans_a, trans_b, m, n, k, <floating>alpha,
                            &a[0, 0], lda, &b[0, 0], ldb, <floating>beta, &out[0, 0],

@@ -278,7 +278,7 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
     cdef floating* dxp = NULL
     cdef _Scratch s
     cdef double loss
-    cdef int prev
+    cdef int pin
     if n == 0 or L == 0:
         return float("nan"), 0
     if sample_weight.shape[0]:
@@ -293,13 +293,13 @@ def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
     with nogil:
         # BLAS to one thread once for the whole pass (each GEMM would switch it back
         # and forth); the GEMM blocks are single-threaded calls either way
-        prev = _blas_single_begin()
+        pin = _blas_single_begin()
         loss = _loss_grad_core(&x[0, 0], lp, tp, <int>config[_LOSS], swp,
                                &params[0], &grads[0],
                                &layout[0, 0], L, &alphas[0], &work[0], n,
                                hyper[_LABEL_SMOOTHING], l2, dxp, s.offs, s.rows,
                                &correct)
-        _blas_single_end(prev)
+        _blas_single_end(pin)
         # the L2 term's sum of squares in the chunks train_step's update reads it in
         if l2 != 0 and weights_end > 0:
             loss += 0.5 * l2 * _sq_norm_core(&params[0], weights_end, s.partials)
@@ -330,7 +330,7 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
     cdef floating* sb = NULL
     cdef _Scratch s
     cdef double loss
-    cdef int prev
+    cdef int pin
     cdef _Update u
     if n == 0 or L == 0:
         return float("nan"), 0
@@ -344,12 +344,12 @@ def train_step(const floating[:, ::1] x,          # IN  (n, in_0)
     _state_pointers(u.optimizer, velocity, m, v, &sa, &sb)
     _scratch_alloc(&s, L, n, config[_WEIGHTS_END])
     with nogil:
-        prev = _blas_single_begin()
+        pin = _blas_single_begin()
         loss = _train_step_core(&x[0, 0], lp, tp, swp, &params[0], &grads[0],
                                 &layout[0, 0], L, &alphas[0], &work[0], n,
                                 params.shape[0], &config[0], &hyper[0], sa, sb, &u,
                                 &s, &correct)
-        _blas_single_end(prev)
+        _blas_single_end(pin)
     _scratch_free(&s)
     return loss, correct
 
@@ -403,7 +403,7 @@ def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
     cdef floating* sa = NULL
     cdef floating* sb = NULL
     cdef _Scratch s
-    cdef int prev
+    cdef int pin
     cdef _Update u
     if bs == 0 or L == 0:
         return
@@ -411,7 +411,7 @@ def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
     _state_pointers(u.optimizer, velocity, m, v, &sa, &sb)
     _scratch_alloc(&s, L, bs, config[_WEIGHTS_END])
     with nogil:
-        prev = _blas_single_begin()
+        pin = _blas_single_begin()
         for st in range(k):
             idx = &rows[st * bs]
             for r in range(bs):
@@ -434,5 +434,5 @@ def train_steps(const floating[:, ::1] X,          # IN  (N_X, in_0)
                                           &work[0], bs, params.shape[0], &config[0],
                                           &hyper[0], sa, sb, &u, &s, &hits)
             correct[st] = hits
-        _blas_single_end(prev)
+        _blas_single_end(pin)
     _scratch_free(&s)

@@ -103,14 +103,14 @@ def _linear_forward(x, w, b, y_out, z_out, act, alpha, cfg):
         return
     # the GEMM's own fixed blocks (matmul.gemm_split), each with its epilogue
     parts, size, by_rows = gemm_split(n, m, k, cfg)
-    prev = blas_single_begin(cfg)
+    pin = blas_single_begin(cfg)
     if cfg[1] == CONTROL and parts > 1:
         _forward_blocks_parallel(parts, size, by_rows, x, w, b, y_out, zf, act,
                                  alpha, cfg[3])  # fmt: skip
     else:
         for p in range(parts):
             _forward_block(p, size, by_rows, x, w, b, y_out, zf, act, alpha, cfg[3])
-    blas_single_end(cfg, prev)
+    blas_single_end(cfg, pin)
 
 
 def linear_forward(x, w, b, y_out, z_out, act, alpha):

@@ -66,17 +66,19 @@ _dgemm32, _dgemm64 = _GEMMS["d", 32], _GEMMS["d", 64]
 
 
 def _own_gemm_plan():
-    """(fastnn's own GEMM as the Cython extension exports it (kernels/gemm.py), why
-    not): (None, the import error) when the extension is not built or not
-    importable; then every product goes to BLAS and ``backend_info`` says why."""
+    """(fastnn's own GEMM as the Cython extension exports it (kernels/gemm.py), its
+    BLAS pin (kernels/cy/_blas_pin.h), why not): (None, (0, 0), the import error)
+    when the extension is not built or not importable; then every product goes to
+    BLAS, the blocks run without BLAS thread control, and ``backend_info`` says
+    why."""
     try:
-        from ..cy import GEMM_PLAN
+        from ..cy import BLAS_PIN, GEMM_PLAN
     except ImportError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    return GEMM_PLAN, None
+        return None, (0, 0), f"{type(exc).__name__}: {exc}"
+    return GEMM_PLAN, BLAS_PIN, None
 
 
-OWN_GEMM, OWN_GEMM_MISSING = _own_gemm_plan()
+OWN_GEMM, _PIN_ADDRS, OWN_GEMM_MISSING = _own_gemm_plan()
 # The same micro-kernels as the Cython backend, by address (ILP64 cblas signature);
 # without the extension the symbols point at BLAS and are never called (mode 0).
 for _prefix, _real, _addr in (
@@ -107,17 +109,19 @@ _plan_lookup = types.ExternalFunction(
     ),
 )
 
-_HAS_CONTROL = bool(CBLAS.set_threads)
-_SET_ADDR, _GET_ADDR = CBLAS.set_threads, CBLAS.get_threads
+# BLAS on one thread around the blocks: the process-wide pin the Cython kernels use
+# too (one depth for every kernel of every thread; see kernels/cy/_blas_pin.h)
+_HAS_CONTROL = all(_PIN_ADDRS)
 if not _HAS_CONTROL:  # harmless stand-ins so the symbols resolve; never called
-    _noop_set = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: None)
-    _noop_get = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)
-    _SET_ADDR = ctypes.cast(_noop_set, ctypes.c_void_p).value
-    _GET_ADDR = ctypes.cast(_noop_get, ctypes.c_void_p).value
-llvm.add_symbol("fastnn_nb_blas_set_threads", _SET_ADDR)
-llvm.add_symbol("fastnn_nb_blas_get_threads", _GET_ADDR)
-_blas_set = types.ExternalFunction("fastnn_nb_blas_set_threads", types.void(types.intc))
-_blas_get = types.ExternalFunction("fastnn_nb_blas_get_threads", types.intc())
+    _noop_pin = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0)
+    _noop_unpin = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda token: None)
+    _PIN_ADDRS = tuple(
+        ctypes.cast(f, ctypes.c_void_p).value for f in (_noop_pin, _noop_unpin)
+    )
+llvm.add_symbol("fastnn_nb_blas_pin", _PIN_ADDRS[0])
+llvm.add_symbol("fastnn_nb_blas_unpin", _PIN_ADDRS[1])
+_blas_pin = types.ExternalFunction("fastnn_nb_blas_pin", types.intc())
+_blas_unpin = types.ExternalFunction("fastnn_nb_blas_unpin", types.void(types.intc))
 BLAS_CONTROL = CBLAS.path if _HAS_CONTROL else None
 
 try:
@@ -300,19 +304,17 @@ def gemm_split(m, n, k, config):
 
 @njit(**JIT)
 def blas_single_begin(config):
-    """Switch BLAS to one thread (when we control it); returns what to restore."""
-    prev = 0
+    """BLAS on one thread (when we control it) until blas_single_end(config, the
+    token returned)."""
     if config[1]:
-        prev = _blas_get()
-        if prev != 1:
-            _blas_set(1)
-    return prev
+        return _blas_pin()
+    return np.intc(0)
 
 
 @njit(**JIT)
-def blas_single_end(config, prev):
-    if config[1] and prev > 1:
-        _blas_set(prev)
+def blas_single_end(config, token):
+    if config[1] and token:
+        _blas_unpin(token)
 
 
 @njit(**JIT)
@@ -333,7 +335,7 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
         return
     parts, size, by_rows = gemm_split(m, n, k, config)
     int64 = config[3]
-    prev = blas_single_begin(config)
+    pin = blas_single_begin(config)
     if config[1] == CONTROL and parts > 1:  # one thread: the prange runs them in order
         _gemm_blocks_parallel(
             parts, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64
@@ -341,7 +343,7 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta, config):
     else:
         for p in range(parts):
             _gemm_block(p, size, by_rows, a, b, c, trans_a, trans_b, alpha, beta, int64)
-    blas_single_end(config, prev)
+    blas_single_end(config, pin)
 
 
 @njit(**JIT)

@@ -253,12 +253,12 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
 def _loss_grad_l2(x, labels, targets, sample_weight, params, grads, layout, alphas,
                   work, config, hyper, input_grad, tune, cfg):  # fmt: skip
     """_loss_grad plus the L2 term, summed in the chunks train_step's update uses."""
-    prev = blas_single_begin(cfg)
+    pin = blas_single_begin(cfg)
     l2 = hyper[L2]
     loss, correct = _loss_grad(x, labels, targets, sample_weight, params, grads,
                                layout, alphas, work, config, hyper, l2, input_grad,
                                tune, cfg)  # fmt: skip
-    blas_single_end(cfg, prev)
+    blas_single_end(cfg, pin)
     weights_end = config[WEIGHTS_END]
     if l2 != 0.0 and weights_end > 0:
         w = params[:weights_end]
@@ -291,7 +291,7 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     # IN/OUT params, grads, velocity / m, v (flat), work (carved, see _carve)
     # BLAS to one thread once for the whole step (each gemm would switch it back
     # and forth); the blocks are single-threaded calls either way
-    prev = blas_single_begin(cfg)
+    pin = blas_single_begin(cfg)
     l2 = hyper[L2]
     weights_end = config[WEIGHTS_END]
     # backward leaves the L2 term's gradient l2 W to the update, which reads W anyway
@@ -311,7 +311,7 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
     loss += 0.5 * l2 * sq
     _update(params, grads, velocity, m, v, weights_end, params.size, 0.0, 0.0, hyper,
             config, bias2_sqrt, step_size, FALSE, tune)  # fmt: skip
-    blas_single_end(cfg, prev)
+    blas_single_end(cfg, pin)
     return loss, correct
 
 
