@@ -63,19 +63,43 @@ def _blas_libraries() -> list:
     return [c for c in _blas_controller().lib_controllers if c.user_api == "blas"]
 
 
+def _pin_of(lib):
+    """The compiled kernels' BLAS pin (kernels/cy/gemm.pyx) when ``lib`` is the BLAS
+    they pin to one thread around their GEMM blocks, else None. While a kernel of
+    any thread is pinned, that BLAS reads 1: its count outside the kernels is the
+    pin's, which the last unpin restores."""
+    pin = sys.modules.get("fastnn.kernels.cy.gemm")
+    if pin is None or pin.blas_count() is None:
+        return None
+    from .kernels._blas import CBLAS
+
+    return pin if lib.filepath == CBLAS.path else None
+
+
+def _blas_count(lib) -> int:
+    """``lib``'s thread count outside the compiled kernels' pins."""
+    pin = _pin_of(lib)
+    return lib.num_threads if pin is None else pin.blas_count()
+
+
 def _set_blas(lib, n: int) -> None:
     """Set ``lib``'s thread count from whichever thread runs the block.
 
-    threadpoolctl (3.6 and later) makes the first Python thread that sets a
-    pthreads OpenBLAS's count its only controller and silently ignores a count set
-    from any other thread while that one lives. A block in another thread then left
-    BLAS at the main thread's count (a NumPy-backend fit ignored its n_threads; the
-    compiled kernels' pin to one thread raced with other threads' and changed the
-    last bits of concurrent predictions), and fastnn's first block made the
+    The BLAS the compiled kernels pin goes through their pin: set under a pin, the
+    count is what the last unpin restores (set directly, another thread's pinned
+    kernel would run its later blocks on BLAS's threads, and a block that saved the
+    pinned 1 would restore 1 for good). threadpoolctl (3.6 and later) makes the
+    first Python thread that sets a pthreads OpenBLAS's count its only controller
+    and silently ignores a count set from any other thread while that one lives. A
+    block in another thread then left BLAS at the main thread's count (a
+    NumPy-backend fit ignored its n_threads), and fastnn's first block made the
     caller's thread the controller of the user's own ``threadpool_limits`` calls.
     The blocks here coordinate the process-wide count themselves (the lock, the
     depth and the saved counts), so they set it directly.
     """
+    pin = _pin_of(lib)
+    if pin is not None and pin.set_blas_count(n):
+        return
     getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
 
 
@@ -127,12 +151,12 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
         # each library's count as the first block that saw it found it (one loaded
         # while blocks were open is saved by the first block after it)
         saved = {lib.filepath for lib, _ in _blas_saved}
-        _blas_saved += [(lib, lib.num_threads) for lib in libraries
+        _blas_saved += [(lib, _blas_count(lib)) for lib in libraries
                         if lib.filepath not in saved]  # fmt: skip
         _blas_depth += 1
         _block.blas_depth = getattr(_block, "blas_depth", 0) + 1
         for lib in libraries:
-            if lib.num_threads != n:
+            if _blas_count(lib) != n:
                 _set_blas(lib, n)
     try:
         yield
@@ -142,13 +166,13 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
             _block.blas_depth -= 1
             if _blas_depth == 0:
                 for lib, count in _blas_saved:
-                    if lib.num_threads != count:
+                    if _blas_count(lib) != count:
                         _set_blas(lib, count)
                 _blas_saved = []
             elif outer is not None:
                 # the rest of this thread's enclosing block runs on its own count
                 for lib, _ in _blas_saved:
-                    if lib.num_threads != outer:
+                    if _blas_count(lib) != outer:
                         _set_blas(lib, outer)
 
 
@@ -200,7 +224,7 @@ def _after_fork_in_child() -> None:
     _blas_depth = getattr(_block, "blas_depth", 0)
     if _blas_depth == 0:
         for lib, count in _blas_saved:
-            if lib.num_threads != count:
+            if _blas_count(lib) != count:
                 _set_blas(lib, count)
         _blas_saved = []
 

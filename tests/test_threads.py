@@ -270,6 +270,31 @@ def test_blas_pins_of_overlapping_kernels_keep_one_thread_until_the_last_ends():
     assert count() == found
 
 
+def test_a_block_that_overlaps_a_pinned_kernel_restores_the_count_from_before():
+    """A NumPy-backend block that begins while a compiled kernel of another thread
+    has BLAS pinned to one thread, and ends after it: BLAS gets the block's count
+    once the kernel is done, and the count from before both when the block ends
+    (the block saved the pinned 1 and restored it for good)."""
+    from fastnn.kernels._blas import CBLAS
+    from threadpoolctl import threadpool_info
+
+    def count():
+        info = threadpool_info()
+        (lib,) = [i for i in info if os.path.samefile(i["filepath"], CBLAS.path)]
+        return lib["num_threads"]
+
+    pin, unpin = _blas_pin()
+    found = count()
+    other = found + 1
+    token = pin()  # a kernel of another thread, mid-GEMM
+    with fastnn.num_threads(other):
+        pinned = count()
+        unpin(token)
+        after_kernel = count()
+    assert (pinned, after_kernel) == (1, other)
+    assert count() == found
+
+
 @pytest.mark.parametrize("n_threads", [1, None])
 @pytest.mark.parametrize("backend_name", COMPILED)
 def test_concurrent_predictions_are_bitwise_those_of_a_call_alone(

@@ -38,6 +38,8 @@ cdef extern from "_blas_pin.h" nogil:
     int fnn_blas_pin()
     void fnn_blas_unpin(int token)
     void fnn_blas_pin_after_fork()
+    int fnn_blas_count()
+    int fnn_blas_set_count(int count)
 
 #: Instruction sets in order, as fnn_gemm_*_isa numbers them.
 ISAS = ("generic", "avx2", "avx512")
@@ -85,6 +87,19 @@ def blas_pin(size_t set_addr, size_t get_addr):
         return 0, 0
     fnn_blas_pin_configure(set_addr, get_addr)
     return <size_t>&fnn_blas_pin, <size_t>&fnn_blas_unpin
+
+
+def blas_count():
+    """BLAS's thread count outside the kernels' pins (what they will restore); None
+    before blas_pin configured the pin."""
+    cdef int count = fnn_blas_count()
+    return None if count < 0 else count
+
+
+def set_blas_count(int count):
+    """Set BLAS's thread count (while kernels are pinned: the count they restore);
+    False before blas_pin configured the pin."""
+    return fnn_blas_set_count(count) == 0
 
 
 def _blas_pin_after_fork():
