@@ -107,8 +107,8 @@ def set_num_threads(n: int) -> int:
     """Use ``n`` threads in fastnn's later calls; return the previous setting.
 
     Only fastnn's own work is affected: other libraries' thread pools keep their
-    settings (fastnn applies ``n`` to BLAS and Numba inside its own calls and puts
-    their settings back afterwards).
+    settings (fastnn applies ``n`` to Numba and, on the NumPy backend, to BLAS
+    inside its own calls and puts their settings back afterwards).
     """
     global _current
     n = _check(n)
