@@ -144,36 +144,42 @@ def _blas_threads(n: int, outer: int | None = None) -> Iterator[None]:
     """BLAS on ``n`` threads; ``outer``: the count of this thread's enclosing block,
     which BLAS is set back to when this (nested) block ends."""
     global _blas_depth, _blas_saved
-    with _blas_lock:
-        libraries = _blas_libraries()
-        if _blas_depth == 0:
-            _blas_saved = []
-        # each library's count as the first block that saw it found it (one loaded
-        # while blocks were open is saved by the first block after it)
-        saved = {lib.filepath for lib, _ in _blas_saved}
-        _blas_saved += [(lib, _blas_count(lib)) for lib in libraries
-                        if lib.filepath not in saved]  # fmt: skip
-        _blas_depth += 1
-        _block.blas_depth = getattr(_block, "blas_depth", 0) + 1
-        for lib in libraries:
-            if _blas_count(lib) != n:
-                _set_blas(lib, n)
+    counted = False  # this block is in the depths: the finally must take it out
     try:
+        with _blas_lock:
+            libraries = _blas_libraries()
+            if _blas_depth == 0:
+                _blas_saved = []
+            # each library's count as the first block that saw it found it (one
+            # loaded while blocks were open is saved by the first block after it)
+            saved = {lib.filepath for lib, _ in _blas_saved}
+            _blas_saved += [(lib, _blas_count(lib)) for lib in libraries
+                            if lib.filepath not in saved]  # fmt: skip
+            mine = getattr(_block, "blas_depth", 0) + 1
+            # no call between these stores (Python raises a Ctrl-C's
+            # KeyboardInterrupt at calls and jumps): it cannot land between them
+            _blas_depth += 1
+            _block.blas_depth = mine
+            counted = True
+            for lib in libraries:
+                if _blas_count(lib) != n:
+                    _set_blas(lib, n)
         yield
     finally:
-        with _blas_lock:
-            _blas_depth -= 1
-            _block.blas_depth -= 1
-            if _blas_depth == 0:
-                for lib, count in _blas_saved:
-                    if _blas_count(lib) != count:
-                        _set_blas(lib, count)
-                _blas_saved = []
-            elif outer is not None:
-                # the rest of this thread's enclosing block runs on its own count
-                for lib, _ in _blas_saved:
-                    if _blas_count(lib) != outer:
-                        _set_blas(lib, outer)
+        if counted:
+            with _blas_lock:
+                _blas_depth -= 1
+                _block.blas_depth -= 1
+                if _blas_depth == 0:
+                    for lib, count in _blas_saved:
+                        if _blas_count(lib) != count:
+                            _set_blas(lib, count)
+                    _blas_saved = []
+                elif outer is not None:
+                    # the rest of this thread's enclosing block runs on its own count
+                    for lib, _ in _blas_saved:
+                        if _blas_count(lib) != outer:
+                            _set_blas(lib, outer)
 
 
 @contextlib.contextmanager
@@ -194,11 +200,11 @@ def num_threads(n: int | None, blas: bool = True) -> Iterator[int]:
     outer_blas = getattr(_block, "blas_n", None)  # the enclosing block's that set it
     numba = sys.modules.get("numba")
     numba_before = numba.get_num_threads() if numba is not None else None
-    _block.n = target
-    if blas:
-        _block.blas_n = target
-    kernels.set_num_threads(target)
-    try:
+    try:  # whatever the block got to set (a Ctrl-C may stop it midway) is put back
+        _block.n = target
+        if blas:
+            _block.blas_n = target
+        kernels.set_num_threads(target)
         with _blas_threads(target, outer_blas) if blas else contextlib.nullcontext():
             yield target
     finally:

@@ -92,6 +92,34 @@ def test_a_block_in_another_thread_sets_blas_and_leaves_threadpoolctl_alone():
     assert out.returncode == 0, out.stderr
 
 
+def test_a_ctrl_c_while_a_block_sets_blas_leaves_nothing_behind(monkeypatch):
+    """A KeyboardInterrupt while a block sets BLAS's count: the block is out of the
+    depths again, so the next block restores the count it finds (the depth stayed
+    raised and no block ever restored a count again)."""
+    from threadpoolctl import threadpool_info
+
+    from fastnn import threads
+
+    def counts():
+        info = threadpool_info()
+        return sorted(i["num_threads"] for i in info if i["user_api"] == "blas")
+
+    found, before = counts(), fastnn.get_num_threads()
+    real = threads._set_blas
+
+    def interrupted(lib, n):
+        monkeypatch.setattr(threads, "_set_blas", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads, "_set_blas", interrupted)
+    with pytest.raises(KeyboardInterrupt), fastnn.num_threads(max(found) + 1):
+        pass
+    assert counts() == found and fastnn.get_num_threads() == before
+    with fastnn.num_threads(max(found) + 1):
+        pass
+    assert counts() == found
+
+
 def test_a_nested_block_gives_blas_back_to_the_enclosing_block():
     """A block inside a block of another count in the same thread (a predict with
     n_threads=1 in a callback of a 2-thread fit): the rest of the enclosing block
