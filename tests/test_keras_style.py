@@ -151,6 +151,38 @@ def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
     assert np.isfinite(fastnn.load(tmp_path / "e1.npz").predict_proba(X)).all()
 
 
+def test_model_checkpoint_warning_names_a_caller_whose_path_begins_like_fastnn(
+    tmp_path, data
+):
+    """The warning goes to the first frame outside the fastnn package, compared by
+    folder: a user's file next to the package whose name begins with "fastnn"
+    (e.g. fastnn_train.py beside an editable checkout's fastnn/) is outside it (a
+    plain prefix test skipped that frame and named its caller)."""
+    import os
+
+    X, y = data
+    user_file = os.path.dirname(os.path.abspath(fastnn.__file__)) + "_train.py"
+    source = textwrap.dedent(
+        """
+        def run(model, X, y, callbacks):
+            return model.fit(X, y, epochs=2, verbose=0, callbacks=callbacks)
+        """
+    )
+    namespace: dict = {}
+    exec(compile(source, user_file, "exec"), namespace)  # no file is written
+
+    def diverge(epoch, logs):
+        model._params[:] = np.nan
+
+    model = _model()
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch}.npz"))
+    with pytest.warns(RuntimeWarning, match="not finite") as seen:
+        namespace["run"](model, X, y, [diverge, every])
+    assert [w.filename for w in seen if "ModelCheckpoint" in str(w.message)] == [
+        user_file
+    ]
+
+
 def test_csv_logger_writes_a_row_per_epoch(tmp_path, data):
     X, y = data
     path = tmp_path / "log.csv"
