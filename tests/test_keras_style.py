@@ -151,6 +151,33 @@ def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
     assert np.isfinite(fastnn.load(tmp_path / "e1.npz").predict_proba(X)).all()
 
 
+@pytest.mark.parametrize("terminate_first", [True, False])
+def test_model_checkpoint_leaves_a_diverged_fit_to_terminate_on_nan(
+    tmp_path, terminate_first
+):
+    """A fit that TerminateOnNaN stops at its first non-finite epoch: the checkpoint
+    skips that epoch's save without the warning that advises passing TerminateOnNaN
+    (the user did), in either order of the two callbacks, as fit's own checkpoint
+    is skipped silently then."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 6)) * 100, np.arange(256) % 3
+    stop = fastnn.TerminateOnNaN()
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch}.npz"))
+    model = fastnn.MLP((6, 64, 3), backend="numpy",
+                       optimizer=fastnn.SGD(lr=1e6, momentum=0.9))  # fmt: skip
+    callbacks = [stop, every] if terminate_first else [every, stop]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model.fit(X, y, epochs=4, verbose=0, seed=0, callbacks=callbacks)
+    assert stop.stopped_epoch is not None  # it diverged and was stopped
+    assert not np.isfinite(model._params).all()
+    assert [str(w.message) for w in seen if "ModelCheckpoint" in str(w.message)] == []
+    kept = range(1, stop.stopped_epoch + 1)  # the finite epochs before
+    assert every.saved == [str(tmp_path / f"e{e}.npz") for e in kept]
+
+
 def test_model_checkpoint_warning_names_a_caller_whose_path_begins_like_fastnn(
     tmp_path, data
 ):
