@@ -122,8 +122,8 @@ class ModelCheckpoint(Callback):
     Notes
     -----
     The folder of ``filepath`` must exist and be writable: that is checked when
-    training begins (when the folder's name holds no format field), so that a typo
-    does not cost the training. After an epoch whose weights are not finite (a fit
+    training begins or resumes (when the folder's name holds no format field), so
+    that a typo does not cost the training. After an epoch whose weights are not finite (a fit
     that diverged) nothing is saved: the files saved before are kept and a
     RuntimeWarning says so once per fit when the fit goes on or ends regardless
     (``TerminateOnNaN`` stops such a fit, in either order of the callbacks, and
@@ -227,6 +227,11 @@ class ModelCheckpoint(Callback):
 
     def get_state(self):
         return {"best": self.best, "saved": list(self.saved)}, {}
+
+    def check_state(self, meta, arrays, model):
+        # a resumed fit runs no on_train_begin: its folder is checked here, before
+        # the model changes and any epoch runs
+        self._check_folder()
 
     def set_state(self, meta, arrays):
         self.best = None if meta.get("best") is None else float(meta["best"])

@@ -132,6 +132,29 @@ def test_model_checkpoint_refuses_an_unwritable_path_before_training(
     assert epochs == []  # no epoch was trained for nothing
 
 
+def test_model_checkpoint_checks_its_folder_when_a_fit_resumes(tmp_path, data):
+    """A resumed fit runs no on_train_begin: the folder is checked with the
+    checkpoint's callback state, before any epoch (a missing one failed only after
+    the first resumed epoch)."""
+    X, y = data
+    saved = tmp_path / "run.ckpt"
+    epochs = []
+
+    def fit(where, n):
+        callbacks = [fastnn.ModelCheckpoint(str(where / "m{epoch}.npz")),
+                     lambda epoch, logs: epochs.append(epoch)]  # fmt: skip
+        return _model().fit(X, y, epochs=n, verbose=0, seed=0, checkpoint=saved,
+                            resume=True, callbacks=callbacks)  # fmt: skip
+
+    fit(tmp_path, 1)
+    assert epochs == [0]
+    with pytest.raises(ValueError, match="ModelCheckpoint filepath .*does not exist"):
+        fit(tmp_path / "gone", 3)  # resumed, e.g. in a new process
+    assert epochs == [0]  # no epoch was trained for nothing
+    fit(tmp_path, 3)
+    assert epochs == [0, 1, 2]
+
+
 def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
     X, y = data
 
