@@ -281,7 +281,8 @@ class TerminateOnNaN(Callback):
 def _warn_caller(message: str) -> None:
     """A RuntimeWarning attributed to the first frame outside fastnn (the call of
     fit in the user's code), however deep in the loop it is raised."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    # the folder with its separator: a user's fastnn_train.py beside it is outside
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     level, frame = 2, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(package):
         level += 1

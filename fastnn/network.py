@@ -331,11 +331,11 @@ class Network:
 
     def _threads(self, n: int | None = None):
         """The ``num_threads`` block a call of this model runs in (``n``: another
-        count than the model's): BLAS's count too on the NumPy backend only (see
-        fastnn/threads.py)."""
+        count than the model's): BLAS's count too unless the backend's kernels pin
+        BLAS themselves (Backend.pins_blas; see fastnn/threads.py)."""
         return num_threads(
             self.n_threads if n is None else n,
-            blas=self._kernels().name == "numpy",
+            blas=not self._kernels().pins_blas,
         )
 
     # ------------------------------------------------------------ workspaces

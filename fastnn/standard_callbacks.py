@@ -122,10 +122,12 @@ class ModelCheckpoint(Callback):
     Notes
     -----
     The folder of ``filepath`` must exist and be writable: that is checked when
-    training begins (when the folder's name holds no format field), so that a typo
-    does not cost the training. After an epoch whose weights are not finite (a fit
+    training begins or resumes (when the folder's name holds no format field), so
+    that a typo does not cost the training. After an epoch whose weights are not finite (a fit
     that diverged) nothing is saved: the files saved before are kept and a
-    RuntimeWarning says so once per fit (``TerminateOnNaN`` stops such a fit).
+    RuntimeWarning says so once per fit when the fit goes on or ends regardless
+    (``TerminateOnNaN`` stops such a fit, in either order of the callbacks, and
+    then no warning is given).
     Under :func:`fastnn.distributed.fit` only rank 0 runs it (every rank holds the
     same weights).
     """
@@ -152,11 +154,13 @@ class ModelCheckpoint(Callback):
         self.best: float | None = None
         self.saved: list[str] = []
         self._warned = False  # about a diverged fit, in this fit
+        self._diverged: int | None = None  # a diverged epoch not yet reported
 
     def on_train_begin(self, model: Sequential) -> None:
         self.best = None
         self.saved = []
         self._warned = False
+        self._diverged = None
         self._check_folder()
 
     def _check_folder(self) -> None:
@@ -173,17 +177,32 @@ class ModelCheckpoint(Callback):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ValueError(f"{where}: folder {folder!r} is not writable")
 
+    def _report_divergence(self, model: Sequential) -> None:
+        """Warn (once per fit) about the diverged epoch whose save was skipped,
+        unless the fit stopped at it: then a callback such as TerminateOnNaN, which
+        may come before or after this one, stopped it, and the advice to pass it
+        is wrong (fit's own checkpoint is skipped silently then too)."""
+        epoch, self._diverged = self._diverged, None
+        if epoch is None or model.stop_training or self._warned:
+            return
+        self._warned = True
+        _warn_caller(
+            f"ModelCheckpoint: the weights after epoch {epoch + 1} are not "
+            "finite (training diverged): not saved, the files saved before "
+            "are kept; pass callbacks=[fastnn.TerminateOnNaN()] to stop at "
+            "the first non-finite epoch loss"
+        )
+
+    def on_train_end(self, model: Sequential) -> None:
+        self._report_divergence(model)
+
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float], model: Sequential):
+        self._report_divergence(model)  # the fit went on after a diverged epoch
         if not np.isfinite(model._params).all():
-            # a diverged fit: keep the files saved before (model.save would refuse)
-            if not self._warned:
-                self._warned = True
-                _warn_caller(
-                    f"ModelCheckpoint: the weights after epoch {epoch + 1} are not "
-                    "finite (training diverged): not saved, the files saved before "
-                    "are kept; pass callbacks=[fastnn.TerminateOnNaN()] to stop at "
-                    "the first non-finite epoch loss"
-                )
+            # a diverged fit: keep the files saved before (model.save would refuse);
+            # reported when the fit goes on or ends without being stopped here
+            if not self._warned and self._diverged is None:
+                self._diverged = epoch
             return
         if self.save_best_only:
             value = _check_monitor("ModelCheckpoint", self.monitor, logs)
@@ -209,9 +228,15 @@ class ModelCheckpoint(Callback):
     def get_state(self):
         return {"best": self.best, "saved": list(self.saved)}, {}
 
+    def check_state(self, meta, arrays, model):
+        # a resumed fit runs no on_train_begin: its folder is checked here, before
+        # the model changes and any epoch runs
+        self._check_folder()
+
     def set_state(self, meta, arrays):
         self.best = None if meta.get("best") is None else float(meta["best"])
         self.saved = [str(p) for p in meta.get("saved", [])]
+        self._warned, self._diverged = False, None  # a resumed fit reports its own
 
 
 class CSVLogger(Callback):

@@ -5,7 +5,8 @@ Numba's threads) and calls BLAS single-threaded from inside them. The thread cou
 a setting of fastnn: ``set_num_threads(n)`` changes what fastnn's later calls use;
 ``num_threads(n)`` (a ``with`` block, and what every fit/predict runs inside) applies
 it to Numba's threads of the calling thread and, on the NumPy backend, whose products
-run on BLAS's own threads, to the BLAS libraries, and puts back exactly what was
+run on BLAS's own threads (and a compiled backend without BLAS thread control), to
+the BLAS libraries, and puts back exactly what was
 there before when the block ends. Nothing here outlives fastnn's call: NumPy, SciPy,
 scikit-learn or PyTorch code beside fastnn keeps the thread settings it had, and no
 environment variable is ever set.
@@ -188,7 +189,9 @@ def num_threads(n: int | None, blas: bool = True) -> Iterator[int]:
     Numba and (``blas``) BLAS; afterwards each has exactly the setting it had before.
 
     The block's count is this thread's: blocks in other threads keep theirs. The
-    compiled backends' calls pass ``blas=False``: their kernels pin BLAS to one
+    compiled backends' calls pass ``blas=False`` (``Backend.pins_blas``; not
+    without BLAS thread control, e.g. Numba without the Cython extension, whose
+    products run on BLAS's own threads): their kernels pin BLAS to one
     thread around their GEMM blocks themselves (kernels/cy/_blas_pin.h), and BLAS's
     count, process-wide, set by one thread's block would reach another thread's
     kernel midway (its later blocks on BLAS's threads, with other last bits).

@@ -497,7 +497,7 @@ class _Run:
         guard = _SigintGuard() if self.strategy.defers_sigint else _NO_GUARD
         verbosity = self.strategy.verbosity(args.verbose)
         with (
-            num_threads(self.n_threads, blas=model._kernels().name == "numpy"),
+            num_threads(self.n_threads, blas=not model._kernels().pins_blas),
             guard,
             model._fit_step_mode(args.compiled_step),
             Progress(verbosity, args.epochs, self.data.n, state.epoch, state.seen)

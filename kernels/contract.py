@@ -486,6 +486,15 @@ class Backend:
     def __repr__(self) -> str:
         return f"<fastnn backend {self.name!r}>"
 
+    @property
+    def pins_blas(self) -> bool:
+        """Whether the kernels pin BLAS to one thread around their GEMM blocks
+        themselves (kernels/cy/_blas_pin.h): then a ``num_threads`` block leaves
+        BLAS's count alone (``blas=False``). Otherwise (the NumPy backend, and the
+        compiled ones without BLAS thread control, e.g. Numba without the Cython
+        extension) the products run on BLAS's own threads, at the block's count."""
+        return bool(getattr(self.raw, "BLAS_PINNED", False))
+
     # ---------------------------------------------------------------- matmul
     def matmul(
         self,

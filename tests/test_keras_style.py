@@ -132,6 +132,29 @@ def test_model_checkpoint_refuses_an_unwritable_path_before_training(
     assert epochs == []  # no epoch was trained for nothing
 
 
+def test_model_checkpoint_checks_its_folder_when_a_fit_resumes(tmp_path, data):
+    """A resumed fit runs no on_train_begin: the folder is checked with the
+    checkpoint's callback state, before any epoch (a missing one failed only after
+    the first resumed epoch)."""
+    X, y = data
+    saved = tmp_path / "run.ckpt"
+    epochs = []
+
+    def fit(where, n):
+        callbacks = [fastnn.ModelCheckpoint(str(where / "m{epoch}.npz")),
+                     lambda epoch, logs: epochs.append(epoch)]  # fmt: skip
+        return _model().fit(X, y, epochs=n, verbose=0, seed=0, checkpoint=saved,
+                            resume=True, callbacks=callbacks)  # fmt: skip
+
+    fit(tmp_path, 1)
+    assert epochs == [0]
+    with pytest.raises(ValueError, match="ModelCheckpoint filepath .*does not exist"):
+        fit(tmp_path / "gone", 3)  # resumed, e.g. in a new process
+    assert epochs == [0]  # no epoch was trained for nothing
+    fit(tmp_path, 3)
+    assert epochs == [0, 1, 2]
+
+
 def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
     X, y = data
 
@@ -149,6 +172,65 @@ def test_model_checkpoint_keeps_its_files_when_the_fit_diverges(tmp_path, data):
     assert every.saved == [str(tmp_path / "e1.npz")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e1.npz"]
     assert np.isfinite(fastnn.load(tmp_path / "e1.npz").predict_proba(X)).all()
+
+
+@pytest.mark.parametrize("terminate_first", [True, False])
+def test_model_checkpoint_leaves_a_diverged_fit_to_terminate_on_nan(
+    tmp_path, terminate_first
+):
+    """A fit that TerminateOnNaN stops at its first non-finite epoch: the checkpoint
+    skips that epoch's save without the warning that advises passing TerminateOnNaN
+    (the user did), in either order of the two callbacks, as fit's own checkpoint
+    is skipped silently then."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 6)) * 100, np.arange(256) % 3
+    stop = fastnn.TerminateOnNaN()
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch}.npz"))
+    model = fastnn.MLP((6, 64, 3), backend="numpy",
+                       optimizer=fastnn.SGD(lr=1e6, momentum=0.9))  # fmt: skip
+    callbacks = [stop, every] if terminate_first else [every, stop]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model.fit(X, y, epochs=4, verbose=0, seed=0, callbacks=callbacks)
+    assert stop.stopped_epoch is not None  # it diverged and was stopped
+    assert not np.isfinite(model._params).all()
+    assert [str(w.message) for w in seen if "ModelCheckpoint" in str(w.message)] == []
+    kept = range(1, stop.stopped_epoch + 1)  # the finite epochs before
+    assert every.saved == [str(tmp_path / f"e{e}.npz") for e in kept]
+
+
+def test_model_checkpoint_warning_names_a_caller_whose_path_begins_like_fastnn(
+    tmp_path, data
+):
+    """The warning goes to the first frame outside the fastnn package, compared by
+    folder: a user's file next to the package whose name begins with "fastnn"
+    (e.g. fastnn_train.py beside an editable checkout's fastnn/) is outside it (a
+    plain prefix test skipped that frame and named its caller)."""
+    import os
+
+    X, y = data
+    user_file = os.path.dirname(os.path.abspath(fastnn.__file__)) + "_train.py"
+    source = textwrap.dedent(
+        """
+        def run(model, X, y, callbacks):
+            return model.fit(X, y, epochs=2, verbose=0, callbacks=callbacks)
+        """
+    )
+    namespace: dict = {}
+    exec(compile(source, user_file, "exec"), namespace)  # no file is written
+
+    def diverge(epoch, logs):
+        model._params[:] = np.nan
+
+    model = _model()
+    every = fastnn.ModelCheckpoint(str(tmp_path / "e{epoch}.npz"))
+    with pytest.warns(RuntimeWarning, match="not finite") as seen:
+        namespace["run"](model, X, y, [diverge, every])
+    assert [w.filename for w in seen if "ModelCheckpoint" in str(w.message)] == [
+        user_file
+    ]
 
 
 def test_csv_logger_writes_a_row_per_epoch(tmp_path, data):

@@ -404,3 +404,39 @@ def test_fork_while_another_thread_holds_the_blas_pin(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
+
+
+_NUMBA_WITHOUT_THE_EXTENSION = textwrap.dedent(
+    """
+    import sys
+    sys.modules["fastnn.kernels.cy"] = None  # the Cython extension not importable
+    import numpy as np
+    import scipy.linalg  # noqa: F401  (SciPy's BLAS loaded before the counts are read)
+    import fastnn
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    found = blas()
+    other = 1 if found[0] != 1 else 2
+    seen = []
+    model = fastnn.MLP((8, 16, 2), backend="numba", n_threads=other)
+    X, y = np.eye(8), np.arange(8) % 2
+    model.fit(X, y, epochs=1, verbose=0, callbacks=[
+        fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(blas()))])
+    assert seen == [[other] * len(found)], (found, other, seen)
+    assert blas() == found, (found, blas())
+    """
+)
+
+
+def test_numba_without_the_extension_runs_blas_on_the_models_threads():
+    """Without the Cython extension the Numba backend has no BLAS pin: its GEMM
+    blocks run serially on BLAS's own threads, as the NumPy backend's products do,
+    so a fit's block must set BLAS to the model's n_threads (blas=False for every
+    compiled backend left BLAS on its own count: n_threads=1 ran on every core). A
+    fresh process: the extension must not be imported."""
+    out = subprocess.run([sys.executable, "-c", _NUMBA_WITHOUT_THE_EXTENSION],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]

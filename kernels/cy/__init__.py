@@ -142,6 +142,8 @@ GEMM_PLAN = _gemm_plan.configure()
 #: BLAS thread control.
 BLAS_PIN = _gemm_module.blas_pin(CBLAS.set_threads, CBLAS.get_threads)
 on_fork_child(_gemm_module._blas_pin_after_fork)
+#: Whether the kernels pin BLAS to one thread themselves (Backend.pins_blas).
+BLAS_PINNED = all(BLAS_PIN)
 for _module in _GEMM_MODULES:
     _module._configure_gemm(
         _CORES,

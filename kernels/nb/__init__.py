@@ -27,6 +27,10 @@ from .matmul import matmul
 from .optim import adam_update, sgd_update
 from .train import loss_grad, train_step, train_steps
 
+#: Whether the kernels pin BLAS to one thread themselves (Backend.pins_blas): not
+#: without the Cython extension, whose pin they use.
+BLAS_PINNED = _matmul_module._HAS_CONTROL
+
 __all__ = [
     "BACKEND_INFO",
     "activation_backward",
