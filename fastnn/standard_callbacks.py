@@ -123,13 +123,12 @@ class ModelCheckpoint(Callback):
     -----
     The folder of ``filepath`` must exist and be writable: that is checked when
     training begins or resumes (when the folder's name holds no format field), so
-    that a typo does not cost the training. After an epoch whose weights are not finite (a fit
-    that diverged) nothing is saved: the files saved before are kept and a
-    RuntimeWarning says so once per fit when the fit goes on or ends regardless
-    (``TerminateOnNaN`` stops such a fit, in either order of the callbacks, and
-    then no warning is given).
-    Under :func:`fastnn.distributed.fit` only rank 0 runs it (every rank holds the
-    same weights).
+    that a typo does not cost the training. After an epoch whose weights are not
+    finite (a fit that diverged) nothing is saved: the files saved before are kept
+    and a RuntimeWarning says so once per fit when the fit goes on or ends
+    regardless (``TerminateOnNaN`` stops such a fit, in either order of the
+    callbacks, and then no warning is given). Under :func:`fastnn.distributed.fit`
+    only rank 0 runs it (every rank holds the same weights).
     """
 
     root_only = True  # distributed.fit: one writer
