@@ -4,12 +4,12 @@ fastnn runs its kernels in its own pools (the Cython extension's OpenMP threads,
 Numba's threads) and calls BLAS single-threaded from inside them. The thread count is
 a setting of fastnn: ``set_num_threads(n)`` changes what fastnn's later calls use;
 ``num_threads(n)`` (a ``with`` block, and what every fit/predict runs inside) applies
-it to Numba's threads of the calling thread and, on the NumPy backend, whose products
-run on BLAS's own threads (and a compiled backend without BLAS thread control), to
-the BLAS libraries, and puts back exactly what was
-there before when the block ends. Nothing here outlives fastnn's call: NumPy, SciPy,
-scikit-learn or PyTorch code beside fastnn keeps the thread settings it had, and no
-environment variable is ever set.
+it to Numba's threads of the calling thread and to the BLAS libraries where fastnn's
+products run on BLAS's own threads (the NumPy backend; a compiled backend without
+BLAS thread control), and puts back exactly what was there before when the block
+ends. Nothing here outlives fastnn's call: NumPy, SciPy, scikit-learn or PyTorch
+code beside fastnn keeps the thread settings it had, and no environment variable is
+ever set.
 
 In a process forked from one that imported fastnn every kernel runs serially and the
 thread count reads 1 (kernels/_fork.py).
