@@ -263,6 +263,17 @@ def test_fork_while_another_thread_is_in_a_block_leaves_the_child_blas_alone(
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
 
 
+def _kernels_blas_count() -> int:
+    """The thread count of the BLAS the compiled kernels call (SciPy's may be
+    loaded too)."""
+    from fastnn.kernels._blas import CBLAS
+    from threadpoolctl import threadpool_info
+
+    info = threadpool_info()
+    (lib,) = [i for i in info if os.path.samefile(i["filepath"], CBLAS.path)]
+    return lib["num_threads"]
+
+
 def _blas_pin():
     """The compiled kernels' process-wide BLAS pin, callable from Python."""
     import ctypes
@@ -279,23 +290,15 @@ def test_blas_pins_of_overlapping_kernels_keep_one_thread_until_the_last_ends():
     """Two kernels' pins that overlap, ending in the order they began: BLAS stays on
     one thread until the second ends (each kernel restoring what it found handed
     the second's remaining blocks BLAS's threads), then gets its count back."""
-    from fastnn.kernels._blas import CBLAS
-    from threadpoolctl import threadpool_info
-
-    def count():  # the kernels' BLAS (SciPy's may be loaded too)
-        info = threadpool_info()
-        (lib,) = [i for i in info if os.path.samefile(i["filepath"], CBLAS.path)]
-        return lib["num_threads"]
-
     pin, unpin = _blas_pin()
-    found = count()
+    found = _kernels_blas_count()
     first = pin()
     second = pin()
     unpin(first)
-    still = count()
+    still = _kernels_blas_count()
     unpin(second)
     assert still == 1
-    assert count() == found
+    assert _kernels_blas_count() == found
 
 
 def test_a_block_that_overlaps_a_pinned_kernel_restores_the_count_from_before():
@@ -303,24 +306,16 @@ def test_a_block_that_overlaps_a_pinned_kernel_restores_the_count_from_before():
     has BLAS pinned to one thread, and ends after it: BLAS gets the block's count
     once the kernel is done, and the count from before both when the block ends
     (the block saved the pinned 1 and restored it for good)."""
-    from fastnn.kernels._blas import CBLAS
-    from threadpoolctl import threadpool_info
-
-    def count():
-        info = threadpool_info()
-        (lib,) = [i for i in info if os.path.samefile(i["filepath"], CBLAS.path)]
-        return lib["num_threads"]
-
     pin, unpin = _blas_pin()
-    found = count()
+    found = _kernels_blas_count()
     other = found + 1
     token = pin()  # a kernel of another thread, mid-GEMM
     with fastnn.num_threads(other):
-        pinned = count()
+        pinned = _kernels_blas_count()
         unpin(token)
-        after_kernel = count()
+        after_kernel = _kernels_blas_count()
     assert (pinned, after_kernel) == (1, other)
-    assert count() == found
+    assert _kernels_blas_count() == found
 
 
 @pytest.mark.parametrize("n_threads", [1, None])
