@@ -80,7 +80,6 @@ from ._validation import check_int
 from .callbacks import Callback, History, _warn_caller
 from .progress import Progress
 from .standard_callbacks import as_callback
-from .threads import num_threads
 
 __all__ = [
     "LocalStrategy",
@@ -497,7 +496,7 @@ class _Run:
         guard = _SigintGuard() if self.strategy.defers_sigint else _NO_GUARD
         verbosity = self.strategy.verbosity(args.verbose)
         with (
-            num_threads(self.n_threads, blas=not model._kernels().pins_blas),
+            model._threads(self.n_threads),
             guard,
             model._fit_step_mode(args.compiled_step),
             Progress(verbosity, args.epochs, self.data.n, state.epoch, state.seen)
