@@ -313,21 +313,31 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
 }
 
 
+def _describe(error: BaseException | None) -> tuple[str, str] | None:
+    """What another rank needs to raise ``error``: (type name, message)."""
+    return None if error is None else (type(error).__name__, str(error))
+
+
+def _remote(described: tuple[str, str], rank: int) -> Exception:
+    """Rank ``rank``'s error, described by :func:`_describe`, to raise on another:
+    the same type when it is one of :data:`_REMOTE_TYPES`, else a RuntimeError whose
+    message starts with the type's name; the message ends with the rank."""
+    name, message = described
+    cls = _REMOTE_TYPES.get(name)
+    if cls is None:
+        cls, message = RuntimeError, f"{name}: {message}"
+    return _mark(cls(f"{message} (on rank {rank})"))
+
+
 def _raise_agreed(comm, error: BaseException | None) -> None:
     """Collective: if any rank passes an error, raise the lowest rank's on all."""
-    mine = None if error is None else (type(error).__name__, str(error))
-    errors = comm.allgather(mine)
+    errors = comm.allgather(_describe(error))
     for r, e in enumerate(errors):
         if e is None:
             continue
         if r == comm.Get_rank() and error is not None:
             raise _mark(error)
-        name, message = e
-        cls = _REMOTE_TYPES.get(name)
-        if cls is None:
-            cls, message = RuntimeError, f"{name}: {message}"
-        suffix = f" (on rank {r})" if comm.Get_size() > 1 else ""
-        raise _mark(cls(f"{message}{suffix}"))
+        raise _remote(e, r)
 
 
 def _agreed(comm, fn: Callable, *args: Any) -> Any:
@@ -349,17 +359,13 @@ def _on_root(comm, fn: Callable, *args: Any) -> Any:
             payload = (True, fn(*args))
         except Exception as exc:
             error = exc
-            payload = (False, (type(exc).__name__, str(exc)))
+            payload = (False, _describe(exc))
     ok, value = comm.bcast(payload, root=0)
     if ok:
         return value
     if error is not None:
         raise _mark(error)
-    name, message = value
-    cls = _REMOTE_TYPES.get(name)
-    if cls is None:
-        cls, message = RuntimeError, f"{name}: {message}"
-    raise _mark(cls(f"{message} (on rank 0)"))
+    raise _remote(value, 0)
 
 
 def _same_everywhere(comm, facts: dict[str, Any]) -> None:
