@@ -38,14 +38,18 @@ initial weights (and optimizer state) are broadcast from rank 0 in every case.
 Resuming with the same number of ranks continues bitwise exactly.
 
 Faults: input errors found before training are raised on every rank alike. Any
-other exception on one rank calls ``MPI_Abort`` (unless ``abort_on_error=False``),
-so the launcher ends the whole job with a non-zero status instead of leaving the
-other ranks waiting in a collective; a rank killed outright ends the job the same
-way (the launcher notices). The last checkpoint stays loadable in every case.
+other exception on one rank calls ``MPI_Abort``, so the launcher ends the whole job
+with a non-zero status instead of leaving the other ranks waiting in a collective;
+a rank killed outright ends the job the same way (the launcher notices). With
+``abort_on_error=False`` an exception on some ranks only in a callback or at an
+epoch's end is raised on every rank instead (the others name the failing rank);
+one inside a step is not (see :func:`fit`). The last checkpoint stays loadable in
+every case.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -313,21 +317,43 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
 }
 
 
+def _describe(error: BaseException | None) -> tuple[str, str] | None:
+    """What another rank needs to raise ``error``: (type name, message)."""
+    return None if error is None else (type(error).__name__, str(error))
+
+
+def _remote(described: tuple[str, str], rank: int) -> Exception:
+    """Rank ``rank``'s error, described by :func:`_describe`, to raise on another:
+    the same type when it is one of :data:`_REMOTE_TYPES`, else a RuntimeError whose
+    message starts with the type's name; the message ends with the rank."""
+    name, message = described
+    cls = _REMOTE_TYPES.get(name)
+    if cls is None:
+        cls, message = RuntimeError, f"{name}: {message}"
+    return _mark(cls(f"{message} (on rank {rank})"))
+
+
 def _raise_agreed(comm, error: BaseException | None) -> None:
     """Collective: if any rank passes an error, raise the lowest rank's on all."""
-    mine = None if error is None else (type(error).__name__, str(error))
-    errors = comm.allgather(mine)
+    errors = comm.allgather(_describe(error))
     for r, e in enumerate(errors):
         if e is None:
             continue
         if r == comm.Get_rank() and error is not None:
             raise _mark(error)
-        name, message = e
-        cls = _REMOTE_TYPES.get(name)
-        if cls is None:
-            cls, message = RuntimeError, f"{name}: {message}"
-        suffix = f" (on rank {r})" if comm.Get_size() > 1 else ""
-        raise _mark(cls(f"{message}{suffix}"))
+        raise _remote(e, r)
+
+
+def _raise_held(errors: list, error: BaseException | None) -> None:
+    """After an allgather of every rank's held error (``errors``, as described by
+    :func:`_describe`): raise this rank's own ``error`` (type, message and traceback
+    unchanged) when it holds one, else the lowest failing rank's, naming that rank;
+    nothing when no rank holds one."""
+    if error is not None:
+        raise _mark(error)
+    for r, e in enumerate(errors):
+        if e is not None:
+            raise _remote(e, r)
 
 
 def _agreed(comm, fn: Callable, *args: Any) -> Any:
@@ -349,17 +375,13 @@ def _on_root(comm, fn: Callable, *args: Any) -> Any:
             payload = (True, fn(*args))
         except Exception as exc:
             error = exc
-            payload = (False, (type(exc).__name__, str(exc)))
+            payload = (False, _describe(exc))
     ok, value = comm.bcast(payload, root=0)
     if ok:
         return value
     if error is not None:
         raise _mark(error)
-    name, message = value
-    cls = _REMOTE_TYPES.get(name)
-    if cls is None:
-        cls, message = RuntimeError, f"{name}: {message}"
-    raise _mark(cls(f"{message} (on rank 0)"))
+    raise _remote(value, 0)
 
 
 def _same_everywhere(comm, facts: dict[str, Any]) -> None:
@@ -457,11 +479,30 @@ def fit(
     comm : mpi4py communicator, optional
         Default ``MPI.COMM_WORLD``.
     abort_on_error : bool, default=True
-        An exception raised on some ranks only (e.g. inside a step) calls
-        ``MPI_Abort``: the launcher ends the whole job with a non-zero status
-        instead of the other ranks waiting forever. Errors found before training
-        (bad input, a checkpoint that does not fit) are raised on every rank alike
-        and never abort.
+        True: an exception raised on some ranks only (in a callback, in a step)
+        calls ``MPI_Abort``: the launcher ends the whole job with a non-zero
+        status instead of the other ranks waiting forever.
+
+        False: an exception raised on some ranks only at an epoch-level point --
+        a callback's ``on_train_begin``, ``on_epoch_end`` or ``on_train_end``
+        (including those that run on rank 0 alone, ``ModelCheckpoint`` and
+        ``CSVLogger``: a missing folder, a failed write), the learning-rate
+        schedule's epoch end -- is raised on every rank: the failing rank raises
+        its own exception, every other rank the lowest failing rank's, of the
+        same type for the usual ones (ValueError, TypeError, KeyError,
+        RuntimeError, OSError and its FileNotFoundError and PermissionError,
+        fastnn's CheckpointError and DataError; else a RuntimeError whose
+        message starts with the type's name), its message ending in "(on rank
+        R)". The error travels in the collective that closes each epoch (and the
+        fit), so this costs no communication per epoch (one ``allgather`` after
+        ``on_train_begin``). Not covered: an exception inside a step (the
+        forward and backward pass, the Allreduce, the optimizer update) on one
+        rank only; the other ranks then wait in the Allreduce: keep the default
+        where that can happen (e.g. a rank out of memory).
+
+        Either way, errors found before training (bad input, a checkpoint that
+        does not fit) and a checkpoint that rank 0 cannot write are raised on
+        every rank alike and never abort.
 
     Returns
     -------
@@ -486,7 +527,8 @@ def fit(
         except TypeError as exc:
             raise _mark(exc) from None
         del bound["self"], bound["X"], bound["y"]
-        return training.fit(model, X, y, **bound, strategy=MPIStrategy(comm))
+        strategy = MPIStrategy(comm, hold_errors=not abort_on_error)
+        return training.fit(model, X, y, **bound, strategy=strategy)
     except BaseException as exc:
         if (
             _is_collective(exc)
@@ -510,11 +552,16 @@ class MPIStrategy(LocalStrategy):
     ``Allreduce`` of the flat gradient buffer, then every rank applies the same
     fused optimizer update. Rank 0 alone reads and writes checkpoints and shows
     progress; validation is evaluated sharded. See the module docstring.
+
+    With ``hold_errors=True`` an exception inside :meth:`hold_errors` is held until
+    the next agreement point (:meth:`agree_errors`, :meth:`end_epoch`,
+    :meth:`end_fit`), which raises it on this rank and the lowest failing rank's on
+    every other; else it propagates at once (and :func:`fit` aborts the job).
     """
 
     defers_sigint = False  # the launcher's Ctrl-C ends the job (MPI_Abort)
 
-    def __init__(self, comm) -> None:
+    def __init__(self, comm, *, hold_errors: bool = False) -> None:
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.writes = self.rank == 0
@@ -522,6 +569,8 @@ class MPIStrategy(LocalStrategy):
         self._comm_time = 0.0  # seconds in the gradient Allreduce, this epoch
         self._loss = 0.0  # this rank's sum of shard loss * rows since the last sync
         self._correct = 0
+        self._holds = bool(hold_errors)
+        self._held: Exception | None = None  # raised at the next agreement point
 
     def agreed(self, fn, *args):
         return _agreed(self.comm, fn, *args)
@@ -630,13 +679,34 @@ class MPIStrategy(LocalStrategy):
     def progress_note(self) -> str:
         return f"  allreduce {self._comm_time:.2f} s"
 
+    def hold_errors(self):
+        return self._hold() if self._holds else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _hold(self):
+        try:
+            yield
+        except Exception as exc:  # raised at the next agreement point
+            self._held = exc
+
+    def _take_held(self) -> Exception | None:
+        held, self._held = self._held, None
+        return held
+
+    def agree_errors(self) -> None:
+        if self._holds:  # (otherwise nothing is ever held)
+            held = self._take_held()
+            _raise_held(self.comm.allgather(_describe(held)), held)
+
     def end_epoch(self, model) -> None:
-        # a stop asked for on any rank stops all; the weights must agree
-        model.stop_training = any(self.comm.allgather(bool(model.stop_training)))
-        _check_in_sync(self.comm, model)
+        # errors held on any rank are raised on all; a stop asked for on any rank
+        # stops all; the weights must agree
+        model.stop_training = _check_in_sync(
+            self.comm, model, model.stop_training, self._take_held()
+        )
 
     def end_fit(self, model) -> None:
-        _check_in_sync(self.comm, model)
+        _check_in_sync(self.comm, model, False, self._take_held())
 
     def train_state_extra(self) -> dict[str, Any]:
         return serialize.data_parallel_state(self.size, self._comm_time)
@@ -652,9 +722,13 @@ def _broadcast_state(comm, model) -> None:
     model._initialized = True
 
 
-def _check_in_sync(comm, model) -> None:
-    """Collective: every rank must hold bitwise the same weights."""
-    digests = comm.allgather(_digest(model._params))
+def _check_in_sync(comm, model, stop, held: Exception | None) -> bool:
+    """Collective, one ``allgather``: raise the errors held on any rank (see
+    :func:`_raise_held`), then raise unless every rank holds bitwise the same
+    weights; return whether any rank asks to stop (``stop``)."""
+    gathered = comm.allgather((bool(stop), _digest(model._params), _describe(held)))
+    _raise_held([g[2] for g in gathered], held)
+    digests = [g[1] for g in gathered]
     bad = [r for r, d in enumerate(digests) if d != digests[0]]
     if bad:
         raise _mark(
@@ -663,6 +737,7 @@ def _check_in_sync(comm, model) -> None:
                 "Allreduce did not give every rank the same sum"
             )
         )
+    return any(g[0] for g in gathered)
 
 
 # ------------------------------------------------------------- command line

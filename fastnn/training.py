@@ -276,11 +276,23 @@ class LocalStrategy:
         """Appended to every epoch line."""
         return ""
 
+    def hold_errors(self) -> contextlib.AbstractContextManager:
+        """Around an epoch-level block (the callbacks, the epoch's end): a context
+        in which an exception may be held until the next agreement point
+        (:meth:`agree_errors`, :meth:`end_epoch`, :meth:`end_fit`), so that every
+        process raises rather than some waiting for the others. Here: none, the
+        exception propagates at once."""
+        return contextlib.nullcontext()
+
+    def agree_errors(self) -> None:
+        """Raise an exception held on any process (after ``on_train_begin``)."""
+
     def end_epoch(self, model) -> None:
-        """After the callbacks of an epoch (agree on stopping, check the weights)."""
+        """After the callbacks of an epoch (raise held exceptions, agree on
+        stopping, check the weights)."""
 
     def end_fit(self, model) -> None:
-        """After the last epoch."""
+        """After the last epoch and ``on_train_end`` (raise held exceptions)."""
 
     def train_state_extra(self) -> dict[str, Any]:
         """Strategy facts stored in the checkpoint's train state."""
@@ -491,8 +503,10 @@ class _Run:
         if state.nothing_left(args.epochs):
             return self.history
         if not self.continuing:
-            for cb in self.hooks:
-                cb.on_train_begin(model)
+            with self.strategy.hold_errors():
+                for cb in self.hooks:
+                    cb.on_train_begin(model)
+            self.strategy.agree_errors()
         guard = _SigintGuard() if self.strategy.defers_sigint else _NO_GUARD
         verbosity = self.strategy.verbosity(args.verbose)
         with (
@@ -507,8 +521,9 @@ class _Run:
             self.fused = self.strategy.fuses_steps(model, self.data)
             while state.epoch < args.epochs and not model.stop_training:
                 self._epoch(progress)
-            for cb in self.hooks:
-                cb.on_train_end(model)
+            with self.strategy.hold_errors():
+                for cb in self.hooks:
+                    cb.on_train_end(model)
             state.finished = True
             self.strategy.end_fit(model)
             if self.checkpoint is not None:
@@ -607,14 +622,17 @@ class _Run:
             logs["accuracy"] = state.correct / state.seen
         if data.X_val is not None:
             logs.update(strategy.evaluate(model, data.X_val, data.y_val, "val_"))
-        logs["lr"] = model.optimizer.current_lr
-        logs["time"] = state.elapsed
-        logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
-        logs.update(strategy.epoch_logs())
-        self.history.append(state.epoch, logs)
-        model.optimizer.end_epoch(state.epoch + 1, logs)
-        for cb in self.hooks:
-            cb.on_epoch_end(state.epoch, logs, model)
+        # no collective from here to end_epoch, which raises an exception held on
+        # any process on every one
+        with strategy.hold_errors():
+            logs["lr"] = model.optimizer.current_lr
+            logs["time"] = state.elapsed
+            logs["samples_per_sec"] = state.seen / max(state.elapsed, 1e-12)
+            logs.update(strategy.epoch_logs())
+            self.history.append(state.epoch, logs)
+            model.optimizer.end_epoch(state.epoch + 1, logs)
+            for cb in self.hooks:
+                cb.on_epoch_end(state.epoch, logs, model)
         strategy.end_epoch(model)
         state.epoch += 1
         state.batch = 0

@@ -16,6 +16,14 @@ Usage: ``python tests/_distributed_worker.py MODE ...``
   its K-th step; ``--announce`` writes its pid to ``DIR/ready.<rank>`` after the
   first step; rank 0 saves the final weights to OUT, and with ``--reference`` also those
   of an uninterrupted run to REF.
+- ``callback-error WHERE OUTDIR [--abort]``: a 3-epoch fit with a callback that
+  fails on one rank only, ``abort_on_error=False`` (``--abort``: the default, True).
+  WHERE: ``train_begin`` (rank 1), ``epoch_end`` or ``train_end`` (rank 0: a user
+  callback raising :class:`SimulatedError`), ``checkpoint_folder`` (rank 0's
+  ModelCheckpoint into a missing folder) or ``checkpoint_write`` (its save at the
+  first epoch end into a folder named per epoch, which does not exist). Every rank
+  writes ``Type: message`` of the error it gets (or "no error") to
+  ``OUTDIR/caught.<rank>.txt``.
 """
 
 from __future__ import annotations  # noqa: I001  (fastnn before NumPy, below)
@@ -30,7 +38,7 @@ from pathlib import Path
 import fastnn  # first: its thread-pool settings apply before NumPy loads
 import numpy as np
 
-from fastnn.callbacks import EarlyStopping
+from fastnn.callbacks import Callback, EarlyStopping
 from fastnn.layers import Linear, ReLU, Tanh
 from fastnn.losses import MeanSquaredError, SoftmaxCrossEntropy
 from fastnn.model import MLP, Sequential
@@ -238,6 +246,66 @@ def _run(args: argparse.Namespace) -> None:
             np.save(args.reference, ref.get_flat_parameters())
 
 
+class SimulatedError(Exception):
+    """Raised by :class:`FailOnOneRank` (a type fastnn does not know)."""
+
+
+class FailOnOneRank(Callback):
+    """Raise :class:`SimulatedError` on rank ``rank`` alone at ``where``
+    (``train_begin``, ``epoch_end`` of the second epoch, or ``train_end``)."""
+
+    def __init__(self, where: str, rank: int, my_rank: int) -> None:
+        self.where, self.fails = where, rank == my_rank
+
+    def _maybe(self, where: str) -> None:
+        if self.fails and where == self.where:
+            raise SimulatedError(f"simulated {where} failure")
+
+    def on_train_begin(self, model):
+        self._maybe("train_begin")
+
+    def on_epoch_end(self, epoch, logs, model):
+        if epoch == 1:
+            self._maybe("epoch_end")
+
+    def on_train_end(self, model):
+        self._maybe("train_end")
+
+
+def _callback_error(args: argparse.Namespace) -> None:
+    from mpi4py import MPI
+
+    from fastnn import distributed
+    from fastnn.standard_callbacks import ModelCheckpoint
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    X, y, _ = data(40)
+    if args.where == "checkpoint_folder":
+        callback = ModelCheckpoint(os.path.join(args.outdir, "missing", "m.npz"))
+    elif args.where == "checkpoint_write":
+        callback = ModelCheckpoint(os.path.join(args.outdir, "{epoch}", "m.npz"))
+    else:
+        failing = 1 if args.where == "train_begin" else 0
+        callback = FailOnOneRank(args.where, failing, rank)
+    try:
+        distributed.fit(
+            MLP((6, 5, 3), backend="numpy"),
+            X,
+            y,
+            epochs=3,
+            batch_size=10,
+            seed=0,
+            verbose=0,
+            callbacks=[callback],
+            abort_on_error=args.abort,
+        )
+    except Exception as exc:  # one file per rank: their output lines may interleave
+        caught = f"{type(exc).__name__}: {exc}"
+    else:
+        caught = "no error"
+    Path(args.outdir, f"caught.{rank}.txt").write_text(caught)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="mode", required=True)
@@ -252,10 +320,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--fail-how", choices=["raise", "kill"], default="raise")
     r.add_argument("--announce", help="folder for the files ready.<rank>")
     r.add_argument("--reference")
+    c = sub.add_parser("callback-error")
+    c.add_argument(
+        "where",
+        choices=[
+            "train_begin",
+            "epoch_end",
+            "train_end",
+            "checkpoint_folder",
+            "checkpoint_write",
+        ],
+    )
+    c.add_argument("outdir")
+    c.add_argument("--abort", action="store_true")
     args = p.parse_args(argv)
     fastnn.set_num_threads(1)
     if args.mode == "equivalence":
         _equivalence(args.outdir)
+    elif args.mode == "callback-error":
+        _callback_error(args)
     else:
         _run(args)
     return 0

@@ -199,6 +199,22 @@ def test_ranks_that_disagree_are_named():
         distributed._raise_agreed(comm, None)
 
 
+def test_held_errors_raise_their_own_else_the_lowest_failing_rank():
+    """abort_on_error=False: a rank that holds an error raises its own (the same
+    object); the others the lowest failing rank's, its type named."""
+    mine = ValueError("mine")
+    described = [("KeyError", "'x'"), ("ValueError", "mine")]
+    with pytest.raises(ValueError, match="^mine$") as info:
+        distributed._raise_held(described, mine)
+    assert info.value is mine and distributed._is_collective(mine)
+    others = [None, ("SimulatedError", "boom"), ("OSError", "later")]
+    with pytest.raises(RuntimeError, match=r"^SimulatedError: boom \(on rank 1\)$"):
+        distributed._raise_held(others, None)
+    with pytest.raises(OSError, match=r"^later \(on rank 2\)$"):
+        distributed._raise_held([None, None, ("OSError", "later")], None)
+    distributed._raise_held([None, None], None)  # nothing held: no error
+
+
 # --------------------------------------------------------------- with MPI
 @needs_mpi
 def test_mpiexec_command_is_loopback_only():
@@ -426,3 +442,43 @@ def test_cli_distributed_error_before_training_is_one_message(tmp_path, args, me
     assert len(ours) == 1 and ours[0].startswith("fastnn: error: "), err[-3000:]
     assert message in ours[0]
     assert "MPI_ABORT" not in err
+
+
+@needs_mpi
+@pytest.mark.parametrize(
+    "where, failing, own",
+    [
+        ("epoch_end", 0, "SimulatedError: simulated epoch_end failure"),
+        ("train_begin", 1, "SimulatedError: simulated train_begin failure"),
+        ("train_end", 0, "SimulatedError: simulated train_end failure"),
+        ("checkpoint_folder", 0, "ValueError: ModelCheckpoint filepath "),
+        ("checkpoint_write", 0, "FileNotFoundError: [Errno 2] cannot write "),
+    ],
+)
+def test_callback_error_on_one_rank_is_raised_on_every_rank(
+    tmp_path, where, failing, own
+):
+    """abort_on_error=False: an exception in a callback on one rank only (a user's
+    callback, or ModelCheckpoint, which runs on rank 0 alone) is raised on every
+    rank; the failing rank raises its own, the other names it (before: the other
+    rank waited forever in its next collective)."""
+    out = mpirun("callback-error", where, str(tmp_path), timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MPI_ABORT" not in out.stderr
+    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    mine = caught[failing]
+    assert mine.startswith(own), caught
+    name = mine.split(":", 1)[0]
+    theirs = (
+        mine if name in ("ValueError", "FileNotFoundError") else f"RuntimeError: {mine}"
+    )
+    assert caught[1 - failing] == f"{theirs} (on rank {failing})", caught
+
+
+@needs_mpi
+def test_callback_error_on_one_rank_aborts_by_default(tmp_path):
+    """abort_on_error=True (the default): the job ends with MPI_Abort, as before."""
+    out = mpirun("callback-error", "epoch_end", str(tmp_path), "--abort", timeout=90)
+    assert out.returncode != 0
+    assert "rank 0: error: SimulatedError: simulated epoch_end failure" in out.stderr
+    assert not (tmp_path / "caught.0.txt").exists()
