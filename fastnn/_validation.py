@@ -74,9 +74,12 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
 
 
 def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
-    # One cheap reduction first; the exact cause only on the slow path.
+    # One cheap reduction first; the exact cause only on the slow path. A finite sum
+    # proves every element finite (NaN and inf propagate); one that overflowed is
+    # told apart element by element below. In X's own dtype: a float32 sum without
+    # the cast to float64 is over twice as fast (docs/performance.md).
     with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: no warning
-        total = np.sum(a, dtype=np.float64 if a.dtype.itemsize < 8 else None)
+        total = np.sum(a)
     if np.isfinite(total):
         return
     if np.isnan(a).any():

@@ -367,6 +367,27 @@ def test_odd_X_values_raise_value_error_and_large_finite_ones_do_not_warn():
         assert model.predict(np.full((64, 4), 1e306)).shape == (64,)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_finiteness_check_tells_an_overflowing_sum_from_a_non_finite_value(dtype):
+    # the check sums X in its own dtype: 256 values of 3e37 (float32) or 1e306
+    # (float64) overflow that sum although each is finite
+    from fastnn._validation import check_X
+
+    big = np.finfo(dtype).max / 10
+    X = np.full((64, 4), big, dtype)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_X(X, np.dtype(dtype)) is X
+    for bad, message in ((np.nan, "contains NaN"), (np.inf, "contains infinity"),
+                         (-np.inf, "contains infinity")):  # fmt: skip
+        X[37, 2] = bad
+        with pytest.raises(ValueError, match=message):
+            check_X(X, np.dtype(dtype))
+        X[37, 2] = big
+
+
 def test_sample_weights_beyond_the_model_dtype_are_refused():
     # cast to float32 they were inf: NaN losses, then "training diverged"
     X, y = blobs(12, 4, 3)
