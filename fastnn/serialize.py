@@ -419,15 +419,21 @@ def resume_training_state(
     return History.from_dict(ts["history"]), position
 
 
-def check_resume(model, saved, settings: dict, callbacks, n_train: int) -> None:
+def check_resume(
+    model, saved, settings: dict, callbacks, n_train: int, run_here
+) -> None:
     """Raise CheckpointError unless a training checkpoint continues this fit: same
     settings and data, a valid RNG state, batch position and shuffle order, and the
-    same callbacks (each checking its own saved state)."""
+    same callbacks (each of ``run_here``, those that run in this process, checking
+    its own saved state: a file-writing callback of a data-parallel fit runs on one
+    process, whose files and folders the others need not see)."""
     with _malformed("checkpoint"):
-        _check_resume(model, saved, settings, callbacks, n_train)
+        _check_resume(model, saved, settings, callbacks, n_train, run_here)
 
 
-def _check_resume(model, saved, settings: dict, callbacks, n_train: int) -> None:
+def _check_resume(
+    model, saved, settings: dict, callbacks, n_train: int, run_here
+) -> None:
     meta, arrays = saved
     ts = meta["train_state"]
     if ts.get("fit") != settings:
@@ -465,6 +471,8 @@ def _check_resume(model, saved, settings: dict, callbacks, n_train: int) -> None
             f", this fit has {[type(cb).__name__ for cb in callbacks]}"
         )
     for i, cb in enumerate(callbacks):
+        if not any(cb is mine for mine in run_here):
+            continue
         try:
             cb.check_state(*_callback_state(saved, i), model)
         except ValueError as exc:

@@ -339,7 +339,9 @@ def fit(
     entropy = strategy.seed_entropy(
         serialize.saved_seed_entropy(saved) if saved else s["seed"]
     )
-    data = strategy.agreed(_derive, model, args, s, saved, entropy)
+    data = strategy.agreed(
+        _derive, model, args, s, saved, entropy, strategy.callbacks(args.callbacks)
+    )
     strategy.check_same(
         model,
         data,
@@ -415,8 +417,11 @@ def _read(path) -> tuple[dict, dict] | None:
     return serialize.read(path)
 
 
-def _derive(model, args: _FitArgs, s: dict[str, Any], saved, entropy) -> FitData:
-    """Labels, weights, seeds and the validation split: the same on every process."""
+def _derive(
+    model, args: _FitArgs, s: dict[str, Any], saved, entropy, hooks: list[Callback]
+) -> FitData:
+    """Labels, weights, seeds and the validation split: the same on every process.
+    ``hooks``: the callbacks this process runs (a resume checks their saved state)."""
     X_all, validation_split = args.X_all, s["validation_split"]
     classify = model.loss.is_classifier
     if not classify:
@@ -462,7 +467,7 @@ def _derive(model, args: _FitArgs, s: dict[str, Any], saved, entropy) -> FitData
         seed_seq, init_ss, shuffle_ss, settings,
     )  # fmt: skip
     if saved:
-        serialize.check_resume(model, saved, settings, args.callbacks, data.n)
+        serialize.check_resume(model, saved, settings, args.callbacks, data.n, hooks)
     return data
 
 

@@ -306,6 +306,36 @@ def _callback_error(args: argparse.Namespace) -> None:
     Path(args.outdir, f"caught.{rank}.txt").write_text(caught)
 
 
+def _checkpoint_folder_on_rank_0(outdir: str) -> None:
+    """ModelCheckpoint into a folder that exists for rank 0 alone (as on a host of
+    its own: ``host<rank>/``, only ``host0`` created), a fit of 2 epochs with a
+    checkpoint, then its resume to 3: rank 0 writes, no other rank needs the
+    folder. Each rank's outcome goes to ``caught.<rank>.txt``."""
+    from mpi4py import MPI
+
+    from fastnn import distributed
+    from fastnn.standard_callbacks import ModelCheckpoint
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    if rank == 0:
+        os.makedirs(os.path.join(outdir, "host0"))
+    MPI.COMM_WORLD.Barrier()
+    X, y, _ = data(40)
+    caught = "no error"
+    for epochs in (2, 3):
+        callback = ModelCheckpoint(os.path.join(outdir, f"host{rank}", "m{epoch}.npz"))
+        try:
+            distributed.fit(
+                MLP((6, 5, 3), backend="numpy"), X, y, epochs=epochs, batch_size=10,
+                seed=0, verbose=0, callbacks=[callback],
+                checkpoint=os.path.join(outdir, "run.npz"), resume=True,
+            )  # fmt: skip
+        except Exception as exc:
+            caught = f"{type(exc).__name__}: {exc}"
+            break
+    Path(outdir, f"caught.{rank}.txt").write_text(caught)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="mode", required=True)
@@ -333,12 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("outdir")
     c.add_argument("--abort", action="store_true")
+    f = sub.add_parser("checkpoint-folder-on-rank-0")
+    f.add_argument("outdir")
     args = p.parse_args(argv)
     fastnn.set_num_threads(1)
     if args.mode == "equivalence":
         _equivalence(args.outdir)
     elif args.mode == "callback-error":
         _callback_error(args)
+    elif args.mode == "checkpoint-folder-on-rank-0":
+        _checkpoint_folder_on_rank_0(args.outdir)
     else:
         _run(args)
     return 0

@@ -482,3 +482,19 @@ def test_callback_error_on_one_rank_aborts_by_default(tmp_path):
     assert out.returncode != 0
     assert "rank 0: error: SimulatedError: simulated epoch_end failure" in out.stderr
     assert not (tmp_path / "caught.0.txt").exists()
+
+
+@needs_mpi
+def test_model_checkpoint_folder_is_needed_on_rank_0_alone_also_on_resume(tmp_path):
+    # ModelCheckpoint writes on rank 0 alone; a resume checked its folder on every
+    # rank, so a folder on rank 0's host only failed the resume everywhere
+    out = mpirun("checkpoint-folder-on-rank-0", str(tmp_path), timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    assert caught == ["no error", "no error"], caught
+    assert sorted(p.name for p in (tmp_path / "host0").iterdir()) == [
+        "m1.npz",
+        "m2.npz",
+        "m3.npz",
+    ]
+    assert not (tmp_path / "host1").exists()
