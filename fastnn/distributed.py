@@ -318,8 +318,17 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
 
 
 def _describe(error: BaseException | None) -> tuple[str, str] | None:
-    """What another rank needs to raise ``error``: (type name, message)."""
-    return None if error is None else (type(error).__name__, str(error))
+    """What another rank needs to raise ``error``: (type name, message). Never
+    raises: an exception whose ``str()`` fails is described as the traceback module
+    prints it (else this rank would raise before the collective the others wait
+    in)."""
+    if error is None:
+        return None
+    try:
+        message = str(error)
+    except Exception:
+        message = "<exception str() failed>"
+    return type(error).__name__, message
 
 
 def _remote(described: tuple[str, str], rank: int) -> Exception:
