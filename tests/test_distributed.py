@@ -479,6 +479,9 @@ def test_cli_distributed_error_before_training_is_one_message(tmp_path, args, me
         ("train_end", 0, "SimulatedError: simulated train_end failure"),
         ("checkpoint_folder", 0, "ValueError: ModelCheckpoint filepath "),
         ("checkpoint_write", 0, "FileNotFoundError: [Errno 2] cannot write "),
+        # the last epoch (the fit's end follows), a stop asked for on the other
+        # rank, a checkpoint every epoch and a validation split
+        ("last_epoch", 1, "SimulatedError: simulated epoch_end failure"),
     ],
 )
 def test_callback_error_on_one_rank_is_raised_on_every_rank(
