@@ -41,10 +41,10 @@ Faults: input errors found before training are raised on every rank alike. Any
 other exception on one rank calls ``MPI_Abort``, so the launcher ends the whole job
 with a non-zero status instead of leaving the other ranks waiting in a collective;
 a rank killed outright ends the job the same way (the launcher notices). With
-``abort_on_error=False`` an exception on some ranks only in a callback or at an
-epoch's end is raised on every rank instead (the others name the failing rank);
-one inside a step is not (see :func:`fit`). The last checkpoint stays loadable in
-every case.
+``abort_on_error=False`` an exception on some ranks only in a callback or in the
+learning-rate schedule's epoch end is raised on every rank instead (the others name
+the failing rank); one inside a step or the validation pass is not (see
+:func:`fit`). The last checkpoint stays loadable in every case.
 """
 
 from __future__ import annotations
@@ -318,8 +318,17 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
 
 
 def _describe(error: BaseException | None) -> tuple[str, str] | None:
-    """What another rank needs to raise ``error``: (type name, message)."""
-    return None if error is None else (type(error).__name__, str(error))
+    """What another rank needs to raise ``error``: (type name, message). Never
+    raises: an exception whose ``str()`` fails is described as the traceback module
+    prints it (else this rank would raise before the collective the others wait
+    in)."""
+    if error is None:
+        return None
+    try:
+        message = str(error)
+    except Exception:
+        message = "<exception str() failed>"
+    return type(error).__name__, message
 
 
 def _remote(described: tuple[str, str], rank: int) -> Exception:
@@ -496,9 +505,11 @@ def fit(
         R)". The error travels in the collective that closes each epoch (and the
         fit), so this costs no communication per epoch (one ``allgather`` after
         ``on_train_begin``). Not covered: an exception inside a step (the
-        forward and backward pass, the Allreduce, the optimizer update) on one
-        rank only; the other ranks then wait in the Allreduce: keep the default
-        where that can happen (e.g. a rank out of memory).
+        forward and backward pass, the Allreduce, the optimizer update) or the
+        epoch's validation pass on one rank only; the other ranks then wait in
+        the collective: keep the default where that can happen (e.g. a rank out
+        of memory). KeyboardInterrupt and SystemExit are never held: they end
+        this rank at once (and the launcher the job, on a non-zero exit).
 
         Either way, errors found before training (bad input, a checkpoint that
         does not fit) and a checkpoint that rank 0 cannot write are raised on

@@ -21,7 +21,9 @@ Usage: ``python tests/_distributed_worker.py MODE ...``
   WHERE: ``train_begin`` (rank 1), ``epoch_end`` or ``train_end`` (rank 0: a user
   callback raising :class:`SimulatedError`), ``checkpoint_folder`` (rank 0's
   ModelCheckpoint into a missing folder) or ``checkpoint_write`` (its save at the
-  first epoch end into a folder named per epoch, which does not exist). Every rank
+  first epoch end into a folder named per epoch, which does not exist) or
+  ``last_epoch`` (rank 1's user callback at the last epoch's end, while rank 0 asks to
+  stop there, with a checkpoint every epoch and a validation split). Every rank
   writes ``Type: message`` of the error it gets (or "no error") to
   ``OUTDIR/caught.<rank>.txt``.
 """
@@ -252,10 +254,10 @@ class SimulatedError(Exception):
 
 class FailOnOneRank(Callback):
     """Raise :class:`SimulatedError` on rank ``rank`` alone at ``where``
-    (``train_begin``, ``epoch_end`` of the second epoch, or ``train_end``)."""
+    (``train_begin``, ``epoch_end`` of epoch ``epoch``, or ``train_end``)."""
 
-    def __init__(self, where: str, rank: int, my_rank: int) -> None:
-        self.where, self.fails = where, rank == my_rank
+    def __init__(self, where: str, rank: int, my_rank: int, epoch: int = 1) -> None:
+        self.where, self.fails, self.epoch = where, rank == my_rank, epoch
 
     def _maybe(self, where: str) -> None:
         if self.fails and where == self.where:
@@ -265,11 +267,22 @@ class FailOnOneRank(Callback):
         self._maybe("train_begin")
 
     def on_epoch_end(self, epoch, logs, model):
-        if epoch == 1:
+        if epoch == self.epoch:
             self._maybe("epoch_end")
 
     def on_train_end(self, model):
         self._maybe("train_end")
+
+
+class StopOnOneRank(Callback):
+    """Ask to stop on rank ``rank`` alone at the end of epoch ``epoch``."""
+
+    def __init__(self, rank: int, my_rank: int, epoch: int) -> None:
+        self.stops, self.epoch = rank == my_rank, epoch
+
+    def on_epoch_end(self, epoch, logs, model):
+        if self.stops and epoch == self.epoch:
+            model.stop_training = True
 
 
 def _callback_error(args: argparse.Namespace) -> None:
@@ -280,13 +293,20 @@ def _callback_error(args: argparse.Namespace) -> None:
 
     rank = MPI.COMM_WORLD.Get_rank()
     X, y, _ = data(40)
+    more = {}
     if args.where == "checkpoint_folder":
-        callback = ModelCheckpoint(os.path.join(args.outdir, "missing", "m.npz"))
+        callbacks = [ModelCheckpoint(os.path.join(args.outdir, "missing", "m.npz"))]
     elif args.where == "checkpoint_write":
-        callback = ModelCheckpoint(os.path.join(args.outdir, "{epoch}", "m.npz"))
+        callbacks = [ModelCheckpoint(os.path.join(args.outdir, "{epoch}", "m.npz"))]
+    elif args.where == "last_epoch":
+        callbacks = [StopOnOneRank(0, rank, 2), FailOnOneRank("epoch_end", 1, rank, 2)]
+        more = {
+            "checkpoint": os.path.join(args.outdir, "fit.npz"),
+            "validation_split": 0.25,
+        }
     else:
         failing = 1 if args.where == "train_begin" else 0
-        callback = FailOnOneRank(args.where, failing, rank)
+        callbacks = [FailOnOneRank(args.where, failing, rank)]
     try:
         distributed.fit(
             MLP((6, 5, 3), backend="numpy"),
@@ -296,8 +316,9 @@ def _callback_error(args: argparse.Namespace) -> None:
             batch_size=10,
             seed=0,
             verbose=0,
-            callbacks=[callback],
+            callbacks=callbacks,
             abort_on_error=args.abort,
+            **more,
         )
     except Exception as exc:  # one file per rank: their output lines may interleave
         caught = f"{type(exc).__name__}: {exc}"
@@ -359,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_end",
             "checkpoint_folder",
             "checkpoint_write",
+            "last_epoch",
         ],
     )
     c.add_argument("outdir")

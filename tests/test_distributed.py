@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import _distributed_worker as worker
 import numpy as np
@@ -213,6 +214,31 @@ def test_held_errors_raise_their_own_else_the_lowest_failing_rank():
     with pytest.raises(OSError, match=r"^later \(on rank 2\)$"):
         distributed._raise_held([None, None, ("OSError", "later")], None)
     distributed._raise_held([None, None], None)  # nothing held: no error
+
+
+class _Unprintable(Exception):
+    """An exception whose str() fails (its __str__ reads an attribute never set)."""
+
+    def __str__(self):
+        return self.detail
+
+
+def test_held_error_whose_message_cannot_be_read_is_still_raised_everywhere():
+    """abort_on_error=False: a held exception whose str() fails is still described
+    to the other ranks (before: describing it raised on the failing rank before
+    the epoch's allgather, and every other rank waited in it forever)."""
+    name, message = distributed._describe(_Unprintable())
+    assert name == "_Unprintable" and isinstance(message, str)
+    model = SimpleNamespace(_params=np.zeros(3))
+    mine = _Unprintable()
+    other = (False, distributed._digest(model._params), None)
+    with pytest.raises(_Unprintable) as info:
+        distributed._check_in_sync(_FakeComm([None, other]), model, False, mine)
+    assert info.value is mine
+    # the other rank raises it by its type's name
+    theirs = [None, distributed._describe(mine)]
+    with pytest.raises(RuntimeError, match=r"^_Unprintable: .* \(on rank 1\)$"):
+        distributed._raise_held(theirs, None)
 
 
 # --------------------------------------------------------------- with MPI
@@ -453,6 +479,9 @@ def test_cli_distributed_error_before_training_is_one_message(tmp_path, args, me
         ("train_end", 0, "SimulatedError: simulated train_end failure"),
         ("checkpoint_folder", 0, "ValueError: ModelCheckpoint filepath "),
         ("checkpoint_write", 0, "FileNotFoundError: [Errno 2] cannot write "),
+        # the last epoch (the fit's end follows), a stop asked for on the other
+        # rank, a checkpoint every epoch and a validation split
+        ("last_epoch", 1, "SimulatedError: simulated epoch_end failure"),
     ],
 )
 def test_callback_error_on_one_rank_is_raised_on_every_rank(
