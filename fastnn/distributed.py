@@ -502,14 +502,15 @@ def fit(
         RuntimeError, OSError and its FileNotFoundError and PermissionError,
         fastnn's CheckpointError and DataError; else a RuntimeError whose
         message starts with the type's name), its message ending in "(on rank
-        R)". The error travels in the collective that closes each epoch (and the
-        fit), so this costs no communication per epoch (one ``allgather`` after
-        ``on_train_begin``). Not covered: an exception inside a step (the
-        forward and backward pass, the Allreduce, the optimizer update) or the
-        epoch's validation pass on one rank only; the other ranks then wait in
-        the collective: keep the default where that can happen (e.g. a rank out
-        of memory). KeyboardInterrupt and SystemExit are never held: they end
-        this rank at once (and the launcher the job, on a non-zero exit).
+        R)". The error travels in the collectives that close each epoch, the
+        fit and ``on_train_begin`` (the last agrees on a stop asked for there in
+        either mode), so this costs no communication per epoch. Not covered: an
+        exception inside a step (the forward and backward pass, the Allreduce,
+        the optimizer update) or the epoch's validation pass on one rank only;
+        the other ranks then wait in the collective: keep the default where that
+        can happen (e.g. a rank out of memory). KeyboardInterrupt and SystemExit
+        are never held: they end this rank at once (and the launcher the job, on
+        a non-zero exit).
 
         Either way, errors found before training (bad input, a checkpoint that
         does not fit) and a checkpoint that rank 0 cannot write are raised on
@@ -565,7 +566,7 @@ class MPIStrategy(LocalStrategy):
     progress; validation is evaluated sharded. See the module docstring.
 
     With ``hold_errors=True`` an exception inside :meth:`hold_errors` is held until
-    the next agreement point (:meth:`agree_errors`, :meth:`end_epoch`,
+    the next agreement point (:meth:`after_train_begin`, :meth:`end_epoch`,
     :meth:`end_fit`), which raises it on this rank and the lowest failing rank's on
     every other; else it propagates at once (and :func:`fit` aborts the job).
     """
@@ -704,10 +705,13 @@ class MPIStrategy(LocalStrategy):
         held, self._held = self._held, None
         return held
 
-    def agree_errors(self) -> None:
-        if self._holds:  # (otherwise nothing is ever held)
-            held = self._take_held()
-            _raise_held(self.comm.allgather(_describe(held)), held)
+    def after_train_begin(self, model) -> None:
+        # one allgather per fit: a rank that stopped here alone would wait at the
+        # fit's end while the others wait in the first Allreduce
+        held = self._take_held()
+        gathered = self.comm.allgather((bool(model.stop_training), _describe(held)))
+        _raise_held([g[1] for g in gathered], held)
+        model.stop_training = any(g[0] for g in gathered)
 
     def end_epoch(self, model) -> None:
         # errors held on any rank are raised on all; a stop asked for on any rank

@@ -279,13 +279,14 @@ class LocalStrategy:
     def hold_errors(self) -> contextlib.AbstractContextManager:
         """Around an epoch-level block (the callbacks, the epoch's end): a context
         in which an exception may be held until the next agreement point
-        (:meth:`agree_errors`, :meth:`end_epoch`, :meth:`end_fit`), so that every
+        (:meth:`after_train_begin`, :meth:`end_epoch`, :meth:`end_fit`), so that every
         process raises rather than some waiting for the others. Here: none, the
         exception propagates at once."""
         return contextlib.nullcontext()
 
-    def agree_errors(self) -> None:
-        """Raise an exception held on any process (after ``on_train_begin``)."""
+    def after_train_begin(self, model) -> None:
+        """After ``on_train_begin``: raise an exception held on any process; a stop
+        asked for on any process stops all."""
 
     def end_epoch(self, model) -> None:
         """After the callbacks of an epoch (raise held exceptions, agree on
@@ -511,7 +512,7 @@ class _Run:
             with self.strategy.hold_errors():
                 for cb in self.hooks:
                     cb.on_train_begin(model)
-            self.strategy.agree_errors()
+            self.strategy.after_train_begin(model)
         guard = _SigintGuard() if self.strategy.defers_sigint else _NO_GUARD
         verbosity = self.strategy.verbosity(args.verbose)
         with (

@@ -357,6 +357,38 @@ def _checkpoint_folder_on_rank_0(outdir: str) -> None:
     Path(outdir, f"caught.{rank}.txt").write_text(caught)
 
 
+class StopAtBeginOnRank1(Callback):
+    """Ask to stop in on_train_begin, on rank 1 alone."""
+
+    def __init__(self, my_rank: int) -> None:
+        self.stops = my_rank == 1
+
+    def on_train_begin(self, model):
+        if self.stops:
+            model.stop_training = True
+
+
+def _stop_at_begin(outdir: str) -> None:
+    """A stop asked for in on_train_begin on rank 1 alone (default abort_on_error):
+    each rank's epochs run and outcome go to ``caught.<rank>.txt``."""
+    from mpi4py import MPI
+
+    from fastnn import distributed
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    X, y, _ = data(40)
+    model = MLP((6, 5, 3), backend="numpy")
+    try:
+        h = distributed.fit(
+            model, X, y, epochs=3, batch_size=10, seed=0, verbose=0,
+            callbacks=[StopAtBeginOnRank1(rank)],
+        )  # fmt: skip
+        caught = f"epochs run: {len(h.history.get('loss', []))}"
+    except Exception as exc:
+        caught = f"{type(exc).__name__}: {exc}"
+    Path(outdir, f"caught.{rank}.txt").write_text(caught)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="mode", required=True)
@@ -387,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--abort", action="store_true")
     f = sub.add_parser("checkpoint-folder-on-rank-0")
     f.add_argument("outdir")
+    b = sub.add_parser("stop-at-begin")
+    b.add_argument("outdir")
     args = p.parse_args(argv)
     fastnn.set_num_threads(1)
     if args.mode == "equivalence":
@@ -395,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         _callback_error(args)
     elif args.mode == "checkpoint-folder-on-rank-0":
         _checkpoint_folder_on_rank_0(args.outdir)
+    elif args.mode == "stop-at-begin":
+        _stop_at_begin(args.outdir)
     else:
         _run(args)
     return 0

@@ -527,3 +527,13 @@ def test_model_checkpoint_folder_is_needed_on_rank_0_alone_also_on_resume(tmp_pa
         "m3.npz",
     ]
     assert not (tmp_path / "host1").exists()
+
+
+@needs_mpi
+def test_a_stop_asked_for_in_on_train_begin_on_one_rank_stops_all(tmp_path):
+    # the stop was agreed at epoch ends only: the asking rank skipped the epochs and
+    # waited at the fit's end while the others waited in the first Allreduce
+    out = mpirun("stop-at-begin", str(tmp_path), timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    assert caught == ["epochs run: 0", "epochs run: 0"], caught
