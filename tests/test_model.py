@@ -388,6 +388,30 @@ def test_the_finiteness_check_tells_an_overflowing_sum_from_a_non_finite_value(d
         X[37, 2] = big
 
 
+def test_a_float16_X_is_checked_without_an_element_wise_pass(monkeypatch):
+    # summed in float16 the sum of ordinary values overflows past 65504 (here
+    # 90,000 ones), and every such X took the slow isnan / isinf passes
+    import types
+
+    from fastnn import _validation
+
+    def slow(a):
+        raise AssertionError("the element-wise pass ran")
+
+    fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if k[0] != "_"})
+    fake.isnan = fake.isinf = slow
+    monkeypatch.setattr(_validation, "np", fake)
+    X = np.ones((300, 300), np.float16)
+    assert _validation.check_X(X, np.dtype(np.float32)).dtype == np.float32
+    monkeypatch.undo()
+    X[7, 7] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        _validation.check_X(X, np.dtype(np.float32))
+    X[7, 7] = -np.inf
+    with pytest.raises(ValueError, match="contains infinity"):
+        _validation.check_X(X, np.dtype(np.float32))
+
+
 def test_sample_weights_beyond_the_model_dtype_are_refused():
     # cast to float32 they were inf: NaN losses, then "training diverged"
     X, y = blobs(12, 4, 3)
