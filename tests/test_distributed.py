@@ -98,6 +98,16 @@ def mpirun(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return run_mpiexec(_mpiexec(sys.executable, WORKER, *args), timeout)
 
 
+def outcomes(tmp_path, mode: str, *args: str) -> list[str]:
+    """Run a 2-rank worker ``mode`` that writes each rank's outcome to
+    ``caught.<rank>.txt`` in ``tmp_path``; it must end normally (no hang, no abort).
+    Returns the two outcomes, rank 0's first."""
+    out = mpirun(mode, *args, str(tmp_path), timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MPI_ABORT" not in out.stderr
+    return [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+
+
 def run_mpiexec(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``cmd``; on a timeout end the whole job and fail."""
     proc = launch(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -491,10 +501,7 @@ def test_callback_error_on_one_rank_is_raised_on_every_rank(
     callback, or ModelCheckpoint, which runs on rank 0 alone) is raised on every
     rank; the failing rank raises its own, the other names it (before: the other
     rank waited forever in its next collective)."""
-    out = mpirun("callback-error", where, str(tmp_path), timeout=90)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "MPI_ABORT" not in out.stderr
-    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    caught = outcomes(tmp_path, "callback-error", where)
     mine = caught[failing]
     assert mine.startswith(own), caught
     name = mine.split(":", 1)[0]
@@ -517,9 +524,7 @@ def test_callback_error_on_one_rank_aborts_by_default(tmp_path):
 def test_model_checkpoint_folder_is_needed_on_rank_0_alone_also_on_resume(tmp_path):
     # ModelCheckpoint writes on rank 0 alone; a resume checked its folder on every
     # rank, so a folder on rank 0's host only failed the resume everywhere
-    out = mpirun("checkpoint-folder-on-rank-0", str(tmp_path), timeout=90)
-    assert out.returncode == 0, out.stderr[-3000:]
-    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    caught = outcomes(tmp_path, "checkpoint-folder-on-rank-0")
     assert caught == ["no error", "no error"], caught
     assert sorted(p.name for p in (tmp_path / "host0").iterdir()) == [
         "m1.npz",
@@ -533,7 +538,5 @@ def test_model_checkpoint_folder_is_needed_on_rank_0_alone_also_on_resume(tmp_pa
 def test_a_stop_asked_for_in_on_train_begin_on_one_rank_stops_all(tmp_path):
     # the stop was agreed at epoch ends only: the asking rank skipped the epochs and
     # waited at the fit's end while the others waited in the first Allreduce
-    out = mpirun("stop-at-begin", str(tmp_path), timeout=90)
-    assert out.returncode == 0, out.stderr[-3000:]
-    caught = [(tmp_path / f"caught.{r}.txt").read_text() for r in (0, 1)]
+    caught = outcomes(tmp_path, "stop-at-begin")
     assert caught == ["epochs run: 0", "epochs run: 0"], caught
