@@ -80,14 +80,14 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
         return _finish(onnx, graph, model, outputs, path)
     if output == "softmax":
         proba = graph.node("Softmax", [x], axis=1)
-    elif output == "logistic" and len(classes) == 2:  # one logistic unit: [1 - p, p]
+    elif output == "logistic":  # binary, one logistic unit: [1 - p, p]
         p = graph.node("Sigmoid", [x])
         q = graph.node("Sub", [graph.const("one", np.ones((1, 1), dtype)), p])
         proba = graph.node("Concat", [q, p], axis=1)
     else:  # multilabel: one logistic unit per label
         proba = graph.node("Sigmoid", [x])
     graph.node("Identity", [proba], name="probabilities")
-    if output == "logistic" and len(classes) != 2:
+    if output == "multilabel":
         half = graph.const("half", np.full((1, 1), 0.5, dtype))
         above = graph.node("Greater", [proba, half])
         graph.node("Cast", [above], name="label", to=onnx.TensorProto.INT64)
@@ -147,7 +147,12 @@ def _describe(model: Any):
         dtype = np.dtype(model.coefs_[0].dtype)
         if estimator == "MLPRegressor":
             return stages, "identity", None, dtype
-        return stages, model.out_activation_, np.asarray(model.classes_), dtype
+        output = model.out_activation_
+        if output == "logistic" and model.coefs_[-1].shape[1] > 1:
+            # one logistic unit per label; a two-label problem has two classes_
+            # too, so the count of classes cannot tell it from a binary one
+            output = "multilabel"
+        return stages, output, np.asarray(model.classes_), dtype
     if estimator in ("MLPClassifier", "MLPRegressor"):
         raise ValueError(f"this {estimator} is not fitted yet: call fit first")
     raise TypeError(

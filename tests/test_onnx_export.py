@@ -84,6 +84,22 @@ def test_mlpclassifier_round_trip(activation, n_classes, data):
     np.testing.assert_array_equal(label, clf.predict(Xf))
 
 
+@pytest.mark.parametrize("n_labels", [2, 3])
+def test_multilabel_mlpclassifier_round_trip(n_labels, data):
+    # two labels used to be taken for a binary problem (two classes_): the graph
+    # gave (N, 4) probabilities and one label per row instead of (N, 2) indicators
+    X, y = data
+    Y = np.stack([(y >> k) & 1 for k in range(n_labels)], axis=1)
+    Xf = X.astype(np.float32)
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning: 5 epochs
+        clf.fit(Xf, Y)
+    label, proba = _run(clf.to_onnx(), Xf)
+    assert proba.shape == label.shape == (Xf.shape[0], n_labels)
+    np.testing.assert_allclose(proba, clf.predict_proba(Xf), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(label, clf.predict(Xf))
+
+
 def test_unfitted_models_are_refused():
     with pytest.raises(fastnn.NotFittedError):
         fastnn.MLP((3, 2)).to_onnx()
