@@ -1,13 +1,15 @@
 """ONNX export of fastnn models and of ``fastnn.MLPClassifier``.
 
 The graph is the model's forward pass in its own dtype (float32 or float64):
-``MatMul`` + ``Add`` per Linear, the activation (``Relu``, ``LeakyRelu``,
-``Sigmoid``, ``Tanh``; GELU as ``0.5 x (1 + Erf(x / sqrt 2))``, the exact form fastnn
-computes; in a float64 graph the Erf runs in float32, the only precision onnxruntime
-has it in), then ``Softmax`` (or, for a binary MLPClassifier, the logistic unit and
-``[1 - p, p]``). Input ``input`` of shape (N, n_features); outputs ``label`` (the
-class labels, as ``predict`` gives them) and ``probabilities`` (as ``predict_proba``).
-A regressor (``loss=fastnn.MeanSquaredError()``) has the identity output: one output
+``MatMul`` + ``Add`` per Linear, the activation (``Relu``, ``PRelu`` for leaky ReLU
+with its slope a constant of the graph's dtype, ``Sigmoid``, ``Tanh``; GELU as
+``0.5 x (1 + Erf(x / sqrt 2))``, the exact form fastnn computes; in a float64 graph
+the Erf runs in float32, the only precision onnxruntime has it in), then
+``Softmax`` (or, for a binary MLPClassifier, the logistic unit and ``[1 - p, p]``;
+for a multilabel one, a logistic unit per label). Input ``input`` of shape
+(N, n_features); outputs ``label`` (the class labels, as ``predict`` gives them) and
+``probabilities`` (as ``predict_proba``). A regressor
+(``loss=fastnn.MeanSquaredError()``) has the identity output: one output
 ``predictions``, shaped as ``predict``'s ((N,) or (N, n_outputs)).
 
 Opset 17 (``ai.onnx``), IR version 8: loads in onnxruntime >= 1.12 and any runtime
@@ -211,8 +213,9 @@ class _Graph:
             return x
         if act == "relu":
             return self.node("Relu", [x])
-        if act == "leaky_relu":
-            return self.node("LeakyRelu", [x], alpha=float(alpha))
+        if act == "leaky_relu":  # PRelu: LeakyRelu's alpha is a float32 attribute
+            slope = self.const(f"slope_{self._count}", self._scalar(alpha))
+            return self.node("PRelu", [x, slope])
         if act == "sigmoid":
             return self.node("Sigmoid", [x])
         if act == "tanh":

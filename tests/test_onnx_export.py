@@ -50,6 +50,20 @@ def test_round_trip_matches_fastnn(activation, dtype, data, tmp_path):
     np.testing.assert_array_equal(label, model.predict(Xd))
 
 
+def test_float64_leaky_relu_keeps_its_slope_in_float64(data):
+    # ONNX's LeakyRelu takes alpha as a float32 attribute: 0.3 became
+    # 0.30000001192..., probabilities off by ~1e-8 in a float64 graph
+    X, y = data
+    model = fastnn.Sequential(
+        [fastnn.Linear(12, 16), fastnn.LeakyReLU(0.3), fastnn.Linear(16, 4)],
+        dtype=np.float64,
+    )
+    model.fit(X, y, epochs=3, seed=0, verbose=0)
+    label, proba = _run(model.to_onnx(), X)
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(label, model.predict(X))
+
+
 def test_string_labels_lone_activations_and_no_bias(data):
     X, y = data
     names = np.array(["ant", "bee", "cat", "dog"])[y]
