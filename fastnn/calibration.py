@@ -170,6 +170,21 @@ def _nll(z: np.ndarray, idx: np.ndarray, t: float) -> float:
     return float(np.mean(logsumexp_rows(zt) - zt[np.arange(z.shape[0]), idx]))
 
 
+def _check_bounds(bounds: Any) -> tuple[float, float]:
+    """(low, high) of the temperature search, 0 < low < high, both finite."""
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"bounds must be two real numbers (low, high), got {bounds!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(
+            f"bounds must be (low, high) with 0 < low < high, both finite; got {bounds}"
+        )
+    return lo, hi
+
+
 def calibrate(
     model: Any,
     X_val: Any,
@@ -207,9 +222,9 @@ def calibrate(
     from scipy.optimize import minimize_scalar
 
     seq = model.model if isinstance(model, TemperatureScaled) else as_sequential(model)
-    lo, hi = (check_temperature(b) for b in bounds)
-    if not lo < hi:
-        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+    lo, hi = _check_bounds(bounds)
+    if y_val is None:
+        raise TypeError("calibrate needs the labels y_val of X_val, got None")
     z = seq.decision_function(X_val).astype(np.float64)
     idx = seq._encode(check_y(y_val, z.shape[0]))
     res = minimize_scalar(

@@ -4,6 +4,7 @@ error, reliability diagrams, and out-of-distribution AUROC / FPR@95%TPR."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -131,6 +132,20 @@ def test_temperature_scaled_model_api():
         fastnn.calibrate(model, X_te, y_te, bounds=(2.0, 1.0))
     with pytest.raises(ValueError, match="previously unseen labels"):
         fastnn.calibrate(model, X_te, y_te + 20)
+
+
+def test_calibrate_errors_name_bounds_and_y_val():
+    # bounds were checked as temperatures ("temperature must be finite and > 0,
+    # got 0"), or unpacked ("not enough values to unpack"); y_val=None gave
+    # "y should be a 1d array, got an array of shape ()"
+    model, _, X_te, y_te = _digits_model("numpy")
+    for bad in [(0.0, 10.0), (-1.0, 2.0), (1.0, math.inf), (1.0,), (1, 2, 3), None]:
+        with pytest.raises((TypeError, ValueError), match="^bounds must be"):
+            fastnn.calibrate(model, X_te, y_te, bounds=bad)
+    with pytest.raises(TypeError, match="^bounds must be"):
+        fastnn.calibrate(model, X_te, y_te, bounds=("a", 2.0))
+    with pytest.raises(TypeError, match="y_val"):
+        fastnn.calibrate(model, X_te, None)
 
 
 def test_calibrate_recovers_a_known_temperature():
