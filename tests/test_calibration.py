@@ -330,6 +330,24 @@ def test_mlpclassifier_confidence_and_calibration():
     np.testing.assert_array_equal(scaled.predict(X_te), clf.predict(X_te))
 
 
+def test_binary_mlpclassifier_energy_does_not_favour_a_class():
+    # with the logits (0, z) of its one logistic unit, a confidently negative row
+    # had energy -log(1 + e^z) -> 0 (the out-of-distribution end) and a
+    # confidently positive one -> -inf: energy ranked by class, not familiarity
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning
+        clf.fit(X, y)
+    p = clf.predict_proba(X)[:, 1]
+    z = np.log(p) - np.log1p(-p)
+    energy = cal.confidence(clf, X)["energy"]
+    # -logsumexp(-z/2, z/2): the same for z and -z
+    expected = -(np.abs(z) / 2 + np.log1p(np.exp(-np.abs(z))))
+    np.testing.assert_allclose(energy, expected, rtol=1e-6, atol=1e-9)
+
+
 def test_reliability_diagram_draws_no_line_through_sparse_bins(tmp_path, monkeypatch):
     figures = capture_figures(monkeypatch, cal)
     model, _, X_te, y_te = _digits_model("numpy")
