@@ -20,6 +20,7 @@ temperature is then used unless ``temperature=`` is given).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,23 @@ def calibrate(
     nll_after = _nll(z, idx, t)
     if not nll_after <= nll_before and lo <= 1.0 <= hi:
         t, nll_after = 1.0, nll_before  # never worse than leaving it alone
+    elif abs(math.log(t / lo)) < 1e-4 or abs(math.log(hi / t)) < 1e-4:
+        # the minimum lies beyond the bound: T -> 0 when the model classifies the
+        # validation rows perfectly, T -> inf when its logits carry no information
+        side = "lower" if abs(math.log(t / lo)) < 1e-4 else "upper"
+        warnings.warn(
+            f"the fitted temperature {t:.4g} lies at the {side} bound of {bounds}: "
+            "the validation NLL still falls beyond it ("
+            + (
+                "the model classifies every validation row correctly; "
+                "T -> 0 makes its probabilities 0 or 1"
+                if side == "lower"
+                else "the logits carry next to no information about the labels"
+            )
+            + "). Use more, or harder, held-out data",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     scaled = TemperatureScaled(seq, t)
     scaled.nll_before_, scaled.nll_after_ = nll_before, nll_after
     return scaled

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -146,6 +147,19 @@ def test_calibrate_errors_name_bounds_and_y_val():
         fastnn.calibrate(model, X_te, y_te, bounds=("a", 2.0))
     with pytest.raises(TypeError, match="y_val"):
         fastnn.calibrate(model, X_te, None)
+
+
+def test_calibrate_warns_when_the_temperature_hits_a_bound():
+    # validation rows that the model classifies perfectly: the NLL falls as T -> 0,
+    # and T came back at the lower bound without a word
+    model, _, X_te, y_te = _digits_model("numpy")
+    right = model.predict(X_te) == y_te
+    with pytest.warns(RuntimeWarning, match="lower bound"):
+        scaled = fastnn.calibrate(model, X_te[right], y_te[right])
+    assert scaled.temperature_ == pytest.approx(0.01, rel=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastnn.calibrate(model, X_te, y_te)  # an interior minimum: no warning
 
 
 def test_calibrate_recovers_a_known_temperature():
