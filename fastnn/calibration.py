@@ -215,6 +215,12 @@ def calibrate(
     TemperatureScaled
         The wrapped model with ``temperature_``, ``nll_before_``, ``nll_after_``.
 
+    Warns
+    -----
+    RuntimeWarning
+        When the fitted ``T`` lies at a bound: the NLL still falls beyond it (at the
+        lower bound: a model that classifies every validation row correctly).
+
     Examples
     --------
     >>> scaled = fastnn.calibrate(model, X_val, y_val)  # doctest: +SKIP
