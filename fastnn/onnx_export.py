@@ -166,7 +166,9 @@ def _describe(model: Any):
 def _class_table(classes: np.ndarray) -> tuple[np.ndarray, int]:
     from onnx import TensorProto
 
-    if classes.dtype.kind in "biu":
+    if classes.dtype.kind == "b":  # predict gives bool labels: so does the graph
+        return classes.astype(bool), TensorProto.BOOL
+    if classes.dtype.kind in "iu":
         return classes.astype(np.int64), TensorProto.INT64
     if classes.dtype.kind == "f":
         return classes.astype(np.float64), TensorProto.DOUBLE

@@ -82,6 +82,16 @@ def test_string_labels_lone_activations_and_no_bias(data):
     assert label.tolist() == model.predict(Xf).tolist()
 
 
+def test_bool_labels_stay_bool(data):
+    # bool classes_ were exported as an int64 table: labels 0 / 1, not False / True
+    X, y = data
+    model = fastnn.Sequential([fastnn.Linear(12, 2)])
+    model.fit(X, y % 2 == 1, epochs=2, seed=0, verbose=0)
+    label, _ = _run(model.to_onnx(), X.astype(np.float32))
+    assert label.dtype == np.bool_
+    np.testing.assert_array_equal(label, model.predict(X.astype(np.float32)))
+
+
 @pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_mlpclassifier_round_trip(activation, n_classes, data):
