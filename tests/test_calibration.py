@@ -56,6 +56,12 @@ def test_confidence_is_stable_for_extreme_logits():
     assert s["energy"][0] == pytest.approx(-1e4)
     nan = cal.confidence_from_logits(np.array([[np.nan, 0.0]]))
     assert np.isnan(nan["max_softmax"]).all()  # NaN propagates, never a silent 0
+    # entropy too: it was 0 ("certain") on NaN logits, and on +inf ones
+    assert np.isnan(nan["entropy"]).all() and np.isnan(nan["margin"]).all()
+    inf = cal.confidence_from_logits(np.array([[np.inf, 0.0, 1.0]]))
+    assert np.isnan(inf["entropy"]).all() and np.isnan(inf["max_softmax"]).all()
+    # a certain row's entropy is +0.0, not -0.0 (printed as "-0.0" in JSON)
+    assert math.copysign(1.0, s["entropy"][0]) == 1.0
 
 
 def test_model_confidence_method(backend):
