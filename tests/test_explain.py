@@ -418,6 +418,14 @@ def test_feature_reliance_errors():
         explain.feature_reliance(model, X, y, feature_names=["a", "b"])
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         explain.feature_reliance(model, X, y[:-1])
+    # rank_of said "tuple.index(x): x not in tuple" / "index 0 is out of bounds
+    # for axis 0 with size 0"
+    rel = explain.feature_reliance(model, X, y, n_repeats=1, random_state=0)
+    with pytest.raises(ValueError, match="no feature named 'z'.*'x0'"):
+        rel.rank_of("z")
+    with pytest.raises(IndexError, match="feature index 9 out of range for 5"):
+        rel.rank_of(9)
+    assert rel.rank_of(-1) == rel.rank_of(4)
 
 
 # ------------------------------------------------------------------ reports
