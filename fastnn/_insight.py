@@ -49,8 +49,10 @@ def _from_estimator(est: Any) -> Sequential:
     """An MLPClassifier's network as a Sequential with softmax-equivalent logits.
 
     A multiclass estimator's own Sequential is that already. A binary estimator has
-    one logistic output unit z; a copy gets the two logits (0, z), whose softmax is
-    (1 - sigmoid(z), sigmoid(z)), as its ``predict_proba``.
+    one logistic output unit z; a copy gets the two centred logits (-z/2, z/2),
+    whose softmax is (1 - sigmoid(z), sigmoid(z)), as its ``predict_proba``. Centred,
+    neither class's logit is a constant (whose input gradient would be 0 on every
+    row) and the energy score does not depend on which class a row is given to.
     """
     if not hasattr(est, "coefs_"):
         raise NotFittedError(
@@ -63,9 +65,9 @@ def _from_estimator(est: Any) -> Sequential:
         raise ValueError("multilabel MLPClassifier models are not supported")
     coefs = [np.asarray(c) for c in est.coefs_]
     intercepts = [np.asarray(b) for b in est.intercepts_]
-    # prepend a zero logit: softmax(0, z) = (1 - sigmoid(z), sigmoid(z))
-    coefs[-1] = np.hstack([np.zeros_like(coefs[-1]), coefs[-1]])
-    intercepts[-1] = np.concatenate([np.zeros_like(intercepts[-1]), intercepts[-1]])
+    # softmax(-z/2, z/2) = (1 - sigmoid(z), sigmoid(z)) (halving is exact)
+    coefs[-1] = np.hstack([-0.5 * coefs[-1], 0.5 * coefs[-1]])
+    intercepts[-1] = np.concatenate([-0.5 * intercepts[-1], 0.5 * intercepts[-1]])
     layers = []
     for i, c in enumerate(coefs):
         layers.append(Linear(c.shape[0], c.shape[1]))

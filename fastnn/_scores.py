@@ -56,7 +56,9 @@ def confidence_from_logits(
     with np.errstate(invalid="ignore"):
         logp = z - lse[:, None]
     p = np.exp(logp)
-    plogp = np.where(p > 0, p * logp, 0.0)  # 0 log 0 = 0
+    # 0 log 0 = 0; NaN (from NaN or +inf logits) stays NaN, never a "certain" 0
+    with np.errstate(invalid="ignore"):
+        plogp = np.where(p == 0, 0.0, p * logp)
     if z.shape[1] >= 2:
         top2 = np.partition(p, z.shape[1] - 2, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
@@ -64,7 +66,7 @@ def confidence_from_logits(
         margin = p[:, 0].copy()
     return {
         "max_softmax": p.max(axis=1),
-        "entropy": -plogp.sum(axis=1),
+        "entropy": 0.0 - plogp.sum(axis=1),  # +0.0 for a certain row, not -0.0
         "energy": -t * lse,
         "margin": margin,
     }

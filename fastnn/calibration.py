@@ -20,6 +20,7 @@ temperature is then used unless ``temperature=`` is given).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,21 @@ def _nll(z: np.ndarray, idx: np.ndarray, t: float) -> float:
     return float(np.mean(logsumexp_rows(zt) - zt[np.arange(z.shape[0]), idx]))
 
 
+def _check_bounds(bounds: Any) -> tuple[float, float]:
+    """(low, high) of the temperature search, 0 < low < high, both finite."""
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"bounds must be two real numbers (low, high), got {bounds!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(
+            f"bounds must be (low, high) with 0 < low < high, both finite; got {bounds}"
+        )
+    return lo, hi
+
+
 def calibrate(
     model: Any,
     X_val: Any,
@@ -199,6 +215,12 @@ def calibrate(
     TemperatureScaled
         The wrapped model with ``temperature_``, ``nll_before_``, ``nll_after_``.
 
+    Warns
+    -----
+    RuntimeWarning
+        When the fitted ``T`` lies at a bound: the NLL still falls beyond it (at the
+        lower bound: a model that classifies every validation row correctly).
+
     Examples
     --------
     >>> scaled = fastnn.calibrate(model, X_val, y_val)  # doctest: +SKIP
@@ -207,9 +229,9 @@ def calibrate(
     from scipy.optimize import minimize_scalar
 
     seq = model.model if isinstance(model, TemperatureScaled) else as_sequential(model)
-    lo, hi = (check_temperature(b) for b in bounds)
-    if not lo < hi:
-        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+    lo, hi = _check_bounds(bounds)
+    if y_val is None:
+        raise TypeError("calibrate needs the labels y_val of X_val, got None")
     z = seq.decision_function(X_val).astype(np.float64)
     idx = seq._encode(check_y(y_val, z.shape[0]))
     res = minimize_scalar(
@@ -223,6 +245,23 @@ def calibrate(
     nll_after = _nll(z, idx, t)
     if not nll_after <= nll_before and lo <= 1.0 <= hi:
         t, nll_after = 1.0, nll_before  # never worse than leaving it alone
+    elif abs(math.log(t / lo)) < 1e-4 or abs(math.log(hi / t)) < 1e-4:
+        # the minimum lies beyond the bound: T -> 0 when the model classifies the
+        # validation rows perfectly, T -> inf when its logits carry no information
+        side = "lower" if abs(math.log(t / lo)) < 1e-4 else "upper"
+        warnings.warn(
+            f"the fitted temperature {t:.4g} lies at the {side} bound of {bounds}: "
+            "the validation NLL still falls beyond it ("
+            + (
+                "the model classifies every validation row correctly; "
+                "T -> 0 makes its probabilities 0 or 1"
+                if side == "lower"
+                else "the logits carry next to no information about the labels"
+            )
+            + "). Use more, or harder, held-out data",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     scaled = TemperatureScaled(seq, t)
     scaled.nll_before_, scaled.nll_after_ = nll_before, nll_after
     return scaled

@@ -414,7 +414,21 @@ class FeatureReliance:
 
     def rank_of(self, feature: int | str) -> int:
         """1-based rank of a feature, given by index or name."""
-        j = self.feature_names.index(feature) if isinstance(feature, str) else feature
+        d = len(self.feature_names)
+        if isinstance(feature, str):
+            if feature not in self.feature_names:
+                raise ValueError(
+                    f"no feature named {feature!r}; the features are "
+                    f"{list(self.feature_names)}"
+                )
+            j = self.feature_names.index(feature)
+        else:
+            j = int(feature)
+            if not -d <= j < d:
+                raise IndexError(
+                    f"feature index {feature} out of range for {d} features"
+                )
+            j %= d
         return int(np.flatnonzero(self.ranking == j)[0]) + 1
 
 

@@ -1,13 +1,15 @@
 """ONNX export of fastnn models and of ``fastnn.MLPClassifier``.
 
 The graph is the model's forward pass in its own dtype (float32 or float64):
-``MatMul`` + ``Add`` per Linear, the activation (``Relu``, ``LeakyRelu``,
-``Sigmoid``, ``Tanh``; GELU as ``0.5 x (1 + Erf(x / sqrt 2))``, the exact form fastnn
-computes; in a float64 graph the Erf runs in float32, the only precision onnxruntime
-has it in), then ``Softmax`` (or, for a binary MLPClassifier, the logistic unit and
-``[1 - p, p]``). Input ``input`` of shape (N, n_features); outputs ``label`` (the
-class labels, as ``predict`` gives them) and ``probabilities`` (as ``predict_proba``).
-A regressor (``loss=fastnn.MeanSquaredError()``) has the identity output: one output
+``MatMul`` + ``Add`` per Linear, the activation (``Relu``, ``PRelu`` for leaky ReLU
+with its slope a constant of the graph's dtype, ``Sigmoid``, ``Tanh``; GELU as
+``0.5 x (1 + Erf(x / sqrt 2))``, the exact form fastnn computes; in a float64 graph
+the Erf runs in float32, the only precision onnxruntime has it in), then
+``Softmax`` (or, for a binary MLPClassifier, the logistic unit and ``[1 - p, p]``;
+for a multilabel one, a logistic unit per label). Input ``input`` of shape
+(N, n_features); outputs ``label`` (the class labels, as ``predict`` gives them) and
+``probabilities`` (as ``predict_proba``). A regressor
+(``loss=fastnn.MeanSquaredError()``) has the identity output: one output
 ``predictions``, shaped as ``predict``'s ((N,) or (N, n_outputs)).
 
 Opset 17 (``ai.onnx``), IR version 8: loads in onnxruntime >= 1.12 and any runtime
@@ -80,14 +82,14 @@ def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
         return _finish(onnx, graph, model, outputs, path)
     if output == "softmax":
         proba = graph.node("Softmax", [x], axis=1)
-    elif output == "logistic" and len(classes) == 2:  # one logistic unit: [1 - p, p]
+    elif output == "logistic":  # binary, one logistic unit: [1 - p, p]
         p = graph.node("Sigmoid", [x])
         q = graph.node("Sub", [graph.const("one", np.ones((1, 1), dtype)), p])
         proba = graph.node("Concat", [q, p], axis=1)
     else:  # multilabel: one logistic unit per label
         proba = graph.node("Sigmoid", [x])
     graph.node("Identity", [proba], name="probabilities")
-    if output == "logistic" and len(classes) != 2:
+    if output == "multilabel":
         half = graph.const("half", np.full((1, 1), 0.5, dtype))
         above = graph.node("Greater", [proba, half])
         graph.node("Cast", [above], name="label", to=onnx.TensorProto.INT64)
@@ -147,7 +149,12 @@ def _describe(model: Any):
         dtype = np.dtype(model.coefs_[0].dtype)
         if estimator == "MLPRegressor":
             return stages, "identity", None, dtype
-        return stages, model.out_activation_, np.asarray(model.classes_), dtype
+        output = model.out_activation_
+        if output == "logistic" and model.coefs_[-1].shape[1] > 1:
+            # one logistic unit per label; a two-label problem has two classes_
+            # too, so the count of classes cannot tell it from a binary one
+            output = "multilabel"
+        return stages, output, np.asarray(model.classes_), dtype
     if estimator in ("MLPClassifier", "MLPRegressor"):
         raise ValueError(f"this {estimator} is not fitted yet: call fit first")
     raise TypeError(
@@ -159,7 +166,9 @@ def _describe(model: Any):
 def _class_table(classes: np.ndarray) -> tuple[np.ndarray, int]:
     from onnx import TensorProto
 
-    if classes.dtype.kind in "biu":
+    if classes.dtype.kind == "b":  # predict gives bool labels: so does the graph
+        return classes.astype(bool), TensorProto.BOOL
+    if classes.dtype.kind in "iu":
         return classes.astype(np.int64), TensorProto.INT64
     if classes.dtype.kind == "f":
         return classes.astype(np.float64), TensorProto.DOUBLE
@@ -206,8 +215,9 @@ class _Graph:
             return x
         if act == "relu":
             return self.node("Relu", [x])
-        if act == "leaky_relu":
-            return self.node("LeakyRelu", [x], alpha=float(alpha))
+        if act == "leaky_relu":  # PRelu: LeakyRelu's alpha is a float32 attribute
+            slope = self.const(f"slope_{self._count}", self._scalar(alpha))
+            return self.node("PRelu", [x, slope])
         if act == "sigmoid":
             return self.node("Sigmoid", [x])
         if act == "tanh":

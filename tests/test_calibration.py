@@ -4,6 +4,8 @@ error, reliability diagrams, and out-of-distribution AUROC / FPR@95%TPR."""
 from __future__ import annotations
 
 import functools
+import math
+import warnings
 
 import numpy as np
 import pytest
@@ -54,6 +56,12 @@ def test_confidence_is_stable_for_extreme_logits():
     assert s["energy"][0] == pytest.approx(-1e4)
     nan = cal.confidence_from_logits(np.array([[np.nan, 0.0]]))
     assert np.isnan(nan["max_softmax"]).all()  # NaN propagates, never a silent 0
+    # entropy too: it was 0 ("certain") on NaN logits, and on +inf ones
+    assert np.isnan(nan["entropy"]).all() and np.isnan(nan["margin"]).all()
+    inf = cal.confidence_from_logits(np.array([[np.inf, 0.0, 1.0]]))
+    assert np.isnan(inf["entropy"]).all() and np.isnan(inf["max_softmax"]).all()
+    # a certain row's entropy is +0.0, not -0.0 (printed as "-0.0" in JSON)
+    assert math.copysign(1.0, s["entropy"][0]) == 1.0
 
 
 def test_model_confidence_method(backend):
@@ -131,6 +139,33 @@ def test_temperature_scaled_model_api():
         fastnn.calibrate(model, X_te, y_te, bounds=(2.0, 1.0))
     with pytest.raises(ValueError, match="previously unseen labels"):
         fastnn.calibrate(model, X_te, y_te + 20)
+
+
+def test_calibrate_errors_name_bounds_and_y_val():
+    # bounds were checked as temperatures ("temperature must be finite and > 0,
+    # got 0"), or unpacked ("not enough values to unpack"); y_val=None gave
+    # "y should be a 1d array, got an array of shape ()"
+    model, _, X_te, y_te = _digits_model("numpy")
+    for bad in [(0.0, 10.0), (-1.0, 2.0), (1.0, math.inf), (1.0,), (1, 2, 3), None]:
+        with pytest.raises((TypeError, ValueError), match="^bounds must be"):
+            fastnn.calibrate(model, X_te, y_te, bounds=bad)
+    with pytest.raises(TypeError, match="^bounds must be"):
+        fastnn.calibrate(model, X_te, y_te, bounds=("a", 2.0))
+    with pytest.raises(TypeError, match="y_val"):
+        fastnn.calibrate(model, X_te, None)
+
+
+def test_calibrate_warns_when_the_temperature_hits_a_bound():
+    # validation rows that the model classifies perfectly: the NLL falls as T -> 0,
+    # and T came back at the lower bound without a word
+    model, _, X_te, y_te = _digits_model("numpy")
+    right = model.predict(X_te) == y_te
+    with pytest.warns(RuntimeWarning, match="lower bound"):
+        scaled = fastnn.calibrate(model, X_te[right], y_te[right])
+    assert scaled.temperature_ == pytest.approx(0.01, rel=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastnn.calibrate(model, X_te, y_te)  # an interior minimum: no warning
 
 
 def test_calibrate_recovers_a_known_temperature():
@@ -313,6 +348,24 @@ def test_mlpclassifier_confidence_and_calibration():
     )
     scaled = fastnn.calibrate(clf, X_te[::2], y_te[::2])
     np.testing.assert_array_equal(scaled.predict(X_te), clf.predict(X_te))
+
+
+def test_binary_mlpclassifier_energy_does_not_favour_a_class():
+    # with the logits (0, z) of its one logistic unit, a confidently negative row
+    # had energy -log(1 + e^z) -> 0 (the out-of-distribution end) and a
+    # confidently positive one -> -inf: energy ranked by class, not familiarity
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning
+        clf.fit(X, y)
+    p = clf.predict_proba(X)[:, 1]
+    z = np.log(p) - np.log1p(-p)
+    energy = cal.confidence(clf, X)["energy"]
+    # -logsumexp(-z/2, z/2): the same for z and -z
+    expected = -(np.abs(z) / 2 + np.log1p(np.exp(-np.abs(z))))
+    np.testing.assert_allclose(energy, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_reliability_diagram_draws_no_line_through_sparse_bins(tmp_path, monkeypatch):

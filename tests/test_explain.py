@@ -330,6 +330,26 @@ def test_mlpclassifier_is_accepted():
         assert rel.ranking[0] in (0, 1)
 
 
+def test_binary_mlpclassifier_explains_both_classes():
+    # its one logistic unit z used to become the logits (0, z): the logit of the
+    # first class was the constant 0, so integrated gradients of the predicted
+    # class (the default) were all zero on every row predicted as that class
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4))
+    y = (X[:, 0] > 0).astype(int)
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning
+        clf.fit(X, y)
+    neg = clf.predict(X) == 0
+    assert 0 < neg.sum() < len(X)
+    g0 = explain.input_gradients(clf, X, 0)
+    g1 = explain.input_gradients(clf, X, 1)
+    assert np.abs(g0[neg]).min(axis=1).max() > 0
+    np.testing.assert_allclose(g0, -g1, rtol=1e-12, atol=1e-15)
+    ig = explain.integrated_gradients(clf, X, n_steps=16)
+    assert (np.abs(ig[neg]).sum(axis=1) > 0).all()
+
+
 # ----------------------------------------------------------- feature reliance
 def test_feature_reliance_ranks_the_feature_in_use(backend):
     rng = np.random.default_rng(1)
@@ -398,6 +418,14 @@ def test_feature_reliance_errors():
         explain.feature_reliance(model, X, y, feature_names=["a", "b"])
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         explain.feature_reliance(model, X, y[:-1])
+    # rank_of said "tuple.index(x): x not in tuple" / "index 0 is out of bounds
+    # for axis 0 with size 0"
+    rel = explain.feature_reliance(model, X, y, n_repeats=1, random_state=0)
+    with pytest.raises(ValueError, match="no feature named 'z'.*'x0'"):
+        rel.rank_of("z")
+    with pytest.raises(IndexError, match="feature index 9 out of range for 5"):
+        rel.rank_of(9)
+    assert rel.rank_of(-1) == rel.rank_of(4)
 
 
 # ------------------------------------------------------------------ reports

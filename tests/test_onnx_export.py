@@ -50,6 +50,20 @@ def test_round_trip_matches_fastnn(activation, dtype, data, tmp_path):
     np.testing.assert_array_equal(label, model.predict(Xd))
 
 
+def test_float64_leaky_relu_keeps_its_slope_in_float64(data):
+    # ONNX's LeakyRelu takes alpha as a float32 attribute: 0.3 became
+    # 0.30000001192..., probabilities off by ~1e-8 in a float64 graph
+    X, y = data
+    model = fastnn.Sequential(
+        [fastnn.Linear(12, 16), fastnn.LeakyReLU(0.3), fastnn.Linear(16, 4)],
+        dtype=np.float64,
+    )
+    model.fit(X, y, epochs=3, seed=0, verbose=0)
+    label, proba = _run(model.to_onnx(), X)
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(label, model.predict(X))
+
+
 def test_string_labels_lone_activations_and_no_bias(data):
     X, y = data
     names = np.array(["ant", "bee", "cat", "dog"])[y]
@@ -68,6 +82,16 @@ def test_string_labels_lone_activations_and_no_bias(data):
     assert label.tolist() == model.predict(Xf).tolist()
 
 
+def test_bool_labels_stay_bool(data):
+    # bool classes_ were exported as an int64 table: labels 0 / 1, not False / True
+    X, y = data
+    model = fastnn.Sequential([fastnn.Linear(12, 2)])
+    model.fit(X, y % 2 == 1, epochs=2, seed=0, verbose=0)
+    label, _ = _run(model.to_onnx(), X.astype(np.float32))
+    assert label.dtype == np.bool_
+    np.testing.assert_array_equal(label, model.predict(X.astype(np.float32)))
+
+
 @pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_mlpclassifier_round_trip(activation, n_classes, data):
@@ -80,6 +104,22 @@ def test_mlpclassifier_round_trip(activation, n_classes, data):
     with pytest.warns(Warning):  # ConvergenceWarning: 5 epochs
         clf.fit(Xf, y)
     label, proba = _run(clf.to_onnx(), Xf)
+    np.testing.assert_allclose(proba, clf.predict_proba(Xf), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(label, clf.predict(Xf))
+
+
+@pytest.mark.parametrize("n_labels", [2, 3])
+def test_multilabel_mlpclassifier_round_trip(n_labels, data):
+    # two labels used to be taken for a binary problem (two classes_): the graph
+    # gave (N, 4) probabilities and one label per row instead of (N, 2) indicators
+    X, y = data
+    Y = np.stack([(y >> k) & 1 for k in range(n_labels)], axis=1)
+    Xf = X.astype(np.float32)
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+    with pytest.warns(Warning):  # ConvergenceWarning: 5 epochs
+        clf.fit(Xf, Y)
+    label, proba = _run(clf.to_onnx(), Xf)
+    assert proba.shape == label.shape == (Xf.shape[0], n_labels)
     np.testing.assert_allclose(proba, clf.predict_proba(Xf), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(label, clf.predict(Xf))
 
