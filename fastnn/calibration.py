@@ -310,7 +310,9 @@ def reliability_curve(
     n_bins : int, default=15
     classes : array-like of shape (n_classes,), optional
         Label of each column of ``y_prob`` (default 0 .. n_classes - 1; pass the
-        model's ``classes_``).
+        model's ``classes_``: with other labels the default can match a label to
+        the wrong column unnoticed, e.g. labels 1, 2, 3 with only 1 and 2 in
+        ``y_true``).
 
     Returns
     -------
