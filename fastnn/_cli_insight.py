@@ -84,14 +84,15 @@ def add_parsers(
     x.add_argument(
         "--steps",
         type=positive_int,
-        default=64,
+        default=None,  # 64; given with another --method: an error, not ignored
         help="integrated-gradients steps (default 64)",
     )
     x.add_argument(
         "--baseline",
-        default="zeros",
+        default=None,  # "zeros"; given with another --method: an error
         choices=["zeros", "mean"],
-        help="integrated-gradients baseline: all zeros or the data's mean row",
+        help="integrated-gradients baseline: all zeros (default) or the data's mean "
+        "row",
     )
     x.add_argument(
         "--image-shape",
@@ -224,11 +225,20 @@ def explain_command(args: argparse.Namespace) -> int:
         raise ValueError(
             "--reliance needs labels: --data must hold y (or pass --label-column)"
         )
+    if args.method != "integrated_gradients":
+        given = [f for f, v in (("--steps", args.steps), ("--baseline", args.baseline))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} apply to --method integrated_gradients only, "
+                f"not {args.method}"
+            )
+    n_steps = 64 if args.steps is None else args.steps
     out = _out_dir(args.out)
     if args.method == "integrated_gradients":
         baseline = Xc.mean(axis=0) if args.baseline == "mean" else None
         attr = explain.integrated_gradients(
-            model, Xc, target, y=y_arg, baseline=baseline, n_steps=args.steps
+            model, Xc, target, y=y_arg, baseline=baseline, n_steps=n_steps
         )
     elif args.method == "gradient_x_input":
         attr = explain.gradient_x_input(model, Xc, target, y=y_arg)
@@ -289,7 +299,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    steps = f", {args.steps} steps" if args.method == "integrated_gradients" else ""
+    steps = f", {n_steps} steps" if args.method == "integrated_gradients" else ""
     lines = [
         f"explained {n} rows with {args.method} of {what}{steps}",
         "top features by mean |attribution|:",

@@ -259,6 +259,25 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
             ["explain", "--model", "{model}", "--data", "{test}", "--out", "{model}"],
             "exists and is not a folder",
         ),
+        (  # ignored before: the method has no steps or baseline
+            [
+                "explain",
+                "--model",
+                "{model}",
+                "--data",
+                "{test}",
+                "--out",
+                "{o}",
+                "--method",
+                "gradient_x_input",
+                "--steps",
+                "8",
+                "--baseline",
+                "mean",
+            ],
+            "--steps and --baseline apply to --method integrated_gradients only, "
+            "not gradient_x_input",
+        ),
         (
             [
                 "explain",
