@@ -195,6 +195,11 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
     assert "fpr_at_90_tpr" in result["scores"]["energy"]
 
 
+# the command lines the error cases extend (paths filled in by the test)
+EXPLAIN = ["explain", "--model", "{model}", "--data", "{test}", "--out", "{o}"]
+OOD = ["ood", "--model", "{model}", "--in", "{test}", "--out-data", "{noise}"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -215,31 +220,11 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
             "--data '{wide}' has 65 feature columns, but the --model expects 64",
         ),
         (
-            [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
-                "--image-shape",
-                "8,7",
-            ],
+            [*EXPLAIN, "--image-shape", "8,7"],
             "has 56 pixels but the data has 64 features",
         ),
         (
-            [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
-                "--target",
-                "11",
-            ],
+            [*EXPLAIN, "--target", "11"],
             "is not 'predicted', 'loss' or a class",
         ),
         (
@@ -261,13 +246,7 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
         ),
         (  # ignored before: the method has no steps or baseline
             [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
+                *EXPLAIN,
                 "--method",
                 "gradient_x_input",
                 "--steps",
@@ -279,31 +258,11 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
             "not gradient_x_input",
         ),
         (
-            [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
-                "--image-shape",
-                "8",
-            ],
+            [*EXPLAIN, "--image-shape", "8"],
             "expected two integers",
         ),
         (
-            [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
-                "--method",
-                "lime",
-            ],
+            [*EXPLAIN, "--method", "lime"],
             "invalid choice: 'lime'",
         ),
         (
@@ -311,17 +270,7 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
             "the following arguments are required: --out",
         ),
         (
-            [
-                "explain",
-                "--model",
-                "{model}",
-                "--data",
-                "{test}",
-                "--out",
-                "{o}",
-                "--steps",
-                "0",
-            ],
+            [*EXPLAIN, "--steps", "0"],
             "expected an integer >= 1",
         ),
         (
@@ -337,61 +286,19 @@ def test_ood_text_json_calibration_and_plots(digits_files, capsys):
             "--out-data '{wide}' has 65 feature columns, but the --model expects 64",
         ),
         (
-            [
-                "ood",
-                "--model",
-                "{model}",
-                "--in",
-                "{test}",
-                "--out-data",
-                "{noise}",
-                "--calibrate",
-                "{noise}",
-            ],
+            [*OOD, "--calibrate", "{noise}"],
             "has no array 'y'",
         ),
         (
-            [
-                "ood",
-                "--model",
-                "{model}",
-                "--in",
-                "{test}",
-                "--out-data",
-                "{noise}",
-                "--temperature",
-                "0",
-            ],
+            [*OOD, "--temperature", "0"],
             "expected a number > 0",
         ),
         (
-            [
-                "ood",
-                "--model",
-                "{model}",
-                "--in",
-                "{test}",
-                "--out-data",
-                "{noise}",
-                "--tpr",
-                "1.5",
-            ],
+            [*OOD, "--tpr", "1.5"],
             "expected a number in (0, 1]",
         ),
         (
-            [
-                "ood",
-                "--model",
-                "{model}",
-                "--in",
-                "{test}",
-                "--out-data",
-                "{noise}",
-                "--temperature",
-                "2",
-                "--calibrate",
-                "{val}",
-            ],
+            [*OOD, "--temperature", "2", "--calibrate", "{val}"],
             "not allowed with",
         ),
         (
