@@ -245,20 +245,20 @@ def calibrate(
     nll_after = _nll(z, idx, t)
     if not nll_after <= nll_before and lo <= 1.0 <= hi:
         t, nll_after = 1.0, nll_before  # never worse than leaving it alone
-    elif abs(math.log(t / lo)) < 1e-4 or abs(math.log(hi / t)) < 1e-4:
+    elif math.log(t / lo) < 1e-4 or math.log(hi / t) < 1e-4:
         # the minimum lies beyond the bound: T -> 0 when the model classifies the
         # validation rows perfectly, T -> inf when its logits carry no information
-        side = "lower" if abs(math.log(t / lo)) < 1e-4 else "upper"
+        at_lower = math.log(t / lo) < 1e-4
+        why = (
+            "the model classifies every validation row correctly; T -> 0 makes its "
+            "probabilities 0 or 1"
+            if at_lower
+            else "the logits carry next to no information about the labels"
+        )
         warnings.warn(
-            f"the fitted temperature {t:.4g} lies at the {side} bound of {bounds}: "
-            "the validation NLL still falls beyond it ("
-            + (
-                "the model classifies every validation row correctly; "
-                "T -> 0 makes its probabilities 0 or 1"
-                if side == "lower"
-                else "the logits carry next to no information about the labels"
-            )
-            + "). Use more, or harder, held-out data",
+            f"the fitted temperature {t:.4g} lies at the "
+            f"{'lower' if at_lower else 'upper'} bound of {bounds}: the validation "
+            f"NLL still falls beyond it ({why}). Use more, or harder, held-out data",
             RuntimeWarning,
             stacklevel=2,
         )
