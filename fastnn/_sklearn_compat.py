@@ -21,6 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array
 from sklearn.utils.multiclass import unique_labels
 
+from ._validation import all_finite
+
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data
 except ImportError:  # pragma: no cover - exercised by CI's lowest-version run
@@ -28,6 +30,31 @@ except ImportError:  # pragma: no cover - exercised by CI's lowest-version run
     def validate_data(estimator: Any, *args: Any, **kwargs: Any) -> Any:
         """scikit-learn < 1.6: the estimator method that became validate_data."""
         return estimator._validate_data(*args, **kwargs)
+
+
+def validate_predict_X(estimator: Any, X: Any) -> Any:
+    """``validate_data(estimator, X, accept_sparse=["csr", "csc"], reset=False)``
+    for inference, without scikit-learn's generic checks where they cannot object.
+
+    A plain 2-D float ndarray of the fitted width, finite, given to an estimator
+    fitted without feature names is what ``validate_data`` would return unchanged;
+    its checks cost more than a small batch's forward pass (~100 us a call under
+    scikit-learn 1.9: docs/performance.md). Anything else (lists, other dtypes,
+    sparse, subclasses, another width, NaN or infinity, feature names) goes through
+    ``validate_data``, so every error, warning and ``set_config`` option is
+    scikit-learn's own.
+    """
+    if (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype.kind == "f"
+        and X.shape[0] > 0
+        and X.shape[1] == getattr(estimator, "n_features_in_", None)
+        and not hasattr(estimator, "feature_names_in_")
+        and all_finite(X)
+    ):
+        return X
+    return validate_data(estimator, X, accept_sparse=["csr", "csc"], reset=False)
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -73,17 +73,23 @@ def check_X(X: Any, dtype: np.dtype, owner: str = "the model") -> np.ndarray:
     return out
 
 
-def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
-    # One cheap reduction first; the exact cause only on the slow path. A finite sum
-    # proves every element finite (NaN and inf propagate); one that overflowed is
-    # told apart element by element below. In X's own dtype: a float32 sum without
-    # the cast to float64 is over twice as fast (docs/performance.md). Not float16:
-    # its sum overflows past 65504 (90,000 values of 1), and the element-wise pass
-    # would then run on nearly every X; summed in float64 it never overflows.
+def all_finite(a: np.ndarray) -> bool:
+    """Whether float array ``a`` holds no NaN or infinity, by one cheap reduction.
+
+    A finite sum proves every element finite (NaN and inf propagate); False may also
+    mean large finite values whose sum overflowed: the caller tells them apart. In
+    ``a``'s own dtype: a float32 sum without the cast to float64 is over twice as
+    fast (docs/performance.md). Not float16: its sum overflows past 65504 (90,000
+    values of 1), and the slow path would then run on nearly every X; summed in
+    float64 it never overflows.
+    """
     wide = np.float64 if a.dtype.itemsize < 4 else None
     with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: no warning
-        total = np.sum(a, dtype=wide)
-    if np.isfinite(total):
+        return bool(np.isfinite(np.sum(a, dtype=wide)))
+
+
+def _check_finite(a: np.ndarray, dtype: np.dtype) -> None:
+    if all_finite(a):
         return
     if np.isnan(a).any():
         raise ValueError("Input X contains NaN.")

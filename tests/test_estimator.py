@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 from _estimator_cases import SOLVERS
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn import config_context as sklearn_config
 from sklearn.datasets import (
     load_digits,
     make_classification,
@@ -382,3 +383,103 @@ def test_n_threads_is_applied_and_restored():
         X, y
     )
     assert _max_param_diff(one, default) < 1e-12
+
+
+# ------------------------------------------------- inference input shortcut
+def _through_validate_data(monkeypatch):
+    """Make prediction validate every X with scikit-learn's validate_data."""
+    from fastnn import _sklearn_compat, estimator
+
+    def slow(est, X):
+        return _sklearn_compat.validate_data(
+            est, X, accept_sparse=["csr", "csc"], reset=False
+        )
+
+    monkeypatch.setattr(estimator, "validate_predict_X", slow)
+
+
+def _fitted_pair(dtype):
+    X, y = _targets("multiclass", n=60)
+    X = X.astype(dtype)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    return X, clf, reg.fit(X, X[:, :2] @ np.ones(2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda X: X,
+        lambda X: X[:1],
+        np.asfortranarray,
+        lambda X: X[::3],
+        lambda X: X.astype(np.float16),
+        lambda X: X.astype(np.int64),
+        lambda X: X.tolist(),
+        lambda X: sp.csr_matrix(X),
+    ],
+    ids=["c", "one_row", "fortran", "strided", "float16", "int", "list", "sparse"],
+)
+def test_prediction_input_shortcut_answers_as_validate_data(dtype, view, monkeypatch):
+    X, clf, reg = _fitted_pair(dtype)
+    Xv = view(X)
+    fast = [clf.predict_proba(Xv), clf.predict(Xv), reg.predict(Xv)]
+    _through_validate_data(monkeypatch)
+    slow = [clf.predict_proba(Xv), clf.predict(Xv), reg.predict(Xv)]
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype
+        assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_prediction_input_shortcut_keeps_sklearns_errors_and_warnings(
+    fast, monkeypatch
+):
+    pd = pytest.importorskip("pandas")
+    X, clf, _ = _fitted_pair(np.float64)
+    if not fast:
+        _through_validate_data(monkeypatch)
+    with pytest.raises(ValueError, match="X has 6 features, but MLPClassifier is "
+                       "expecting 7 features as input"):  # fmt: skip
+        clf.predict(X[:, :6])
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        clf.predict_proba(bad)
+    bad[3, 2] = np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        clf.predict(bad)
+    with sklearn_config(assume_finite=True):  # scikit-learn lets it through
+        assert np.isnan(clf.predict_proba(bad)[3]).all()
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.predict(X[:0])
+    named = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    named.fit(pd.DataFrame(X, columns=[f"f{i}" for i in range(7)]), clf.classes_[
+        np.arange(60) % 4])  # fmt: skip
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        named.predict(X)
+    with pytest.warns(UserWarning, match="X has feature names"):
+        clf.predict(pd.DataFrame(X, columns=[f"f{i}" for i in range(7)]))
+
+
+@pytest.mark.parametrize(
+    "labels", [[3, 1, 2, 0], ["b", "a", "c", "d"], [0, 1], ["no", "yes"], [True, False]]
+)
+def test_label_decoding_equals_label_binarizer(labels):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastnn.estimator import _decode_labels
+
+    binarizer = LabelBinarizer().fit(labels)
+    k = 1 if len(labels) == 2 else len(labels)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        y = rng.random((40, k)).astype(dtype)
+        y[:4] = 0.5  # ties: first maximum, and not above the binary threshold
+        y[4, 0] = np.nan
+        y[5] = np.nan
+        y = y.ravel() if k == 1 else y
+        got, want = _decode_labels(binarizer, y), binarizer.inverse_transform(y)
+        assert got.dtype == want.dtype
+        assert_array_equal(got, want)
