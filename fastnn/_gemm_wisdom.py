@@ -386,7 +386,7 @@ def _choice(plan, product: Product, ratio: float | None) -> dict[str, object]:
     """The file's entry for a product measured at ``ratio`` (own time / OpenBLAS's):
     the kernel faster by more than MARGIN, else the rule's (None: not measured, the
     rule's)."""
-    rule = plan.rule_takes(product.n, product.k)
+    rule = plan.rule_takes(product.m, product.n, product.k, product.trans_b)
     if ratio is None:
         return {"own": rule, "ratio": None, "rule": rule}
     own = True if ratio < 1 - MARGIN else False if ratio > 1 + MARGIN else rule

@@ -8,16 +8,19 @@ CPU runs is picked at import from its features (never from build flags);
 The plan (one for both compiled backends): a product whose shape was measured
 (fastnn/_gemm_wisdom.py: the products of a training step, timed once per machine and
 kept on disk) goes to the kernel found more than 5% faster, if either was; any other
-goes to fastnn's GEMM when ``k <= max_k`` and ``n >= min_n`` (the rule), else to
-OpenBLAS. It judges the whole product, and every fixed block of C that one thread
-computes (the split of kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same
-kernel, so the bits of C never depend on the split.
+goes to fastnn's GEMM when ``k <= max_k`` and ``n >= min_n``, or when it is one row
+of C with B not transposed (the rule), else to OpenBLAS. It judges the whole product,
+and every fixed block of C that one thread computes (the split of
+kernels/cy/_blas.pxi and kernels/nb/matmul.py) runs the same kernel, so the bits of C
+never depend on the split.
 The rule's bounds come from the kernel's own parameters and the CPU's L1d: ``max_k``
 is the most rows of a packed ``k x NR`` panel of B that fit in a quarter of L1d (the
 tile runs its whole k against an L1-resident panel, with room left for the rows of A
 it streams; a longer k runs in blocks of half-L1d panels, which keeps the bits but
 measured no faster than OpenBLAS), ``min_n`` two register tiles' width (a narrower C
 leaves most of each tile's lanes idle); float32's tile sets both, for either dtype.
+A one-row product (a single row predicted) runs the own GEMM's row kernel, which
+streams B once like a GEMV, where OpenBLAS's GEMM packs all of B for one row.
 docs/performance.md has the measurements behind them.
 """
 
@@ -47,9 +50,9 @@ class GemmPlan:
     dgemm: int
     lookup: int  # address of fnn_plan_lookup (the measured plan's table)
 
-    def rule_takes(self, n: int, k: int) -> bool:
-        """The rule: fastnn's GEMM for a product of n columns and depth k?"""
-        return k <= self.max_k and n >= self.min_n
+    def rule_takes(self, m: int, n: int, k: int, trans_b: bool) -> bool:
+        """The rule: fastnn's GEMM for a product of m rows, n columns and depth k?"""
+        return (k <= self.max_k and n >= self.min_n) or (m == 1 and not trans_b)
 
     @property
     def description(self) -> str:
@@ -59,7 +62,7 @@ class GemmPlan:
             f"fastnn's own ({self.isa}{forced}; tiles {mr}x{nr} float32, "
             f"{mr64}x{nr64} float64) for the products the measured plan gives it "
             f"and, where it has measured none, those with k <= {self.max_k} and "
-            f"n >= {self.min_n}; OpenBLAS for the rest"
+            f"n >= {self.min_n} and one-row ones; OpenBLAS for the rest"
         )
 
 

@@ -123,6 +123,35 @@ def test_every_row_count_matches_numpy_and_each_row_alone(isa_name, dtype):
 
 @pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_the_one_row_kernel_gives_each_row_its_tile_bits(isa_name, dtype):
+    """A one-row product with B not transposed runs the row kernel (columns in wide
+    chunks, then single vectors, then one by one): for widths around each of those,
+    depths within and past a block of k, A transposed or strided, and alpha/beta,
+    it agrees with the oracle and bit for bit with its row of a 7-row product (which
+    runs the register tiles, k in blocks when beta is 0)."""
+    rng = np.random.default_rng(5)
+    widths = (1, 3, 8, 16, 31, 64, 65, 130, 300)
+    with isa(isa_name):
+        for n, k, ta, (alpha, beta), pad in itertools.product(
+            widths, (1, 9, 700), (False, True), ((1.0, 0.0), (-0.5, 0.25)), (0, 3)
+        ):
+            a, b = operands(rng, 7, n, k, ta, False, dtype, pad=pad)
+            c0 = rng.standard_normal((7, n)).astype(dtype)
+            full = c0.copy()
+            ext.gemm(a, b, full, ta, False, alpha, beta, OWN)
+            assert_close(full, oracle(a, b, c0, ta, False, alpha, beta), dtype,
+                         kind="gemm", err_msg=f"{isa_name} n={n} k={k}")  # fmt: skip
+            for i in (0, 4, 6):
+                row = c0[i : i + 1].copy()
+                ext.gemm(a[:, i : i + 1] if ta else a[i : i + 1], b, row, ta, False,
+                         alpha, beta, OWN)  # fmt: skip
+                np.testing.assert_array_equal(
+                    row[0], full[i], err_msg=f"{isa_name} n={n} k={k} ta={ta} row {i}"
+                )
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_own_gemm_unaligned_strided_and_blocked(isa_name, dtype):
     """Operands that start off any vector boundary, rows further apart than their
     width (lda > cols), an output with its own leading dimension, and caches so small
@@ -263,7 +292,8 @@ def test_fastnn_isa_rejects_an_unknown_name(monkeypatch):
 def test_backend_info_names_the_gemm_isa():
     plan = cy.GEMM_PLAN
     assert plan.isa in cy.BACKEND_INFO["gemm"]
-    assert f"k <= {plan.max_k} and n >= {plan.min_n}" in cy.BACKEND_INFO["gemm"]
+    rule = f"k <= {plan.max_k} and n >= {plan.min_n} and one-row ones"
+    assert rule in cy.BACKEND_INFO["gemm"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -281,6 +311,8 @@ def test_both_compiled_backends_run_the_plan(dtype):
         ((32, 256, max_k + 1), gemm_plan.MODE_BLAS),
         ((300, 2 * min_n - 1, max_k + 40), gemm_plan.MODE_BLAS),
         ((300, min_n - 1, 8), gemm_plan.MODE_BLAS),  # split by rows: n stays narrow
+        ((1, 256, 784), OWN),  # one row: the own GEMM's row kernel, whatever k
+        ((1, 3, 784), OWN),
     ):
         a, b = operands(rng, m, n, k, False, False, dtype)
         expected = np.empty((m, n), dtype)

@@ -186,3 +186,24 @@ def test_avx512_edge_tiles_of_every_row_count(emulated, dtype):
         assert_close(out[AVX512], oracle(a, b, c0[:, :47], ta, 0, 1.0, beta), dtype,
                      kind="gemm", err_msg=case)  # fmt: skip
         np.testing.assert_array_equal(out[AVX512], out[AVX2], err_msg=case)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_one_row_kernel_gives_each_row_its_tile_bits(emulated, dtype):
+    """A one-row product (B not transposed) runs the row kernel: 128 float32 (64
+    float64) columns at a time, then single vectors, then single columns. Each row
+    alone has its bits in a 5-row product (the tiles, k in blocks when beta is 0)."""
+    rng = np.random.default_rng(13)
+    for n, ta, beta in itertools.product((47, 128, 300), (0, 1), (0.0, 0.5)):
+        a, b, c0 = operands(rng, 5, n, 300, ta, 0, dtype, pad=1)
+        whole = c0.copy()
+        gemm(emulated, AVX512, ta, 0, a, b, whole[:, :n], 1.0, beta)
+        assert_close(whole[:, :n], oracle(a, b, c0[:, :n], ta, 0, 1.0, beta), dtype,
+                     kind="gemm", err_msg=f"n={n} ta={ta} beta={beta}")  # fmt: skip
+        for i in range(5):
+            row = c0[i : i + 1].copy()
+            a_row = a[:, i : i + 1] if ta else a[i : i + 1]
+            gemm(emulated, AVX512, ta, 0, a_row, b, row[:, :n], 1.0, beta)
+            np.testing.assert_array_equal(
+                row[0], whole[i], err_msg=f"n={n} ta={ta} beta={beta} row {i}"
+            )

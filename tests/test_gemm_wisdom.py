@@ -115,7 +115,7 @@ def test_the_measured_choice_runs_in_both_backends(fresh_plan, shape, dtype):
     blas = _cython(a, b, shape, gemm_plan.MODE_BLAS)
     assert not np.array_equal(own, blas)  # else this test could not tell them apart
     m, n, k, ta, tb = shape
-    rule_own = GEMM_PLAN.rule_takes(n, k)
+    rule_own = GEMM_PLAN.rule_takes(m, n, k, tb)
     assert rule_own == (k == 32)  # both rule outcomes are covered
     for choice in (True, False):
         ext._plan_clear()
@@ -138,7 +138,7 @@ def test_the_measured_choice_runs_in_both_backends(fresh_plan, shape, dtype):
 )  # fmt: skip
 def test_a_measurement_overrides_the_rule_only_past_the_margin(ratio, rule, own):
     class Plan:
-        def rule_takes(self, n, k):
+        def rule_takes(self, m, n, k, trans_b):
             return rule
 
     product = wisdom.Product(32, 256, 784, False, False)
@@ -440,7 +440,7 @@ def test_past_the_budget_new_shapes_are_kept_as_the_rule(fresh_plan, monkeypatch
     for p in wisdom.training_products(9, widths):
         entry = products[p.key(np.float32)]
         assert entry == {"own": entry["rule"], "ratio": None, "rule": entry["rule"]}
-        assert entry["rule"] == GEMM_PLAN.rule_takes(p.n, p.k)
+        assert entry["rule"] == GEMM_PLAN.rule_takes(p.m, p.n, p.k, p.trans_b)
         assert wisdom.loaded()[p.key(np.float32)] is entry["rule"]
     assert all(
         products[p.key(np.float32)]["ratio"] is not None
@@ -515,7 +515,7 @@ def test_a_loaded_model_predicts_its_batch_rows_as_in_training(
     )  # fmt: skip
     model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0)
     assert ext._plan_lookup(32, 256, 784, False, False, False) is True
-    assert not GEMM_PLAN.rule_takes(256, 784)  # the rule's kernel differs
+    assert not GEMM_PLAN.rule_takes(32, 256, 784, False)  # the rule's kernel differs
     here = model.decision_function(X[:32])
     path = tmp_path / "model.npz"
     model.save(path)

@@ -66,7 +66,8 @@ def _configure_gemm(Py_ssize_t parts_max, double block_flops, size_t sgemm_addr,
 # cblas_?gemm signature, single-threaded. The plan (kernels/gemm.py) says which
 # products it takes: mode 0 none, 1 the measured plan's choice for a product it holds
 # (the table of kernels/cy/_gemm.h, read through _own_lookup), else the rule: those
-# with k <= _own_max_k and n >= _own_min_n; 2 all.
+# with k <= _own_max_k and n >= _own_min_n, and one-row products with B not
+# transposed; 2 all.
 ctypedef int (*_plan_lookup_fn)(int64_t, int64_t, int64_t, int, int,
                                 int) noexcept nogil
 cdef size_t _own_sgemm_addr = 0
@@ -94,7 +95,7 @@ def _configure_own_gemm(int mode, Py_ssize_t max_k, Py_ssize_t min_n,
 cdef inline bint _own_takes(int mode, bint trans_a, bint trans_b, bint dbl,
                             Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """The plan: own GEMM for all (2), for the products the measured plan gives it or,
-    where it has no entry, short-k wide-n products (1), or none."""
+    where it has no entry, short-k wide-n and one-row products (1), or none."""
     cdef int measured
     if mode == 2:
         return True
@@ -104,7 +105,7 @@ cdef inline bint _own_takes(int mode, bint trans_a, bint trans_b, bint dbl,
         measured = _own_lookup(m, n, k, trans_a, trans_b, dbl)
         if measured >= 0:
             return measured == 1
-    return k <= _own_max_k and n >= _own_min_n
+    return (k <= _own_max_k and n >= _own_min_n) or (m == 1 and not trans_b)
 
 
 cdef inline void _gemm_with(int mode, bint trans_a, bint trans_b, Py_ssize_t m,

@@ -367,8 +367,10 @@ static int64_t fnn_gemm_kc(int64_t k, int beta_zero, int nr, size_t elem)
         /* packing space: B's block when transposed, else one narrow panel */     \
         int b_in_l1 = (int64_t)isa->NRF * kc * (int64_t)sizeof(REAL) <= fnn_gemm_l1() / 2; \
         /* B packed when transposed, or when a panel is reused from L1 (read in    \
-         * place, rows a power-of-two apart fall in few cache sets) */              \
-        int pack = tb == 112 || b_in_l1;                                             \
+         * place, rows a power-of-two apart fall in few cache sets): by more than   \
+         * one row tile (a copy of B for a few rows costs what the product does)   \
+         */                                                                         \
+        int pack = tb == 112 || (b_in_l1 && m > isa->MRF);                           \
         REAL *bp = (REAL *)fnn_gemm_work((size_t)(pack ? nc : isa->NRF) * kc *       \
                                          sizeof(REAL));                              \
         if (bp == NULL) { /* no packing space: a plain loop, same result order */   \

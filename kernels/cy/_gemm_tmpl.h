@@ -200,6 +200,58 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
     }
 }
 
+/* One row of C (m == 1) with B not transposed, read where it lies: RV vectors of
+ * columns at a time (4 tiles' width, so enough independent FMA chains to hide the
+ * latency that a one-row tile of NV accumulators waits on), then single vectors,
+ * then single columns. Each element is the tile's FMA chain over k in order, from
+ * zero, then alpha, then beta C (S_FMA rounds as a V_FMA lane), so the row has the
+ * bits it has in any tile. B streams from memory once, like a GEMV. */
+#define RV (4 * NV)
+static ATTR void
+SFX(row)(int at, int64_t n, int64_t k, REAL alpha, const REAL *a, int64_t lda,
+         const REAL *b, int64_t ldb, REAL beta, REAL *c)
+{
+    int64_t astep = at ? lda : 1, j = 0, p;
+    int v;
+    for (; j + RV * VLEN <= n; j += RV * VLEN) {
+        VEC acc[RV];
+        const REAL *bp = b + j;
+#pragma GCC unroll 16
+        for (v = 0; v < RV; v++)
+            acc[v] = V_ZERO();
+        for (p = 0; p < k; p++, bp += ldb) {
+            VEC ap = V_SET1(a[p * astep]);
+#pragma GCC unroll 16
+            for (v = 0; v < RV; v++)
+                acc[v] = V_FMA(ap, V_LOADU(bp + v * VLEN), acc[v]);
+        }
+#pragma GCC unroll 16
+        for (v = 0; v < RV; v++) {
+            VEC r = V_MUL(V_SET1(alpha), acc[v]);
+            if (beta != 0)
+                r = V_FMA(V_SET1(beta), V_LOADU(c + j + v * VLEN), r);
+            V_STOREU(c + j + v * VLEN, r);
+        }
+    }
+    for (; j + VLEN <= n; j += VLEN) {
+        VEC acc = V_ZERO();
+        for (p = 0; p < k; p++)
+            acc = V_FMA(V_SET1(a[p * astep]), V_LOADU(b + p * ldb + j), acc);
+        VEC r = V_MUL(V_SET1(alpha), acc);
+        if (beta != 0)
+            r = V_FMA(V_SET1(beta), V_LOADU(c + j), r);
+        V_STOREU(c + j, r);
+    }
+    for (; j < n; j++) {
+        REAL acc = 0;
+        for (p = 0; p < k; p++)
+            acc = S_FMA(a[p * astep], b[p * ldb + j], acc);
+        REAL r = alpha * acc;
+        c[j] = beta != 0 ? S_FMA(beta, c[j], r) : r;
+    }
+}
+#undef RV
+
 /* Rows of the next row tile when `left` rows of the block remain: MR, except that a
  * last pair of tiles with a short remainder (fewer than MR / 2 rows) splits evenly:
  * 32 rows by MR = 6 are 6, 6, 6, 6, 4, 4, not 6, 6, 6, 6, 6, 2. A tile of few rows has
@@ -233,6 +285,10 @@ SFX(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, REAL alpha, const REA
     int64_t jc, pc, ic, jr, ir, nc, mc, kc;
     int h;
     int in_place = !tb && !pack_b; /* B's full panels read where they lie */
+    if (m == 1 && !tb) {
+        SFX(row)(ta, n, k, alpha, a, lda, b, ldb, beta, c);
+        return;
+    }
     for (jc = 0; jc < n; jc += nc_max) {
         nc = n - jc < nc_max ? n - jc : nc_max;
         int64_t full = in_place ? nc / NR * NR : 0;

@@ -144,7 +144,7 @@ def gemm_flags(ilp64: bool, own_mode: int, max_k: int, min_n: int) -> int:
 def _own_takes(m, n, k, trans_a, trans_b, dbl, int64):
     """The plan on gemm_flags (kernels/gemm.py): own mode 2 takes every product, mode 1
     those the measured plan gives it or, where it has no entry, those with
-    k <= max_k and n >= min_n."""
+    k <= max_k and n >= min_n and one-row products with B not transposed."""
     own_mode = (int64 >> 1) & 3
     if own_mode == 1:
         measured = _plan_lookup(
@@ -153,7 +153,9 @@ def _own_takes(m, n, k, trans_a, trans_b, dbl, int64):
         )  # fmt: skip
         if measured >= 0:
             return measured == 1
-        return k <= ((int64 >> 3) & 0xFFFFFF) and n >= (int64 >> 27)
+        return (k <= ((int64 >> 3) & 0xFFFFFF) and n >= (int64 >> 27)) or (
+            m == 1 and not trans_b
+        )
     return own_mode == 2
 
 
