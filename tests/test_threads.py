@@ -401,6 +401,59 @@ def test_fork_while_another_thread_holds_the_blas_pin(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
 
 
+FORK_DURING_A_NUMBA_COMPILE_SCRIPT = textwrap.dedent(
+    """
+    import os, threading, time
+    import numpy as np
+    import fastnn
+    from numba.core.compiler_lock import global_compiler_lock
+
+    fastnn.kernels.get_backend("numba")
+    held = threading.Event()
+
+    def compiling():  # as a thread does while Numba compiles or loads a kernel
+        with global_compiler_lock:
+            held.set()
+            time.sleep(1.0)
+
+    t = threading.Thread(target=compiling)
+    t.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the kernels' first calls here compile or load from the cache
+        model = fastnn.MLP((8, 16, 2), backend="numba")
+        model.fit(np.eye(8), np.arange(8) % 2, epochs=2, verbose=0)
+        os._exit(0 if model.predict(np.eye(8)).shape == (8,) else 3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print(os.waitstatus_to_exitcode(status))
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print("the child hung")
+    t.join()
+    """
+)
+
+
+def test_fork_while_another_thread_compiles_with_numba(tmp_path):
+    """A fork while another thread holds Numba's compiler lock (compiling, or loading
+    a kernel from the cache): the child trains on the Numba backend instead of
+    waiting forever for a lock whose holder it does not have."""
+    script = tmp_path / "fork_compiling.py"
+    script.write_text(FORK_DURING_A_NUMBA_COMPILE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", (
+        proc.stdout[-500:] + proc.stderr[-2000:]
+    )
+
+
 _NUMBA_WITHOUT_THE_EXTENSION = textwrap.dedent(
     """
     import sys

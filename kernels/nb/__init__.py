@@ -126,5 +126,23 @@ def backend_info() -> dict:
     }
 
 
+def _compiler_lock_across_fork() -> None:
+    """Hold Numba's compiler lock across every fork (as CPython holds its import
+    lock): a fork while another thread compiles or loads a kernel from the cache
+    waits for it to finish. Otherwise the child inherits the lock held by a thread it
+    does not have, and its first compile or cache load (every kernel's first call
+    there) waits forever."""
+    import os
+
+    from numba.core.compiler_lock import global_compiler_lock as lock
+
+    if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+        os.register_at_fork(
+            before=lock.acquire, after_in_parent=lock.release,
+            after_in_child=lock.release,
+        )  # fmt: skip
+
+
 on_fork_child(_serial_only)
+_compiler_lock_across_fork()
 BACKEND_INFO = backend_info()
