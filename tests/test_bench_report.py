@@ -121,10 +121,11 @@ def test_memory_is_measured_per_backend(tiny_run):
         assert m["needed_bytes"] == sum(m[f"{k}_bytes"] for k in parts)
         assert m["peak_increase_bytes"] == m["peak_rss_bytes"] - m["baseline_rss_bytes"]
         assert m["ratio"] == pytest.approx(m["peak_increase_bytes"] / m["needed_bytes"])
-        # the dataset really lies above the baseline, and the peak is this process's
-        # own (an inherited ru_maxrss of the parent would give a ratio in the tens)
+        # the dataset really lies above the baseline, and the peak is the fit's own
+        # (an inherited ru_maxrss of the parent would give a ratio in the tens; the
+        # warm-up's first-fit measurements, freed before the baseline, 3.6-4.0)
         assert m["peak_increase_bytes"] >= 0.9 * m["dataset_bytes"]
-        assert 0.5 < m["ratio"] < 4
+        assert 0.5 < m["ratio"] < 2
     target = next(t for t in r["targets"] if t["id"] == "memory")
     assert target["comparison"] == "<=" and target["threshold"] == 1.5
     assert target["status"] != "not measured"

@@ -1642,8 +1642,7 @@ def _memory_section(res: dict[str, Any]) -> list[str]:
     if early:
         L += [
             f"For {', '.join(early)} the fit never exceeded the high-water mark "
-            "reached before the baseline (imports, warm-up): the peak increase is an "
-            "upper bound.",
+            "at the baseline: the peak increase is an upper bound.",
             "",
         ]
     return L
