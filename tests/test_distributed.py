@@ -251,6 +251,25 @@ def test_held_error_whose_message_cannot_be_read_is_still_raised_everywhere():
         distributed._raise_held(theirs, None)
 
 
+def test_gradient_buffer_carries_one_flag_element_also_after_copies():
+    """The step's Allreduce reduces _grads_with_flag: the gradients and one more
+    element (the failure flag), the same memory as _grads and the layers' views,
+    rebuilt (not pickled twice) by pickle and deepcopy."""
+    import copy
+    import pickle
+
+    model = fastnn.MLP((3, 4, 2), dtype=np.float32)
+    model._grads[:] = np.arange(model._grads.size)
+    assert "_grads_with_flag" not in model.__getstate__()
+    for m in (model, pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        flagged = m._grads_with_flag
+        assert flagged.size == m._grads.size + 1 and flagged[-1] == 0
+        assert flagged[:-1].ctypes.data == m._grads.ctypes.data
+        assert m._grads.ctypes.data % 64 == 0
+        assert np.shares_memory(m.layers[0].grad_weight, flagged)
+        np.testing.assert_array_equal(m._grads, np.arange(m._grads.size))
+
+
 # --------------------------------------------------------------- with MPI
 @needs_mpi
 def test_mpiexec_command_is_loopback_only():
