@@ -41,10 +41,10 @@ Faults: input errors found before training are raised on every rank alike. Any
 other exception on one rank calls ``MPI_Abort``, so the launcher ends the whole job
 with a non-zero status instead of leaving the other ranks waiting in a collective;
 a rank killed outright ends the job the same way (the launcher notices). With
-``abort_on_error=False`` an exception on some ranks only in a callback or in the
-learning-rate schedule's epoch end is raised on every rank instead (the others name
-the failing rank); one inside a step or the validation pass is not (see
-:func:`fit`). The last checkpoint stays loadable in every case.
+``abort_on_error=False`` an exception on some ranks only -- in a callback, the
+learning-rate schedule's epoch end, a training step or the validation pass -- is
+raised on every rank instead (the others name the failing rank; see :func:`fit`).
+The last checkpoint stays loadable in every case.
 """
 
 from __future__ import annotations
@@ -492,25 +492,29 @@ def fit(
         calls ``MPI_Abort``: the launcher ends the whole job with a non-zero
         status instead of the other ranks waiting forever.
 
-        False: an exception raised on some ranks only at an epoch-level point --
-        a callback's ``on_train_begin``, ``on_epoch_end`` or ``on_train_end``
-        (including those that run on rank 0 alone, ``ModelCheckpoint`` and
-        ``CSVLogger``: a missing folder, a failed write), the learning-rate
-        schedule's epoch end -- is raised on every rank: the failing rank raises
-        its own exception, every other rank the lowest failing rank's, of the
-        same type for the usual ones (ValueError, TypeError, KeyError,
-        RuntimeError, OSError and its FileNotFoundError and PermissionError,
-        fastnn's CheckpointError and DataError; else a RuntimeError whose
-        message starts with the type's name), its message ending in "(on rank
-        R)". The error travels in the collectives that close each epoch, the
-        fit and ``on_train_begin`` (the last agrees on a stop asked for there in
-        either mode), so this costs no communication per epoch. Not covered: an
-        exception inside a step (the forward and backward pass, the Allreduce,
-        the optimizer update) or the epoch's validation pass on one rank only;
-        the other ranks then wait in the collective: keep the default where that
-        can happen (e.g. a rank out of memory). KeyboardInterrupt and SystemExit
-        are never held: they end this rank at once (and the launcher the job, on
-        a non-zero exit).
+        False: an exception raised on some ranks only -- in a callback's
+        ``on_train_begin``, ``on_epoch_end`` or ``on_train_end`` (including those
+        that run on rank 0 alone, ``ModelCheckpoint`` and ``CSVLogger``: a
+        missing folder, a failed write), the learning-rate schedule's epoch end,
+        a training step (gathering the batch, the forward and backward pass,
+        the optimizer update: e.g. a rank out of memory) or the epoch's
+        validation pass -- is raised on every rank: the failing rank raises its
+        own exception, every other rank the lowest failing rank's, of the same
+        type for the usual ones (ValueError, TypeError, KeyError, RuntimeError,
+        OSError and its FileNotFoundError and PermissionError, fastnn's
+        CheckpointError and DataError; else a RuntimeError whose message starts
+        with the type's name), its message ending in "(on rank R)". The error
+        travels in the collectives the fit runs anyway: a flag in one more
+        element of the step's gradient Allreduce (a failure before it is raised
+        in that step, before any rank's update; one in the update at the next
+        step's or the metrics' reduction), one more value in the sums of the
+        metrics and the validation pass, and the ``allgather`` that closes
+        each epoch, the fit and ``on_train_begin`` (the last agrees on a stop
+        asked for there in either mode); so a run without errors exchanges
+        nothing more. Not covered: an error inside MPI itself, and a rank that
+        dies (the launcher ends the job). KeyboardInterrupt and SystemExit are
+        never held: they end this rank at once (and the launcher the job, on a
+        non-zero exit).
 
         Either way, errors found before training (bad input, a checkpoint that
         does not fit) and a checkpoint that rank 0 cannot write are raised on
@@ -565,10 +569,16 @@ class MPIStrategy(LocalStrategy):
     fused optimizer update. Rank 0 alone reads and writes checkpoints and shows
     progress; validation is evaluated sharded. See the module docstring.
 
-    With ``hold_errors=True`` an exception inside :meth:`hold_errors` is held until
-    the next agreement point (:meth:`after_train_begin`, :meth:`end_epoch`,
-    :meth:`end_fit`), which raises it on this rank and the lowest failing rank's on
-    every other; else it propagates at once (and :func:`fit` aborts the job).
+    With ``hold_errors=True`` an exception of this rank's own work (inside
+    :meth:`hold_errors`, a batch's gathering, a step's forward and backward pass or
+    update, the validation pass: :meth:`holds`) is held until the next agreement
+    point (the next step's Allreduce, whose last element counts the
+    ranks that hold one; the reductions of :meth:`sync_metrics` and
+    :meth:`evaluate`, one more value; :meth:`after_train_begin`,
+    :meth:`end_epoch`, :meth:`end_fit`), which raises it on this rank and the
+    lowest failing rank's on every other; a rank that holds one skips the work of
+    its steps until then. Else it propagates at once (and :func:`fit` aborts the
+    job).
     """
 
     defers_sigint = False  # the launcher's Ctrl-C ends the job (MPI_Abort)
@@ -631,6 +641,7 @@ class MPIStrategy(LocalStrategy):
 
     def share_state(self, model) -> None:
         _broadcast_state(self.comm, model)
+        model._grads_with_flag[-1] = 0  # no rank holds an error (see step)
 
     def callbacks(self, callbacks):
         # callbacks that write files (ModelCheckpoint, CSVLogger) run on rank 0
@@ -651,21 +662,40 @@ class MPIStrategy(LocalStrategy):
         self._comm_time = 0.0
 
     def step(self, model, ws, weighted, batch_rows, l2):
-        grads = model._grads
-        if ws is None:  # fewer rows than ranks in this batch: nothing to add
-            grads.fill(0)
-            loss, correct = 0.0, 0
-        else:
-            rows = ws.x.shape[0]
-            loss, correct = model._forward_backward(
-                ws.x, ws.y, ws.sw if weighted else None, *(() if l2 is None else (l2,))
-            )
-            if rows != batch_rows:  # the shard's share of the global mean
-                grads *= rows / batch_rows
+        grads, flagged = model._grads, model._grads_with_flag
+        loss, correct = 0.0, 0
+        if self._held is None:  # a rank that holds an error skips its work
+            try:
+                if ws is None:  # fewer rows than ranks in this batch: nothing to add
+                    grads.fill(0)
+                else:
+                    rows = ws.x.shape[0]
+                    loss, correct = model._forward_backward(
+                        ws.x, ws.y, ws.sw if weighted else None,
+                        *(() if l2 is None else (l2,)),
+                    )  # fmt: skip
+                    if rows != batch_rows:  # the shard's share of the global mean
+                        grads *= rows / batch_rows
+            except Exception as exc:
+                if not self.holds(exc):
+                    raise
+        # the element after the gradients counts the ranks that hold an error:
+        # every rank learns of a failure in this same Allreduce. It is 0 on every
+        # rank before each step (the sum of the last one, else set by share_state),
+        # so only a failing rank writes it.
+        if self._held is not None:
+            flagged[-1] = 1
         t0 = time.perf_counter()
-        self.comm.Allreduce(self._MPI.IN_PLACE, grads, op=self._MPI.SUM)
+        self.comm.Allreduce(self._MPI.IN_PLACE, flagged, op=self._MPI.SUM)
         self._comm_time += time.perf_counter() - t0
-        model.optimizer.step()
+        if flagged[-1]:
+            flagged[-1] = 0
+            self._raise_held_everywhere()
+        try:
+            model.optimizer.step()
+        except Exception as exc:  # held: raised at the next step's or sum's reduction
+            if not self.holds(exc):
+                raise
         return loss, correct
 
     def add_batch(self, state, loss, rows, correct) -> None:
@@ -673,7 +703,7 @@ class MPIStrategy(LocalStrategy):
         self._correct += correct
 
     def sync_metrics(self, state) -> None:
-        total = _gather_sum(self.comm, (self._loss, self._correct))
+        total = self._sum((self._loss, self._correct))
         state.loss_sum += float(total[0])
         state.correct += int(round(total[1]))
         self._loss, self._correct = 0.0, 0
@@ -681,9 +711,30 @@ class MPIStrategy(LocalStrategy):
     def evaluate(self, model, X, y_idx, prefix: str) -> dict[str, float]:
         n = X.shape[0]
         lo, hi = shard_bounds(n, self.rank, self.size)
-        loss_sum, correct = model._loss_sum(X[lo:hi], y_idx[lo:hi], None, False)
-        total = _gather_sum(self.comm, (loss_sum, correct))
+        loss_sum, correct = 0.0, 0
+        try:
+            loss_sum, correct = model._loss_sum(X[lo:hi], y_idx[lo:hi], None, False)
+        except Exception as exc:
+            if not self.holds(exc):
+                raise
+        total = self._sum((loss_sum, correct))
         return model._metrics_from_sums(float(total[0]), float(total[1]), n, prefix)
+
+    def _sum(self, values) -> np.ndarray:
+        """``values`` summed over the ranks (:func:`_gather_sum`), with one more:
+        whether this rank holds an error; a held error on any rank is raised on
+        every rank."""
+        total = _gather_sum(self.comm, (*values, self._held is not None))
+        if total[-1]:
+            self._raise_held_everywhere()
+        return total[:-1]
+
+    def _raise_held_everywhere(self) -> None:
+        """Collective, once some rank is known to hold an error: this rank raises
+        its own, the others the lowest failing rank's (:func:`_raise_held`)."""
+        held = self._take_held()
+        _raise_held(self.comm.allgather(_describe(held)), held)
+        raise _mark(RuntimeError("a rank reported an error but none holds one"))
 
     def epoch_logs(self) -> dict[str, float]:
         return {"allreduce_time": self._comm_time}
@@ -699,7 +750,14 @@ class MPIStrategy(LocalStrategy):
         try:
             yield
         except Exception as exc:  # raised at the next agreement point
+            self.holds(exc)
+
+    def holds(self, exc: Exception) -> bool:
+        if not self._holds:
+            return False
+        if self._held is None:  # the first: what the others were told of
             self._held = exc
+        return True
 
     def _take_held(self) -> Exception | None:
         held, self._held = self._held, None

@@ -217,7 +217,7 @@ class Network:
             if attr == "weight":
                 n_decay = total
         self._params = aligned_zeros(total, self.dtype)
-        self._grads = aligned_zeros(total, self.dtype)
+        self._set_grads(np.zeros(total, self.dtype))
         self._n_decay = n_decay
         self._param_specs = []
         for (name, _, _, shape), off in zip(specs, offsets, strict=True):
@@ -226,6 +226,16 @@ class Network:
         for lin in self.linears:
             if not lin.use_bias:
                 lin.bias = None
+
+    def _set_grads(self, values: np.ndarray) -> None:
+        """The flat gradient buffer ``_grads``, a 64-byte aligned copy of
+        ``values``, and ``_grads_with_flag``: the same memory and one trailing
+        element more, which data-parallel training reduces with the gradients in
+        one Allreduce (a rank's failure flag: :mod:`fastnn.distributed`)."""
+        flagged = aligned_zeros(values.shape[0] + 1, self.dtype)
+        flagged[:-1] = values
+        self._grads_with_flag = flagged
+        self._grads = flagged[:-1]
 
     def _bind_layer_views(self) -> None:
         """Point every Linear's weight / bias (and their gradients) into the flat
@@ -244,7 +254,7 @@ class Network:
         state["_workspaces"] = OrderedDict()
         state["_step_checked"] = set()
         state["_step_buffers"] = {}
-        del state["_inference"]
+        del state["_inference"], state["_grads_with_flag"]  # from _grads
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -253,7 +263,7 @@ class Network:
         # pickle copies each view on its own and drops the 64-byte alignment:
         # realign the flat buffers, then point the layers and optimizer at them
         self._params = aligned_copy(self._params, self.dtype)
-        self._grads = aligned_copy(self._grads, self.dtype)
+        self._set_grads(self._grads)
         self._bind_layer_views()
         if self.optimizer._params is not None:
             self.optimizer._params = self._params

@@ -278,11 +278,18 @@ class LocalStrategy:
 
     def hold_errors(self) -> contextlib.AbstractContextManager:
         """Around an epoch-level block (the callbacks, the epoch's end): a context
-        in which an exception may be held until the next agreement point
-        (:meth:`after_train_begin`, :meth:`end_epoch`, :meth:`end_fit`), so that every
-        process raises rather than some waiting for the others. Here: none, the
-        exception propagates at once."""
+        in which an exception is held (:meth:`holds`) or propagates."""
         return contextlib.nullcontext()
+
+    def holds(self, exc: Exception) -> bool:
+        """Whether ``exc``, raised by work of this process alone (a callback, a
+        batch's gathering, a step's computation, the validation pass), is held
+        until the next agreement point (:meth:`after_train_begin`, the next
+        :meth:`step`, :meth:`sync_metrics`, :meth:`evaluate`, :meth:`end_epoch`,
+        :meth:`end_fit`), so that every process raises rather than some waiting
+        for the others; a process that holds one skips the work of its steps
+        until then. False (here): the caller raises it at once."""
+        return False
 
     def after_train_begin(self, model) -> None:
         """After ``on_train_begin``: raise an exception held on any process; a stop
@@ -567,10 +574,14 @@ class _Run:
             else:
                 lo, hi = strategy.shard(i, j)
                 ws = None
-                if hi > lo:
-                    ws = model._workspace(hi - lo, True)
-                    gather_batch(ws, data.X_tr, data.x_rows, data.y_tr, data.sw_tr,
-                                 state.perm, lo, hi)  # fmt: skip
+                try:
+                    if hi > lo:
+                        ws = model._workspace(hi - lo, True)
+                        gather_batch(ws, data.X_tr, data.x_rows, data.y_tr,
+                                     data.sw_tr, state.perm, lo, hi)  # fmt: skip
+                except Exception as exc:  # held: the step skips its work
+                    if not strategy.holds(exc):
+                        raise
                 l2 = None if self.batch_l2 is None else float(self.batch_l2(j - i))
                 loss, correct = strategy.step(
                     model, ws, data.sw_tr is not None, j - i, l2

@@ -26,11 +26,22 @@ Usage: ``python tests/_distributed_worker.py MODE ...``
   stop there, with a checkpoint every epoch and a validation split). Every rank
   writes ``Type: message`` of the error it gets (or "no error") to
   ``OUTDIR/caught.<rank>.txt``.
+- ``step-error WHERE OUTDIR --rank R --at K``: a 3-epoch fit (3 steps an epoch,
+  a validation split, a checkpoint every 2 steps, ``abort_on_error=False``) in which
+  rank R alone fails inside a step or the validation pass, the K-th time it gets
+  there. WHERE: ``forward`` (its forward and backward pass raises
+  :class:`SimulatedError`), ``workspace`` (the batch's workspace, before the
+  gather, raises MemoryError, as a rank out of memory would), ``update`` (the
+  optimizer's update, after the Allreduce, raises ValueError) or ``validation``
+  (its shard of the validation pass raises RuntimeError). Every rank writes the error
+  it gets to ``OUTDIR/caught.<rank>.txt`` as ``callback-error`` does, and its
+  optimizer steps and a digest of its weights to ``OUTDIR/state.<rank>.txt``.
 """
 
 from __future__ import annotations  # noqa: I001  (fastnn before NumPy, below)
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -327,6 +338,55 @@ def _callback_error(args: argparse.Namespace) -> None:
     Path(args.outdir, f"caught.{rank}.txt").write_text(caught)
 
 
+def _step_error(args: argparse.Namespace) -> None:
+    from mpi4py import MPI
+
+    from fastnn import distributed
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    X, y, _ = data(40)
+    model = MLP((6, 5, 3), backend="numpy")
+    calls = [0]
+
+    def failing(original, error, counts=lambda *a: True):
+        def wrapper(*a, **kw):
+            if rank == args.rank and counts(*a):
+                calls[0] += 1
+                if calls[0] == args.at:
+                    raise error
+            return original(*a, **kw)
+
+        return wrapper
+
+    if args.where == "forward":
+        error = SimulatedError("simulated forward failure")
+        model._forward_backward = failing(model._forward_backward, error)
+    elif args.where == "workspace":  # the loop's call, then the step's: 2 a step
+        error = MemoryError("simulated workspace failure")
+        model._workspace = failing(model._workspace, error, lambda n, train: train)
+    elif args.where == "update":
+        error = ValueError("simulated update failure")
+        model.optimizer.step = failing(model.optimizer.step, error)
+    else:
+        error = RuntimeError("simulated validation failure")
+        model._loss_sum = failing(model._loss_sum, error)
+    try:
+        distributed.fit(
+            model, X, y, epochs=3, batch_size=10, seed=0, verbose=0,
+            validation_split=0.25, checkpoint=os.path.join(args.outdir, "fit.npz"),
+            checkpoint_every=2, abort_on_error=False,
+        )  # fmt: skip
+    except Exception as exc:
+        caught = f"{type(exc).__name__}: {exc}"
+    else:
+        caught = "no error"
+    Path(args.outdir, f"caught.{rank}.txt").write_text(caught)
+    digest = hashlib.sha256(model.get_flat_parameters().tobytes()).hexdigest()
+    Path(args.outdir, f"state.{rank}.txt").write_text(
+        f"{model.optimizer.steps} {digest}"
+    )
+
+
 def _checkpoint_folder_on_rank_0(outdir: str) -> None:
     """ModelCheckpoint into a folder that exists for rank 0 alone (as on a host of
     its own: ``host<rank>/``, only ``host0`` created), a fit of 2 epochs with a
@@ -417,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("outdir")
     c.add_argument("--abort", action="store_true")
+    s = sub.add_parser("step-error")
+    s.add_argument("where", choices=["forward", "workspace", "update", "validation"])
+    s.add_argument("outdir")
+    s.add_argument("--rank", type=int, default=1)
+    s.add_argument("--at", type=int, default=1)
     f = sub.add_parser("checkpoint-folder-on-rank-0")
     f.add_argument("outdir")
     b = sub.add_parser("stop-at-begin")
@@ -427,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         _equivalence(args.outdir)
     elif args.mode == "callback-error":
         _callback_error(args)
+    elif args.mode == "step-error":
+        _step_error(args)
     elif args.mode == "checkpoint-folder-on-rank-0":
         _checkpoint_folder_on_rank_0(args.outdir)
     elif args.mode == "stop-at-begin":

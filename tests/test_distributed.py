@@ -251,6 +251,25 @@ def test_held_error_whose_message_cannot_be_read_is_still_raised_everywhere():
         distributed._raise_held(theirs, None)
 
 
+def test_gradient_buffer_carries_one_flag_element_also_after_copies():
+    """The step's Allreduce reduces _grads_with_flag: the gradients and one more
+    element (the failure flag), the same memory as _grads and the layers' views,
+    rebuilt (not pickled twice) by pickle and deepcopy."""
+    import copy
+    import pickle
+
+    model = fastnn.MLP((3, 4, 2), dtype=np.float32)
+    model._grads[:] = np.arange(model._grads.size)
+    assert "_grads_with_flag" not in model.__getstate__()
+    for m in (model, pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        flagged = m._grads_with_flag
+        assert flagged.size == m._grads.size + 1 and flagged[-1] == 0
+        assert flagged[:-1].ctypes.data == m._grads.ctypes.data
+        assert m._grads.ctypes.data % 64 == 0
+        assert np.shares_memory(m.layers[0].grad_weight, flagged)
+        np.testing.assert_array_equal(m._grads, np.arange(m._grads.size))
+
+
 # --------------------------------------------------------------- with MPI
 @needs_mpi
 def test_mpiexec_command_is_loopback_only():
@@ -540,3 +559,59 @@ def test_a_stop_asked_for_in_on_train_begin_on_one_rank_stops_all(tmp_path):
     # waited at the fit's end while the others waited in the first Allreduce
     caught = outcomes(tmp_path, "stop-at-begin")
     assert caught == ["epochs run: 0", "epochs run: 0"], caught
+
+
+@needs_mpi
+@pytest.mark.parametrize(
+    "where, failing, at, own, steps",
+    [
+        # rank 1's 5th forward and backward pass (epoch 2): raised in that step's
+        # Allreduce, before any rank's update
+        pytest.param(
+            "forward", 1, 5, "SimulatedError: simulated forward failure", (4, 4),
+            id="forward",
+        ),
+        # the workspace of rank 1's 5th batch (the loop's call): out of memory
+        pytest.param(
+            "workspace", 1, 9, "MemoryError: simulated workspace failure", (4, 4),
+            id="workspace",
+        ),
+        # rank 0's update after the Allreduce, in step 5: raised in step 6's
+        # Allreduce; in step 4 (a checkpoint follows): in its metrics' reduction;
+        # in step 3 (the epoch's last): in the epoch's metrics' reduction
+        pytest.param(
+            "update", 0, 5, "ValueError: simulated update failure", (4, 5),
+            id="update-mid",
+        ),
+        pytest.param(
+            "update", 0, 4, "ValueError: simulated update failure", (3, 4),
+            id="update-checkpoint",
+        ),
+        pytest.param(
+            "update", 0, 3, "ValueError: simulated update failure", (2, 3),
+            id="update-last",
+        ),
+        # rank 1's shard of the second epoch's validation pass
+        pytest.param(
+            "validation", 1, 2, "RuntimeError: simulated validation failure", (6, 6),
+            id="validation",
+        ),
+    ],
+)  # fmt: skip
+def test_step_error_on_one_rank_is_raised_on_every_rank(
+    tmp_path, where, failing, at, own, steps
+):
+    """abort_on_error=False: an exception inside a step or the validation pass on
+    one rank only is raised on every rank, as a callback's is (before: the other
+    rank waited forever in the Allreduce or the validation's reduction)."""
+    caught = outcomes(tmp_path, "step-error", where, "--rank", str(failing),
+                      "--at", str(at))  # fmt: skip
+    mine = caught[failing]
+    assert mine == own, caught
+    name = mine.split(":", 1)[0]
+    theirs = mine if name in ("ValueError", "RuntimeError") else f"RuntimeError: {mine}"
+    assert caught[1 - failing] == f"{theirs} (on rank {failing})", caught
+    state = [(tmp_path / f"state.{r}.txt").read_text().split() for r in (0, 1)]
+    assert tuple(int(s[0]) for s in state) == steps, state
+    if steps[0] == steps[1]:  # no rank updated alone: the weights still agree
+        assert state[0][1] == state[1][1]
