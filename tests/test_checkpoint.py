@@ -406,12 +406,16 @@ def _run_worker(tmp_path, ckpt, out, backend, delay, kill_after=None, die_at=0):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # One thread everywhere, set through the environment so that the worker does
-    # not pay for loading every backend.
+    # not pay for loading every backend. The GEMM plan's rule: a measured plan
+    # writes its file (two fsyncs) in whichever run first keeps a measurement (the
+    # serial threshold is kept only where parallel wins, so under load a later run
+    # can be the first), which would move the fsync that die_at counts to.
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         NUMBA_NUM_THREADS="1",
+        FASTNN_GEMM_PLAN="rule",
         DIE_AT_FSYNC=str(die_at),
     )
     proc = subprocess.Popen(
