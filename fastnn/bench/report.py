@@ -1563,8 +1563,9 @@ def _inference_section(res: dict[str, Any]) -> list[str]:
         f"own, {r0['threads']} threads (fastnn: n_threads; the baselines: their "
         "defaults at the core count, the usual thread variables below it; threads "
         f"the processes report using: {', '.join(map(str, used)) or '-'}). A sample "
-        "repeats the call until it lasts the preset's minimum and is the mean per "
-        "call; median [q1, q3] over the rounds, the processes alternated round by "
+        f"repeats the call until {r0['min_sample_s'] * 1e3:g} ms have passed and is "
+        "the mean per call; median [q1, q3] over the rounds, the processes "
+        "alternated round by "
         "round; speed-ups are the baseline's time / this system's, paired by round "
         f"(> 1: faster). Calls: {apis}.",
         "",

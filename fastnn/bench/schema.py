@@ -281,7 +281,7 @@ REGRESSOR_ROW = {
 INFERENCE_ROW = {
     "type": "object",
     "required": ["workload", "layers", "rows", "system", "api", "threads",
-                 "threads_in_use", "process", "loops", "time", "samples_s",
+                 "threads_in_use", "process", "min_sample_s", "time", "samples_s",
                  "rows_per_s", "speedup_vs"],
     "properties": {
         "workload": STR,
@@ -292,7 +292,7 @@ INFERENCE_ROW = {
         "threads": {"type": "integer", "minimum": 1},
         "threads_in_use": {"type": ["integer", "null"]},
         "process": PROCESS,
-        "loops": {"type": "integer", "minimum": 1},
+        "min_sample_s": {"type": "number", "minimum": 0},
         "time": STAT,  # seconds per call
         "samples_s": SAMPLES,
         "rows_per_s": STAT,

@@ -416,7 +416,7 @@ def inference(opts, skipped, tick) -> list[dict[str, Any]]:
                             "threads": t,
                             "threads_in_use": info["threads_in_use"],
                             "process": processes[name],
-                            "loops": info["loops"][key],
+                            "min_sample_s": p["min_time"],
                             "time": per_call,
                             "samples_s": ts,
                             "rows_per_s": scaled(per_call, n_rows, "rows/s"),
