@@ -48,7 +48,7 @@ def test_results_json_follows_the_schema(tiny_run):
     assert on_disk["schema"] == "fastnn-bench/5"
     for section in (
         "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect",
-        "compile", "memory",
+        "compile", "memory", "inference",
     ):  # fmt: skip
         assert on_disk[section], f"section {section} is empty"
 
@@ -65,6 +65,9 @@ def test_schema_rejects_broken_results(tiny_run):
     del broken["gemm_bound"][0]["step_time"]
     broken["gemm_bound"][0]["products"][0]["pass"] = "sideways"
     broken["targets"][0]["gemm_bound"] = {"needed_samples_per_s": 1.0}
+    broken["inference"][0]["rows"] = 0
+    del broken["inference"][1]["speedup_vs"]
+    broken["inference"][2]["speedup_vs"]["sklearn"] = 1.0
     errs = schema.errors(broken)
     assert any("samples_per_s" in e for e in errs)
     assert any("magic" in e for e in errs)
@@ -75,6 +78,9 @@ def test_schema_rejects_broken_results(tiny_run):
     assert any("gemm_bound[0]: missing 'step_time'" in e for e in errs)
     assert any("sideways" in e for e in errs)
     assert any("targets[0].gemm_bound: missing 'exceeds_bound'" in e for e in errs)
+    assert any("inference[0].rows: 0 < 1" in e for e in errs)
+    assert any("inference[1]: missing 'speedup_vs'" in e for e in errs)
+    assert any("inference[2].speedup_vs.sklearn" in e for e in errs)
     del broken["memory"]
     assert any("missing 'memory'" in e for e in schema.errors(broken))
     with pytest.raises(ValueError):
@@ -463,9 +469,106 @@ def test_missing_peer_is_skipped_not_an_error(tiny_run):
             assert system in {t["system"] for t in r["training"]}
 
 
+def test_inference_latency_per_system_network_and_rows(tiny_run):
+    """One predict_proba call on 1, 32 and 1000 rows of both networks: fastnn's
+    MLPClassifier on each compiled backend, Sequential.predict_proba on one,
+    scikit-learn's MLPClassifier, PyTorch eager (when importable), each in a
+    process of its own for all its cases, alternated round by round; microseconds
+    per call from samples of calls repeated for min_time, speed-ups paired by
+    round from the stored samples."""
+    import importlib.util
+
+    from fastnn.bench import sections
+    from fastnn.bench.runner import pair_ratios, scaled, stat
+    from fastnn.bench.workloads import INFERENCE_NETWORKS, INFERENCE_ROWS
+
+    out, r = tiny_run
+    rows = r["inference"]
+    rounds = r["config"]["preset"]["inference"]["rounds"]
+    compiled = [b for b in r["config"]["backends"] if b != "numpy"]
+    assert compiled, "no compiled backend in this build"
+    expected = {f"fastnn-{b}" for b in compiled} | {"sklearn"}
+    expected.add(
+        "fastnn-sequential-cython"
+        if "cython" in compiled
+        else f"fastnn-sequential-{compiled[0]}"
+    )
+    if importlib.util.find_spec("torch") is not None:
+        expected.add("torch-eager")
+    else:  # a missing optional peer: recorded, not an error
+        assert any(
+            (s["section"], s["system"]) == ("inference", "torch-eager")
+            for s in r["skipped"]
+        )
+    numpy_skip = [
+        s
+        for s in r["skipped"]
+        if (s["section"], s["system"]) == ("inference", "numpy-mlp")
+    ]
+    if numpy_skip:  # benchmarks/numpy_mlp.py has no forward: said why
+        assert "no forward" in numpy_skip[0]["reason"]
+    else:
+        expected.add("numpy-mlp")
+    opts = Options(
+        mode="tiny", backends=r["config"]["backends"], peers=r["config"]["peers"]
+    ).resolve()
+    assert set(sections.inference_systems(opts)) >= expected
+    cases = {
+        ("-".join(map(str, n)), k) for n in INFERENCE_NETWORKS for k in INFERENCE_ROWS
+    }
+    assert {(x["workload"], x["rows"], x["system"]) for x in rows} == {
+        (w, k, s) for w, k in cases for s in expected
+    }
+    pids = {}
+    for x in rows:
+        pids.setdefault(x["system"], set()).add(x["process"]["pid"])
+        assert x["layers"] == [int(u) for u in x["workload"].split("-")]
+        assert x["threads"] == max(r["config"]["threads"])
+        assert x["time"]["n"] == len(x["samples_s"]) == rounds
+        assert x["time"] == stat(x["samples_s"], "s") and min(x["samples_s"]) > 0
+        assert x["min_sample_s"] == r["config"]["preset"]["inference"]["min_time"]
+        assert x["rows_per_s"] == scaled(x["time"], x["rows"], "rows/s")
+        assert x["process"]["imported_fastnn"] == x["system"].startswith("fastnn-")
+        assert x["process"]["same_environment"]
+        if x["system"].startswith("fastnn-"):
+            assert x["threads_in_use"] == x["threads"]
+        api = {
+            "sklearn": "MLPClassifier.predict_proba",
+            "torch-eager": "torch.no_grad()",
+        }.get(x["system"])
+        if x["system"].startswith("fastnn-sequential-"):
+            api = "Sequential.predict_proba"
+        elif x["system"].startswith("fastnn-"):
+            api = "MLPClassifier.predict_proba"
+        assert x["api"].startswith(api)
+        same = {
+            y["system"]: y
+            for y in rows
+            if (y["workload"], y["rows"]) == (x["workload"], x["rows"])
+        }
+        assert set(x["speedup_vs"]) == {
+            b for b in ("sklearn", "torch-eager", "numpy-mlp") if b in same
+        }
+        for b, got in x["speedup_vs"].items():
+            assert got == stat(pair_ratios(same[b]["samples_s"], x["samples_s"]), "x")
+    # one process per system, serving all its cases; none is this one
+    assert all(len(p) == 1 for p in pids.values())
+    flat = [p for ps in pids.values() for p in ps]
+    assert len(set(flat)) == len(flat) and os.getpid() not in flat
+    text = (out / "report.md").read_text()
+    section = text.split("## Inference latency")[1].split("## ")[0]
+    assert "µs per call" in section and "speed-up vs sklearn" in section
+    for b in compiled:
+        assert f"| 64-32-10 | 1 | fastnn-{b} |" in section
+    assert "| 784-256-128-10 | 1000 | sklearn | " in section
+    method = text.split("## Method")[1]
+    assert "- Inference latency: one predict_proba call per system" in method
+
+
 def _timed_rows(r):
     for section in (
-        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect"
+        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect",
+        "inference",
     ):  # fmt: skip
         for row in r[section]:
             if section == "ops":
@@ -482,7 +585,8 @@ def test_every_system_is_timed_in_a_process_of_its_own(tiny_run):
     _, r = tiny_run
     rows = list(_timed_rows(r))
     assert {section for section, _ in rows} == {
-        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect"
+        "ops", "training", "gemm_bound", "scaling", "estimator", "side_effect",
+        "inference",
     }  # fmt: skip
     for section, row in rows:
         p = row["process"]
@@ -499,7 +603,8 @@ def test_every_system_is_timed_in_a_process_of_its_own(tiny_run):
         groups: dict = {}
         for section, row in rows:
             if key in row and section != "gemm_bound":
-                group = (section, row[key], row.get("batch_size"), row.get("shape"))
+                group = (section, row[key], row.get("batch_size"), row.get("shape"),
+                         row.get("rows"))  # fmt: skip
                 groups.setdefault(group, []).append(row["process"]["pid"])
         for group, pids in groups.items():
             assert len(pids) == len(set(pids)), group
@@ -596,8 +701,10 @@ def test_cli_bench_json(tmp_path, capsys, monkeypatch):
     from fastnn import cli
     from fastnn.bench import sections
 
-    # the memory processes are exercised by tiny_run; here only the CLI is under test
+    # the memory and inference processes are exercised by tiny_run; here only the
+    # CLI is under test
     monkeypatch.setattr(sections, "memory", lambda opts, skipped, tick: [])
+    monkeypatch.setattr(sections, "inference", lambda opts, skipped, tick: [])
 
     monkeypatch.setitem(
         __import__("fastnn.bench", fromlist=["PRESETS"]).PRESETS,

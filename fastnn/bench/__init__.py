@@ -8,7 +8,8 @@ to ``out``. Sections: machine ceilings (sgemm GFLOP/s, copy bandwidth), per-op s
 over NumPy, training throughput against batch size, the GEMM-only bound of each
 training workload (its step's matrix products alone, with NumPy), thread scaling, % of
 peak, MLPClassifier against scikit-learn and against Sequential.fit, MLPRegressor
-against scikit-learn, fastnn's effect on a NumPy neighbour, data-parallel training
+against scikit-learn, predict_proba latency on 1 to 1000 rows against scikit-learn,
+PyTorch and the NumPy MLP, fastnn's effect on a NumPy neighbour, data-parallel training
 on 2 MPI ranks against 1, JIT compile time and training peak memory. Method: every
 training system (each baseline and each fastnn backend) in a fresh process of its
 own with this environment as it is (isolated.py), warmed up, then one sample per
@@ -60,6 +61,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 3},
         regressor={**_REGRESSOR, "rounds": 3},
+        # predict_proba latency: samples >= 50 ms of calls; ~60 s on the 2-core VM
+        inference=dict(rounds=5, min_time=0.05, n_fit=2048),
         settle_s=0.15,  # > OpenBLAS's ~0.1 s of spinning after its last GEMM
         side_effect_rounds=9,
         # the own-GEMM targets' ratios: samples of a few ms, so many rounds are cheap
@@ -84,6 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         memory_jobs=1,
         estimator={**_ESTIMATOR, "rounds": 7},
         regressor={**_REGRESSOR, "rounds": 7},
+        inference=dict(rounds=11, min_time=0.1, n_fit=2048),
         settle_s=0.15,
         side_effect_rounds=21,
         own_gemm_rounds=31,
@@ -116,6 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             epochs=1,
             rounds=2,
         ),
+        inference=dict(rounds=2, min_time=0.002, n_fit=256),
         settle_s=0.0,  # nothing in the tests reads the numbers
         side_effect_rounds=3,
         own_gemm_rounds=3,
@@ -130,7 +135,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PEERS = ("numpy", "torch", "jax", "sklearn")
 SECTIONS = ("peak", "ops", "training", "scaling", "estimator", "regressor",
-            "side_effect", "distributed", "own_gemm", "compile", "memory")  # fmt: skip
+            "inference", "side_effect", "distributed", "own_gemm", "compile",
+            "memory")  # fmt: skip
 
 
 @dataclass
@@ -207,7 +213,7 @@ def run(opts: Options) -> dict[str, Any]:
 
     from . import report, sections
     from .environment import fingerprint
-    from .workloads import op_cases
+    from .workloads import INFERENCE_NETWORKS, INFERENCE_ROWS, op_cases
 
     opts.resolve()
     t_start = time.perf_counter()
@@ -244,6 +250,7 @@ def run(opts: Options) -> dict[str, Any]:
         + len(opts.backends)  # memory
         + 2  # estimator: one per solver
         + 2 * len(opts.preset["regressor"]["problems"])  # regressor: per solver
+        + len(INFERENCE_NETWORKS) * len(INFERENCE_ROWS)  # inference: per case
         + 1  # side effect
         + 1  # distributed
         + 2  # own GEMM: batch 32 and 128
@@ -310,6 +317,14 @@ def run(opts: Options) -> dict[str, Any]:
             skipped,
             tick,
         )
+        inference_rows = section(
+            "inference",
+            "inference latency (fresh processes)",
+            sections.inference,
+            opts,
+            skipped,
+            tick,
+        )
         side_effect_rows = section(
             "side_effect",
             "fastnn beside a NumPy MLP",
@@ -367,6 +382,7 @@ def run(opts: Options) -> dict[str, Any]:
             "scaling": scaling_rows,
             "estimator": estimator_rows,
             "regressor": regressor_rows,
+            "inference": inference_rows,
             "side_effect": side_effect_rows,
             "distributed": distributed_rows,
             "own_gemm": own_gemm_rows,

@@ -15,7 +15,10 @@ reaches file descriptor 1 is sent to stderr instead):
   "regressor" and ``outputs`` instead of ``classes``; "ops": the per-op kernel cases of
   one fastnn backend, ``cases`` ("op|shape" ids) and ``min_time``; "gemm": the
   products of one training step by fastnn's GEMM, ``gemm`` "own" or "openblas",
-  or by NumPy, ``gemm`` "numpy", and ``min_time``), ``sizes``,
+  or by NumPy, ``gemm`` "numpy", and ``min_time``; "predict": one
+  predict_proba call per case ("<network>|<rows>") of a system fitted briefly
+  through its own API, ``networks``, ``rows``, ``n_fit``, ``fit_batch``,
+  ``fit_epochs`` and ``min_time``), ``sizes``,
   ``batch_size``,
   ``n_samples``, ``threads``, ``warmup`` (untimed samples before "ready"), ``ranks``
   (an "epoch" of fastnn.distributed.fit: this process is one rank of an MPI job of
@@ -27,7 +30,8 @@ reaches file descriptor 1 is sent to stderr instead):
   or ``{"skip": reason}`` (the system cannot run here; exit 0).
 * each ``run`` line on stdin is answered by ``{"seconds": s}`` (the system's own
   timer: fit's epoch time, the baseline's ``fit_epoch`` time, a fit's wall clock;
-  for "ops", ``run <case>``: seconds per call, the mean of a calibrated loop);
+  for "ops", ``run <case>``: seconds per call, the mean of a calibrated loop;
+  for "predict", ``run <case>``: the mean of calls repeated for ``min_time``);
   ``quit`` or end of input ends the process.
 
 Importable for its pure helpers (``make_data``, ``make_regression_data``,
@@ -58,6 +62,8 @@ LR, MOMENTUM, L2 = 0.01, 0.9, 1e-4
 GEMM_ONLY = "numpy-gemm-only"
 # + a backend: Sequential.fit on the estimator benchmark's network, data and batch
 SEQUENTIAL_FIT = "fastnn-sequential-fit-"
+# + a backend: Sequential.predict_proba (the model API) in the inference section
+SEQUENTIAL_PREDICT = "fastnn-sequential-"
 
 
 class Unavailable(Exception):
@@ -457,6 +463,155 @@ def _op_system(spec: dict) -> tuple[Callable[[str], float], dict]:
     return sample, {"first_call_s": first}
 
 
+def _threads_in_use(name: str, threads: int) -> int | None:
+    """The thread count the system's process runs its predictions on: fastnn's
+    ``n_threads``, PyTorch's intra-op threads, else the largest BLAS pool loaded
+    (threadpoolctl, when importable; it only reads the libraries' settings)."""
+    if name.startswith("fastnn-"):
+        return threads
+    if name == "torch-eager":
+        import torch
+
+        return int(torch.get_num_threads())
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    pools = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return max(pools) if pools else None
+
+
+def _predictor(spec: dict, sizes, X, y) -> tuple[Callable[[Any], Any], str]:
+    """A system fitted briefly on (X, y) through its own API (weights do not matter
+    for latency): ``(predict_proba, api)``, a callable mapping a float32 NumPy array
+    of rows to a NumPy array of class probabilities, and what it calls."""
+    name, threads = spec["system"], spec["threads"]
+    batch, epochs = spec["fit_batch"], spec["fit_epochs"]
+    hidden = tuple(sizes[1:-1])
+    if name.startswith(SEQUENTIAL_PREDICT):
+        import fastnn
+
+        backend = name.removeprefix(SEQUENTIAL_PREDICT)
+        if backend not in fastnn.available_backends():
+            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+        model = fastnn.MLP(
+            sizes,
+            activation="relu",
+            optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
+            loss=fastnn.SoftmaxCrossEntropy(l2=L2),
+            dtype=np.float32,
+            backend=backend,
+            n_threads=threads,
+        )
+        model.fit(X, y, epochs=epochs, batch_size=batch, verbose=0, seed=0)
+        return model.predict_proba, "Sequential.predict_proba"
+    if name.startswith("fastnn-") or name == "sklearn":
+        try:
+            from sklearn.exceptions import ConvergenceWarning
+        except ImportError as exc:
+            raise Unavailable(f"scikit-learn not importable ({exc})") from None
+
+        params = dict(hidden_layer_sizes=hidden, batch_size=batch, max_iter=epochs,
+                      random_state=0)  # fmt: skip
+        if name == "sklearn":
+            from sklearn.neural_network import MLPClassifier
+        else:
+            import fastnn
+            from fastnn import MLPClassifier
+
+            backend = name.removeprefix("fastnn-")
+            if backend not in fastnn.available_backends():
+                status = fastnn.kernels.backend_status()
+                raise Unavailable(status.get(backend, "unknown"))
+            params.update(backend=backend, n_threads=threads)
+        est = MLPClassifier(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        return est.predict_proba, "MLPClassifier.predict_proba"
+    rng = np.random.default_rng(1)
+    if name == "torch-eager":
+        module = _load_suite(spec["suite"], "torch_mlp")
+        ok, why = module.available()
+        if not ok:
+            raise Unavailable(why)
+        import torch
+
+        # threads: the environment the parent gave this process (as users set it)
+        net = module.TorchMLP(sizes, lr=LR, momentum=MOMENTUM, l2=L2)
+        for _ in range(epochs):
+            net.fit_epoch(X, y, batch, rng)
+        torch_model = net.model.eval()
+
+        def torch_proba(x):
+            with torch.no_grad():
+                return torch.softmax(torch_model(torch.from_numpy(x)), dim=1).numpy()
+
+        return torch_proba, "torch.no_grad(): softmax(module(torch.from_numpy(x)))"
+    if name == "numpy-mlp":
+        net = _load_suite(spec["suite"], "numpy_mlp").NumpyMLP(
+            sizes, lr=LR, momentum=MOMENTUM, l2=L2
+        )
+        forward = getattr(net, "predict_proba", None)
+        if forward is None:
+            raise Unavailable(
+                "benchmarks/numpy_mlp.py's NumpyMLP has no forward to call "
+                "(predict_proba): it only trains"
+            )
+        for _ in range(epochs):
+            net.fit_epoch(X, y, batch, rng)
+        return forward, "NumpyMLP.predict_proba"
+    raise ValueError(f"unknown system {name!r}")
+
+
+def _mean_call(fn: Sample, min_time: float) -> float:
+    """Seconds per call of ``fn``, called until ``min_time`` seconds have passed
+    (the mean; the call that crosses the line counts). On a shared machine a count
+    calibrated in advance can leave a sample far short of ``min_time`` (one
+    preempted trial ends the calibration: a 0.5 ms call was given 2 loops against
+    50 ms); a deadline cannot. The clock read per call costs < 0.1 us."""
+    clock = time.perf_counter
+    calls = 0
+    t0 = clock()
+    while True:
+        fn()
+        calls += 1
+        elapsed = clock() - t0
+        if elapsed >= min_time:
+            return elapsed / calls
+
+
+def _predict_system(spec: dict) -> tuple[Callable[[str], float], dict]:
+    """One prediction call on ``rows`` rows per case ("<network>|<rows>"), for
+    every network of ``networks`` and every count of ``rows``: ``(sample(case),
+    facts)``; a sample is the mean seconds per call of calls repeated for at least
+    ``min_time`` seconds (:func:`_mean_call`), after one untimed call that wakes the
+    pools after the pause between samples."""
+    fns = {}
+    min_time = spec["min_time"]
+    api = None
+    for sizes in spec["networks"]:
+        sizes = tuple(sizes)
+        X, y = make_data(sizes, spec["n_fit"])
+        proba, api = _predictor(spec, sizes, X, y)
+        Xq, _ = make_data(sizes, max(spec["rows"]), seed=3)
+        for rows in spec["rows"]:
+            key = "-".join(map(str, sizes)) + f"|{rows}"
+            x = np.ascontiguousarray(Xq[:rows])
+            p = np.asarray(proba(x))  # the first call: JIT cache load, pools, plans
+            if p.shape != (rows, sizes[-1]) or not np.allclose(p.sum(axis=1), 1, 1e-3):
+                raise RuntimeError(f"{api} gave no probabilities of shape {p.shape}")
+            fns[key] = functools.partial(proba, x)
+            _mean_call(fns[key], min(min_time, 0.01))  # warm-up
+
+    def sample(key: str) -> float:
+        fns[key]()  # untimed: wakes the pools after the pause between samples
+        return _mean_call(fns[key], min_time)
+
+    used = _threads_in_use(spec["system"], spec["threads"])
+    return sample, {"api": api, "threads_in_use": used}
+
+
 def _preload(kind: str | None) -> None:
     """Side-effect probes: what a NumPy user's process looks like next to fastnn."""
     if kind is None:
@@ -488,11 +643,10 @@ def main() -> int:
     t0 = time.perf_counter()
     _preload(spec.get("preload"))
     facts: dict = {}
-    if spec["task"] in ("ops", "gemm"):
+    if spec["task"] in ("ops", "gemm", "predict"):
+        setup = {"ops": _op_system, "gemm": _gemm_system, "predict": _predict_system}
         try:
-            sample, facts = (_op_system if spec["task"] == "ops" else _gemm_system)(
-                spec
-            )
+            sample, facts = setup[spec["task"]](spec)
         except Unavailable as exc:
             send({"skip": str(exc)})
             return 0

@@ -33,6 +33,7 @@ SECTION_TITLES = (
     "Thread scaling",
     "MLPClassifier vs scikit-learn",
     "MLPRegressor vs scikit-learn",
+    "Inference latency",
     "fastnn beside a NumPy MLP",
     "Data-parallel training (MPI)",
     "fastnn's own GEMM vs OpenBLAS",
@@ -1128,6 +1129,7 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
     ] + img("thread_scaling", "thread scaling")
     L += _estimator_section(res)
     L += _regressor_section(res)
+    L += _inference_section(res)
     L += _side_effect_section(res)
     L += _distributed_section(res)
     L += _own_gemm_section(res)
@@ -1254,6 +1256,16 @@ def _markdown(res: dict[str, Any], plots: dict[str, str], plot_note: str) -> str
         f"{p['settle_s']:g} s pause after each sample so that no process's idle "
         "threads still spin when the next one runs. Ratios are taken round by round, "
         "then summarised, so drift of the (shared) machine hits both sides alike.",
+        *(
+            [
+                "- Inference latency: one predict_proba call per system, each in a "
+                "process of its own alternated the same way; a sample repeats the call "
+                f"until it lasts >= {p['inference']['min_time'] * 1e3:g} ms (one "
+                "untimed call after each pause) and is the mean per call."
+            ]
+            if "inference" in p
+            else []
+        ),
         "- Per-op figures compare fastnn's kernels with its own NumPy backend, each "
         "backend in a process of its own running every op, alternated the same way "
         "(one untimed call after each pause).",
@@ -1525,6 +1537,57 @@ def _regressor_section(res: dict[str, Any]) -> list[str]:
                     r["system"],
                     _s(r["fit_time"]),
                     _s(r["speedup_vs_sklearn"]) if r["speedup_vs_sklearn"] else "-",
+                ]
+                for r in rows
+            ],
+        ),
+        "",
+    ]
+    return L
+
+
+def _inference_section(res: dict[str, Any]) -> list[str]:
+    rows = res.get("inference", [])
+    L = ["## Inference latency", ""]
+    if not rows:
+        return L + ["Not measured (see Skipped).", ""]
+    r0 = rows[0]
+    apis = "; ".join(
+        f"{s}: {a}" for s, a in dict.fromkeys((r["system"], r["api"]) for r in rows)
+    )
+    used = sorted({r["threads_in_use"] for r in rows if r["threads_in_use"]})
+    L += [
+        "Wall time of one prediction call on a float32 NumPy array of `rows` rows "
+        "(class probabilities back as a NumPy array), every system fitted briefly "
+        "through its own API (weights do not matter for latency) in a process of its "
+        f"own, {r0['threads']} threads (fastnn: n_threads; the baselines: their "
+        "defaults at the core count, the usual thread variables below it; threads "
+        f"the processes report using: {', '.join(map(str, used)) or '-'}). A sample "
+        f"repeats the call until {r0['min_sample_s'] * 1e3:g} ms have passed and is "
+        "the mean per call; median [q1, q3] over the rounds, the processes "
+        "alternated round by "
+        "round; speed-ups are the baseline's time / this system's, paired by round "
+        f"(> 1: faster). Calls: {apis}.",
+        "",
+        _table(
+            [
+                "network",
+                "rows",
+                "system",
+                "µs per call [q1, q3]",
+                "rows/s",
+                "speed-up vs sklearn [q1, q3]",
+                "speed-up vs PyTorch [q1, q3]",
+            ],
+            [
+                [
+                    r["workload"],
+                    r["rows"],
+                    r["system"],
+                    _s(r["time"], 1e6),
+                    _f(r["rows_per_s"]["median"]),
+                    _s(r["speedup_vs"].get("sklearn")),
+                    _s(r["speedup_vs"].get("torch-eager")),
                 ]
                 for r in rows
             ],

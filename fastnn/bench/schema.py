@@ -278,6 +278,27 @@ REGRESSOR_ROW = {
         if k not in ("sequential_fit", "ratio_vs_sequential_fit")
     },
 }
+INFERENCE_ROW = {
+    "type": "object",
+    "required": ["workload", "layers", "rows", "system", "api", "threads",
+                 "threads_in_use", "process", "min_sample_s", "time", "samples_s",
+                 "rows_per_s", "speedup_vs"],
+    "properties": {
+        "workload": STR,
+        "layers": {"type": "array", "items": INT},
+        "rows": {"type": "integer", "minimum": 1},
+        "system": STR,
+        "api": STR,
+        "threads": {"type": "integer", "minimum": 1},
+        "threads_in_use": {"type": ["integer", "null"]},
+        "process": PROCESS,
+        "min_sample_s": {"type": "number", "minimum": 0},
+        "time": STAT,  # seconds per call
+        "samples_s": SAMPLES,
+        "rows_per_s": STAT,
+        "speedup_vs": {"type": "object", "additional": STAT},
+    },
+}  # fmt: skip
 SIDE_EFFECT_ROW = {
     "type": "object",
     "required": ["workload", "batch_size", "n_samples", "system", "variant", "threads",
@@ -561,6 +582,8 @@ RESULTS = {
         "estimator": {"type": "array", "items": ESTIMATOR_ROW},
         # optional: reports from before fastnn had an MLPRegressor lack it
         "regressor": {"type": "array", "items": REGRESSOR_ROW},
+        # optional: reports from before the inference section lack it
+        "inference": {"type": "array", "items": INFERENCE_ROW},
         "side_effect": {"type": "array", "items": SIDE_EFFECT_ROW},
         "distributed": {"type": "array", "items": DISTRIBUTED_ROW},
         # optional: reports from before fastnn had its own GEMM lack it

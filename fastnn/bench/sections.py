@@ -21,7 +21,10 @@ from .runner import pair_ratios, scaled, stat
 from .workloads import (
     ESTIMATOR_SOLVERS,
     GEMM_ONLY,
+    INFERENCE_NETWORKS,
+    INFERENCE_ROWS,
     SEQUENTIAL_FIT,
+    SEQUENTIAL_PREDICT,
     Workload,
     gemm_step,
     op_cases,
@@ -352,6 +355,80 @@ def regressor(opts, skipped, tick) -> list[dict[str, Any]]:
                     _fit_row(dataset, sizes, epochs, solver, name, t, times, processes)
                 )
             tick()
+    return rows
+
+
+# --------------------------------------------------------------- inference
+#: The baselines of the inference rows' speed-ups, in the report's order.
+INFERENCE_BASELINES = ("sklearn", "torch-eager", "numpy-mlp")
+
+
+def inference_systems(opts) -> list[str]:
+    """fastnn.MLPClassifier on every compiled backend, the model API
+    (Sequential.predict_proba) on the one ``backend="auto"`` picks first,
+    scikit-learn's MLPClassifier (the ratios' baseline, as in the estimator
+    section), PyTorch eager and the NumPy MLP when those peers are selected."""
+    from ..kernels import AUTO_ORDER
+
+    compiled = [b for b in opts.backends if b != "numpy"]
+    names = [f"fastnn-{b}" for b in compiled]
+    names += [SEQUENTIAL_PREDICT + b for b in AUTO_ORDER if b in compiled][:1]
+    names.append("sklearn")
+    names += [s for p, s in (("torch", "torch-eager"), ("numpy", "numpy-mlp"))
+              if p in opts.peers]  # fmt: skip
+    return names
+
+
+def inference(opts, skipped, tick) -> list[dict[str, Any]]:
+    """Wall time of one predict_proba call on 1, 32 and 1000 rows of each network
+    (float32), every system fitted briefly through its own API in a process of its
+    own (isolated.py), the processes alternated round by round per case; a sample
+    repeats the call until it lasts ``min_time`` (after one untimed call that wakes
+    the pools after the pause); speed-ups over each baseline paired by round."""
+    t = max(opts.threads)
+    p = opts.preset["inference"]
+    base = {"task": "predict", "networks": [list(n) for n in INFERENCE_NETWORKS],
+            "rows": list(INFERENCE_ROWS), "n_fit": p["n_fit"], "fit_batch": 32,
+            "fit_epochs": 1, "min_time": p["min_time"], "threads": t}  # fmt: skip
+    specs = {name: {**base, "system": name} for name in inference_systems(opts)}
+    rows = []
+    with isolated.started(specs) as (workers, skips):
+        for name, why in skips.items():
+            _skip(skipped, "inference", name, why)
+        processes = {n: w.process() for n, w in workers.items()}
+        for sizes in INFERENCE_NETWORKS:
+            workload = "-".join(map(str, sizes))
+            for n_rows in INFERENCE_ROWS:
+                key = f"{workload}|{n_rows}"
+                times = isolated.alternate(
+                    workers, p["rounds"], opts.preset["settle_s"], case=key
+                )
+                for name, ts in times.items():
+                    info = workers[name].info
+                    per_call = stat(ts, "s")
+                    rows.append(
+                        {
+                            "workload": workload,
+                            "layers": list(sizes),
+                            "rows": n_rows,
+                            "system": name,
+                            "api": info["api"],
+                            "threads": t,
+                            "threads_in_use": info["threads_in_use"],
+                            "process": processes[name],
+                            "min_sample_s": p["min_time"],
+                            "time": per_call,
+                            "samples_s": ts,
+                            "rows_per_s": scaled(per_call, n_rows, "rows/s"),
+                            # the baseline's time / this system's, paired by round
+                            "speedup_vs": {
+                                b: stat(pair_ratios(times[b], ts), "x")
+                                for b in INFERENCE_BASELINES
+                                if b in times
+                            },
+                        }
+                    )
+                tick()
     return rows
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from . import _suite
-from ._worker import GEMM_ONLY, SEQUENTIAL_FIT, gemm_step
+from ._worker import GEMM_ONLY, SEQUENTIAL_FIT, SEQUENTIAL_PREDICT, gemm_step
 
-__all__ = ["GEMM_ONLY", "OpCase", "PEER_SYSTEMS", "SEQUENTIAL_FIT", "Workload",
+__all__ = ["GEMM_ONLY", "INFERENCE_NETWORKS", "INFERENCE_ROWS", "OpCase",
+           "PEER_SYSTEMS", "SEQUENTIAL_FIT", "SEQUENTIAL_PREDICT", "Workload",
            "gemm_step", "op_cases", "op_cost", "system_names"]  # fmt: skip
 
 F32 = 4  # bytes per element
@@ -23,6 +24,10 @@ F32 = 4  # bytes per element
 PEER_SYSTEMS = {"numpy": "numpy-mlp", "torch": "torch-eager", "jax": "jax-jit",
                 "sklearn": "sklearn"}  # fmt: skip
 ESTIMATOR_SOLVERS = ("sgd", "adam")
+#: Inference latency: the training workloads' networks, and rows per predict call
+#: (one request, a small batch, a bulk call).
+INFERENCE_NETWORKS = ((784, 256, 128, 10), (64, 32, 10))
+INFERENCE_ROWS = (1, 32, 1000)
 # Past-the-cache variants of memory-bound registry ops (8M float32 = 32 MiB per array).
 STREAM_ELEMS = 8 * 1024 * 1024
 STREAM_OPS = ("relu_forward", "relu_backward", "sgd_nesterov_update", "adam_update")
