@@ -132,6 +132,21 @@ class NumpyMLP:
         np.subtract(self.params, s, out=self.params)
         return loss, correct
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of the rows of ``x``: the forward pass (each product's
+        output biased and ReLU'd in place) and a max-shifted softmax."""
+        a = np.asarray(x, self.dtype)
+        last = len(self.W) - 1
+        for i, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
+            a = np.matmul(a, W)
+            a += b
+            if i < last:
+                np.maximum(a, 0, out=a)
+        a -= a.max(axis=1, keepdims=True)
+        np.exp(a, out=a)
+        a /= a.sum(axis=1, keepdims=True)
+        return a
+
     def fit_epoch(
         self, X: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator
     ) -> dict[str, float]:

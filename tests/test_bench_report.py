@@ -472,10 +472,10 @@ def test_missing_peer_is_skipped_not_an_error(tiny_run):
 def test_inference_latency_per_system_network_and_rows(tiny_run):
     """One predict_proba call on 1, 32 and 1000 rows of both networks: fastnn's
     MLPClassifier on each compiled backend, Sequential.predict_proba on one,
-    scikit-learn's MLPClassifier, PyTorch eager (when importable), each in a
-    process of its own for all its cases, alternated round by round; microseconds
-    per call from samples of calls repeated for min_time, speed-ups paired by
-    round from the stored samples."""
+    scikit-learn's MLPClassifier, PyTorch eager (when importable) and the NumPy MLP,
+    each in a process of its own for all its cases, alternated round by round;
+    microseconds per call from samples of calls repeated for min_time, speed-ups
+    paired by round from the stored samples."""
     import importlib.util
 
     from fastnn.bench import sections
@@ -500,15 +500,7 @@ def test_inference_latency_per_system_network_and_rows(tiny_run):
             (s["section"], s["system"]) == ("inference", "torch-eager")
             for s in r["skipped"]
         )
-    numpy_skip = [
-        s
-        for s in r["skipped"]
-        if (s["section"], s["system"]) == ("inference", "numpy-mlp")
-    ]
-    if numpy_skip:  # benchmarks/numpy_mlp.py has no forward: said why
-        assert "no forward" in numpy_skip[0]["reason"]
-    else:
-        expected.add("numpy-mlp")
+    expected.add("numpy-mlp")  # NumpyMLP.predict_proba
     opts = Options(
         mode="tiny", backends=r["config"]["backends"], peers=r["config"]["peers"]
     ).resolve()
@@ -535,6 +527,7 @@ def test_inference_latency_per_system_network_and_rows(tiny_run):
         api = {
             "sklearn": "MLPClassifier.predict_proba",
             "torch-eager": "torch.no_grad()",
+            "numpy-mlp": "NumpyMLP.predict_proba",
         }.get(x["system"])
         if x["system"].startswith("fastnn-sequential-"):
             api = "Sequential.predict_proba"

@@ -552,15 +552,9 @@ def _predictor(spec: dict, sizes, X, y) -> tuple[Callable[[Any], Any], str]:
         net = _load_suite(spec["suite"], "numpy_mlp").NumpyMLP(
             sizes, lr=LR, momentum=MOMENTUM, l2=L2
         )
-        forward = getattr(net, "predict_proba", None)
-        if forward is None:
-            raise Unavailable(
-                "benchmarks/numpy_mlp.py's NumpyMLP has no forward to call "
-                "(predict_proba): it only trains"
-            )
         for _ in range(epochs):
             net.fit_epoch(X, y, batch, rng)
-        return forward, "NumpyMLP.predict_proba"
+        return net.predict_proba, "NumpyMLP.predict_proba"
     raise ValueError(f"unknown system {name!r}")
 
 
