@@ -432,6 +432,26 @@ def test_prediction_input_shortcut_answers_as_validate_data(dtype, view, monkeyp
         assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, ">f4", ">f8"])
+def test_prediction_input_shortcut_takes_every_float_dtype(dtype, monkeypatch):
+    """docs/performance.md: float16, long double and byte-swapped float arrays take
+    the shortcut (validate_data returns them unchanged too: the test above compares
+    the answers), while integer data does not."""
+    from fastnn import _sklearn_compat
+
+    X, clf, _ = _fitted_pair(np.float64)
+    Xd = X.astype(dtype)
+    assert _sklearn_compat.validate_predict_X(clf, Xd) is Xd
+
+    def called(*args, **kwargs):
+        raise AssertionError("validate_data called")
+
+    monkeypatch.setattr(_sklearn_compat, "validate_data", called)
+    assert _sklearn_compat.validate_predict_X(clf, Xd) is Xd
+    with pytest.raises(AssertionError, match="validate_data called"):
+        _sklearn_compat.validate_predict_X(clf, X.astype(np.int64))
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_prediction_input_shortcut_keeps_sklearns_errors_and_warnings(
     fast, monkeypatch
