@@ -1,17 +1,17 @@
 """The measured GEMM plan: which kernel each product of a training step runs.
 
 fastnn's own GEMM and OpenBLAS are close on many training shapes, and which one wins
-depends on the CPU: kernels/gemm.py's rule (own GEMM for ``k <= max_k and n >= min_n``)
-came from measurements on one of them. So before a model first trains on batches of
-``n`` rows, :func:`plan_training` times both kernels on each product of that step
-(forward ``x W``, weight gradient ``x^T dZ``, input gradient ``dZ W^T``), run in the
-step's order on arrays shaped like the model's, so each product finds the caches as a
-step leaves them. Where one kernel is faster by more than :data:`MARGIN` it takes the
-product from then on; closer calls keep the rule's choice. Choices are kept on disk
-per machine (CPU model, instruction set, cache sizes, BLAS library, fastnn version),
-like FFTW's wisdom, so each shape is measured once per machine: a later process reads
-them and runs the same kernels, so a fit with a fixed seed gives the same bits in
-every process.
+depends on the CPU: kernels/gemm.py's rule (own GEMM for ``k <= max_k and n >= min_n``,
+and for one-row products with B not transposed) came from measurements on one of them.
+So before a model first trains on batches of ``n`` rows, :func:`plan_training` times
+both kernels on each product of that step (forward ``x W``, weight gradient ``x^T dZ``,
+input gradient ``dZ W^T``), run in the step's order on arrays shaped like the model's,
+so each product finds the caches as a step leaves them. Where one kernel is faster by
+more than :data:`MARGIN` it takes the product from then on; closer calls keep the rule's
+choice. Choices are kept on disk per machine (CPU model, instruction set, cache sizes,
+BLAS library, fastnn version), like FFTW's wisdom, so each shape is measured once per
+machine: a later process reads them and runs the same kernels, so a fit with a fixed
+seed gives the same bits in every process.
 
 A process enters only the choices of the steps it trains (the file holds every
 program's) and, before a prediction on n rows, the file's choices for those forward

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
+from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
@@ -45,6 +46,7 @@ from ._sklearn_compat import (
     validate_data,
     validate_predict_X,
 )
+from ._validation import _check_finite
 from .callbacks import Callback
 from .kernels import BACKEND_NAMES
 from .kernels.contract import train_workspace_layout
@@ -864,12 +866,20 @@ class _BaseMLP(BaseEstimator):
             X = validate_predict_X(self, X)
         model = self._model
         X = X.toarray() if sp.issparse(X) else X
+        narrowed = X.dtype.kind == "f" and model.dtype.itemsize < X.dtype.itemsize
         X = np.ascontiguousarray(X, model.dtype)
         kb = kernels.get_backend(self.backend)
         out = np.empty((X.shape[0], self.n_outputs_), dtype=model.dtype)
         with model._threads(self.n_threads):
             for i, j, logits in model._logits_chunks(X, check=False):
                 self._head.output(kb, logits, out[i:j])
+        if (
+            check_input
+            and narrowed
+            and not np.isfinite(out).all()
+            and not get_config()["assume_finite"]
+        ):  # a value finite in X's dtype but past the model's is inf after the cast
+            _check_finite(X, X.dtype)
         return out
 
     def to_onnx(self, path=None):

@@ -432,6 +432,48 @@ def test_prediction_input_shortcut_answers_as_validate_data(dtype, view, monkeyp
         assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, ">f4", ">f8"])
+def test_prediction_input_shortcut_takes_every_float_dtype(dtype, monkeypatch):
+    """docs/performance.md: float16, long double and byte-swapped float arrays take
+    the shortcut (validate_data returns them unchanged too: the test above compares
+    the answers), while integer data does not."""
+    from fastnn import _sklearn_compat
+
+    X, clf, _ = _fitted_pair(np.float64)
+    Xd = X.astype(dtype)
+    assert _sklearn_compat.validate_predict_X(clf, Xd) is Xd
+
+    def called(*args, **kwargs):
+        raise AssertionError("validate_data called")
+
+    monkeypatch.setattr(_sklearn_compat, "validate_data", called)
+    assert _sklearn_compat.validate_predict_X(clf, Xd) is Xd
+    with pytest.raises(AssertionError, match="validate_data called"):
+        _sklearn_compat.validate_predict_X(clf, X.astype(np.int64))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_prediction_rejects_values_past_the_models_dtype(sparse):
+    """A float64 value finite for validate_data but past float32's range became inf in
+    the cast to a float32 model: predict_proba answered NaN and predict the first class,
+    silently (scikit-learn's MLP computes in float64 and answers). Now the error that
+    fastnn's Sequential gives, once the output shows it (an inf that a ReLU clips to 0
+    answers as the float64 value would); set_config(assume_finite=True) still lets it
+    through."""
+    X, clf, reg = _fitted_pair(np.float32)
+    assert clf._model.dtype == np.float32
+    bad = X[:3].astype(np.float64)
+    bad[1, 2] = 1e300
+    bad = sp.csr_matrix(bad) if sparse else bad
+    for call in (clf.predict_proba, clf.predict, reg.predict):
+        with pytest.raises(ValueError, match="Input X contains infinity or a value "
+                           "too large for dtype\\('float32'\\)"):  # fmt: skip
+            call(bad)
+    with sklearn_config(assume_finite=True):
+        assert np.isnan(clf.predict_proba(bad)[1]).all()
+    assert np.isfinite(clf.predict_proba(X[:3].astype(np.float64))).all()
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_prediction_input_shortcut_keeps_sklearns_errors_and_warnings(
     fast, monkeypatch

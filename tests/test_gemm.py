@@ -152,6 +152,31 @@ def test_the_one_row_kernel_gives_each_row_its_tile_bits(isa_name, dtype):
 
 @pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_the_row_kernels_tail_columns_run_side_by_side_with_their_tile_bits(
+    isa_name, dtype
+):
+    """Past its 4-tile chunks the row kernel runs the last whole vectors side by side,
+    then the last columns side by side (independent FMA chains, not one chain after
+    another): every count of each (widths 1-159 cover the 64-column float32 chunk of
+    AVX2 and its tail, and more for the narrower ones) keeps the bits of the row's
+    tile in a 7-row product, with beta and strided operands."""
+    rng = np.random.default_rng(17)
+    with isa(isa_name):
+        for n in range(1, 160):
+            for k, beta in ((5, 0.0), (300, 0.5)):
+                a, b = operands(rng, 7, n, k, False, False, dtype, pad=n % 3)
+                c0 = rng.standard_normal((7, n)).astype(dtype)
+                full = c0.copy()
+                ext.gemm(a, b, full, False, False, 1.0, beta, OWN)
+                row = c0[3:4].copy()
+                ext.gemm(a[3:4], b, row, False, False, 1.0, beta, OWN)
+                np.testing.assert_array_equal(
+                    row[0], full[3], err_msg=f"{isa_name} n={n} k={k} beta={beta}"
+                )
+
+
+@pytest.mark.parametrize("isa_name", RUNNABLE_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_own_gemm_unaligned_strided_and_blocked(isa_name, dtype):
     """Operands that start off any vector boundary, rows further apart than their
     width (lda > cols), an output with its own leading dimension, and caches so small

@@ -207,3 +207,20 @@ def test_avx512_one_row_kernel_gives_each_row_its_tile_bits(emulated, dtype):
             np.testing.assert_array_equal(
                 row[0], whole[i], err_msg=f"n={n} ta={ta} beta={beta} row {i}"
             )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_row_kernels_tail_columns_keep_their_tile_bits(emulated, dtype):
+    """Every count of whole vectors (0-7) and of single columns (0, 1, VLEN - 1) past
+    the row kernel's last 4-tile chunk (128 float32 or 64 float64 columns): the row
+    alone has its bits in a 5-row product."""
+    rng = np.random.default_rng(19)
+    vlen = 16 if dtype == np.float32 else 8
+    for nv, w in itertools.product(range(8), (0, 1, vlen - 1)):
+        n = 8 * vlen + nv * vlen + w
+        a, b, c0 = operands(rng, 5, n, 40, 0, 0, dtype, pad=1)
+        whole = c0.copy()
+        gemm(emulated, AVX512, 0, 0, a, b, whole[:, :n], 1.0, 0.5)
+        row = c0[2:3].copy()
+        gemm(emulated, AVX512, 0, 0, a[2:3], b, row[:, :n], 1.0, 0.5)
+        np.testing.assert_array_equal(row[0], whole[2], err_msg=f"n={n}")
