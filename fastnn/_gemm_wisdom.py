@@ -188,11 +188,13 @@ def _machine(plan) -> dict[str, object]:
     """What the measurements hold for: another value of any of these measures anew."""
     from . import __version__
     from ._config import cpu_info
+    from .kernels import gemm
     from .kernels._blas import CBLAS
 
     return {
         "cpu": cpu_info()["model"],
         "isa": plan.isa,
+        "kernels": gemm.REVISION,
         "l1": plan.l1_bytes,
         "l2": plan.l2_bytes,
         "blas": os.path.basename(CBLAS.path or ""),

@@ -32,6 +32,10 @@ from .isa import ISAS, choose, requested
 
 #: Modes the compiled GEMM entry points understand (kernels/cy/_blas.pxi).
 MODE_BLAS, MODE_PLAN, MODE_OWN = 0, 1, 2
+#: The own GEMM's kernels and rule, as measured plans know them: bump it with any
+#: change to either, so each machine's plan (fastnn/_gemm_wisdom.py) measures again
+#: instead of keeping choices timed against the old kernels (2: the one-row kernel).
+REVISION = 2
 
 
 @dataclass(frozen=True)

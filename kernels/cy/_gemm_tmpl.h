@@ -205,9 +205,10 @@ SFX(pack_b)(int tb, int64_t k, int64_t nc, const REAL *b, int64_t ldb, int64_t j
  * latency that a one-row tile of NV accumulators waits on), then the last whole
  * vectors side by side, then the last columns side by side (one after another, each
  * a chain over k waiting on the FMA latency, a 1 x 31 x 1024 float32 product took
- * 4x as long, 13 us against OpenBLAS's 11). Each element is the tile's FMA chain over k in order, from
- * zero, then alpha, then beta C (S_FMA rounds as a V_FMA lane), so the row has the
- * bits it has in any tile. B streams from memory once, like a GEMV. */
+ * 4x as long, 13 us against OpenBLAS's 11). Each element is the tile's FMA chain
+ * over k in order, from zero, then alpha, then beta C (S_FMA rounds as a V_FMA
+ * lane), so the row has the bits it has in any tile. B streams from memory once,
+ * like a GEMV. */
 #define RV (4 * NV)
 static ATTR void
 SFX(row)(int at, int64_t n, int64_t k, REAL alpha, const REAL *a, int64_t lda,
