@@ -8,10 +8,10 @@ both kernels on each product of that step (forward ``x W``, weight gradient ``x^
 input gradient ``dZ W^T``), run in the step's order on arrays shaped like the model's,
 so each product finds the caches as a step leaves them. Where one kernel is faster by
 more than :data:`MARGIN` it takes the product from then on; closer calls keep the rule's
-choice. Choices are kept on disk per machine (CPU model, instruction set, cache sizes,
-BLAS library, fastnn version), like FFTW's wisdom, so each shape is measured once per
-machine: a later process reads them and runs the same kernels, so a fit with a fixed
-seed gives the same bits in every process.
+choice. Choices are kept on disk per machine (CPU model, instruction set, the own
+GEMM's revision, cache sizes, BLAS library, fastnn version), like FFTW's wisdom, so
+each shape is measured once per machine: a later process reads them and runs the same
+kernels, so a fit with a fixed seed gives the same bits in every process.
 
 A process enters only the choices of the steps it trains (the file holds every
 program's) and, before a prediction on n rows, the file's choices for those forward
