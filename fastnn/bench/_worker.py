@@ -70,6 +70,31 @@ class Unavailable(Exception):
     """The system cannot run here (the reason is reported, never an error)."""
 
 
+def _fastnn_with(backend: str):
+    """The fastnn module, once ``backend`` is known to load here (else Unavailable,
+    with the reason fastnn gives)."""
+    import fastnn
+
+    if backend not in fastnn.available_backends():
+        raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+    return fastnn
+
+
+def _workload_mlp(sizes, backend: str, threads: int):
+    """The training workloads' network through the model API: ReLU, SGD with
+    momentum, softmax cross-entropy + L2, float32."""
+    fastnn = _fastnn_with(backend)
+    return fastnn.MLP(
+        sizes,
+        activation="relu",
+        optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
+        loss=fastnn.SoftmaxCrossEntropy(l2=L2),
+        dtype=np.float32,
+        backend=backend,
+        n_threads=threads,
+    )
+
+
 def environ_digest(environ: dict[str, str]) -> str:
     """A fingerprint of an environment (to show a process got the one it was given)."""
     text = "\0".join(f"{k}={v}" for k, v in sorted(environ.items()))
@@ -218,20 +243,7 @@ def _epoch_system(spec: dict, X, y) -> Callable[[], float]:
     if name == GEMM_ONLY:
         return _gemm_only_epoch(spec)
     if name.startswith("fastnn-"):
-        import fastnn
-
-        backend = name.removeprefix("fastnn-")
-        if backend not in fastnn.available_backends():
-            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
-        model = fastnn.MLP(
-            sizes,
-            activation="relu",
-            optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
-            loss=fastnn.SoftmaxCrossEntropy(l2=L2),
-            dtype=np.float32,
-            backend=backend,
-            n_threads=threads,
-        )
+        model = _workload_mlp(sizes, name.removeprefix("fastnn-"), threads)
         classes = np.arange(sizes[-1])
         train = model.fit
         if spec.get("ranks"):  # one rank of an MPI job; b is the global batch
@@ -309,12 +321,8 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
             raise Unavailable(f"scikit-learn not importable ({exc})") from None
         Estimator = getattr(neural_network, kind)
     elif name.startswith("fastnn-"):
-        import fastnn
-
         backend = name.removeprefix("fastnn-")
-        if backend not in fastnn.available_backends():
-            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
-        Estimator = getattr(fastnn, kind)
+        Estimator = getattr(_fastnn_with(backend), kind)
         params.update(backend=backend, n_threads=spec["threads"])
     else:
         raise ValueError(f"unknown system {name!r}")
@@ -334,10 +342,7 @@ def _fit_system(spec: dict, X, y) -> Callable[[], float]:
 def _sequential_fit(backend: str, params: dict, spec: dict, X, y):
     """Sequential.fit on MLPClassifier's network, data, batch size, optimizer and
     epochs (its multiclass problem has softmax outputs: the same steps)."""
-    import fastnn
-
-    if backend not in fastnn.available_backends():
-        raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+    fastnn = _fastnn_with(backend)
     batch = min(200, len(X))  # batch_size="auto"
     if params["solver"] == "sgd":  # scikit-learn's defaults: Nesterov momentum 0.9
         optimizer, settings = fastnn.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True)
@@ -371,10 +376,7 @@ def _gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
     mean of a calibrated loop."""
     if spec["gemm"] == "numpy":
         return _numpy_gemm_system(spec)
-    import fastnn
-
-    if "cython" not in fastnn.available_backends():
-        raise Unavailable(fastnn.kernels.backend_status()["cython"])
+    fastnn = _fastnn_with("cython")
     from fastnn.kernels import gemm as plan
     from fastnn.kernels.cy import GEMM_PLAN
     from fastnn.kernels.cy import gemm as ext
@@ -433,12 +435,10 @@ def _numpy_gemm_system(spec: dict) -> tuple[Callable[[], float], dict]:
 def _op_system(spec: dict) -> tuple[Callable[[str], float], dict]:
     """The per-op cases of one fastnn backend: ``(sample(case_id), facts)``, facts
     holding each case's first-call seconds (JIT compile or cache load)."""
-    import fastnn
     from fastnn.bench.workloads import op_cases
 
     backend = spec["system"].removeprefix("fastnn-")
-    if backend not in fastnn.available_backends():
-        raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
+    fastnn = _fastnn_with(backend)
     be = fastnn.get_backend(backend)
     fns, loops, first = {}, {}, {}
     with fastnn.num_threads(spec["threads"]):
@@ -489,20 +489,7 @@ def _predictor(spec: dict, sizes, X, y) -> tuple[Callable[[Any], Any], str]:
     batch, epochs = spec["fit_batch"], spec["fit_epochs"]
     hidden = tuple(sizes[1:-1])
     if name.startswith(SEQUENTIAL_PREDICT):
-        import fastnn
-
-        backend = name.removeprefix(SEQUENTIAL_PREDICT)
-        if backend not in fastnn.available_backends():
-            raise Unavailable(fastnn.kernels.backend_status().get(backend, "unknown"))
-        model = fastnn.MLP(
-            sizes,
-            activation="relu",
-            optimizer=fastnn.SGD(lr=LR, momentum=MOMENTUM),
-            loss=fastnn.SoftmaxCrossEntropy(l2=L2),
-            dtype=np.float32,
-            backend=backend,
-            n_threads=threads,
-        )
+        model = _workload_mlp(sizes, name.removeprefix(SEQUENTIAL_PREDICT), threads)
         model.fit(X, y, epochs=epochs, batch_size=batch, verbose=0, seed=0)
         return model.predict_proba, "Sequential.predict_proba"
     if name.startswith("fastnn-") or name == "sklearn":
@@ -516,13 +503,8 @@ def _predictor(spec: dict, sizes, X, y) -> tuple[Callable[[Any], Any], str]:
         if name == "sklearn":
             from sklearn.neural_network import MLPClassifier
         else:
-            import fastnn
-            from fastnn import MLPClassifier
-
             backend = name.removeprefix("fastnn-")
-            if backend not in fastnn.available_backends():
-                status = fastnn.kernels.backend_status()
-                raise Unavailable(status.get(backend, "unknown"))
+            MLPClassifier = _fastnn_with(backend).MLPClassifier
             params.update(backend=backend, n_threads=threads)
         est = MLPClassifier(**params)
         with warnings.catch_warnings():
