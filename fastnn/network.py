@@ -13,7 +13,8 @@ Memory layout (why it looks like this):
   workspace of the standard Linear(+activation) stack is one flat buffer carved as
   the compiled kernels expect (``contract.train_workspace_layout``).
 * The forward pass fuses each Linear with the activation that follows it into one
-  ``linear_forward`` call.
+  ``linear_forward`` call; a prediction with the standard stack runs them all in one
+  compiled ``forward`` call (a one-row predict is mostly per-call overhead).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ._validation import (
     check_y,
     weights_in_dtype,
 )
-from .kernels.contract import train_workspace_layout
+from .kernels.contract import forward_workspace_layout, train_workspace_layout
 from .layers import Activation, Layer, Linear
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, loss_from_name
 from .optim import Adam, Optimizer
@@ -83,6 +84,11 @@ class _Workspace:
     # training workspaces of a compiled-step model: the one flat buffer that out, z,
     # dx and dlogits are views of (contract.train_workspace_layout); None otherwise
     work: np.ndarray | None = None
+    # inference workspaces of the standard stack: the forward kernel's flat buffer
+    # that the hidden outputs are views of (contract.forward_workspace_layout)
+    hidden: np.ndarray | None = None
+    # whether the backend's checked forward has accepted these buffers once
+    forward_checked: bool = False
 
 
 class Network:
@@ -240,11 +246,21 @@ class Network:
     def _bind_layer_views(self) -> None:
         """Point every Linear's weight / bias (and their gradients) into the flat
         buffers; parameter names are "<layer index>.<attribute>"."""
+        bound = []
         for name, sl, shape in self._param_specs:
             index, attr = name.split(".")
             lin = self.layers[int(index)]
-            setattr(lin, attr, self._params[sl].reshape(shape))
+            view = self._params[sl].reshape(shape)
+            setattr(lin, attr, view)
             setattr(lin, "grad_" + attr, self._grads[sl].reshape(shape))
+            bound.append((lin, attr, view))
+        self._bound_views = tuple(bound)
+
+    def _layers_read_params(self) -> bool:
+        """Whether every Linear's weight and bias are still the views of the flat
+        buffer that :meth:`_bind_layer_views` gave them (a user may assign another
+        array to ``layer.weight``: the layer-by-layer forward then reads that)."""
+        return all(getattr(lin, attr) is view for lin, attr, view in self._bound_views)
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -254,7 +270,8 @@ class Network:
         state["_workspaces"] = OrderedDict()
         state["_step_checked"] = set()
         state["_step_buffers"] = {}
-        del state["_inference"], state["_grads_with_flag"]  # from _grads
+        # the views are rebuilt from _params (pickled once, not once per view)
+        del state["_inference"], state["_grads_with_flag"], state["_bound_views"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -374,8 +391,8 @@ class Network:
         products that run on ``n`` rows get their measured kernels first
         (fastnn/_gemm_wisdom.py)."""
         self._plan_gemm(n, train)
-        if train and self._train_layout is not None:
-            return self._train_workspace(n)
+        if self._train_layout is not None:
+            return self._train_workspace(n) if train else self._forward_workspace(n)
         dt = self.dtype
         outs, zs, dxs = [], [], []
         width = self.n_features_in_
@@ -448,6 +465,20 @@ class Network:
             work=work,
         )
 
+    def _forward_workspace(self, n: int) -> _Workspace:
+        """An inference workspace of the standard stack: the hidden outputs carved
+        from one flat buffer as the forward kernel expects, the logits apart."""
+        dt = self.dtype
+        offsets, total = forward_workspace_layout(self._train_layout, n)
+        hidden = aligned_empty(total, dt)
+        widths = self._train_layout[:, 3].tolist()
+        outs = [hidden[off : off + n * m].reshape(n, m)
+                for off, m in zip(offsets.tolist(), widths[:-1], strict=True)]
+        outs.append(aligned_empty((n, widths[-1]), dt))  # fmt: skip
+        none = [None] * len(outs)
+        return _Workspace(x=None, y=None, sw=None, out=outs, z=none, dx=list(none),
+                          dlogits=None, hidden=hidden)  # fmt: skip
+
     # ------------------------------------------------------- forward/backward
     def _forward(
         self,
@@ -460,7 +491,21 @@ class Network:
 
         ``between`` (training only, e.g. dropout masks): ``between.forward(s, y)``
         returns what stage ``s + 1`` reads in place of stage ``s``'s output ``y``.
+
+        With an inference workspace of the standard stack whose layers still read
+        the flat parameters, one compiled ``forward`` call runs every stage (the
+        same kernel cores in the same order: the same bits).
         """
+        if ws.hidden is not None and between is None and self._layers_read_params():
+            logits = ws.out[-1]
+            if ws.forward_checked and self._is_own_input(x, logits.shape[0]):
+                kb.raw.forward(x, self._params, self._train_layout,
+                               self._train_alphas, ws.hidden, logits)  # fmt: skip
+            else:
+                kb.forward(x, self._params, self._train_layout, self._train_alphas,
+                           ws.hidden, logits)  # fmt: skip
+                ws.forward_checked = True
+            return logits
         a = x
         last = len(self._stages) - 1
         for s, st in enumerate(self._stages):
@@ -480,6 +525,20 @@ class Network:
             if between is not None and s < last:
                 a = between.forward(s, a)
         return a
+
+    def _is_own_input(self, x: Any, n: int) -> bool:
+        """Whether ``x`` is what the raw forward kernel takes on this model's
+        buffers for ``n`` rows: a C-contiguous (n, n_features_in_) ndarray of the
+        model's dtype (checked here, cheaply; everything else is the model's own,
+        which the backend's checked call accepted once)."""
+        return (
+            type(x) is np.ndarray
+            and x.dtype == self.dtype
+            and x.ndim == 2
+            and x.shape[0] == n
+            and x.shape[1] == self._stages[0].linear.in_features
+            and x.flags.c_contiguous
+        )
 
     # --------------------------------------------------------------- labels
     def _check_y(self, y: Any, n_samples: int) -> np.ndarray:

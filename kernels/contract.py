@@ -114,6 +114,10 @@ RAW_KERNELS: dict[str, tuple[str, ...]] = {
         "decoupled",
         "sq_norm",
     ),  # fmt: skip
+    # The forward pass of a Linear(+activation) stack (inference): layer i < L - 1
+    # writes f(z_i) into work as forward_workspace_layout carves it, the last layer
+    # into out (n, out_last); keep_z is not read (no z is kept). See Backend.forward.
+    "forward": ("x", "params", "layout", "alphas", "work", "out"),
     # Loss and gradients of a Linear(+activation) stack: forward, the loss named by
     # config[LOSS] (+ the L2 term), backward into grads and, when input_grad is
     # non-empty, d loss / d x. No update. See Backend.loss_grad. Returns
@@ -295,6 +299,22 @@ def train_workspace_layout(layout: np.ndarray, n: int) -> tuple[np.ndarray, int,
     dlogits = off
     off += _round_up(n * int(layout[-1, 3])) if n_layers else 0
     return offsets, dlogits, off
+
+
+def forward_workspace_layout(layout: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """How the forward kernel carves its flat workspace for ``n`` rows: the output
+    f(z_l) (n x out_l) of every layer but the last, in order, each rounded up to a
+    multiple of :data:`TRAIN_WORK_ALIGN` elements. Every backend uses this rule.
+
+    Returns ``(offsets, total)``: offsets is an (L - 1,) int64 array.
+    """
+    layout = np.asarray(layout)
+    offsets = np.zeros(max(layout.shape[0] - 1, 0), dtype=np.int64)
+    off = 0
+    for i in range(offsets.shape[0]):
+        offsets[i] = off
+        off += _round_up(n * int(layout[i, 3]))
+    return offsets, off
 
 
 _EMPTY = {dt: np.empty(0, dtype=dt) for dt in FLOAT_DTYPES}
@@ -1200,6 +1220,48 @@ class Backend:
         )  # fmt: skip
         return config, hyper, states
 
+    # --------------------------------------------------------- forward pass
+    def forward(
+        self,
+        x: np.ndarray,
+        params: np.ndarray,
+        layout: np.ndarray,
+        alphas: np.ndarray,
+        work: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The outputs of a Linear(+activation) stack for the rows of ``x``, as one
+        compiled call: each layer's :meth:`linear_forward` in turn, so the result
+        is bitwise that of calling them one by one.
+
+        ``params``, ``layout`` and ``alphas`` as :meth:`train_step` (``params`` is
+        only read; the layout's keep_z column is ignored). ``work`` receives the
+        hidden layers' outputs (:func:`forward_workspace_layout`; allocated when
+        None), ``out`` the last layer's, shape (n, out_last). Returns ``out``.
+        """
+        _array("x", x, 2)
+        _array("params", params, 1)
+        dtype = _same_dtype(x=x, params=params)
+        n, k0 = x.shape
+        layout = self._train_layout(layout, params.shape[0], k0)
+        self._alphas(alphas, layout.shape[0])
+        _, total = forward_workspace_layout(layout, n)
+        if work is None:
+            work = np.empty(total, dtype=dtype)
+        else:
+            _array("work", work, 1)
+            _same_dtype(x=x, work=work)
+            if work.shape[0] < total or not work.flags.writeable:
+                raise ValueError(
+                    f"work must be writeable with at least {total} elements, got "
+                    f"{work.shape[0]}"
+                )
+        out = _out("out", out, (n, int(layout[-1, 3])), dtype)
+        _no_overlap({"work": work, "out": out}, x=x, params=params)
+        if n:
+            self.raw.forward(x, params, layout, alphas, work, out)
+        return out
+
     # ---------------------------------------------------- loss and gradients
     def loss_grad(
         self,
@@ -1289,13 +1351,7 @@ class Backend:
         if grads.shape != params.shape:
             raise ValueError(f"grads has shape {grads.shape}, expected {params.shape}")
         layout = self._train_layout(layout, n_params, k0)
-        n_layers = layout.shape[0]
-        if not isinstance(alphas, np.ndarray) or alphas.dtype != np.float64:
-            raise TypeError("alphas must be a float64 numpy.ndarray")
-        if alphas.shape != (n_layers,) or not alphas.flags.c_contiguous:
-            raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
-        if not np.all(np.isfinite(alphas)):
-            raise ValueError("alphas must be finite")
+        self._alphas(alphas, layout.shape[0])
         n_out = int(layout[-1, 3])
         if loss not in TRAIN_LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of "
@@ -1336,6 +1392,16 @@ class Backend:
         return {"labels": labels, "targets": targets, "loss": TRAIN_LOSSES[loss],
                 "layout": layout, "label_smoothing": ls, "l2": l2,
                 "weights_end": weights_end, "work": work}  # fmt: skip
+
+    @staticmethod
+    def _alphas(alphas: Any, n_layers: int) -> None:
+        """Check the (n_layers,) float64 leaky_relu slopes of a layout's layers."""
+        if not isinstance(alphas, np.ndarray) or alphas.dtype != np.float64:
+            raise TypeError("alphas must be a float64 numpy.ndarray")
+        if alphas.shape != (n_layers,) or not alphas.flags.c_contiguous:
+            raise ValueError(f"alphas must be C-contiguous of shape ({n_layers},)")
+        if not np.all(np.isfinite(alphas)):
+            raise ValueError("alphas must be finite")
 
     @staticmethod
     def _train_layout(layout: Any, n_params: int, n_features: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from .contract import (
     TRAIN_OPTIMIZERS,
     WEIGHT_DECAY,
     WEIGHTS_END,
+    forward_workspace_layout,
     train_workspace_layout,
 )
 
@@ -340,6 +341,24 @@ def _loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas,
         )  # fmt: skip
         dy = dx
     return float(loss), correct
+
+
+def forward(x, params, layout, alphas, work, out):
+    """Each layer's linear_forward in turn: the hidden outputs into work (the
+    contract's forward_workspace_layout), the last layer's into out."""
+    n = x.shape[0]
+    offsets, _ = forward_workspace_layout(layout, n)
+    rows = layout.tolist()
+    a = x
+    for i, (w_off, b_off, k, m, act, _) in enumerate(rows):
+        w = params[w_off : w_off + k * m].reshape(k, m)
+        b = params[b_off : b_off + m] if b_off >= 0 else work[:0]
+        if i + 1 < len(rows):
+            y = work[offsets[i] : offsets[i] + n * m].reshape(n, m)
+        else:
+            y = out
+        linear_forward(a, w, b, y, work[:0], act, alphas[i])
+        a = y
 
 
 def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,

@@ -59,7 +59,7 @@ def _kernel_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarr
 
 def _training_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The fused train_step (every activation, SGD and Adam, with an L2 term, which
-    the update adds) and the estimators' losses (squared error, sigmoid
+    the update adds), the compiled forward pass, and the estimators' losses (squared error, sigmoid
     cross-entropy) through loss_grad/train_step."""
     out: dict[str, np.ndarray] = {}
     X = rng.standard_normal((96, 13)).astype(dtype)
@@ -73,6 +73,9 @@ def _training_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.nda
             model.fit(X, y, epochs=2, batch_size=17, verbose=0, seed=1)
             for i, param in enumerate(model.parameters()):
                 out[f"mlp_{act}_{type(opt).__name__}_{i}"] = param
+        # the compiled forward pass (one row: the GEMM's row kernel)
+        out[f"forward_{act}"] = model.predict_proba(X)
+        out[f"forward_{act}_row"] = model.predict_proba(X[:1])
         loss, grads = model.loss_and_gradients(X, y)
         out[f"loss_grad_{act}"] = np.concatenate([np.ravel(g) for g in grads])
         out[f"loss_grad_{act}_loss"] = np.array(loss)

@@ -58,7 +58,7 @@ softmax, softmax_cross_entropy = loss.softmax, loss.softmax_cross_entropy
 squared_error = loss.squared_error
 matmul = _matmul_module.matmul  # the kernel shadows the module of the same name
 adam_update, sgd_update = optim.adam_update, optim.sgd_update
-loss_grad, train_step = train.loss_grad, train.train_step
+forward, loss_grad, train_step = train.forward, train.loss_grad, train.train_step
 train_steps = train.train_steps
 
 train._configure_slots(
@@ -97,6 +97,7 @@ __all__ = [
     "activation_backward",
     "activation_forward",
     "adam_update",
+    "forward",
     "linear_backward",
     "linear_forward",
     "loss_grad",

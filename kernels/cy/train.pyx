@@ -256,6 +256,35 @@ def _configure_slots(dict config, dict hyper, dict losses, Py_ssize_t work_align
     _BETA1, _BETA2, _EPS = hyper["beta1"], hyper["beta2"], hyper["eps"]
 
 
+def forward(const floating[:, ::1] x,             # IN  (n, in_0)
+            const floating[::1] params,           # IN  flat weights and biases
+            const int64_t[:, ::1] layout,         # IN  (L, 6) TRAIN_LAYOUT_COLUMNS
+            const double[::1] alphas,             # IN  (L,) leaky_relu slopes
+            floating[::1] work,                   # OUT the hidden layers' outputs
+            floating[:, ::1] out):                # OUT (n, out_last)
+    """Each layer's linear_forward in turn: layer i < L - 1 into work (the
+    contract's forward_workspace_layout), the last into out."""
+    cdef Py_ssize_t n = x.shape[0], L = layout.shape[0], i, off = 0
+    cdef const int64_t* row
+    cdef const floating* a = &x[0, 0]
+    cdef floating* y
+    cdef int pin
+    if n == 0 or L == 0:
+        return
+    with nogil:
+        pin = _blas_single_begin()  # once for the pass, as loss_grad
+        for i in range(L):
+            row = &layout[i, 0]
+            y = &out[0, 0] if i == L - 1 else &work[0] + off
+            _linear_forward_core(a, &params[0] + row[0],
+                                 &params[0] + row[1] if row[1] >= 0 else NULL, y,
+                                 NULL, n, row[2], row[3], <int>row[4],
+                                 <floating>alphas[i])
+            a = y
+            off += _round_up(n * row[3])
+        _blas_single_end(pin)
+
+
 def loss_grad(const floating[:, ::1] x,           # IN  (n, in_0)
               const Py_ssize_t[::1] labels,       # IN  (n,) in [0, out_last), or empty
               const floating[:, ::1] targets,     # IN  (n, out_last), or empty

@@ -25,7 +25,7 @@ from .linear import linear_backward, linear_forward
 from .loss import softmax, softmax_cross_entropy, squared_error
 from .matmul import matmul
 from .optim import adam_update, sgd_update
-from .train import loss_grad, train_step, train_steps
+from .train import forward, loss_grad, train_step, train_steps
 
 #: Whether the kernels pin BLAS to one thread themselves (Backend.pins_blas): not
 #: without the Cython extension, whose pin they use.
@@ -37,6 +37,7 @@ __all__ = [
     "activation_forward",
     "adam_update",
     "backend_info",
+    "forward",
     "linear_backward",
     "linear_forward",
     "loss_grad",

@@ -106,6 +106,46 @@ def _forward_layer(a, params, work, layout, alphas, offs, i, n, cfg):
 
 
 @njit(**JIT)
+def _forward_into(a, params, layout, alphas, i, y, empty, cfg):
+    """y = f(a @ W_i + b_i) (no z kept), as nb.linear.linear_forward; empty: a
+    zero-size array of the dtype (the z_out not requested)."""
+    w_off, b_off, k = layout[i, 0], layout[i, 1], layout[i, 2]
+    m, act = layout[i, 3], layout[i, 4]
+    w = params[w_off : w_off + k * m].reshape((k, m))
+    b = params[b_off : b_off + m] if b_off >= 0 else params[0:0]
+    _linear_forward(a, w, b, y, empty, act, params.dtype.type(alphas[i]), cfg)
+
+
+@njit(**JIT)
+def _forward(x, params, layout, alphas, work, out, cfg):
+    # IN  x (n, k0), params (flat), layout (L, 6), alphas (L,), cfg (GEMM_CONFIG)
+    # OUT work: the hidden layers' outputs (contract.forward_workspace_layout),
+    #     out (n, out_last)
+    n = x.shape[0]
+    n_layers = layout.shape[0]
+    empty = work[0:0]
+    pin = blas_single_begin(cfg)
+    if n_layers == 1:
+        _forward_into(x, params, layout, alphas, ZERO, out, empty, cfg)
+    else:
+        m = layout[0, 3]
+        y = work[0 : n * m].reshape((n, m))
+        _forward_into(x, params, layout, alphas, ZERO, y, empty, cfg)
+        off = 0
+        for i in range(1, n_layers):
+            m_prev = layout[i - 1, 3]
+            a = work[off : off + n * m_prev].reshape((n, m_prev))
+            if i == n_layers - 1:
+                _forward_into(a, params, layout, alphas, i, out, empty, cfg)
+            else:
+                off += _round_up(n * m_prev)
+                m = layout[i, 3]
+                y = work[off : off + n * m].reshape((n, m))
+                _forward_into(a, params, layout, alphas, i, y, empty, cfg)
+    blas_single_end(cfg, pin)
+
+
+@njit(**JIT)
 def _backward_layer(a, params, grads, work, layout, alphas, offs, i, n, dy, l2, dx0,
                     tune, cfg):  # fmt: skip
     """dz over dy; dW (+ l2 W), db, dx (layer 0: into dx0 unless empty), as
@@ -313,6 +353,13 @@ def _train_step(x, labels, targets, sample_weight, params, grads, layout, alphas
             config, bias2_sqrt, step_size, FALSE, tune)  # fmt: skip
     blas_single_end(cfg, pin)
     return loss, correct
+
+
+def forward(x, params, layout, alphas, work, out):
+    """The forward pass of the stack in one compiled call."""
+    # IN  x (n, k0), params (flat), layout (L, 6) int64, alphas (L,) float64
+    # OUT work (the hidden outputs), out (n, out_last)
+    _forward(x, params, layout, alphas, work, out, _matmul.GEMM_CONFIG)
 
 
 def loss_grad(x, labels, targets, sample_weight, params, grads, layout, alphas, work,
