@@ -860,6 +860,19 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     # -------------------------------------------------------------- inference
+    def __sklearn_is_fitted__(self):
+        """Whether a fit (or warm start, partial_fit, unpickling) has built the
+        network: what predict needs. scikit-learn's ``check_is_fitted`` asks this
+        in place of scanning every attribute's name."""
+        return "_model" in self.__dict__ and "coefs_" in self.__dict__
+
+    def _check_is_fitted(self):
+        """scikit-learn's ``check_is_fitted``, asked only when the network is not
+        built (it raises NotFittedError then): its tag lookup and checks cost
+        ~9 us a call, a tenth of a one-row predict."""
+        if not self.__sklearn_is_fitted__():
+            check_is_fitted(self)
+
     def _forward_pass_fast(self, X, check_input=True):
         """Output-layer activations of X through the model (no state is stored)."""
         if check_input:
@@ -1181,7 +1194,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : ndarray of shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        check_is_fitted(self)
+        self._check_is_fitted()
         return self._predict(X)
 
     def predict_proba(self, X):
@@ -1197,7 +1210,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_prob : ndarray of shape (n_samples, n_classes)
             Probability of each class, in the order of ``classes_``.
         """
-        check_is_fitted(self)
+        self._check_is_fitted()
         y_pred = self._forward_pass_fast(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()

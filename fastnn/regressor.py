@@ -13,7 +13,6 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
 
 from ._sklearn_compat import NEW_TAGS, check_params, validate_data
 from .estimator import _BaseMLP
@@ -297,7 +296,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted values: one column per output, raveled for a single one.
         """
-        check_is_fitted(self)
+        self._check_is_fitted()
         return self._predict(X)
 
     if NEW_TAGS:

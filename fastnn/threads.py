@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 from threadpoolctl import ThreadpoolController
 
+from . import kernels
 from .kernels._fork import in_forked_child, on_fork_child
 
 _controller: ThreadpoolController | None = None
@@ -196,8 +197,6 @@ def num_threads(n: int | None, blas: bool = True) -> Iterator[int]:
     count, process-wide, set by one thread's block would reach another thread's
     kernel midway (its later blocks on BLAS's threads, with other last bits).
     """
-    from . import kernels
-
     target = get_num_threads() if n is None else _check(n)
     outer = getattr(_block, "n", None)
     outer_blas = getattr(_block, "blas_n", None)  # the enclosing block's that set it

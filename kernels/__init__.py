@@ -85,8 +85,13 @@ def set_num_threads(n: int) -> None:
     """Run the kernels of every backend, loaded now or later, on ``n`` threads
     (fastnn's thread setting; for Numba, in the calling thread)."""
     global _threads
+    # every fit and predict sets it twice, mostly to what it is: a process-wide
+    # setting already applied is left alone (Numba's is the calling thread's)
+    unchanged = n == _threads
     _threads = n
     for backend in list(_loaded.values()):
+        if unchanged and backend.name != "numba":
+            continue
         _apply_threads(backend, n)
         _apply_min_work(backend, n)  # the threshold measured for n threads, if any
 

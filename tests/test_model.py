@@ -368,13 +368,18 @@ def test_odd_X_values_raise_value_error_and_large_finite_ones_do_not_warn():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_finiteness_check_tells_an_overflowing_sum_from_a_non_finite_value(dtype):
-    # the check sums X in its own dtype: 256 values of 3e37 (float32) or 1e306
-    # (float64) overflow that sum although each is finite
+@pytest.mark.parametrize("rows", [64, 70000], ids=["element-check", "sum"])
+def test_the_finiteness_check_tells_an_overflowing_sum_from_a_non_finite_value(
+    dtype, rows
+):
+    # past _ELEMENT_CHECK_BYTES the check sums X in its own dtype: values of 3e37
+    # (float32) or 1e306 (float64) overflow that sum although each is finite
+    from fastnn import _validation
     from fastnn._validation import check_X
 
     big = np.finfo(dtype).max / 10
-    X = np.full((64, 4), big, dtype)
+    X = np.full((rows, 4), big, dtype)
+    assert (X.nbytes > _validation._ELEMENT_CHECK_BYTES) == (rows > 64)
     import warnings
 
     with warnings.catch_warnings():
