@@ -371,6 +371,29 @@ def test_dropout_trains_a_float32_model():
     assert np.isfinite(drop.loss_curve_).all()
 
 
+def test_fitted_means_a_fit_built_the_network():
+    """scikit-learn's check_is_fitted asks __sklearn_is_fitted__: True once a fit
+    built the network; an attribute set by hand on an unfitted estimator (which the
+    generic check took for a fit) gives NotFittedError, not an AttributeError."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = _targets("multiclass", n=60)
+    clf = MLPClassifier(hidden_layer_sizes=(6,), max_iter=2, random_state=0)
+    assert not clf.__sklearn_is_fitted__()
+    clf.coefs_ = [np.zeros((X.shape[1], 6)), np.zeros((6, 3))]
+    for call in (clf.predict, clf.predict_proba):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            call(X)
+    del clf.coefs_
+    clf.fit(X, y)
+    assert clf.__sklearn_is_fitted__()
+    check_is_fitted(clf)
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=(6,), max_iter=2)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        reg.predict(X)
+
+
 def test_n_threads_is_applied_and_restored():
     X, y = _targets("multiclass", n=60)
     before = fastnn.get_num_threads()

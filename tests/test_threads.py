@@ -488,3 +488,25 @@ def test_numba_without_the_extension_runs_blas_on_the_models_threads():
     out = subprocess.run([sys.executable, "-c", _NUMBA_WITHOUT_THE_EXTENSION],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_an_unchanged_kernel_count_still_sets_numbas_count_in_each_thread():
+    """The kernels' count is left alone when it does not change, except Numba's,
+    which is each thread's own: a block in a new thread must still set it there."""
+    import numba
+    from fastnn import kernels
+
+    kernels.get_backend("numba")
+    seen = {}
+
+    def run():
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        kernels.set_num_threads(1)  # already the kernels' count: see below
+        seen["numba"] = numba.get_num_threads()
+
+    with fastnn.num_threads(1):
+        assert kernels._threads == 1
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    assert seen["numba"] == 1
