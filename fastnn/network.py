@@ -254,12 +254,16 @@ class Network:
             setattr(lin, attr, view)
             setattr(lin, "grad_" + attr, self._grads[sl].reshape(shape))
             bound.append((lin, attr, view))
+        # a bias-less layer's bias stays None: the compiled forward adds none (a
+        # user may assign one, which the layer-by-layer forward then adds)
+        bound += [(lin, "bias", None) for lin in self.linears if not lin.use_bias]
         self._bound_views = tuple(bound)
 
     def _layers_read_params(self) -> bool:
         """Whether every Linear's weight and bias are still the views of the flat
-        buffer that :meth:`_bind_layer_views` gave them (a user may assign another
-        array to ``layer.weight``: the layer-by-layer forward then reads that)."""
+        buffer that :meth:`_bind_layer_views` gave them, and a bias-less Linear's
+        bias still None (a user may assign another array to ``layer.weight`` or
+        ``layer.bias``: the layer-by-layer forward then reads that)."""
         return all(getattr(lin, attr) is view for lin, attr, view in self._bound_views)
 
     # ------------------------------------------------------------- pickling

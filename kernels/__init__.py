@@ -14,6 +14,7 @@ import operator
 import threading
 
 from . import tuning
+from ._fork import on_fork_child
 from .contract import ACTIVATIONS, RAW_KERNELS, Backend, activation_code
 from .isa import ISAError
 
@@ -47,6 +48,10 @@ _default = "auto"
 _threads: int | None = None  # the kernels' thread count (None: each backend's own)
 _min_work: dict[int, int] = {}  # serial threshold by thread count (else tuning.py's)
 _applied: dict[str, int] = {}  # the threshold each loaded backend runs with
+# _threads and what the loaded backends were given change together under this lock:
+# set_num_threads skips an unchanged count, so a count one thread applied after
+# another's newer _threads would otherwise stay until the count next changes
+_threads_lock = threading.Lock()
 #: The largest serial threshold (Numba types a larger Python int otherwise, or not
 #: at all).
 MAX_MIN_WORK = tuning.MAX_MIN_WORK
@@ -61,10 +66,12 @@ def _load(name: str) -> Backend | None:
         try:
             module = importlib.import_module(_MODULES[name], __name__)
             info = dict(getattr(module, "BACKEND_INFO", {}))
-            _loaded[name] = backend = Backend(name, module, info)
-            if _threads is not None:
-                _apply_threads(backend, _threads)
-                _apply_min_work(backend, _threads)
+            backend = Backend(name, module, info)
+            with _threads_lock:  # loaded and given the count at once
+                _loaded[name] = backend
+                if _threads is not None:
+                    _apply_threads(backend, _threads)
+                    _apply_min_work(backend, _threads)
             return backend
         except (
             Exception
@@ -85,15 +92,16 @@ def set_num_threads(n: int) -> None:
     """Run the kernels of every backend, loaded now or later, on ``n`` threads
     (fastnn's thread setting; for Numba, in the calling thread)."""
     global _threads
-    # every fit and predict sets it twice, mostly to what it is: a process-wide
-    # setting already applied is left alone (Numba's is the calling thread's)
-    unchanged = n == _threads
-    _threads = n
-    for backend in list(_loaded.values()):
-        if unchanged and backend.name != "numba":
-            continue
-        _apply_threads(backend, n)
-        _apply_min_work(backend, n)  # the threshold measured for n threads, if any
+    with _threads_lock:
+        # every fit and predict sets it twice, mostly to what it is: a process-wide
+        # setting already applied is left alone (Numba's is the calling thread's)
+        unchanged = n == _threads
+        _threads = n
+        for backend in list(_loaded.values()):
+            if unchanged and backend.name != "numba":
+                continue
+            _apply_threads(backend, n)
+            _apply_min_work(backend, n)  # the threshold measured for n threads
 
 
 def set_parallel_min_work(threads: int, min_work: int | None) -> None:
@@ -109,9 +117,19 @@ def set_parallel_min_work(threads: int, min_work: int | None) -> None:
         if not 0 <= min_work <= MAX_MIN_WORK:
             raise ValueError(f"min_work must be in 0..{MAX_MIN_WORK}, got {min_work}")
         _min_work[threads] = min_work
-    if threads == _threads:
-        for backend in list(_loaded.values()):
-            _apply_min_work(backend, threads)
+    with _threads_lock:
+        if threads == _threads:
+            for backend in list(_loaded.values()):
+                _apply_min_work(backend, threads)
+
+
+def _new_threads_lock() -> None:
+    # another thread may have held it at fork time; that thread does not exist here
+    global _threads_lock
+    _threads_lock = threading.Lock()
+
+
+on_fork_child(_new_threads_lock)
 
 
 def parallel_min_work(threads: int | None = None) -> int:

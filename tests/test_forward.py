@@ -192,3 +192,23 @@ def test_a_pickled_model_predicts_the_same_bits(backend):
     assert clone._layers_read_params()
     assert "_bound_views" not in model.__getstate__()
     assert clone.predict_proba(X).tobytes() == want.tobytes()
+
+
+def test_a_bias_assigned_to_a_bias_less_layer_is_the_one_prediction_adds(backend):
+    """A bias-less Linear has no bias in the flat buffer, so the compiled forward
+    adds none: a bias a user assigns to it must send prediction down the
+    layer-by-layer pass, which adds it (as before the compiled forward)."""
+    model = fastnn.Sequential([fastnn.Linear(4, 3, bias=False), fastnn.ReLU(),
+                               fastnn.Linear(3, 2)], dtype=np.float64,
+                              backend=backend.name).initialize(0)  # fmt: skip
+    model.classes_ = np.arange(2)
+    X = np.random.default_rng(0).standard_normal((5, 4))
+    before = model.decision_function(X)
+    assert model._layers_read_params()
+    lin = model.linears[0]
+    lin.bias = np.full(3, 10.0)
+    assert not model._layers_read_params()
+    want = np.maximum(X @ lin.weight + 10.0, 0) @ model.linears[1].weight
+    want += model.linears[1].bias
+    np.testing.assert_allclose(model.decision_function(X), want, rtol=1e-12)
+    assert not np.allclose(model.decision_function(X), before)

@@ -510,3 +510,39 @@ def test_an_unchanged_kernel_count_still_sets_numbas_count_in_each_thread():
         worker.start()
         worker.join()
     assert seen["numba"] == 1
+
+
+def test_an_unchanged_count_is_one_the_backends_were_given(monkeypatch):
+    """set_num_threads skips an unchanged count on the process-wide backends, so the
+    count and what they were given must change together: a thread that stored
+    count 1 and applies it after another thread stored and applied 2 must not
+    leave the backends on 1 while the count reads 2 (every later block of 2 then
+    skipping them: a model's n_threads=2 ran its Cython kernels on one thread)."""
+    from types import SimpleNamespace
+
+    from fastnn import kernels
+
+    applied = []
+    entered, release = threading.Event(), threading.Event()
+
+    def set_threads(n):
+        if n == 1 and not entered.is_set():
+            entered.set()
+            release.wait(5)  # thread a is switched out between storing and applying
+        applied.append(n)
+
+    fake = SimpleNamespace(name="fake", raw=SimpleNamespace(set_num_threads=set_threads))
+    monkeypatch.setattr(kernels, "_loaded", {"fake": fake})
+    monkeypatch.setattr(kernels, "_threads", 3)
+    a = threading.Thread(target=kernels.set_num_threads, args=(1,))
+    b = threading.Thread(target=kernels.set_num_threads, args=(2,))
+    a.start()
+    assert entered.wait(5)
+    b.start()
+    b.join(0.5)  # b runs to its end here unless it waits for a
+    release.set()
+    a.join(5)
+    b.join(5)
+    kernels.set_num_threads(2)  # unchanged: the backend is not asked again
+    assert kernels._threads == 2
+    assert applied[-1] == 2, applied
