@@ -476,9 +476,11 @@ class Network:
         offsets, total = forward_workspace_layout(self._train_layout, n)
         hidden = aligned_empty(total, dt)
         widths = self._train_layout[:, 3].tolist()
-        outs = [hidden[off : off + n * m].reshape(n, m)
-                for off, m in zip(offsets.tolist(), widths[:-1], strict=True)]
-        outs.append(aligned_empty((n, widths[-1]), dt))  # fmt: skip
+        outs = [
+            hidden[off : off + n * m].reshape(n, m)
+            for off, m in zip(offsets.tolist(), widths[:-1], strict=True)
+        ]
+        outs.append(aligned_empty((n, widths[-1]), dt))
         none = [None] * len(outs)
         return _Workspace(x=None, y=None, sw=None, out=outs, z=none, dx=list(none),
                           dlogits=None, hidden=hidden)  # fmt: skip

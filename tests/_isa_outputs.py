@@ -59,8 +59,8 @@ def _kernel_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarr
 
 def _training_outputs(dtype: type, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The fused train_step (every activation, SGD and Adam, with an L2 term, which
-    the update adds), the compiled forward pass, and the estimators' losses (squared error, sigmoid
-    cross-entropy) through loss_grad/train_step."""
+    the update adds), the compiled forward pass, and the estimators' losses
+    (squared error, sigmoid cross-entropy) through loss_grad/train_step."""
     out: dict[str, np.ndarray] = {}
     X = rng.standard_normal((96, 13)).astype(dtype)
     y = rng.integers(0, 5, 96)

@@ -33,8 +33,9 @@ def _layer_by_layer(kb, x, params, layout, alphas):
 
 def _hidden(work, layout, n):
     offsets, _ = contract.forward_workspace_layout(layout, n)
+    widths = layout[:-1, 3].tolist()
     return [work[o : o + n * m].reshape(n, m)
-            for o, m in zip(offsets.tolist(), layout[:-1, 3].tolist(), strict=True)]  # fmt: skip
+            for o, m in zip(offsets.tolist(), widths, strict=True)]  # fmt: skip
 
 
 @pytest.mark.parametrize("n", [1, 2, 11])

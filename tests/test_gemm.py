@@ -17,6 +17,8 @@ from fastnn.kernels.cy import gemm as ext
 from fastnn.kernels.isa import ISA_ENV
 from tolerances import assert_close
 
+import fastnn
+
 RUNNABLE_ISAS = gemm_plan.ISAS[: gemm_plan.ISAS.index(ext.cpu_isa()) + 1]
 DTYPES = (np.float32, np.float64)
 OWN = gemm_plan.MODE_OWN
@@ -269,11 +271,12 @@ def test_one_and_two_threads_bitwise_equal(isa_name, dtype):
             a, b = operands(rng, m, n, k, ta, tb, dtype)
             results = []
             for threads in (1, 2):
-                cy.set_num_threads(threads)
-                out = np.empty((m, n), dtype)
-                ext.gemm(a, b, out, ta, tb, 1.0, 0.0, mode)
+                # the kernels' own setting, put back after: the Cython count set
+                # directly would outlive the block behind fastnn's back
+                with fastnn.num_threads(threads):
+                    out = np.empty((m, n), dtype)
+                    ext.gemm(a, b, out, ta, tb, 1.0, 0.0, mode)
                 results.append(out)
-            cy.set_num_threads(2)
             np.testing.assert_array_equal(results[0], results[1])
 
 

@@ -494,6 +494,7 @@ def test_an_unchanged_kernel_count_still_sets_numbas_count_in_each_thread():
     """The kernels' count is left alone when it does not change, except Numba's,
     which is each thread's own: a block in a new thread must still set it there."""
     import numba
+
     from fastnn import kernels
 
     kernels.get_backend("numba")
@@ -531,7 +532,8 @@ def test_an_unchanged_count_is_one_the_backends_were_given(monkeypatch):
             release.wait(5)  # thread a is switched out between storing and applying
         applied.append(n)
 
-    fake = SimpleNamespace(name="fake", raw=SimpleNamespace(set_num_threads=set_threads))
+    raw = SimpleNamespace(set_num_threads=set_threads)
+    fake = SimpleNamespace(name="fake", raw=raw)
     monkeypatch.setattr(kernels, "_loaded", {"fake": fake})
     monkeypatch.setattr(kernels, "_threads", 3)
     a = threading.Thread(target=kernels.set_num_threads, args=(1,))
