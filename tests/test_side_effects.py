@@ -262,3 +262,38 @@ def test_a_fit_leaves_openmps_thread_count_alone():
     before, after = json.loads(_run(code))
     assert before, "no OpenMP runtime seen: the probe checks nothing"
     assert after == before
+
+
+def test_a_fit_leaves_the_floating_point_state_alone():
+    """A fit leaves the thread's floating-point control state (x86: MXCSR's
+    flush-to-zero, denormals-are-zero and rounding bits) and NumPy's error state as
+    it found them: NumPy code beside fastnn computes the same bits (a subnormal
+    flushed to zero, or another rounding mode, changes them) at the same speed."""
+    code = """
+        import json
+        import numpy as np
+
+        def fp_state():
+            f32, f64 = np.float32, np.float64
+            probes = [
+                np.array([1e-40], f32) * f32(2),  # subnormal input (DAZ)
+                np.array([1e-30], f32) * f32(1e-10),  # subnormal result (FTZ)
+                np.array([1.0, -1.0], f32) / f32(3),  # rounding mode
+                np.array([1.0, -1.0], f64) / f64(3),
+                np.array([1.0], f64) + f64(2.0**-53),  # round half to even
+            ]
+            return [p.tobytes().hex() for p in probes] + [sorted(np.geterr().items())]
+
+        before = fp_state()
+        import fastnn
+
+        X = np.random.default_rng(0).standard_normal((256, 5)).astype(np.float32)
+        for backend in fastnn.available_backends():
+            for n in (1, 2):
+                m = fastnn.MLP((5, 8, 3), backend=backend, n_threads=n)
+                m.fit(X, np.arange(256) % 3, epochs=1, batch_size=16, verbose=0)
+                m.predict_proba(X)
+        print(json.dumps([before, fp_state()]))
+    """
+    before, after = json.loads(_run(code))
+    assert after == before
