@@ -1246,16 +1246,7 @@ class Backend:
         layout = self._train_layout(layout, params.shape[0], k0)
         self._alphas(alphas, layout.shape[0])
         _, total = forward_workspace_layout(layout, n)
-        if work is None:
-            work = np.empty(total, dtype=dtype)
-        else:
-            _array("work", work, 1)
-            _same_dtype(x=x, work=work)
-            if work.shape[0] < total or not work.flags.writeable:
-                raise ValueError(
-                    f"work must be writeable with at least {total} elements, got "
-                    f"{work.shape[0]}"
-                )
+        work = _work(work, total, x)
         out = _out("out", out, (n, int(layout[-1, 3])), dtype)
         _no_overlap({"work": work, "out": out}, x=x, params=params)
         if n:
@@ -1379,16 +1370,7 @@ class Backend:
         _, _, total = train_workspace_layout(
             layout, n if batch_rows is None else batch_rows
         )
-        if work is None:
-            work = np.empty(total, dtype=dtype)
-        else:
-            _array("work", work, 1)
-            _same_dtype(x=x, work=work)
-            if work.shape[0] < total or not work.flags.writeable:
-                raise ValueError(
-                    f"work must be writeable with at least {total} elements, got "
-                    f"{work.shape[0]}"
-                )
+        work = _work(work, total, x)
         return {"labels": labels, "targets": targets, "loss": TRAIN_LOSSES[loss],
                 "layout": layout, "label_smoothing": ls, "l2": l2,
                 "weights_end": weights_end, "work": work}  # fmt: skip
@@ -1436,6 +1418,21 @@ class Backend:
                 )
             end = hi
         return layout
+
+
+def _work(work: Any, total: int, x: np.ndarray) -> np.ndarray:
+    """A validated flat workspace of at least ``total`` elements of x's dtype, or a
+    new one when ``work`` is None."""
+    if work is None:
+        return np.empty(total, dtype=x.dtype)
+    _array("work", work, 1)
+    _same_dtype(x=x, work=work)
+    if work.shape[0] < total or not work.flags.writeable:
+        raise ValueError(
+            f"work must be writeable with at least {total} elements, got "
+            f"{work.shape[0]}"
+        )
+    return work
 
 
 def _no_overlap(outputs: dict[str, np.ndarray], **inputs: np.ndarray | None) -> None:
